@@ -1,0 +1,23 @@
+"""pseudosel: pseudo-label selection for semi-supervised learning.
+
+``select_reliable(probs)`` is a drop-in replacement for the fixed 0.95 confidence threshold
+of FixMatch-, UniMatch- and USB-style training; ``pseudosel.functional`` holds the stateless
+selectors and this package the ``nn.Module`` selectors.
+"""
+
+from pseudosel import features, functional
+from pseudosel.select import select_reliable
+from pseudosel.selection import Selection
+from pseudosel.selectors import CSLSelector, ThresholdSelector
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CSLSelector",
+    "Selection",
+    "ThresholdSelector",
+    "__version__",
+    "features",
+    "functional",
+    "select_reliable",
+]

@@ -1,0 +1,191 @@
+"""Input contract checks shared by every selector: shapes, dtypes, validity masks, values.
+
+Shape and dtype checks read only metadata and always run. Value checks (finite, >= 0,
+summing to 1 along the class axis) read the data: in CPU eager mode they raise
+``ValueError``; on other devices and under ``torch.compile`` they become a device-side
+assertion (``torch._assert_async``), so they add neither a host synchronisation nor a graph
+break. Every selector exposes them through ``validate: bool = True``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from numbers import Real
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_choice",
+    "check_probability_values",
+    "check_probs",
+    "check_real",
+    "compute_dtype",
+    "resolve_valid",
+]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype selectors compute in: float32 for float16/bfloat16, otherwise ``dtype``."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def check_probs(probs: object, *, name: str = "probs", min_classes: int = 2) -> None:
+    """Check that ``probs`` is a float tensor (N, K, *spatial) with K >= ``min_classes``.
+
+    Raises:
+        TypeError: not a tensor, or not float16/bfloat16/float32/float64.
+        ValueError: fewer than two dimensions, or a class dimension (dim 1) that is too small.
+    """
+    if not isinstance(probs, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(probs).__name__}")
+    if probs.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), "
+            f"got dtype {probs.dtype}"
+        )
+    if probs.dim() < 2 or probs.shape[1] < min_classes:
+        raise ValueError(
+            f"{name} must have a class dimension at dim 1 of size >= {min_classes}, "
+            f"i.e. shape (N, K) or (N, K, *spatial), got shape {tuple(probs.shape)}"
+        )
+
+
+def _position_shape(probs: Tensor) -> tuple[int, ...]:
+    return (probs.shape[0], *probs.shape[2:])
+
+
+def resolve_valid(
+    probs: Tensor,
+    valid: Tensor | None = None,
+    *,
+    ignore_mask: Tensor | None = None,
+    ignore_index: int = 255,
+) -> Tensor:
+    """Return the bool validity mask (N, *spatial) of the positions of ``probs``.
+
+    Args:
+        probs: (N, K, *spatial) predictions (only its shape and device are used).
+        valid: optional bool (N, *spatial); True marks positions that take part.
+        ignore_mask: optional integer (N, *spatial) map in UniMatch's convention:
+            positions equal to ``ignore_index`` are ignored. Exclusive with ``valid``.
+        ignore_index: the value of ``ignore_mask`` that marks an ignored position. Default 255.
+
+    Returns:
+        bool tensor (N, *spatial) on the device of ``probs``; all True when neither is given.
+    """
+    expected = _position_shape(probs)
+    if valid is not None and ignore_mask is not None:
+        raise ValueError(
+            "pass either valid (bool, True = use) or ignore_mask (ignore_index = ignored), not both"
+        )
+    if ignore_mask is not None:
+        if not isinstance(ignore_mask, Tensor):
+            raise TypeError(f"ignore_mask must be a torch.Tensor, got {type(ignore_mask).__name__}")
+        if (
+            ignore_mask.dtype == torch.bool
+            or ignore_mask.is_floating_point()
+            or (ignore_mask.is_complex())
+        ):
+            raise TypeError(
+                "ignore_mask must be an integer tensor whose value ignore_index marks ignored "
+                f"positions (use valid= for a bool mask), got dtype {ignore_mask.dtype}"
+            )
+        _check_position_tensor("ignore_mask", ignore_mask, probs, expected)
+        return ignore_mask != ignore_index
+    if valid is None:
+        return torch.ones(expected, dtype=torch.bool, device=probs.device)
+    if not isinstance(valid, Tensor):
+        raise TypeError(
+            f"valid must be a torch.Tensor of dtype torch.bool, got {type(valid).__name__}"
+        )
+    if valid.dtype != torch.bool:
+        raise TypeError(f"valid must be a torch.bool tensor, got dtype {valid.dtype}")
+    _check_position_tensor("valid", valid, probs, expected)
+    return valid
+
+
+def _check_position_tensor(
+    name: str, tensor: Tensor, probs: Tensor, expected: tuple[int, ...]
+) -> None:
+    if tuple(tensor.shape) != expected:
+        raise ValueError(
+            f"{name} must have shape {expected} (the shape of probs {tuple(probs.shape)} "
+            f"without the class dim 1), got {tuple(tensor.shape)}"
+        )
+    if tensor.device != probs.device:
+        raise ValueError(f"{name} must be on {probs.device} like probs, got {tensor.device}")
+
+
+def sum_tolerance(dtype: torch.dtype) -> float:
+    """How far from 1 a class-axis sum may be: 1e-3, or 6 machine epsilons for half types."""
+    return max(1e-3, 6.0 * torch.finfo(dtype).eps)
+
+
+def check_probability_values(probs: Tensor, valid: Tensor) -> None:
+    """Check that every valid position of ``probs`` is a probability vector along dim 1.
+
+    A position passes when all its entries are >= 0 and they sum to 1 within
+    ``sum_tolerance(probs.dtype)``; NaN or infinite entries fail. Ignored positions are not
+    checked. Costs two fast reductions over the class axis.
+
+    Raises:
+        ValueError: in CPU eager mode, naming the first offending position.
+        RuntimeError: from the device-side assertion on other devices / under torch.compile.
+    """
+    tol = sum_tolerance(probs.dtype)
+    work = compute_dtype(probs.dtype)
+    row_sum = probs.sum(1).to(work)
+    row_min = probs.amin(1).to(work)
+    ok_position = (row_min >= 0) & ((row_sum - 1).abs() <= tol)  # NaN compares False
+    ok = (ok_position | ~valid).all()
+    hint = (
+        "probs must hold probabilities along dim 1 (finite, >= 0, summing to 1 within "
+        f"{tol:.3g}); if these are logits pass from_logits=True to select_reliable or apply "
+        "softmax(dim=1) first; validate=False skips this check"
+    )
+    if torch.compiler.is_compiling() or probs.device.type != "cpu":
+        torch._assert_async(ok, hint)
+        return
+    if bool(ok):
+        return
+    bad = (valid & ~ok_position).nonzero()[0]
+    where = tuple(int(i) for i in bad)
+    raise ValueError(
+        f"{hint}. First offending position {where}: sum {float(row_sum[where]):.6g}, "
+        f"minimum {float(row_min[where]):.6g}"
+    )
+
+
+def check_real(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> float:
+    """Check that ``value`` is a finite real number in [low, high] (or (low, high]); return it."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    too_low = low is not None and (number <= low if low_open else number < low)
+    too_high = high is not None and number > high
+    if not math.isfinite(number) or too_low or too_high:
+        lower = "-inf" if low is None else f"{low:g}"
+        upper = "inf" if high is None else f"{high:g}"
+        bracket = "(" if low_open or low is None else "["
+        closing = ")" if high is None else "]"
+        raise ValueError(f"{name} must be in {bracket}{lower}, {upper}{closing}, got {value!r}")
+    return number
+
+
+def check_choice(name: str, value: object, choices: Collection[str]) -> str:
+    """Check that ``value`` is one of the strings in ``choices``; return it."""
+    if not isinstance(value, str) or value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return value
