@@ -1,0 +1,45 @@
+"""Realistic probability inputs for tests: spatially smooth softmax maps, peaky or flat."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def smooth_maps(
+    n: int,
+    k: int,
+    height: int,
+    width: int,
+    *,
+    sharpness: float = 6.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """(n, k, height, width) softmax of smooth random logit fields plus pixel noise.
+
+    ``sharpness`` scales the logits: ~6 gives peaky, segmentation-like maps with confident
+    interiors and uncertain borders; ~0.5 gives near-uniform maps.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(
+        n, k, max(2, height // 6), max(2, width // 6), generator=gen, dtype=torch.float64
+    )
+    logits = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    logits = logits * sharpness + 0.3 * torch.randn(
+        logits.shape, generator=gen, dtype=torch.float64
+    )
+    return logits.softmax(1).to(dtype)
+
+
+def classifier_outputs(
+    n: int, k: int, *, sharpness: float = 3.0, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """(n, k) softmax outputs with a spread of confidences, like a partly trained classifier."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, k, generator=gen, dtype=torch.float64)
+    boost = torch.rand(n, 1, generator=gen, dtype=torch.float64) * sharpness * 3
+    logits[:, :1] += boost  # some samples much more confident than others
+    logits = logits * sharpness / 2
+    perm = torch.randperm(k, generator=gen)
+    return logits[:, perm].softmax(1).to(dtype)

@@ -1,0 +1,171 @@
+"""Features: hand-computed cases, the residual variants, precision hazards, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from csl_reference import reference_features
+from hypothesis import given
+from hypothesis import strategies as st
+from probability_maps import classifier_outputs, smooth_maps
+
+import pseudosel.features as features
+from pseudosel.features import csl_features, entropy, margin, max_confidence, residual_moments
+
+
+def t(*rows, dtype=torch.float64):
+    return torch.tensor(rows, dtype=dtype)
+
+
+def test_csl_features_hand_computed_three_classes():
+    # r = 0.4, residuals (0.3, 0.1): population variance 0.01, g = 2^2 / (2 * 0.4) = 5.
+    c, s, labels = csl_features(t([0.6, 0.3, 0.1]))
+    assert c.item() == pytest.approx(0.6)
+    assert s.item() == pytest.approx(0.05)
+    assert labels.item() == 0
+
+
+def test_csl_features_hand_computed_four_classes():
+    # k* = 1, r = 0.5, residuals (0.1, 0.3, 0.1): variance 2/225, g = 9 / (2 * 0.5) = 9.
+    c, s, labels = csl_features(t([0.1, 0.5, 0.3, 0.1]))
+    assert (c.item(), labels.item()) == (pytest.approx(0.5), 1)
+    assert s.item() == pytest.approx(9 * 2 / 225)
+
+
+def test_reference_residual_variant_adds_r_over_2_k_minus_1():
+    _, theory, _ = csl_features(t([0.1, 0.5, 0.3, 0.1]), residual="theory")
+    _, reference, _ = csl_features(t([0.1, 0.5, 0.3, 0.1]), residual="reference")
+    assert (reference - theory).item() == pytest.approx(0.5 / (2 * 3))
+
+
+def test_g_scale_multiplies_s():
+    _, s1, _ = csl_features(t([0.6, 0.3, 0.1]))
+    _, s_half, _ = csl_features(t([0.6, 0.3, 0.1]), g_scale=0.5)
+    _, ref_half, _ = csl_features(t([0.6, 0.3, 0.1]), residual="reference", g_scale=0.5)
+    assert s_half.item() == pytest.approx(0.5 * s1.item())
+    assert ref_half.item() == pytest.approx(0.5 * (0.05 + 0.4 / 4))
+
+
+def test_ties_take_the_lowest_index_and_keep_the_tied_mass_in_the_residual():
+    # k* = 0; the other 0.4 is a residual class: r = 0.6, variance of (0.4, 0.2) = 0.01.
+    c, s, labels = csl_features(t([0.4, 0.4, 0.2]))
+    assert labels.item() == 0
+    assert c.item() == pytest.approx(0.4)
+    assert s.item() == pytest.approx((2**2 / (2 * 0.6)) * 0.01)
+
+
+def test_one_hot_and_uniform_have_zero_spread():
+    c, s, labels = csl_features(t([0.0, 1.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]))
+    assert c.tolist() == [1.0, 0.25]
+    assert s.tolist() == [0.0, 0.0]
+    assert labels.tolist() == [1, 0]
+
+
+def test_two_classes_give_s_exactly_zero():
+    probs = torch.rand(50, 2, 3).softmax(1)
+    c, s, labels = csl_features(probs)
+    assert torch.equal(s, torch.zeros_like(s))
+    assert torch.equal(c, probs.amax(1))
+
+
+def test_residual_mass_survives_when_confidence_rounds_to_one():
+    # In float32, 1 - 3e-9 rounds to 1.0: 1 - c would be 0 and g = inf in the authors' code.
+    probs = torch.tensor([[1.0, 1e-9, 2e-9]], dtype=torch.float32)
+    assert probs[0, 0].item() == 1.0
+    c, s, _ = csl_features(probs)
+    r, squares = residual_moments(probs, torch.zeros(1, dtype=torch.long))
+    assert r.item() == pytest.approx(3e-9, rel=1e-6)
+    expected = (2 * (1e-18 + 4e-18) / 3e-9 - 3e-9) / 2
+    assert s.item() == pytest.approx(expected, rel=1e-4)
+    assert torch.isfinite(s).all()
+
+
+@pytest.mark.parametrize("residual", ["theory", "reference"])
+@pytest.mark.parametrize("g_scale", [1.0, 0.5])
+def test_matches_literal_reference_on_maps(residual, g_scale):
+    probs = smooth_maps(2, 7, 12, 10, sharpness=5.0, seed=3, dtype=torch.float64)
+    c, s, labels = csl_features(probs, residual=residual, g_scale=g_scale)
+    ref_c, ref_s, ref_labels = reference_features(probs.numpy(), residual, g_scale)
+    np.testing.assert_allclose(c.numpy(), ref_c, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(s.numpy(), ref_s, rtol=1e-10, atol=1e-15)
+    np.testing.assert_array_equal(labels.numpy(), ref_labels)
+
+
+@given(
+    st.integers(1, 6),
+    st.integers(2, 12),
+    st.floats(0.1, 30.0),
+    st.sampled_from([torch.float16, torch.bfloat16, torch.float32, torch.float64]),
+)
+def test_s_is_bounded(n, k, sharpness, dtype):
+    probs = classifier_outputs(n, k, sharpness=sharpness, seed=n * k, dtype=dtype)
+    c, s, labels = csl_features(probs)
+    r, _ = residual_moments(probs, labels)
+    assert c.dtype == s.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert (s >= 0).all()
+    assert (s <= r * (k - 2) / 2 + 1e-12).all()
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 40, 37), (700, 9), (2, 300, 7)])
+def test_blocked_cpu_path_equals_one_pass(monkeypatch, shape):
+    gen = torch.Generator().manual_seed(0)
+    probs = (torch.randn(shape, generator=gen) * 4).softmax(1)
+    labels = probs.argmax(1)
+    r_one, q_one = residual_moments(probs, labels)
+    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 512)
+    r_blocks, q_blocks = residual_moments(probs, labels)
+    torch.testing.assert_close(r_blocks, r_one, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(q_blocks, q_one, rtol=1e-6, atol=1e-7)
+
+
+def test_half_inputs_are_computed_in_float32():
+    probs = smooth_maps(1, 5, 6, 6, seed=1).to(torch.bfloat16)
+    c, s, _ = csl_features(probs)
+    assert c.dtype == s.dtype == torch.float32
+    c64, s64, _ = csl_features(probs.double())
+    torch.testing.assert_close(s.double(), s64, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(c.double(), c64)
+
+
+def test_max_confidence_entropy_margin_hand_computed():
+    probs = t([0.7, 0.2, 0.1], [0.5, 0.5, 0.0])
+    assert max_confidence(probs).tolist() == [0.7, 0.5]
+    expected = [-(0.7 * math.log(0.7) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1)), math.log(2)]
+    np.testing.assert_allclose(entropy(probs).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(margin(probs).numpy(), [0.5, 0.0], atol=1e-15)
+
+
+def test_entropy_of_one_hot_is_zero_and_of_uniform_is_log_k():
+    probs = t([0.0, 0.0, 1.0], [1 / 3, 1 / 3, 1 / 3])
+    np.testing.assert_allclose(entropy(probs).numpy(), [0.0, math.log(3)], atol=1e-12)
+
+
+def test_dense_features_keep_the_position_shape():
+    probs = smooth_maps(2, 4, 5, 6, seed=0)
+    for value in (max_confidence(probs), entropy(probs), margin(probs), *csl_features(probs)):
+        assert value.shape == (2, 5, 6)
+
+
+@pytest.mark.parametrize("fn", [max_confidence, entropy, margin, csl_features])
+def test_bad_shapes_and_dtypes_raise_named_errors(fn):
+    with pytest.raises(ValueError, match=r"probs must have a class dimension at dim 1.*\(8,\)"):
+        fn(torch.rand(8))
+    with pytest.raises(ValueError, match=r"size >= 2.*\(4, 1\)"):
+        fn(torch.ones(4, 1))
+    with pytest.raises(TypeError, match="floating-point.*torch.int64"):
+        fn(torch.ones(4, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="torch.Tensor.*list"):
+        fn([[0.5, 0.5]])
+
+
+def test_bad_feature_options_raise():
+    probs = t([0.6, 0.3, 0.1])
+    with pytest.raises(ValueError, match="residual must be one of 'theory', 'reference'"):
+        csl_features(probs, residual="authors")
+    with pytest.raises(ValueError, match=r"g_scale must be in \(0, inf\), got 0"):
+        csl_features(probs, g_scale=0)
+    with pytest.raises(TypeError, match="g_scale must be a real number"):
+        csl_features(probs, g_scale="1")
