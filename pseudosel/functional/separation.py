@@ -1,0 +1,109 @@
+"""CSL's per-group split of 2-D points into two clusters, batched over groups, closed form.
+
+The split is the spectral relaxation of 2-way k-means (CSL_SPEC.md §3): with X the (n, 2)
+matrix of a group's valid points and M = XᵀX its 2x2 second-moment matrix with eigenpairs
+(λ₁ ≥ λ₂, e₁, e₂), point i joins the cluster j that maximises |x_i·e_j| / √λ_j. Everything
+reduces to M, so no SVD and no loop over groups are needed: M's eigen-decomposition is the
+closed form for a symmetric 2x2 matrix.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Axes",
+    "accumulation_dtype",
+    "assign_second_cluster",
+    "principal_axes",
+    "second_moments",
+]
+
+# λ₂ at or below this fraction of λ₁ means all points lie on one ray: no second cluster.
+RANK_ONE_RATIO = 1e-12
+
+
+class Axes(NamedTuple):
+    """Eigen-decomposition of a batch of symmetric 2x2 matrices, (G,) per field.
+
+    ``e1 = (cos, sin)`` belongs to the larger eigenvalue ``lam1``; ``e2 = (-sin, cos)``.
+    """
+
+    lam1: Tensor
+    lam2: Tensor
+    cos: Tensor
+    sin: Tensor
+
+
+def accumulation_dtype(device: torch.device) -> torch.dtype:
+    """float64 for the per-group scalars (eigen-decomposition, means, variances), except
+    where the device has none (MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def second_moments(c: Tensor, s: Tensor, acc_dtype: torch.dtype) -> Tensor:
+    """M = XᵀX per group, where row i of X is the point (c_i, s_i).
+
+    Args:
+        c, s: (G, n) coordinates of the points, ignored ones already zeroed.
+        acc_dtype: dtype of the result (float64 unless unavailable). The sums themselves run
+            in the dtype of ``c`` (torch's cascade summation keeps them accurate); the
+            eigen-decomposition that follows needs the wider type, as det(M) cancels.
+
+    Returns:
+        (G, 2, 2) symmetric matrices in ``acc_dtype``.
+    """
+    m11 = (c * c).sum(-1)
+    m12 = (c * s).sum(-1)
+    m22 = (s * s).sum(-1)
+    moments = torch.stack((torch.stack((m11, m12), -1), torch.stack((m12, m22), -1)), -2)
+    return moments.to(acc_dtype)
+
+
+def principal_axes(moments: Tensor) -> Axes:
+    """Closed-form eigen-decomposition of symmetric 2x2 matrices.
+
+    θ = ½·atan2(2 M₁₂, M₁₁ − M₂₂) is the angle of the top eigenvector; λ₂ is taken as
+    det(M) / λ₁ (not trace/2 − radius) so it keeps its relative accuracy when λ₂ ≪ λ₁.
+
+    Args:
+        moments: (G, 2, 2) symmetric positive semi-definite matrices.
+
+    Returns:
+        :class:`Axes` with (G,) fields in the dtype of ``moments``.
+    """
+    m11, m12, m22 = moments[:, 0, 0], moments[:, 0, 1], moments[:, 1, 1]
+    half_trace = (m11 + m22) / 2
+    radius = torch.hypot((m11 - m22) / 2, m12)
+    lam1 = half_trace + radius
+    det = m11 * m22 - m12 * m12
+    lam2 = (det / lam1.clamp_min(torch.finfo(lam1.dtype).tiny)).clamp_min(0)
+    theta = torch.atan2(2 * m12, m11 - m22) / 2
+    return Axes(lam1, lam2, torch.cos(theta), torch.sin(theta))
+
+
+def assign_second_cluster(c: Tensor, s: Tensor, axes: Axes, count: Tensor) -> Tensor:
+    """Which points join the second cluster (True) rather than the first.
+
+    Point i goes to cluster 2 when |x_i·e₂|·√λ₁ > |x_i·e₁|·√λ₂ (the division-free form of
+    comparing |x_i·e_j| / √λ_j); ties go to cluster 1. Degenerate groups — n <= 1, or
+    λ₂ <= 1e-12·λ₁ (every point on one ray) — keep everything in cluster 1.
+
+    Args:
+        c, s: (G, n) coordinates of the points (callers mask ignored ones out afterwards).
+        axes: the groups' :class:`Axes`.
+        count: (G,) number of valid points per group.
+
+    Returns:
+        (G, n) bool.
+    """
+    dtype = c.dtype
+    cos = axes.cos.to(dtype)[:, None]
+    sin = axes.sin.to(dtype)[:, None]
+    along_first = (c * cos + s * sin).abs() * axes.lam2.sqrt().to(dtype)[:, None]
+    along_second = (s * cos - c * sin).abs() * axes.lam1.sqrt().to(dtype)[:, None]
+    degenerate = (count <= 1) | (axes.lam2 <= RANK_ONE_RATIO * axes.lam1)
+    return (along_second > along_first) & ~degenerate[:, None]

@@ -1,0 +1,61 @@
+"""Fixed confidence threshold (FixMatch, UniMatch): keep positions with max p >= tau."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pseudosel.selection import Selection
+from pseudosel.validation import (
+    check_probability_values,
+    check_probs,
+    check_real,
+    compute_dtype,
+    resolve_valid,
+)
+
+__all__ = ["threshold"]
+
+
+def threshold(
+    probs: Tensor,
+    tau: float = 0.95,
+    *,
+    valid: Tensor | None = None,
+    validate: bool = True,
+) -> Selection:
+    """FixMatch's hard selection: mask = max_k p_k >= tau.
+
+    Args:
+        probs: (N, K) or (N, K, *spatial) probabilities, K >= 2. The comparison is done in
+            float32 for float16/bfloat16 input (bf16 spacing near 1 is ~0.004).
+        tau: confidence threshold in [0, 1]. Default 0.95 (FixMatch, UniMatch).
+        valid: optional bool (N, *spatial); False marks ignored positions.
+        validate: check that valid positions hold probabilities (default True).
+
+    Returns:
+        :class:`~pseudosel.Selection`: labels = arg-max, weight = mask as float,
+        score = max confidence (0 at ignored positions).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import threshold
+        >>> sel = threshold(torch.tensor([[0.97, 0.03], [0.6, 0.4]]))
+        >>> sel.mask, sel.weight
+        (tensor([ True, False]), tensor([1., 0.]))
+    """
+    check_probs(probs)
+    tau = check_real("tau", tau, low=0.0, high=1.0)
+    valid = resolve_valid(probs, valid)
+    if validate:
+        check_probability_values(probs, valid)
+    confidence, labels = probs.max(1)
+    confidence = confidence.to(compute_dtype(probs.dtype))
+    mask = valid & (confidence >= tau)
+    return Selection(
+        labels=labels,
+        weight=mask.to(confidence.dtype),
+        mask=mask,
+        score=torch.where(valid, confidence, 0.0),
+        valid=valid,
+    )

@@ -1,0 +1,268 @@
+"""CSL: the fast kernel against the literal float64 reference, hand cases, degenerate groups."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from csl_reference import reference_csl, reference_split
+from probability_maps import classifier_outputs, smooth_maps
+
+import pseudosel.functional as F
+from pseudosel.features import csl_features
+from pseudosel.functional.csl import split_groups
+
+# (sharpness, description): peaky segmentation-like maps and near-uniform ones.
+MAPS = [(6.0, "peaky"), (15.0, "very peaky"), (0.5, "near-uniform")]
+
+
+def assert_matches_reference(probs, valid=None, *, atol, **options):
+    sel = F.csl(probs, valid=valid, **options)
+    ref = reference_csl(probs, valid=valid, **options)
+    np.testing.assert_allclose(sel.weight.double().numpy(), ref.weight, rtol=0, atol=atol)
+    np.testing.assert_array_equal(sel.labels.numpy(), ref.labels)
+    valid_np = np.ones(ref.weight.shape, bool) if valid is None else valid.numpy()
+    # the trusted set may differ only where the reference weight is within rounding of 1
+    differs = sel.mask.numpy() != ref.mask
+    assert not (differs & (ref.weight < 1 - 10 * atol)).any()
+    assert not (sel.mask.numpy() & ~valid_np).any()
+    return sel, ref
+
+
+def assert_same_clusters(probs, valid=None, group="sample", **options):
+    """Cluster assignment identical to the reference's SVD split except at near-ties."""
+    c, s, _ = csl_features(probs, residual=options.get("residual", "theory"))
+    rows = probs.shape[0] if group == "sample" else 1
+    ok = torch.ones_like(c, dtype=torch.bool) if valid is None else valid
+    split = split_groups(c.reshape(rows, -1), s.reshape(rows, -1), ok.reshape(rows, -1))
+    ref = reference_csl(probs, valid=valid, group=group, **options)
+    ours = split.in_second.reshape(ref.cluster.shape).numpy().astype(int)
+    near_tie = np.abs(ref.tie_margin) < 1e-5  # relative gap between the two projections
+    considered = (ref.cluster >= 0) & ~near_tie
+    assert considered.sum() > 0.95 * (ref.cluster >= 0).sum()
+    np.testing.assert_array_equal(ours[considered], ref.cluster[considered])
+
+
+@pytest.mark.parametrize("sharpness,_", MAPS)
+@pytest.mark.parametrize(
+    "dtype,atol", [(torch.float32, 1e-5), (torch.float64, 1e-9)], ids=["float32", "float64"]
+)
+def test_dense_matches_reference(sharpness, _, dtype, atol):
+    probs = smooth_maps(3, 21, 24, 20, sharpness=sharpness, seed=11, dtype=dtype)
+    sel, ref = assert_matches_reference(probs, atol=atol)
+    assert 0.05 < ref.mask.mean() < 0.98  # a real split, not a trivial one
+    assert_same_clusters(probs)
+
+
+@pytest.mark.parametrize(
+    "dtype,atol", [(torch.float32, 1e-5), (torch.float64, 1e-9)], ids=["float32", "float64"]
+)
+def test_classification_batch_group_matches_reference(dtype, atol):
+    probs = classifier_outputs(256, 10, seed=5, dtype=dtype)
+    assert_matches_reference(probs, atol=atol)
+    assert_same_clusters(probs, group="batch")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"cluster_rule": "linear"},
+        {"cluster_rule": "neglog"},
+        {"alpha": 8.0},
+        {"residual": "reference"},
+        {"g_scale": 0.5},
+        {"min_var": 1e-3},
+        {"eps": 1e-4},
+        {"group": "batch"},
+    ],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_options_match_reference(options):
+    probs = smooth_maps(2, 10, 20, 16, sharpness=5.0, seed=2, dtype=torch.float64)
+    assert_matches_reference(probs, atol=1e-9, **options)
+
+
+def test_validity_mask_matches_reference_and_zeroes_ignored_positions():
+    probs = smooth_maps(3, 21, 20, 20, sharpness=6.0, seed=4)
+    valid = torch.ones(3, 20, 20, dtype=torch.bool)
+    valid[0, :, 15:] = False  # a padded border, as in UniMatch crops
+    valid[1, 5:9, 5:9] = False
+    valid[2] = torch.rand(20, 20, generator=torch.Generator().manual_seed(0)) > 0.3
+    sel, _ = assert_matches_reference(probs, valid, atol=1e-5)
+    assert (sel.weight[~valid] == 0).all() and (sel.score[~valid] == 0).all()
+    assert not sel.mask[~valid].any()
+    assert torch.equal(sel.valid, valid)
+    assert_same_clusters(probs, valid)
+
+
+def test_large_input_through_the_blocked_path_matches_reference():
+    probs = smooth_maps(2, 21, 160, 160, sharpness=8.0, seed=9)
+    assert probs.numel() > 1 << 20  # more than one cache block
+    assert_matches_reference(probs, atol=1e-5)
+
+
+def test_nan_at_ignored_positions_does_not_leak():
+    probs = smooth_maps(2, 5, 8, 8, seed=0)
+    valid = torch.ones(2, 8, 8, dtype=torch.bool)
+    valid[:, :2] = False
+    poisoned = probs.clone()
+    poisoned[:, :, :2] = float("nan")
+    clean = F.csl(probs, valid=valid)
+    dirty = F.csl(poisoned, valid=valid)
+    for a, b in zip(clean[1:], dirty[1:], strict=True):
+        assert torch.equal(a, b)
+    assert torch.isfinite(dirty.weight).all() and torch.isfinite(dirty.score).all()
+
+
+# ---------------------------------------------------------------- hand-computed cases
+
+
+def axis_points():
+    """Two points on the c axis, two on the s axis: M is diagonal, e1 = (1, 0)."""
+    c = torch.tensor([[1.0, 0.8, 0.0, 0.0]], dtype=torch.float64)
+    s = torch.tensor([[0.0, 0.0, 0.5, 0.3]], dtype=torch.float64)
+    return c, s, torch.ones_like(c, dtype=torch.bool)
+
+
+def test_hand_case_split_and_weights():
+    # Cluster 1 = {(1, 0), (0.8, 0)}: mean (0.9, 0), unbiased variance (0.02, 0).
+    # (0.8, 0): z_c = -0.1 / sqrt(0.02 + 1e-8), z_s = 0 -> weight exp(-z_c^2 / 2).
+    split = split_groups(*axis_points())
+    assert split.in_second.tolist() == [[False, False, True, True]]
+    assert not split.reliable_is_second.item()
+    z_c = -0.1 / math.sqrt(0.02 + 1e-8)
+    assert split.weight[0, 0].item() == 1.0
+    assert split.weight[0, 1].item() == pytest.approx(math.exp(-(z_c**2) / 2))
+    z_far = ((0.0 - 0.9) / math.sqrt(0.02 + 1e-8), (0.0 - 0.5) / math.sqrt(1e-8))
+    assert split.weight[0, 2].item() == pytest.approx(
+        math.exp(-(z_far[0] ** 2 + z_far[1] ** 2) / 2)
+    )
+    assert split.mask.tolist() == [[True, False, False, False]]
+    assert split.score[0, 1].item() == pytest.approx(-abs(z_c))
+    assert split.score[0, 0].item() == pytest.approx(0.1 / math.sqrt(0.02 + 1e-8))
+
+
+def test_hand_case_alpha_and_min_var():
+    z_c = -0.1 / math.sqrt(0.02 + 1e-8)
+    wide = split_groups(*axis_points(), alpha=8.0)
+    assert wide.weight[0, 1].item() == pytest.approx(math.exp(-(z_c**2) / 8))
+    floored = split_groups(*axis_points(), min_var=0.01)
+    # variance of s in the reliable cluster is 0 -> floored to 0.01: z_s of (0, 0.3) = -3
+    z = ((0.0 - 0.9) / math.sqrt(0.02 + 1e-8), (0.0 - 0.3) / math.sqrt(0.01 + 1e-8))
+    assert floored.weight[0, 3].item() == pytest.approx(math.exp(-(z[0] ** 2 + z[1] ** 2) / 2))
+    ref = reference_split(*(a[0].numpy() for a in axis_points()), min_var=0.01)
+    np.testing.assert_allclose(floored.weight[0].numpy(), ref.weight, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "rule,second_wins",
+    [
+        # cluster means: 1 = (0.9, 0.45), 2 = (0.8, 0.01)
+        ("confidence", False),  # 0.9 > 0.8
+        ("linear", True),  # 0.9 - 0.25 * 0.45 = 0.7875 < 0.8 - 0.25 * 0.01 = 0.7975
+        ("neglog", True),  # 0.9 - 0.5 log 0.45 = 1.30 < 0.8 - 0.5 log 0.01 = 3.10
+    ],
+)
+def test_cluster_rules_hand_computed(rule, second_wins):
+    # Two confident points with a large residual spread and two slightly less confident
+    # points with almost none; the spectral split separates the two pairs.
+    c = torch.tensor([[0.9, 0.9, 0.8, 0.8]], dtype=torch.float64)
+    s = torch.tensor([[0.4, 0.5, 0.0, 0.02]], dtype=torch.float64)
+    split = split_groups(c, s, torch.ones_like(c, dtype=torch.bool), cluster_rule=rule)
+    ref = reference_split(c[0].numpy(), s[0].numpy(), np.ones(4, bool), cluster_rule=rule)
+    assert split.in_second.tolist() == [[False, False, True, True]]
+    assert ref.cluster.tolist() == [0, 0, 1, 1]
+    assert bool(split.reliable_is_second) is second_wins
+    assert ref.reliable == int(second_wins)
+    np.testing.assert_allclose(split.weight[0].numpy(), ref.weight, rtol=1e-12)
+    # the reliable pair is trusted at its better point at least
+    reliable = [2, 3] if second_wins else [0, 1]
+    assert split.mask[0, reliable].any()
+
+
+def test_empty_second_cluster_is_never_chosen():
+    # M = diag(2, 0.5); both points tie exactly, so both stay in cluster 1 and cluster 2 is
+    # empty. Under "neglog" the empty cluster would score -0.5 log(eps) = 9.2 and win in the
+    # authors' code (then every weight is 1); here it can never be chosen.
+    c = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+    s = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    split = split_groups(c, s, torch.ones_like(c, dtype=torch.bool), cluster_rule="neglog")
+    assert split.in_second.tolist() == [[False, False]]
+    assert not split.reliable_is_second.item()
+    # reliable cluster: mean (0, 0.5), variance (2, 0): (-1, 0.5) has z_c = -1/sqrt(2), z_s = 0
+    assert split.weight.tolist() == [[1.0, pytest.approx(math.exp(-0.5 / 2))]]
+
+
+# ---------------------------------------------------------------- degenerate groups
+
+
+def test_all_positions_ignored_gives_zero_weights_without_nan():
+    probs = smooth_maps(2, 4, 5, 5, seed=1)
+    valid = torch.zeros(2, 5, 5, dtype=torch.bool)
+    valid[1, 2, 2] = True
+    sel = F.csl(probs, valid=valid)
+    assert torch.equal(sel.weight[0], torch.zeros(5, 5))
+    assert not sel.mask[0].any()
+    assert torch.isfinite(sel.weight).all() and torch.isfinite(sel.score).all()
+    # image 1 has a single valid position: its own cluster, z = 0, weight 1
+    assert sel.weight[1, 2, 2].item() == 1.0 and sel.weight[1].sum().item() == 1.0
+    none = F.csl(probs, valid=torch.zeros_like(valid))
+    assert none.weight.sum().item() == 0 and none.ratio().item() == 0
+
+
+def test_identical_predictions_form_one_cluster():
+    probs = torch.tensor([0.7, 0.2, 0.1]).view(1, 3, 1, 1).expand(2, 3, 4, 4).contiguous()
+    sel = F.csl(probs)
+    assert torch.equal(sel.weight, torch.ones(2, 4, 4))
+    assert sel.mask.all()
+
+
+def test_exact_one_hot_maps():
+    labels = torch.randint(0, 6, (2, 7, 7), generator=torch.Generator().manual_seed(0))
+    probs = torch.nn.functional.one_hot(labels, 6).permute(0, 3, 1, 2).double()
+    sel = F.csl(probs)
+    assert torch.equal(sel.labels, labels)
+    assert torch.equal(sel.weight, torch.ones(2, 7, 7))  # every point is (1, 0): rank 1
+
+
+def test_two_classes_reduce_to_one_cluster_on_confidence():
+    # K = 2: s = 0, every point lies on the c axis (rank 1), so each group is one cluster and
+    # the trusted set is the positions at or above the group's mean confidence.
+    probs = smooth_maps(2, 2, 10, 10, sharpness=3.0, seed=7, dtype=torch.float64)
+    sel, _ = assert_matches_reference(probs, atol=1e-9)
+    c = probs.amax(1)
+    mean = c.mean(dim=(1, 2), keepdim=True)
+    assert torch.equal(sel.mask, c >= mean)
+    std = c.std(dim=(1, 2), keepdim=True)
+    below = c < mean
+    expected = torch.exp(-(((c - mean) / torch.sqrt(std**2 + 1e-8)) ** 2) / 2)
+    torch.testing.assert_close(sel.weight[below], expected[below])
+
+
+def test_classification_sample_groups_are_single_points():
+    sel = F.csl(classifier_outputs(6, 4, seed=0), group="sample")
+    assert torch.equal(sel.weight, torch.ones(6))
+
+
+def test_empty_batch_returns_an_empty_selection():
+    for shape in [(0, 5), (0, 5, 4, 4), (2, 5, 0, 3)]:
+        sel = F.csl(torch.rand(shape))
+        assert sel.weight.shape == sel.labels.shape == (shape[0], *shape[2:])
+        assert sel.ratio().item() == 0
+
+
+def test_weights_are_in_the_compute_dtype():
+    probs = smooth_maps(1, 5, 6, 6, seed=2)
+    assert F.csl(probs.half()).weight.dtype == torch.float32
+    assert F.csl(probs.bfloat16()).score.dtype == torch.float32
+    assert F.csl(probs.double()).weight.dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_match_float64_on_the_rounded_probabilities(dtype):
+    probs = smooth_maps(2, 21, 16, 16, sharpness=6.0, seed=8).to(dtype)
+    sel = F.csl(probs)
+    ref = reference_csl(probs)  # float64 on the same rounded values
+    np.testing.assert_allclose(sel.weight.double().numpy(), ref.weight, rtol=0, atol=1e-3)

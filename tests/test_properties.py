@@ -1,0 +1,91 @@
+"""Property-based tests: random shapes, dtypes, validity, peaky to uniform inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pseudosel
+import pseudosel.functional as F
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+@st.composite
+def selection_inputs(draw):
+    n = draw(st.integers(0, 4))
+    k = draw(st.integers(2, 8))
+    spatial = draw(st.lists(st.integers(0, 6), min_size=0, max_size=2))
+    dtype = draw(st.sampled_from(DTYPES))
+    sharpness = draw(st.sampled_from([0.0, 0.3, 2.0, 10.0, 60.0]))
+    keep = draw(st.sampled_from([0.0, 0.1, 0.7, 1.0]))
+    special = draw(st.sampled_from(["none", "one_hot", "uniform", "repeated"]))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    shape = (n, k, *spatial)
+    logits = torch.randn(shape, generator=gen, dtype=torch.float64) * sharpness
+    if special == "one_hot":
+        logits = torch.where(logits == logits.amax(1, keepdim=True), 1e4, 0.0)
+    elif special == "uniform":
+        logits = torch.zeros(shape, dtype=torch.float64)
+    elif special == "repeated" and n > 0:
+        logits = logits[:1].expand(shape)
+    probs = logits.softmax(1).to(dtype)
+    valid = torch.rand((n, *spatial), generator=gen) < keep
+    return probs, valid
+
+
+def check_selection(sel: pseudosel.Selection, probs: torch.Tensor, valid: torch.Tensor):
+    position_shape = (probs.shape[0], *probs.shape[2:])
+    for field in sel:
+        assert field.shape == position_shape
+    assert sel.labels.dtype == torch.long
+    assert ((sel.labels >= 0) & (sel.labels < probs.shape[1])).all()
+    expected = torch.float64 if probs.dtype == torch.float64 else torch.float32
+    assert sel.weight.dtype == sel.score.dtype == expected
+    assert torch.isfinite(sel.weight).all() and torch.isfinite(sel.score).all()
+    assert ((sel.weight >= 0) & (sel.weight <= 1)).all()
+    assert (sel.weight[sel.mask] == 1).all()
+    assert torch.equal(sel.valid, valid)
+    assert (sel.weight[~valid] == 0).all() and not sel.mask[~valid].any()
+    ratio = sel.ratio()
+    assert 0 <= ratio.item() <= 1
+
+
+@settings(max_examples=300)
+@given(
+    selection_inputs(),
+    st.sampled_from(["auto", "sample", "batch"]),
+    st.sampled_from(["confidence", "linear", "neglog"]),
+)
+def test_csl_properties(inputs, group, rule):
+    probs, valid = inputs
+    sel = F.csl(probs, valid=valid, group=group, cluster_rule=rule)
+    check_selection(sel, probs, valid)
+    # each group with a valid position trusts at least one of them (its best point)
+    if group == "sample" and probs.dim() > 2 and probs.shape[0] > 0:
+        has_valid = valid.flatten(1).any(1)
+        assert (sel.mask.flatten(1).any(1) | ~has_valid).all()
+
+
+@settings(max_examples=300)
+@given(selection_inputs(), st.floats(0.0, 1.0))
+def test_threshold_properties(inputs, tau):
+    probs, valid = inputs
+    sel = F.threshold(probs, tau, valid=valid)
+    check_selection(sel, probs, valid)
+    assert torch.equal(sel.weight, sel.mask.to(sel.weight.dtype))
+
+
+@given(
+    st.integers(1, 5),
+    st.integers(2, 6),
+    st.floats(0.5, 10.0),
+    st.integers(0, 2**31 - 1),
+    st.sampled_from([F.csl, F.threshold]),
+)
+def test_logits_are_rejected(n, k, scale, seed, select):
+    logits = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * scale
+    with pytest.raises(ValueError, match="from_logits=True"):
+        select(logits)

@@ -1,0 +1,92 @@
+"""The input contract: every documented bad input raises the documented error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pseudosel.functional as F
+from pseudosel.validation import sum_tolerance
+
+SELECTORS = [F.threshold, F.csl]
+
+
+@pytest.mark.parametrize("select", SELECTORS)
+def test_shape_and_dtype_errors(select):
+    with pytest.raises(ValueError, match=r"probs must have a class dimension at dim 1 .*\(8,\)"):
+        select(torch.rand(8))
+    with pytest.raises(ValueError, match=r"size >= 2.*\(3, 1, 4\)"):
+        select(torch.ones(3, 1, 4))
+    with pytest.raises(TypeError, match="probs must be a floating-point tensor.*torch.int32"):
+        select(torch.ones(3, 2, dtype=torch.int32))
+    with pytest.raises(TypeError, match="probs must be a torch.Tensor, got ndarray"):
+        select(torch.ones(3, 2).numpy())
+
+
+@pytest.mark.parametrize("select", SELECTORS)
+def test_valid_mask_errors(select):
+    probs = torch.full((2, 3, 4, 5), 1 / 3)
+    with pytest.raises(
+        TypeError, match="valid must be a torch.bool tensor, got dtype torch.float32"
+    ):
+        select(probs, valid=torch.ones(2, 4, 5))
+    with pytest.raises(
+        ValueError, match=r"valid must have shape \(2, 4, 5\) \(the shape of probs \(2, 3, 4, 5\)"
+    ):
+        select(probs, valid=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match="valid must be a torch.Tensor"):
+        select(probs, valid=[[True]])
+
+
+@pytest.mark.parametrize("select", SELECTORS)
+@pytest.mark.parametrize(
+    "row,what",
+    [
+        ([0.5, 0.6], "sum 1.1"),
+        ([1.2, -0.2], "sum 1, minimum -0.2"),
+        ([float("nan"), 0.5], "sum nan"),
+        ([float("inf"), 0.0], "sum inf"),
+    ],
+)
+def test_value_errors_name_the_position(select, row, what):
+    probs = torch.tensor([[0.5, 0.5], row, [0.3, 0.7]])
+    with pytest.raises(ValueError, match=rf"from_logits=True.*position \(1,\): {what}"):
+        select(probs)
+    # ignored positions are not checked, and validate=False skips the check
+    select(probs, valid=torch.tensor([True, False, True]))
+    select(probs, validate=False)
+
+
+def test_tolerance_is_dtype_aware():
+    assert sum_tolerance(torch.float32) == sum_tolerance(torch.float64) == 1e-3
+    assert sum_tolerance(torch.float16) == pytest.approx(6 * 2**-10)
+    assert sum_tolerance(torch.bfloat16) == pytest.approx(6 * 2**-7)
+    # a bfloat16 softmax over many classes sums to 1 only coarsely, and must pass
+    probs = torch.randn(64, 100, generator=torch.Generator().manual_seed(0)).softmax(1)
+    F.csl(probs.bfloat16())
+    F.threshold(probs.half())
+    with pytest.raises(ValueError):
+        F.csl(torch.tensor([[0.6, 0.402]]))  # 2e-3 off in float32
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"alpha": 0.0}, r"alpha must be in \(0, inf\), got 0.0"),
+        ({"alpha": float("inf")}, r"alpha must be in \(0, inf\), got inf"),
+        ({"group": "image"}, "group must be one of 'auto', 'sample', 'batch', got 'image'"),
+        ({"cluster_rule": "mean"}, "cluster_rule must be one of 'confidence', 'linear', 'neglog'"),
+        ({"residual": None}, "residual must be one of 'theory', 'reference', got None"),
+        ({"g_scale": -1}, r"g_scale must be in \(0, inf\)"),
+        ({"min_var": -1e-3}, r"min_var must be in \[0, inf\), got -0.001"),
+        ({"eps": 0}, r"eps must be in \(0, inf\), got 0"),
+    ],
+)
+def test_csl_option_errors(options, message):
+    with pytest.raises(ValueError, match=message):
+        F.csl(torch.full((2, 3), 1 / 3), **options)
+
+
+def test_csl_option_type_errors():
+    with pytest.raises(TypeError, match="alpha must be a real number, got str"):
+        F.csl(torch.full((2, 3), 1 / 3), alpha="2")
