@@ -1,0 +1,85 @@
+"""`select_reliable`: the one call a training loop needs, with the selector chosen by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pseudosel import functional as F
+from pseudosel.selection import Selection
+from pseudosel.validation import check_probs, compute_dtype, resolve_valid
+
+__all__ = ["SELECTORS", "select_reliable"]
+
+# Name → functional selector. Later selector families register here.
+SELECTORS: dict[str, Callable[..., Selection]] = {
+    "csl": F.csl,
+    "threshold": F.threshold,
+}
+
+
+def select_reliable(
+    probs: Tensor,
+    method: str | nn.Module = "csl",
+    *,
+    valid: Tensor | None = None,
+    ignore_mask: Tensor | None = None,
+    ignore_index: int = 255,
+    from_logits: bool = False,
+    validate: bool = True,
+    **options: Any,
+) -> Selection:
+    """Choose reliable pseudo-labels from (weak-view) predictions.
+
+    A drop-in replacement for ``mask = probs.max(1).values >= 0.95``.
+
+    Args:
+        probs: (N, K) or (N, K, *spatial) probabilities (or logits with ``from_logits``);
+            detached inside, so passing a tensor that requires grad is fine.
+        method: a selector name — ``"csl"`` (default) or ``"threshold"`` — or a selector
+            module instance such as :class:`~pseudosel.CSLSelector`; a module brings its own
+            options and ``validate`` setting.
+        valid: optional bool (N, *spatial); False marks ignored positions.
+        ignore_mask: optional integer (N, *spatial) map, UniMatch's convention: positions
+            equal to ``ignore_index`` are ignored. Exclusive with ``valid``.
+        ignore_index: the ignored value of ``ignore_mask``. Default 255.
+        from_logits: apply softmax over dim 1 first (in float32 for half inputs).
+        validate: for a named method, check that valid positions hold probabilities.
+        **options: keyword options of the named method, e.g. ``tau=0.9`` for
+            ``"threshold"`` or ``alpha=8.0`` for ``"csl"``.
+
+    Returns:
+        :class:`~pseudosel.Selection` of shape (N, *spatial) per field.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel import select_reliable
+        >>> logits = torch.randn(4, 10)
+        >>> sel = select_reliable(logits, "threshold", from_logits=True, tau=0.5)
+        >>> sel.labels.shape, sel.weight.dtype
+        (torch.Size([4]), torch.float32)
+    """
+    check_probs(probs, name="logits" if from_logits else "probs")
+    probs = probs.detach()
+    if from_logits:
+        probs = probs.softmax(1, dtype=compute_dtype(probs.dtype))
+    valid = resolve_valid(probs, valid, ignore_mask=ignore_mask, ignore_index=ignore_index)
+    if isinstance(method, nn.Module):
+        if options:
+            raise TypeError(
+                "options are constructor arguments of a selector module; got "
+                f"{sorted(options)} together with {type(method).__name__}"
+            )
+        return method(probs, valid=valid)
+    if not isinstance(method, str):
+        raise TypeError(
+            f"method must be a selector name or an nn.Module selector, got {type(method).__name__}"
+        )
+    if method not in SELECTORS:
+        names = ", ".join(repr(name) for name in SELECTORS)
+        raise ValueError(f"method must be one of {names} or a selector module, got {method!r}")
+    with torch.no_grad():
+        return SELECTORS[method](probs, valid=valid, validate=validate, **options)
