@@ -77,8 +77,7 @@ def run(sizes: Sequence[str], dtypes: Sequence[str], repeats: int, device: str) 
         for dtype_name in dtypes:
             probs = make_probs(shape, getattr(torch, dtype_name), device)
             timings = {
-                name: median_seconds(fn, device, repeats)
-                for name, fn in candidates(probs).items()
+                name: median_seconds(fn, device, repeats) for name, fn in candidates(probs).items()
             }
             floor = timings["floor: probs.max(dim=1)"]
             for name, seconds in timings.items():

@@ -5,7 +5,8 @@ of FixMatch-, UniMatch- and USB-style training; ``pseudosel.functional`` holds t
 selectors and this package the ``nn.Module`` selectors.
 """
 
-from pseudosel import features, functional
+from pseudosel import features, functional, masking
+from pseudosel.losses import weighted_cross_entropy
 from pseudosel.select import select_reliable
 from pseudosel.selection import Selection
 from pseudosel.selectors import CSLSelector, ThresholdSelector
@@ -19,5 +20,7 @@ __all__ = [
     "__version__",
     "features",
     "functional",
+    "masking",
     "select_reliable",
+    "weighted_cross_entropy",
 ]
