@@ -9,12 +9,29 @@ from pseudosel import features, functional, masking
 from pseudosel.losses import weighted_cross_entropy
 from pseudosel.select import select_reliable
 from pseudosel.selection import Selection
-from pseudosel.selectors import CSLSelector, ThresholdSelector
+from pseudosel.selectors import (
+    AdaMatchSelector,
+    CSLSelector,
+    DashSelector,
+    DistributionAlignment,
+    EntropySplitSelector,
+    FlexMatchSelector,
+    FreeMatchSelector,
+    SoftMatchSelector,
+    ThresholdSelector,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaMatchSelector",
     "CSLSelector",
+    "DashSelector",
+    "DistributionAlignment",
+    "EntropySplitSelector",
+    "FlexMatchSelector",
+    "FreeMatchSelector",
+    "SoftMatchSelector",
     "Selection",
     "ThresholdSelector",
     "__version__",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -12,12 +13,22 @@ from pseudosel import functional as F
 from pseudosel.selection import Selection
 from pseudosel.validation import check_probs, compute_dtype, resolve_valid
 
-__all__ = ["SELECTORS", "select_reliable"]
+__all__ = ["SELECTORS", "STATEFUL", "select_reliable"]
 
-# Name → functional selector. Later selector families register here.
+# Name → stateless functional selector.
 SELECTORS: dict[str, Callable[..., Selection]] = {
     "csl": F.csl,
     "threshold": F.threshold,
+    "adamatch": F.adamatch,
+    "entropy_split": F.entropy_split,
+}
+# Selectors that keep state across steps: one instance must live through training.
+STATEFUL = {
+    "flexmatch": "FlexMatchSelector",
+    "freematch": "FreeMatchSelector",
+    "softmatch": "SoftMatchSelector",
+    "dash": "DashSelector",
+    "u2pl": "EntropySplitSelector",
 }
 
 
@@ -39,9 +50,11 @@ def select_reliable(
     Args:
         probs: (N, K) or (N, K, *spatial) probabilities (or logits with ``from_logits``);
             detached inside, so passing a tensor that requires grad is fine.
-        method: a selector name — ``"csl"`` (default) or ``"threshold"`` — or a selector
-            module instance such as :class:`~pseudosel.CSLSelector`; a module brings its own
-            options and ``validate`` setting.
+        method: a stateless selector's name — ``"csl"`` (default), ``"threshold"``,
+            ``"adamatch"`` (pass ``probs_labeled=``) or ``"entropy_split"`` — or a selector
+            module instance such as :class:`~pseudosel.CSLSelector` or
+            :class:`~pseudosel.FlexMatchSelector`; a module brings its own options, state
+            and ``validate`` setting.
         valid: optional bool (N, *spatial); False marks ignored positions.
         ignore_mask: optional integer (N, *spatial) map, UniMatch's convention: positions
             equal to ``ignore_index`` are ignored. Exclusive with ``valid``.
@@ -49,7 +62,9 @@ def select_reliable(
         from_logits: apply softmax over dim 1 first (in float32 for half inputs).
         validate: for a named method, check that valid positions hold probabilities.
         **options: keyword options of the named method, e.g. ``tau=0.9`` for
-            ``"threshold"`` or ``alpha=8.0`` for ``"csl"``.
+            ``"threshold"`` or ``alpha=8.0`` for ``"csl"``; for a module instance, per-call
+            inputs of its ``forward`` such as ``index=`` (FlexMatch) or ``probs_labeled=``
+            (AdaMatch).
 
     Returns:
         :class:`~pseudosel.Selection` of shape (N, *spatial) per field.
@@ -68,15 +83,23 @@ def select_reliable(
         probs = probs.softmax(1, dtype=compute_dtype(probs.dtype))
     valid = resolve_valid(probs, valid, ignore_mask=ignore_mask, ignore_index=ignore_index)
     if isinstance(method, nn.Module):
-        if options:
+        inputs = set(inspect.signature(method.forward).parameters) - {"probs", "valid"}
+        unknown = sorted(set(options) - inputs)
+        if unknown:
             raise TypeError(
-                "options are constructor arguments of a selector module; got "
-                f"{sorted(options)} together with {type(method).__name__}"
+                f"{unknown} are not per-call inputs of {type(method).__name__}.forward "
+                f"(those are {sorted(inputs) or 'none'}); hyper-parameters are constructor "
+                "arguments of a selector module"
             )
-        return method(probs, valid=valid)
+        return method(probs, valid=valid, **options)
     if not isinstance(method, str):
         raise TypeError(
             f"method must be a selector name or an nn.Module selector, got {type(method).__name__}"
+        )
+    if method in STATEFUL:
+        raise ValueError(
+            f"{method!r} keeps state across training steps: create "
+            f"pseudosel.{STATEFUL[method]}(...) once and pass the instance as method="
         )
     if method not in SELECTORS:
         names = ", ".join(repr(name) for name in SELECTORS)

@@ -1,8 +1,57 @@
-"""Stateless selectors: ``pseudosel.functional`` is to ``pseudosel`` what
-``torch.nn.functional`` is to ``torch.nn``. Each function takes probabilities
-(N, K, *spatial) and returns a :class:`~pseudosel.Selection`."""
+"""Stateless selectors and the explicit-state cores of the adaptive ones:
+``pseudosel.functional`` is to ``pseudosel`` what ``torch.nn.functional`` is to ``torch.nn``.
+Selectors take probabilities (N, K, *spatial) and return a :class:`~pseudosel.Selection`."""
 
+from pseudosel.functional.adamatch import adamatch
+from pseudosel.functional.alignment import AlignmentState, align, alignment_update
 from pseudosel.functional.csl import csl
+from pseudosel.functional.dash import dash_rho, dash_select
+from pseudosel.functional.entropy_split import entropy_split, split_by_entropy
+from pseudosel.functional.flexmatch import (
+    flexmatch_classwise_acc,
+    flexmatch_record_classes,
+    flexmatch_record_samples,
+    flexmatch_select,
+    flexmatch_thresholds,
+)
+from pseudosel.functional.freematch import (
+    FreeMatchState,
+    freematch_init,
+    freematch_select,
+    freematch_update,
+)
+from pseudosel.functional.quantile import masked_quantile
+from pseudosel.functional.softmatch import (
+    SoftMatchState,
+    softmatch_init,
+    softmatch_select,
+    softmatch_update,
+)
 from pseudosel.functional.threshold import threshold
 
-__all__ = ["csl", "threshold"]
+__all__ = [
+    "AlignmentState",
+    "FreeMatchState",
+    "SoftMatchState",
+    "adamatch",
+    "align",
+    "alignment_update",
+    "csl",
+    "dash_rho",
+    "dash_select",
+    "entropy_split",
+    "flexmatch_classwise_acc",
+    "flexmatch_record_classes",
+    "flexmatch_record_samples",
+    "flexmatch_select",
+    "flexmatch_thresholds",
+    "freematch_init",
+    "freematch_select",
+    "freematch_update",
+    "masked_quantile",
+    "softmatch_init",
+    "softmatch_select",
+    "softmatch_update",
+    "split_by_entropy",
+    "threshold",
+]

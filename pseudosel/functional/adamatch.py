@@ -1,0 +1,80 @@
+"""AdaMatch's relative threshold: τ times the mean confidence on the labeled weak batch."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pseudosel.distributed import all_reduce_sum
+from pseudosel.selection import Selection
+from pseudosel.validation import (
+    check_probability_values,
+    check_probs,
+    check_real,
+    compute_dtype,
+    resolve_valid,
+)
+
+__all__ = ["adamatch"]
+
+
+def adamatch(
+    probs: Tensor,
+    probs_labeled: Tensor,
+    tau: float = 0.95,
+    *,
+    valid: Tensor | None = None,
+    valid_labeled: Tensor | None = None,
+    group=None,
+    validate: bool = True,
+) -> Selection:
+    """mask = max p >= τ · mean(max p over the labeled batch) (AdaMatch, USB).
+
+    The labeled mean is taken over every rank's labeled batch under torch.distributed
+    (sum and count all-reduced). With no valid labeled position anywhere, the cutoff falls
+    back to τ itself.
+
+    Args:
+        probs: (N, K, *spatial) unlabeled weak-view probabilities.
+        probs_labeled: (M, K, *spatial') labeled weak-view probabilities (same K).
+        tau: relative threshold in [0, 1]. Default 0.95.
+        valid, valid_labeled: optional bool position masks of each.
+
+    Returns:
+        :class:`~pseudosel.Selection`; score = max p.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import adamatch
+        >>> labeled = torch.tensor([[0.9, 0.1], [0.7, 0.3]])   # mean confidence 0.8
+        >>> adamatch(torch.tensor([[0.78, 0.22], [0.74, 0.26]]), labeled).mask
+        tensor([ True, False])
+    """
+    check_probs(probs)
+    check_probs(probs_labeled, name="probs_labeled")
+    if probs_labeled.shape[1] != probs.shape[1]:
+        raise ValueError(
+            f"probs_labeled must have the {probs.shape[1]} classes of probs at dim 1, "
+            f"got shape {tuple(probs_labeled.shape)}"
+        )
+    tau = check_real("tau", tau, low=0.0, high=1.0)
+    valid = resolve_valid(probs, valid)
+    valid_labeled = resolve_valid(probs_labeled, valid_labeled)
+    if validate:
+        check_probability_values(probs, valid)
+        check_probability_values(probs_labeled, valid_labeled)
+    work = compute_dtype(probs.dtype)
+    labeled_conf = probs_labeled.amax(1).to(work)
+    stats = torch.stack(((labeled_conf * valid_labeled).sum(), valid_labeled.sum().to(work)))
+    all_reduce_sum(stats, group)
+    cutoff = torch.where(stats[1] > 0, tau * stats[0] / stats[1].clamp_min(1), tau)
+    confidence, labels = probs.max(1)
+    confidence = confidence.to(work)
+    mask = valid & (confidence >= cutoff)
+    return Selection(
+        labels=labels,
+        weight=mask.to(work),
+        mask=mask,
+        score=torch.where(valid, confidence, 0.0),
+        valid=valid,
+    )

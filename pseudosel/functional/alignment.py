@@ -1,0 +1,88 @@
+"""Distribution alignment (ReMixMatch / USB's DistAlignEMAHook), used before a selector.
+
+p ← normalise(p · (p_target + 1e-6) / (p_model + 1e-6)), with p_model the EMA of the mean
+unlabeled prediction — set to the first batch's mean at the first update, as in USB — and
+p_target uniform, a given distribution, or (``"model"``) the EMA of the mean labeled
+prediction. Means are over valid positions, global under torch.distributed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from pseudosel.distributed import all_reduce_sum
+from pseudosel.validation import compute_dtype
+
+__all__ = ["AlignmentState", "align", "alignment_update", "masked_class_sums"]
+
+EPS = 1e-6
+
+
+class AlignmentState(NamedTuple):
+    """p_model, p_target: (K,); initialized: 0-dim bool (p_model has seen a batch)."""
+
+    p_model: Tensor
+    p_target: Tensor
+    initialized: Tensor
+
+
+def masked_class_sums(probs: Tensor, weight: Tensor) -> Tensor:
+    """Σ over positions of weight · p, per class: (N, K, *spatial), (N, *spatial) → (K,).
+
+    A batched matrix product, so no (N, K, *spatial) temporary is written."""
+    n, k = probs.shape[:2]
+    length = math.prod(probs.shape[2:])  # explicit, so that empty batches reshape too
+    flat = probs.to(weight.dtype).reshape(n, k, length)
+    return torch.bmm(flat, weight.reshape(n, length, 1)).sum(0).squeeze(-1)
+
+
+def _class_mean(probs: Tensor, valid: Tensor, group) -> tuple[Tensor, Tensor]:
+    """(K,) mean of ``probs`` over valid positions (all ranks) and the global count."""
+    weight = valid.to(compute_dtype(probs.dtype))
+    stats = torch.cat((masked_class_sums(probs, weight), weight.sum().unsqueeze(0)))
+    all_reduce_sum(stats, group)
+    count = stats[-1]
+    return stats[:-1] / count.clamp_min(1), count
+
+
+def alignment_update(
+    state: AlignmentState,
+    probs: Tensor,
+    valid: Tensor,
+    *,
+    momentum: float = 0.999,
+    probs_labeled: Tensor | None = None,
+    valid_labeled: Tensor | None = None,
+    group=None,
+) -> AlignmentState:
+    """One EMA step of p_model (and of p_target when ``probs_labeled`` is given)."""
+    m = momentum
+    dtype = state.p_model.dtype
+    mean, count = _class_mean(probs, valid, group)
+    mean = mean.to(dtype)
+    p_model = torch.where(state.initialized, state.p_model * m + (1 - m) * mean, mean)
+    p_model = torch.where(count > 0, p_model, state.p_model)
+    initialized = state.initialized | (count > 0)
+    p_target = state.p_target
+    if probs_labeled is not None and valid_labeled is not None:
+        mean_lb, count_lb = _class_mean(probs_labeled, valid_labeled, group)
+        updated = p_target * m + (1 - m) * mean_lb.to(dtype)
+        p_target = torch.where(count_lb > 0, updated, p_target)
+    return AlignmentState(p_model, p_target, initialized)
+
+
+def align(probs: Tensor, state: AlignmentState) -> Tensor:
+    """Aligned probabilities, (N, K, *spatial), in the compute dtype of ``probs``.
+
+    Before any update (``initialized`` False) p_model is taken as p_target: no change.
+    """
+    work = compute_dtype(probs.dtype)
+    p_model = torch.where(state.initialized, state.p_model, state.p_target).to(work)
+    ratio = (state.p_target.to(work) + EPS) / (p_model + EPS)
+    shape = (1, -1) + (1,) * (probs.dim() - 2)
+    aligned = probs.to(work) * ratio.view(shape)
+    return aligned / aligned.sum(1, keepdim=True).clamp_min(torch.finfo(work).tiny)

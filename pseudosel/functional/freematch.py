@@ -1,0 +1,117 @@
+"""FreeMatch (self-adaptive thresholding): global τ_t times a class-wise local factor.
+
+τ_t is an EMA of the mean (or 0.8-quantile) max confidence; p̃_t an EMA of the mean class
+probabilities; the mask is max p >= τ_t · p̃_t(ŷ) / max_k p̃_t(k). The statistics are
+updated with the current batch BEFORE the mask is computed (USB). A label histogram (EMA)
+is kept too, for FreeMatch's fairness loss. Initial state: τ₀ = 1/K, p̃₀ = h₀ = 1/K.
+Under torch.distributed the batch statistics are global (sums, counts and histograms are
+all-reduced), so every rank holds the same state.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from pseudosel.distributed import all_reduce_sum
+from pseudosel.functional.alignment import masked_class_sums
+from pseudosel.functional.quantile import masked_quantile
+from pseudosel.selection import Selection
+from pseudosel.validation import compute_dtype
+
+__all__ = ["FreeMatchState", "freematch_init", "freematch_select", "freematch_update"]
+
+QUANTILE = 0.8
+CLIP_MAX = 0.95
+
+
+class FreeMatchState(NamedTuple):
+    """time_p: 0-dim global threshold τ_t; p_model: (K,) p̃_t; label_hist: (K,) h_t."""
+
+    time_p: Tensor
+    p_model: Tensor
+    label_hist: Tensor
+
+
+def freematch_init(num_classes: int, *, dtype=torch.float32, device=None) -> FreeMatchState:
+    """The published initial state: τ₀ = 1/K, p̃₀ = h₀ = uniform."""
+    uniform = torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=device)
+    return FreeMatchState(uniform.mean(), uniform.clone(), uniform.clone())
+
+
+def freematch_update(
+    state: FreeMatchState,
+    probs: Tensor,
+    valid: Tensor,
+    *,
+    momentum: float = 0.999,
+    use_quantile: bool = False,
+    clip_thresh: bool = False,
+    group=None,
+) -> FreeMatchState:
+    """One EMA step of the FreeMatch statistics on the valid positions of ``probs``.
+
+    Args:
+        probs: (N, K, *spatial); valid: bool (N, *spatial).
+        momentum: EMA momentum m (new = m·old + (1 − m)·batch). Default 0.999.
+        use_quantile: batch statistic for τ_t is the 0.8-quantile instead of the mean.
+        clip_thresh: clip τ_t to [0, 0.95].
+
+    Returns:
+        The new state (a batch with no valid position anywhere leaves it unchanged).
+    """
+    num_classes = probs.shape[1]
+    confidence, labels = probs.max(1)
+    work = compute_dtype(probs.dtype)
+    confidence = confidence.to(work)
+    weight = valid.to(work)
+    class_sums = masked_class_sums(probs, weight)
+    hist = torch.zeros(num_classes, dtype=work, device=probs.device)
+    hist.index_add_(0, labels.flatten(), weight.flatten())
+    stats = torch.cat(
+        (
+            (confidence * weight).sum().unsqueeze(0),
+            weight.sum().unsqueeze(0),
+            class_sums,
+            hist,
+        )
+    )
+    all_reduce_sum(stats, group)
+    conf_sum, count = stats[0], stats[1]
+    p_sum, hist = stats[2 : 2 + num_classes], stats[2 + num_classes :]
+    seen = count > 0
+    count = count.clamp_min(1)
+    if use_quantile:
+        batch_time = masked_quantile(confidence, valid, QUANTILE, group).to(work)
+    else:
+        batch_time = conf_sum / count
+    m = momentum
+    dtype = state.time_p.dtype
+    time_p = state.time_p * m + (1 - m) * batch_time.to(dtype)
+    if clip_thresh:
+        time_p = time_p.clamp(0.0, CLIP_MAX)
+    p_model = state.p_model * m + (1 - m) * (p_sum / count).to(dtype)
+    label_hist = state.label_hist * m + (1 - m) * (hist / count).to(dtype)
+    return FreeMatchState(
+        torch.where(seen, time_p, state.time_p),
+        torch.where(seen, p_model, state.p_model),
+        torch.where(seen, label_hist, state.label_hist),
+    )
+
+
+def freematch_select(probs: Tensor, state: FreeMatchState, valid: Tensor) -> Selection:
+    """mask = max p >= τ_t · p̃_t(ŷ) / max p̃_t; score = max p minus that threshold."""
+    confidence, labels = probs.max(1)
+    confidence = confidence.to(compute_dtype(probs.dtype))
+    local = state.p_model / state.p_model.max()
+    threshold = (state.time_p * local).to(confidence.dtype)[labels]
+    mask = valid & (confidence >= threshold)
+    return Selection(
+        labels=labels,
+        weight=mask.to(confidence.dtype),
+        mask=mask,
+        score=torch.where(valid, confidence - threshold, 0.0),
+        valid=valid,
+    )

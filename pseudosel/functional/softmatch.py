@@ -1,0 +1,116 @@
+"""SoftMatch: a truncated Gaussian weight on the max confidence.
+
+w = exp(−min(ĉ − μ_t, 0)² / (2σ²_t / n_σ²)): positions above the running mean get weight 1,
+those below fall off with the running variance. μ_t and σ²_t are EMAs of the batch mean and
+unbiased variance of ĉ, updated with the batch BEFORE the weights are computed (USB). The
+n_σ factor is in the code, not the paper. Initial state μ₀ = 1/K, σ²₀ = 1.
+
+``per_class=True`` keeps (K,) statistics over positions grouped by ŷ; as in USB, a class
+with fewer than two positions in the batch contributes (0, 1) to the EMA.
+Deviation from USB, on purpose: a batch with fewer than two valid positions (where USB's
+unbiased variance is NaN) leaves σ² unchanged (and μ too when there is none).
+
+Statistics are shifted by the current μ before summing, so sums of squares do not cancel,
+and combined from all-reduced (count, Σd, Σd²) under torch.distributed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from pseudosel.distributed import all_reduce_sum
+from pseudosel.selection import Selection
+from pseudosel.validation import compute_dtype
+
+__all__ = ["SoftMatchState", "softmatch_init", "softmatch_select", "softmatch_update"]
+
+
+class SoftMatchState(NamedTuple):
+    """mu and var: 0-dim, or (K,) with ``per_class``."""
+
+    mu: Tensor
+    var: Tensor
+
+
+def softmatch_init(
+    num_classes: int, *, per_class: bool = False, dtype=torch.float32, device=None
+) -> SoftMatchState:
+    """μ₀ = 1/K, σ²₀ = 1 (per class: (K,) of each)."""
+    shape = (num_classes,) if per_class else ()
+    return SoftMatchState(
+        torch.full(shape, 1.0 / num_classes, dtype=dtype, device=device),
+        torch.ones(shape, dtype=dtype, device=device),
+    )
+
+
+def softmatch_update(
+    state: SoftMatchState,
+    probs: Tensor,
+    valid: Tensor,
+    *,
+    momentum: float = 0.999,
+    per_class: bool = False,
+    group=None,
+) -> SoftMatchState:
+    """One EMA step of μ_t, σ²_t on the valid positions of ``probs`` (N, K, *spatial)."""
+    confidence, labels = probs.max(1)
+    work = compute_dtype(probs.dtype)
+    confidence = confidence.to(work).flatten()
+    weight = valid.flatten().to(work)
+    buckets = state.mu.numel()
+    slot = labels.flatten() if per_class else torch.zeros_like(labels.flatten())
+    shift = state.mu.reshape(-1).to(work)[slot]
+    deviation = (confidence - shift) * weight
+    stats = torch.zeros(3, buckets, dtype=work, device=probs.device)
+    stats[0].index_add_(0, slot, weight)
+    stats[1].index_add_(0, slot, deviation)
+    stats[2].index_add_(0, slot, deviation * deviation)
+    all_reduce_sum(stats, group)
+    wide = torch.float64 if stats.device.type != "mps" else torch.float32
+    count, first, second = stats.to(wide).unbind(0)
+    safe = count.clamp_min(1)
+    batch_mu = state.mu.reshape(-1).to(wide) + first / safe
+    batch_var = ((second - first * first / safe) / (count - 1).clamp_min(1)).clamp_min(0)
+    m = momentum
+    dtype = state.mu.dtype
+    if per_class:
+        # USB: a class with fewer than two positions contributes (0, 1)
+        enough = count > 1
+        batch_mu = torch.where(enough, batch_mu, 0.0)
+        batch_var = torch.where(enough, batch_var, 1.0)
+        mu = state.mu * m + (1 - m) * batch_mu.to(dtype)
+        var = state.var * m + (1 - m) * batch_var.to(dtype)
+        return SoftMatchState(mu, var)
+    mu = state.mu * m + (1 - m) * batch_mu.to(dtype).reshape(())
+    var = state.var * m + (1 - m) * batch_var.to(dtype).reshape(())
+    count = count.reshape(())
+    return SoftMatchState(
+        torch.where(count > 0, mu, state.mu), torch.where(count > 1, var, state.var)
+    )
+
+
+def softmatch_select(
+    probs: Tensor, state: SoftMatchState, valid: Tensor, *, n_sigma: float = 2.0
+) -> Selection:
+    """Soft weights; mask = weight == 1 (at or above the mean); score = max p."""
+    confidence, labels = probs.max(1)
+    confidence = confidence.to(compute_dtype(probs.dtype))
+    if state.mu.dim() == 0:
+        mu, var = state.mu.to(confidence.dtype), state.var.to(confidence.dtype)
+    else:
+        mu = state.mu.to(confidence.dtype)[labels]
+        var = state.var.to(confidence.dtype)[labels]
+    below = (confidence - mu).clamp(max=0.0)
+    spread = (2 * var / (n_sigma * n_sigma)).clamp_min(torch.finfo(var.dtype).tiny)  # no 0/0
+    weight = torch.exp(-(below * below) / spread)
+    weight = torch.where(valid, weight, 0.0)
+    return Selection(
+        labels=labels,
+        weight=weight,
+        mask=valid & (weight == 1),
+        score=torch.where(valid, confidence, 0.0),
+        valid=valid,
+    )
