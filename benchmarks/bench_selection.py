@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+import pseudosel
 import pseudosel.functional as F
 
 DEFAULT_SIZES = ["448x10", "448x100", "256x1000", "8x21x321x321", "64x21x32x32"]
@@ -60,24 +61,61 @@ def median_seconds(fn: Callable[[], object], device: str, repeats: int, warmup: 
     return statistics.median(times)
 
 
-def candidates(probs: torch.Tensor) -> dict[str, Callable[[], object]]:
-    return {
+def candidates(probs: torch.Tensor, adaptive: bool) -> dict[str, Callable[[], object]]:
+    """Kernels to time on ``probs``; adaptive selectors run one training step per call."""
+    kernels: dict[str, Callable[[], object]] = {
         "floor: probs.max(dim=1)": lambda: probs.max(dim=1),
         "threshold": lambda: F.threshold(probs, validate=False),
         "threshold, validate=True": lambda: F.threshold(probs),
         "csl": lambda: F.csl(probs, validate=False),
         "csl, validate=True": lambda: F.csl(probs),
     }
+    if not adaptive:
+        return kernels
+    k, device = probs.shape[1], probs.device
+    if probs.dim() == 2:
+        # per-sample curriculum over an unlabeled set of 50,000 (CIFAR-sized)
+        flex = pseudosel.FlexMatchSelector(k, 50_000, validate=False).to(device)
+        index = torch.randperm(50_000, device=device)[: probs.shape[0]]
+        kernels["flexmatch step (per-sample)"] = lambda: flex(probs, index=index)
+    else:
+        flex = pseudosel.FlexMatchSelector(k, validate=False).to(device)
+        kernels["flexmatch step (class-wise)"] = lambda: flex(probs)
+    free = pseudosel.FreeMatchSelector(k, validate=False).to(device)
+    free_q = pseudosel.FreeMatchSelector(k, use_quantile=True, validate=False).to(device)
+    soft = pseudosel.SoftMatchSelector(k, validate=False).to(device)
+    soft_pc = pseudosel.SoftMatchSelector(k, per_class=True, validate=False).to(device)
+    dash = pseudosel.DashSelector(1.0, update_every=100, validate=False).to(device)
+    u2pl = pseudosel.EntropySplitSelector(10_000, validate=False).to(device)
+    align = pseudosel.DistributionAlignment(k, validate=False).to(device)
+    ada = pseudosel.AdaMatchSelector(validate=False)
+    labeled = probs[: max(1, probs.shape[0] // 7)]
+    kernels.update(
+        {
+            "freematch step": lambda: free(probs),
+            "freematch step (quantile)": lambda: free_q(probs),
+            "softmatch step": lambda: soft(probs),
+            "softmatch step (per class)": lambda: soft_pc(probs),
+            "adamatch": lambda: ada(probs, labeled),
+            "dash step": lambda: dash(probs),
+            "u2pl entropy split step": lambda: u2pl(probs),
+            "distribution alignment step": lambda: align(probs),
+        }
+    )
+    return kernels
 
 
-def run(sizes: Sequence[str], dtypes: Sequence[str], repeats: int, device: str) -> dict:
+def run(
+    sizes: Sequence[str], dtypes: Sequence[str], repeats: int, device: str, adaptive: bool
+) -> dict:
     rows = []
     for size in sizes:
         shape = parse_size(size)
         for dtype_name in dtypes:
             probs = make_probs(shape, getattr(torch, dtype_name), device)
             timings = {
-                name: median_seconds(fn, device, repeats) for name, fn in candidates(probs).items()
+                name: median_seconds(fn, device, repeats)
+                for name, fn in candidates(probs, adaptive).items()
             }
             floor = timings["floor: probs.max(dim=1)"]
             for name, seconds in timings.items():
@@ -126,8 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument(
+        "--adaptive", action="store_true", help="also time one step of each adaptive selector"
+    )
     args = parser.parse_args(argv)
-    report = run(args.sizes, args.dtypes, args.repeats, args.device)
+    report = run(args.sizes, args.dtypes, args.repeats, args.device, args.adaptive)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_selection.json").write_text(json.dumps(report, indent=2))
     table = markdown(report)

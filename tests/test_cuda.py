@@ -38,3 +38,43 @@ def test_no_host_sync_with_value_checks_on(select):
         pseudosel.select_reliable(probs, from_logits=False)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+ADAPTIVE = {
+    "flexmatch": lambda: pseudosel.FlexMatchSelector(10, 1000),
+    "freematch": lambda: pseudosel.FreeMatchSelector(10, use_quantile=True),
+    "softmatch": lambda: pseudosel.SoftMatchSelector(10, per_class=True),
+    "dash": lambda: pseudosel.DashSelector(1.0, update_every=5),
+    "u2pl": lambda: pseudosel.EntropySplitSelector(100),
+    "alignment": lambda: pseudosel.DistributionAlignment(10, target="model"),
+    "adamatch": lambda: pseudosel.AdaMatchSelector(),
+}
+
+
+def _call(name, module, probs, labeled, index):
+    if name == "flexmatch":
+        return module(probs, index=index)
+    if name in ("alignment", "adamatch"):
+        return module(probs, labeled)
+    return module(probs)
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTIVE))
+def test_adaptive_steps_do_not_synchronise_and_match_cpu(name):
+    probs = classifier_outputs(256, 10, seed=3)
+    labeled = classifier_outputs(32, 10, seed=4)
+    index = torch.randperm(1000)[:256]
+    on_cpu, on_gpu = ADAPTIVE[name](), ADAPTIVE[name]().cuda()
+    args_gpu = (probs.cuda(), labeled.cuda(), index.cuda())
+    _call(name, on_gpu, *args_gpu)  # warm-up
+    _call(name, on_cpu, probs, labeled, index)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out_gpu = _call(name, on_gpu, *args_gpu)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    out_cpu = _call(name, on_cpu, probs, labeled, index)
+    first_gpu = out_gpu if isinstance(out_gpu, torch.Tensor) else out_gpu.weight
+    first_cpu = out_cpu if isinstance(out_cpu, torch.Tensor) else out_cpu.weight
+    torch.testing.assert_close(first_gpu.cpu(), first_cpu, rtol=1e-4, atol=1e-5)

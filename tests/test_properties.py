@@ -89,3 +89,50 @@ def test_logits_are_rejected(n, k, scale, seed, select):
     logits = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * scale
     with pytest.raises(ValueError, match="from_logits=True"):
         select(logits)
+
+
+ADAPTIVE = {
+    "flexmatch": lambda k: pseudosel.FlexMatchSelector(k, tau=0.7),
+    "freematch": lambda k: pseudosel.FreeMatchSelector(k, use_quantile=True),
+    "softmatch": lambda k: pseudosel.SoftMatchSelector(k, per_class=True),
+    "dash": lambda k: pseudosel.DashSelector(0.5, update_every=1),
+    "u2pl": lambda k: pseudosel.EntropySplitSelector(3),
+}
+
+
+@settings(max_examples=80)
+@given(selection_inputs(), st.sampled_from(sorted(ADAPTIVE)), st.booleans())
+def test_adaptive_selector_properties(inputs, name, training):
+    probs, valid = inputs
+    selector = ADAPTIVE[name](probs.shape[1]).train(training)
+    for _ in range(2):
+        sel = selector(probs, valid=valid)
+        check_selection(sel, probs, valid)
+    for value in selector.state_dict().values():
+        if value.is_floating_point():
+            assert torch.isfinite(value).all()
+
+
+@settings(max_examples=80)
+@given(selection_inputs())
+def test_alignment_and_adamatch_properties(inputs):
+    probs, valid = inputs
+    k = probs.shape[1]
+    aligned = pseudosel.DistributionAlignment(k)(probs, valid=valid)
+    assert aligned.shape == probs.shape and torch.isfinite(aligned).all()
+    labeled = torch.full((3, k), 1.0 / k, dtype=probs.dtype)
+    sel = pseudosel.AdaMatchSelector()(probs, labeled, valid=valid)
+    check_selection(sel, probs, valid)
+
+
+@settings(max_examples=60)
+@given(st.integers(0, 12), st.integers(2, 6), st.integers(0, 2**31 - 1))
+def test_flexmatch_per_sample_counts_always_match_a_recount(n, k, seed):
+    gen = torch.Generator().manual_seed(seed)
+    selector = pseudosel.FlexMatchSelector(k, 10, tau=0.5)
+    for _ in range(3):
+        probs = (torch.randn(n, k, generator=gen) * 3).softmax(1)
+        index = torch.randint(0, 10, (n,), generator=gen)
+        selector(probs, index=index)
+        recount = torch.bincount(selector.selected_label + 1, minlength=k + 1)
+        assert selector.counts.tolist() == recount[1:].tolist() + [recount[0].item()]

@@ -63,12 +63,14 @@ def test_input_that_requires_grad_gives_detached_results():
 
 def test_errors_name_the_argument():
     probs = classifier_outputs(4, 3, seed=0)
-    with pytest.raises(ValueError, match="method must be one of 'csl', 'threshold'.*'fixmatch'"):
+    with pytest.raises(ValueError, match="method must be one of 'csl', 'threshold', .*'fixmatch'"):
         pseudosel.select_reliable(probs, "fixmatch")
     with pytest.raises(TypeError, match="method must be a selector name.*int"):
         pseudosel.select_reliable(probs, 3)
-    with pytest.raises(TypeError, match=r"constructor arguments.*\['alpha'\].*CSLSelector"):
+    with pytest.raises(TypeError, match=r"\['alpha'\] are not per-call inputs of CSLSelector"):
         pseudosel.select_reliable(probs, pseudosel.CSLSelector(), alpha=3.0)
+    with pytest.raises(ValueError, match=r"'flexmatch' keeps state.*FlexMatchSelector"):
+        pseudosel.select_reliable(probs, "flexmatch")
     with pytest.raises(TypeError, match="unexpected keyword argument 'tau'"):
         pseudosel.select_reliable(probs, "csl", tau=0.9)
     with pytest.raises(ValueError, match="either valid .* or ignore_mask"):

@@ -1,0 +1,96 @@
+"""Scenarios for the 2-process gloo test: each selector over a few global batches.
+
+Every rank runs the scenario on its shard (an equal slice along dim 0) of each global batch;
+the test compares the ranks with each other and with one process fed the whole batches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from probability_maps import classifier_outputs, smooth_maps
+
+import pseudosel
+
+STEPS = 5
+WORLD = 2
+
+
+def _cls(t, n=16, k=5):
+    return classifier_outputs(n, k, sharpness=1.0 + t, seed=t, dtype=torch.float64)
+
+
+def _dense(t):
+    probs = smooth_maps(4, 5, 8, 8, sharpness=2.0 + t, seed=t, dtype=torch.float64)
+    valid = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(t)) > 0.2
+    return probs, valid
+
+
+def scenarios():
+    """name → (factory, [(args, kwargs) per step]) with global (unsharded) batches."""
+    index = [
+        torch.randint(0, 20, (16,), generator=torch.Generator().manual_seed(t))
+        for t in range(STEPS)
+    ]
+    dense = [_dense(t) for t in range(STEPS)]
+    dense_steps = [((p,), {"valid": v}) for p, v in dense]
+    return {
+        "flexmatch-per-sample": (
+            lambda: pseudosel.FlexMatchSelector(5, 20, tau=0.7).double(),
+            [((_cls(t),), {"index": index[t]}) for t in range(STEPS)],
+        ),
+        "flexmatch-classwise": (
+            lambda: pseudosel.FlexMatchSelector(5, tau=0.7).double(),
+            dense_steps,
+        ),
+        "freematch": (lambda: pseudosel.FreeMatchSelector(5, momentum=0.9).double(), dense_steps),
+        "freematch-quantile": (
+            lambda: pseudosel.FreeMatchSelector(5, use_quantile=True).double(),
+            dense_steps,
+        ),
+        "softmatch": (lambda: pseudosel.SoftMatchSelector(5, momentum=0.9).double(), dense_steps),
+        "softmatch-per-class": (
+            lambda: pseudosel.SoftMatchSelector(5, momentum=0.9, per_class=True).double(),
+            dense_steps,
+        ),
+        "adamatch": (
+            lambda: pseudosel.AdaMatchSelector(0.9),
+            [((_cls(t), _cls(50 + t, n=8)), {}) for t in range(STEPS)],
+        ),
+        "u2pl": (lambda: pseudosel.EntropySplitSelector(3).double(), dense_steps),
+        "dash": (lambda: pseudosel.DashSelector(1.0, update_every=2).double(), dense_steps),
+        "alignment": (
+            lambda: pseudosel.DistributionAlignment(5, target="model").double(),
+            [((_cls(t), _cls(70 + t, n=8)), {}) for t in range(STEPS)],
+        ),
+    }
+
+
+def shard(value, rank, world):
+    if isinstance(value, torch.Tensor):
+        return value.chunk(world, dim=0)[rank]
+    if isinstance(value, tuple):
+        return tuple(shard(v, rank, world) for v in value)
+    return {k: shard(v, rank, world) for k, v in value.items()}
+
+
+def run_scenarios(rank=0, world=1):
+    results = {}
+    for name, (make, steps) in scenarios().items():
+        module = make()
+        outputs = []
+        for args, kwargs in steps:
+            out = module(*shard(args, rank, world), **shard(kwargs, rank, world))
+            outputs.append(out if isinstance(out, torch.Tensor) else tuple(out))
+        results[name] = {"state": module.state_dict(), "outputs": outputs}
+    return results
+
+
+def worker(rank, world, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.save(run_scenarios(rank, world), Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
