@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,8 @@ __all__ = ["SELECTORS", "STATEFUL", "select_reliable"]
 # Name → stateless functional selector.
 SELECTORS: dict[str, Callable[..., Selection]] = {
     "csl": F.csl,
+    # experimental, beyond the paper (needs cvxpy at call time)
+    "csl_max_margin": functools.partial(F.csl, boundary="max_margin"),
     "threshold": F.threshold,
     "adamatch": F.adamatch,
     "entropy_split": F.entropy_split,
@@ -50,8 +53,9 @@ def select_reliable(
     Args:
         probs: (N, K) or (N, K, *spatial) probabilities (or logits with ``from_logits``);
             detached inside, so passing a tensor that requires grad is fine.
-        method: a stateless selector's name — ``"csl"`` (default), ``"threshold"``,
-            ``"adamatch"`` (pass ``probs_labeled=``) or ``"entropy_split"`` — or a selector
+        method: a stateless selector's name — ``"csl"`` (default), ``"csl_max_margin"``
+            (experimental), ``"threshold"``, ``"adamatch"`` (pass ``probs_labeled=``) or
+            ``"entropy_split"`` — or a selector
             module instance such as :class:`~pseudosel.CSLSelector` or
             :class:`~pseudosel.FlexMatchSelector`; a module brings its own options, state
             and ``validate`` setting.

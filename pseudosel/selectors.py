@@ -99,6 +99,10 @@ class CSLSelector(nn.Module):
         min_var: float = 0.0,
         eps: float = 1e-8,
         validate: bool = True,
+        solver: str = "closed_form",
+        boundary: str = "paper",
+        max_points: int = 256,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         check_csl_options(
@@ -109,6 +113,9 @@ class CSLSelector(nn.Module):
             g_scale=g_scale,
             min_var=min_var,
             eps=eps,
+            solver=solver,
+            boundary=boundary,
+            max_points=max_points,
         )
         self.alpha = float(alpha)
         self.group = group
@@ -118,6 +125,10 @@ class CSLSelector(nn.Module):
         self.min_var = float(min_var)
         self.eps = float(eps)
         self.validate = bool(validate)
+        self.solver = solver
+        self.boundary = boundary
+        self.max_points = max_points
+        self.seed = seed
 
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select on ``probs``; see :func:`pseudosel.functional.csl`."""
@@ -132,13 +143,17 @@ class CSLSelector(nn.Module):
             eps=self.eps,
             valid=valid,
             validate=self.validate,
+            solver=self.solver,
+            boundary=self.boundary,
+            max_points=self.max_points,
+            seed=self.seed,
         )
 
     def extra_repr(self) -> str:
         return (
             f"alpha={self.alpha}, group={self.group!r}, cluster_rule={self.cluster_rule!r}, "
             f"residual={self.residual!r}, g_scale={self.g_scale}, min_var={self.min_var}, "
-            f"eps={self.eps}"
+            f"eps={self.eps}, solver={self.solver!r}, boundary={self.boundary!r}"
         )
 
 

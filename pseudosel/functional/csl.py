@@ -34,10 +34,12 @@ from pseudosel.validation import (
     resolve_valid,
 )
 
-__all__ = ["GroupSplit", "check_csl_options", "csl", "split_groups"]
+__all__ = ["GroupSplit", "check_csl_options", "csl", "group_points", "split_groups"]
 
 GROUPS = ("auto", "sample", "batch")
 CLUSTER_RULES = ("confidence", "linear", "neglog")
+SOLVERS = ("closed_form", "cvxpy")
+BOUNDARIES = ("paper", "max_margin")
 # The λ of CoVar's cluster rules (CSL_SPEC.md §4).
 LINEAR_RULE_LAMBDA = 0.25
 NEGLOG_RULE_LAMBDA = 0.5
@@ -62,9 +64,16 @@ def check_csl_options(
     g_scale: float,
     min_var: float,
     eps: float,
+    solver: str = "closed_form",
+    boundary: str = "paper",
+    max_points: int = 256,
 ) -> None:
     """Raise ``ValueError``/``TypeError`` for a CSL hyper-parameter out of its domain."""
     check_real("alpha", alpha, low=0.0, low_open=True)
+    check_choice("solver", solver, SOLVERS)
+    check_choice("boundary", boundary, BOUNDARIES)
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 4:
+        raise ValueError(f"max_points must be an int >= 4, got {max_points!r}")
     check_choice("group", group, GROUPS)
     check_choice("cluster_rule", cluster_rule, CLUSTER_RULES)
     check_choice("residual", residual, RESIDUAL_VARIANTS)
@@ -92,6 +101,7 @@ def split_groups(
     cluster_rule: str = "confidence",
     min_var: float = 0.0,
     eps: float = 1e-8,
+    solver: str = "closed_form",
 ) -> GroupSplit:
     """CSL's split and weights for G groups of n positions each.
 
@@ -106,6 +116,9 @@ def split_groups(
             never win over cluster 1.
         min_var: floor on the reliable cluster's variances (default 0: the paper).
         eps: added to variances in the z-scores and inside the neglog rule. Default 1e-8.
+        solver: ``"closed_form"`` (default) or ``"cvxpy"``: the directions and eigenvalues
+            come from the convex program (:func:`pseudosel.convex.convex_axes`), then the
+            identical assignment and weighting follow (a reference path, not for training).
 
     Returns:
         :class:`GroupSplit`: weight in [0, 1], mask = valid & (weight == 1), score =
@@ -119,8 +132,15 @@ def split_groups(
     c = c.masked_fill(~valid, 0.0)
     s = s.masked_fill(~valid, 0.0)
     count = valid.sum(-1)
-    axes = principal_axes(second_moments(c, s, acc))
-    in_second = assign_second_cluster(c, s, axes, count) & valid
+    moments = second_moments(c, s, acc)
+    if solver == "cvxpy":
+        from pseudosel.convex import SOLVER_RANK_ONE_RATIO, convex_axes
+
+        axes = convex_axes(moments)
+        in_second = assign_second_cluster(c, s, axes, count, SOLVER_RANK_ONE_RATIO) & valid
+    else:
+        axes = principal_axes(moments)
+        in_second = assign_second_cluster(c, s, axes, count) & valid
 
     # Cluster sizes and feature sums (G, 2): cluster 1 = all valid minus cluster 2.
     second = in_second.to(c.dtype)
@@ -158,6 +178,21 @@ def split_groups(
     return GroupSplit(weight, mask, score, in_second, reliable_is_second)
 
 
+def group_points(
+    c: Tensor, s: Tensor, valid: Tensor, group: str, ndim: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Reshape (N, *spatial) features and validity to (G, n): one row per group.
+
+    ``group="auto"`` is ``"sample"`` for dense input (``ndim`` > 2), ``"batch"`` otherwise.
+    """
+    if group == "auto":
+        group = "sample" if ndim > 2 else "batch"
+    shape = c.shape
+    # explicit sizes, so that an empty batch reshapes too
+    rows, size = (shape[0], math.prod(shape[1:])) if group == "sample" else (1, c.numel())
+    return c.reshape(rows, size), s.reshape(rows, size), valid.reshape(rows, size)
+
+
 def csl(
     probs: Tensor,
     *,
@@ -170,6 +205,10 @@ def csl(
     eps: float = 1e-8,
     valid: Tensor | None = None,
     validate: bool = True,
+    solver: str = "closed_form",
+    boundary: str = "paper",
+    max_points: int = 256,
+    seed: int = 0,
 ) -> Selection:
     """CSL pseudo-label selection: a per-image (or per-batch) boundary, no threshold.
 
@@ -189,10 +228,18 @@ def csl(
         eps: added to the variances in the z-scores. Default 1e-8.
         valid: optional bool (N, *spatial); False marks ignored positions (weight 0).
         validate: check that valid positions hold probabilities (default True).
+        solver: ``"closed_form"`` (default: the batched kernel) or ``"cvxpy"`` (directions
+            from the convex program via cvxpylayers; same result up to solver tolerance; a
+            reference path, slow and not for ``torch.compile``).
+        boundary: ``"paper"`` (default: the z-score rule) or ``"max_margin"``
+            (experimental, beyond the paper: :func:`pseudosel.max_margin.max_margin_split`).
+        max_points: positions per group the max-margin boundary is fitted on. Default 256.
+        seed: seed of that subsample. Default 0.
 
     Returns:
         :class:`~pseudosel.Selection` with soft weights; ``mask`` is the trusted set
-        (weight == 1); ``score`` the signed z-score described in :func:`split_groups`.
+        (weight == 1); ``score`` the signed z-score described in :func:`split_groups` (the
+        functional margin for ``boundary="max_margin"``).
 
     Example:
         >>> import torch
@@ -211,25 +258,32 @@ def csl(
         g_scale=g_scale,
         min_var=min_var,
         eps=eps,
+        solver=solver,
+        boundary=boundary,
+        max_points=max_points,
     )
     valid = resolve_valid(probs, valid)
     if validate:
         check_probability_values(probs, valid)
     c, s, labels = csl_features(probs, residual=residual, g_scale=g_scale)
-    if group == "auto":
-        group = "sample" if probs.dim() > 2 else "batch"
     shape = labels.shape
-    # (G, n): one row per group; explicit sizes so that an empty batch reshapes too.
-    groups, size = (shape[0], math.prod(shape[1:])) if group == "sample" else (1, c.numel())
+    c, s, grouped_valid = group_points(c, s, valid, group, probs.dim())
     split = split_groups(
-        c.reshape(groups, size),
-        s.reshape(groups, size),
-        valid.reshape(groups, size),
+        c,
+        s,
+        grouped_valid,
         alpha=alpha,
         cluster_rule=cluster_rule,
         min_var=min_var,
         eps=eps,
+        solver=solver,
     )
+    if boundary == "max_margin":
+        from pseudosel.max_margin import max_margin_split
+
+        split = max_margin_split(
+            c, s, grouped_valid, split, alpha=alpha, max_points=max_points, seed=seed
+        )
     return Selection(
         labels=labels,
         weight=split.weight.reshape(shape),

@@ -85,7 +85,9 @@ def principal_axes(moments: Tensor) -> Axes:
     return Axes(lam1, lam2, torch.cos(theta), torch.sin(theta))
 
 
-def assign_second_cluster(c: Tensor, s: Tensor, axes: Axes, count: Tensor) -> Tensor:
+def assign_second_cluster(
+    c: Tensor, s: Tensor, axes: Axes, count: Tensor, rank_one_ratio: float = RANK_ONE_RATIO
+) -> Tensor:
     """Which points join the second cluster (True) rather than the first.
 
     Point i goes to cluster 2 when |x_i·e₂|·√λ₁ > |x_i·e₁|·√λ₂ (the division-free form of
@@ -96,6 +98,8 @@ def assign_second_cluster(c: Tensor, s: Tensor, axes: Axes, count: Tensor) -> Te
         c, s: (G, n) coordinates of the points (callers mask ignored ones out afterwards).
         axes: the groups' :class:`Axes`.
         count: (G,) number of valid points per group.
+        rank_one_ratio: λ₂ / λ₁ at or below which a group is rank one. Default 1e-12 (for
+            the closed form; eigenvalues from a solver need a looser value).
 
     Returns:
         (G, n) bool.
@@ -105,5 +109,5 @@ def assign_second_cluster(c: Tensor, s: Tensor, axes: Axes, count: Tensor) -> Te
     sin = axes.sin.to(dtype)[:, None]
     along_first = (c * cos + s * sin).abs() * axes.lam2.sqrt().to(dtype)[:, None]
     along_second = (s * cos - c * sin).abs() * axes.lam1.sqrt().to(dtype)[:, None]
-    degenerate = (count <= 1) | (axes.lam2 <= RANK_ONE_RATIO * axes.lam1)
+    degenerate = (count <= 1) | (axes.lam2 <= rank_one_ratio * axes.lam1)
     return (along_second > along_first) & ~degenerate[:, None]
