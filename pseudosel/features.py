@@ -82,6 +82,24 @@ def margin(probs: Tensor) -> Tensor:
     return top[:, 0] - top[:, 1]
 
 
+def position_blocks(flat: Tensor, budget: int | None = None) -> list[tuple[slice, slice]]:
+    """(row, column) slices cutting an (n, K, L) tensor into cache-sized blocks.
+
+    Eager CPU only: elsewhere (CUDA, torch.compile) or when the tensor is small, a single
+    block. Blocks are of memory, not of samples: their count depends on the tensor size.
+    """
+    budget = _CPU_BLOCK_ELEMENTS if budget is None else budget
+    n, k, length = flat.shape
+    whole = [(slice(None), slice(None))]
+    if torch.compiler.is_compiling() or flat.device.type != "cpu" or flat.numel() <= budget:
+        return whole
+    if length > 1:
+        step = max(1, budget // (n * k))
+        return [(slice(None), slice(i, i + step)) for i in range(0, length, step)]
+    step = max(1, budget // k)
+    return [(slice(i, i + step), slice(None)) for i in range(0, n, step)]
+
+
 def residual_moments(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Sum and sum of squares of the probabilities outside the arg-max class.
 
@@ -96,43 +114,49 @@ def residual_moments(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         ``(r, q)``: (N, *spatial) each, r = sum_{k != k*} p_k and q = sum_{k != k*} p_k^2,
         in the compute dtype.
     """
-    n, k = probs.shape[:2]
-    length = math.prod(probs.shape[2:])  # explicit, so that empty tensors reshape too
-    flat = probs.reshape(n, k, length)
-    index = labels.reshape(n, 1, length)
-    dtype = compute_dtype(probs.dtype)
-    r = torch.empty((n, length), dtype=dtype, device=probs.device)
+    flat, index = _flatten(probs, labels)
+    r = torch.empty(flat.shape[::2], dtype=compute_dtype(probs.dtype), device=probs.device)
     q = torch.empty_like(r)
-    one_pass = (
-        torch.compiler.is_compiling()
-        or probs.device.type != "cpu"
-        or flat.numel() <= _CPU_BLOCK_ELEMENTS
-    )
-    if one_pass:
-        _residual_block(flat, index, r, q)
-    else:
-        # Blocks of memory, not a loop over samples: the count depends on the tensor size.
-        dim, per_step = (2, n * k) if length > 1 else (0, k)
-        step = max(1, _CPU_BLOCK_ELEMENTS // per_step)
-        out_dim = 1 if dim == 2 else 0
-        blocks = zip(
-            flat.split(step, dim),
-            index.split(step, dim),
-            r.split(step, out_dim),
-            q.split(step, out_dim),
-            strict=True,
-        )
-        for block, block_index, r_block, q_block in blocks:
-            _residual_block(block, block_index, r_block, q_block)
+    for rows, cols in position_blocks(flat):
+        r[rows, cols], q[rows, cols] = _residual_block(flat[rows, :, cols], index[rows, :, cols])
     return r.reshape(labels.shape), q.reshape(labels.shape)
 
 
-def _residual_block(probs: Tensor, index: Tensor, total: Tensor, squares: Tensor) -> None:
-    """(n, K, m) probabilities, (n, 1, m) arg-max → residual sum and sum of squares into
-    ``total`` and ``squares`` (n, m), through one temporary copy with the arg-max zeroed."""
-    residual = probs.to(total.dtype, copy=True).scatter_(1, index, 0.0)
-    torch.sum(residual, 1, out=total)
-    torch.sum(residual.square_(), 1, out=squares)
+def _flatten(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(N, K, *spatial), (N, *spatial) → (N, K, L) and (N, 1, L) views (or copies)."""
+    n, k = probs.shape[:2]
+    length = math.prod(probs.shape[2:])  # explicit, so that empty tensors reshape too
+    return probs.reshape(n, k, length), labels.reshape(n, 1, length)
+
+
+def _residual_block(probs: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """(n, K, m) probabilities, (n, 1, m) arg-max → residual sum and sum of squares (n, m)."""
+    dtype = compute_dtype(probs.dtype)
+    if torch.compiler.is_compiling():
+        # A pointwise mask feeding two reductions: the compiler fuses it, no temporary.
+        classes = torch.arange(probs.shape[1], device=probs.device).view(1, -1, 1)
+        residual = torch.where(classes == index, 0.0, probs.to(dtype))
+        return residual.sum(1), (residual * residual).sum(1)
+    # Eager: one temporary, a copy with the arg-max zeroed (cache-sized on CPU).
+    residual = probs.to(dtype, copy=True).scatter_(1, index, 0.0)
+    total = residual.sum(1)
+    return total, residual.square_().sum(1)
+
+
+def _spread(r: Tensor, squares: Tensor, num_classes: int, residual: str, g_scale: float):
+    """CSL's s from the residual sum r and sum of squares (any matching shapes)."""
+    if num_classes == 2:
+        # One residual class has no spread; the formula would only add rounding noise.
+        s = torch.zeros_like(r)
+    else:
+        tiny = torch.finfo(r.dtype).tiny
+        s = squares.mul_((num_classes - 1) / 2).div_(r.clamp_min(tiny)).sub_(r * 0.5)
+        s = torch.minimum(s.clamp_(min=0), r * ((num_classes - 2) / 2))
+    if residual == "reference":
+        s = s.add_(r * (1 / (2 * (num_classes - 1))))
+    if g_scale != 1.0:
+        s = s.mul_(g_scale)
+    return s
 
 
 def csl_features(
@@ -171,16 +195,10 @@ def csl_features(
     num_classes = probs.shape[1]
     confidence, labels = probs.max(1)
     confidence = confidence.to(compute_dtype(probs.dtype))
-    r, squares = residual_moments(probs, labels)
-    if num_classes == 2:
-        # One residual class has no spread; the formula would only add rounding noise.
-        s = torch.zeros_like(r)
-    else:
-        tiny = torch.finfo(r.dtype).tiny
-        s = ((num_classes - 1) * squares / r.clamp_min(tiny) - r) / 2
-        s = torch.minimum(s.clamp_min(0), r * ((num_classes - 2) / 2))
-    if residual == "reference":
-        s = s + r / (2 * (num_classes - 1))
-    if g_scale != 1.0:
-        s = s * g_scale
-    return confidence, s, labels
+    flat, index = _flatten(probs, labels)
+    s = torch.empty(flat.shape[::2], dtype=confidence.dtype, device=probs.device)
+    # s is formed block by block, so the (N, *spatial) intermediates stay cache-sized too
+    for rows, cols in position_blocks(flat):
+        r, squares = _residual_block(flat[rows, :, cols], index[rows, :, cols])
+        s[rows, cols] = _spread(r, squares, num_classes, residual, g_scale)
+    return confidence, s.reshape(labels.shape), labels

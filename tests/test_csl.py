@@ -266,3 +266,29 @@ def test_half_precision_inputs_match_float64_on_the_rounded_probabilities(dtype)
     sel = F.csl(probs)
     ref = reference_csl(probs)  # float64 on the same rounded values
     np.testing.assert_allclose(sel.weight.double().numpy(), ref.weight, rtol=0, atol=1e-3)
+
+
+@pytest.fixture
+def tiny_blocks(monkeypatch):
+    """Force the eager CPU block loops (features and split) on small inputs."""
+    import pseudosel.features as features
+    import pseudosel.functional.separation as separation
+
+    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 1000)
+    monkeypatch.setattr(separation, "_CPU_BLOCK_POSITIONS", 100)
+
+
+@pytest.mark.parametrize("valid_kind", ["all", "masked"])
+@pytest.mark.parametrize("group", ["sample", "batch"])
+def test_blocked_eager_path_matches_reference(tiny_blocks, valid_kind, group):
+    from pseudosel.functional.separation import group_blocks
+
+    assert len(group_blocks(3, 480, torch.device("cpu"))) > 10  # really blocked
+    probs = smooth_maps(3, 21, 24, 20, sharpness=6.0, seed=21, dtype=torch.float64)
+    valid = None
+    if valid_kind == "masked":
+        valid = torch.rand(3, 24, 20, generator=torch.Generator().manual_seed(2)) > 0.3
+    sel, _ = assert_matches_reference(probs, valid, atol=1e-9, group=group)
+    assert_same_clusters(probs, valid, group=group)
+    for rule in ("linear", "neglog"):
+        assert_matches_reference(probs, valid, atol=1e-9, group=group, cluster_rule=rule)

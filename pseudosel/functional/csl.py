@@ -20,10 +20,11 @@ from torch import Tensor
 
 from pseudosel.features import RESIDUAL_VARIANTS, csl_features
 from pseudosel.functional.separation import (
+    RANK_ONE_RATIO,
     accumulation_dtype,
-    assign_second_cluster,
+    group_blocks,
     principal_axes,
-    second_moments,
+    second_cluster_weights,
 )
 from pseudosel.selection import Selection
 from pseudosel.validation import (
@@ -102,6 +103,7 @@ def split_groups(
     min_var: float = 0.0,
     eps: float = 1e-8,
     solver: str = "closed_form",
+    all_valid: bool = False,
 ) -> GroupSplit:
     """CSL's split and weights for G groups of n positions each.
 
@@ -119,6 +121,7 @@ def split_groups(
         solver: ``"closed_form"`` (default) or ``"cvxpy"``: the directions and eigenvalues
             come from the convex program (:func:`pseudosel.convex.convex_axes`), then the
             identical assignment and weighting follow (a reference path, not for training).
+        all_valid: promise that ``valid`` is all True (skips the masking work).
 
     Returns:
         :class:`GroupSplit`: weight in [0, 1], mask = valid & (weight == 1), score =
@@ -126,55 +129,117 @@ def split_groups(
         non-decreasing function of it), the cluster assignment and the reliable cluster.
     """
     acc = accumulation_dtype(c.device)
-    # Ignored positions become the point (0, 0): they add nothing to any sum (and any NaN
-    # they held is gone). Elementwise work and the (cascade-summed) reductions stay in the
-    # compute dtype; the per-group scalars derived from the sums are handled in acc.
-    c = c.masked_fill(~valid, 0.0)
-    s = s.masked_fill(~valid, 0.0)
+    dtype = c.dtype
+    groups, size = c.shape
+    # Eager CPU walks the positions in cache-sized blocks (four passes: moments, clusters,
+    # variance, weights), so no (G, n) temporary is ever allocated; elsewhere one block.
+    # Elementwise work is arithmetic on 0/1 floats (sign/clamp, mul, addcmul), ~10x faster
+    # on CPU than where/masked_fill or bool conversions. Reductions are cascade sums in the
+    # compute dtype; the per-group scalars derived from them are handled in acc (float64).
+    blocks = group_blocks(groups, size, c.device)
+
+    def points(block: slice) -> tuple[Tensor, Tensor, Tensor | None]:
+        """c, s of a block with ignored positions moved to (0, 0) (dropping any NaN there),
+        and validity as 0/1 (None when all valid)."""
+        if all_valid:
+            return c[:, block], s[:, block], None
+        ok = valid[:, block]
+        return torch.where(ok, c[:, block], 0.0), torch.where(ok, s[:, block], 0.0), ok.to(dtype)
+
+    # pass 1: second moments M = XᵀX per group
+    moments = torch.zeros(groups, 3, dtype=acc, device=c.device)
+    for block in blocks:
+        cb, sb, _ = points(block)
+        moments += torch.stack(((cb * cb).sum(-1), (cb * sb).sum(-1), (sb * sb).sum(-1)), -1)
+    m11, m12, m22 = moments.unbind(-1)
+    moments = torch.stack((torch.stack((m11, m12), -1), torch.stack((m12, m22), -1)), -2)
     count = valid.sum(-1)
-    moments = second_moments(c, s, acc)
     if solver == "cvxpy":
         from pseudosel.convex import SOLVER_RANK_ONE_RATIO, convex_axes
 
         axes = convex_axes(moments)
-        in_second = assign_second_cluster(c, s, axes, count, SOLVER_RANK_ONE_RATIO) & valid
+        rank_one = SOLVER_RANK_ONE_RATIO
     else:
         axes = principal_axes(moments)
-        in_second = assign_second_cluster(c, s, axes, count) & valid
+        rank_one = RANK_ONE_RATIO
 
-    # Cluster sizes and feature sums (G, 2): cluster 1 = all valid minus cluster 2.
-    second = in_second.to(c.dtype)
-    total = torch.stack((count.to(c.dtype), c.sum(-1), s.sum(-1)), -1).to(acc)
-    part = torch.stack((second.sum(-1), (c * second).sum(-1), (s * second).sum(-1)), -1).to(acc)
-    sizes = torch.stack((total[:, 0] - part[:, 0], part[:, 0]), -1)
-    means = (
-        torch.stack((total[:, 1:] - part[:, 1:], part[:, 1:]), 1) / sizes.clamp_min(1)[..., None]
-    )
+    # pass 2: assignment, and per-cluster counts and sums (cluster 1 = all − cluster 2)
+    in_second = torch.empty(groups, size, dtype=torch.bool, device=c.device)
+    sums = torch.zeros(groups, 5, dtype=acc, device=c.device)
+    for block in blocks:
+        cb, sb, ok = points(block)
+        second = second_cluster_weights(cb, sb, axes, count, rank_one)
+        if ok is not None:
+            second.mul_(ok)
+        in_second[:, block] = second > 0
+        sums += torch.stack(
+            (
+                cb.sum(-1),
+                sb.sum(-1),
+                second.sum(-1),
+                (cb * second).sum(-1),
+                (sb * second).sum(-1),
+            ),
+            -1,
+        )
+    total_c, total_s, n2, sum_c2, sum_s2 = sums.unbind(-1)
+    sizes = torch.stack((count.to(acc) - n2, n2), -1)
+    cluster_sums = torch.stack(
+        (torch.stack((total_c - sum_c2, total_s - sum_s2), -1), torch.stack((sum_c2, sum_s2), -1)),
+        1,
+    )  # (G, 2 clusters, 2 features)
+    means = cluster_sums / sizes.clamp_min(1)[..., None]
     scores = _rule_score(means, cluster_rule, eps)
     reliable_is_second = (sizes[:, 1] > 0) & ((sizes[:, 0] == 0) | (scores[:, 1] > scores[:, 0]))
-
     center = torch.where(reliable_is_second[:, None], means[:, 1], means[:, 0])  # (G, 2)
-    size = torch.where(reliable_is_second, sizes[:, 1], sizes[:, 0])
-    member = torch.where(reliable_is_second[:, None], in_second, valid & ~in_second)
-    # Two-pass (centred) variance: the one-pass formula cancels when σ ≪ μ, as for c ≈ 1.
-    dev_c = c - center[:, 0, None].to(c.dtype)
-    dev_s = s - center[:, 1, None].to(c.dtype)
-    weights = member.to(c.dtype)
-    squares = torch.stack(
-        ((dev_c * dev_c * weights).sum(-1), (dev_s * dev_s * weights).sum(-1)), -1
-    )
-    squares = squares.to(acc)
-    variance = torch.where(size[:, None] > 1, squares / (size - 1).clamp_min(1)[:, None], 0.0)
-    inv_std = torch.rsqrt(variance.clamp_min(min_var) + eps).to(c.dtype)
+    n_reliable = torch.where(reliable_is_second, sizes[:, 1], sizes[:, 0])
+    pick = reliable_is_second.to(dtype)[:, None]
+    center_c, center_s = center[:, 0, None].to(dtype), center[:, 1, None].to(dtype)
 
-    z_c = dev_c * inv_std[:, 0, None]  # > 0: more confident than the reliable cluster's mean
-    z_s = dev_s * -inv_std[:, 1, None]  # > 0: less residual spread than its mean
-    trusted = (z_c > 0) | (z_s > 0)
-    distance = z_c * z_c + z_s * z_s
-    weight = torch.exp(distance / -alpha).masked_fill_(trusted, 1.0).masked_fill_(~valid, 0.0)
-    score = torch.where(trusted, torch.maximum(z_c, z_s), -distance.sqrt())
-    score = score.masked_fill_(~valid, 0.0)
-    mask = valid & (weight == 1)
+    def membership(block: slice, ok: Tensor | None) -> Tensor:
+        """Reliable-cluster membership of a block as 0/1: first = valid − second, blended."""
+        second = in_second[:, block].to(dtype)
+        first = (1.0 - second) if ok is None else (ok - second)
+        return torch.addcmul(first, second - first, pick)
+
+    # pass 3: centred variance of the reliable cluster (the one-pass formula cancels when
+    # σ ≪ μ, as for c ≈ 1)
+    squares = torch.zeros(groups, 2, dtype=acc, device=c.device)
+    for block in blocks:
+        cb, sb, ok = points(block)
+        member = membership(block, ok)
+        squares += torch.stack(
+            (
+                ((cb - center_c).square_() * member).sum(-1),
+                ((sb - center_s).square_() * member).sum(-1),
+            ),
+            -1,
+        )
+    variance = torch.where(
+        n_reliable[:, None] > 1, squares / (n_reliable - 1).clamp_min(1)[:, None], 0.0
+    )
+    inv_std = torch.rsqrt(variance.clamp_min(min_var) + eps).to(dtype)
+    scale_c, scale_s = inv_std[:, 0, None], -inv_std[:, 1, None]
+
+    # pass 4: z-scores, weights, scores
+    weight = torch.empty(groups, size, dtype=dtype, device=c.device)
+    score = torch.empty_like(weight)
+    for block in blocks:
+        cb, sb, ok = points(block)
+        z_c = (cb - center_c).mul_(scale_c)  # > 0: more confident than the reliable mean
+        z_s = (sb - center_s).mul_(scale_s)  # > 0: less residual spread than its mean
+        best = torch.maximum(z_c, z_s)
+        trusted = torch.sign(best).clamp_(min=0)  # 1 where z_c > 0 or z_s > 0, else 0
+        distance = torch.addcmul(z_c.square_(), z_s, z_s)  # z_c² + z_s²
+        w = torch.maximum(torch.exp(distance * (-1.0 / alpha)), trusted)
+        # score: max(z_c, z_s) on the trusted side, −‖z‖ elsewhere
+        z = torch.addcmul(best.clamp_(min=0), distance.sqrt_(), trusted.sub_(1.0))
+        if ok is not None:
+            w.mul_(ok)
+            z.mul_(ok)
+        weight[:, block] = w
+        score[:, block] = z
+    mask = weight == 1
     return GroupSplit(weight, mask, score, in_second, reliable_is_second)
 
 
@@ -262,6 +327,7 @@ def csl(
         boundary=boundary,
         max_points=max_points,
     )
+    all_valid = valid is None
     valid = resolve_valid(probs, valid)
     if validate:
         check_probability_values(probs, valid)
@@ -277,6 +343,7 @@ def csl(
         min_var=min_var,
         eps=eps,
         solver=solver,
+        all_valid=all_valid,
     )
     if boundary == "max_margin":
         from pseudosel.max_margin import max_margin_split

@@ -18,12 +18,16 @@ __all__ = [
     "Axes",
     "accumulation_dtype",
     "assign_second_cluster",
+    "group_blocks",
     "principal_axes",
+    "second_cluster_weights",
     "second_moments",
 ]
 
 # λ₂ at or below this fraction of λ₁ means all points lie on one ray: no second cluster.
 RANK_ONE_RATIO = 1e-12
+# Eager CPU passes over (G, n) group data in blocks of about this many positions in total.
+_CPU_BLOCK_POSITIONS = 1 << 16
 
 
 class Axes(NamedTuple):
@@ -36,6 +40,20 @@ class Axes(NamedTuple):
     lam2: Tensor
     cos: Tensor
     sin: Tensor
+
+
+def group_blocks(groups: int, size: int, device: torch.device) -> list[slice]:
+    """Column slices over (G, n) group data: cache-sized in eager CPU, else one slice.
+
+    Blocks of memory, not of samples: their count depends on G·n only."""
+    if (
+        torch.compiler.is_compiling()
+        or device.type != "cpu"
+        or groups * size <= _CPU_BLOCK_POSITIONS
+    ):
+        return [slice(None)]
+    step = max(1, _CPU_BLOCK_POSITIONS // max(groups, 1))
+    return [slice(i, i + step) for i in range(0, size, step)]
 
 
 def accumulation_dtype(device: torch.device) -> torch.dtype:
@@ -111,3 +129,25 @@ def assign_second_cluster(
     along_second = (s * cos - c * sin).abs() * axes.lam1.sqrt().to(dtype)[:, None]
     degenerate = (count <= 1) | (axes.lam2 <= rank_one_ratio * axes.lam1)
     return (along_second > along_first) & ~degenerate[:, None]
+
+
+def second_cluster_weights(
+    c: Tensor, s: Tensor, axes: Axes, count: Tensor, rank_one_ratio: float = RANK_ONE_RATIO
+) -> Tensor:
+    """:func:`assign_second_cluster` as 0/1 floats in the dtype of ``c`` (the kernel's form).
+
+    The directions are pre-scaled by √λ (|x·e₂|·√λ₁ vs |x·e₁|·√λ₂) and the comparison is
+    sign(difference) clamped at 0, which is cheap arithmetic instead of bool tensors.
+    """
+    dtype = c.dtype
+    root1, root2 = axes.lam1.sqrt(), axes.lam2.sqrt()
+    cos, sin = axes.cos, axes.sin
+    along_first = torch.addcmul(
+        c * (cos * root2).to(dtype)[:, None], s, (sin * root2).to(dtype)[:, None]
+    ).abs_()
+    along_second = torch.addcmul(
+        s * (cos * root1).to(dtype)[:, None], c, (-sin * root1).to(dtype)[:, None]
+    ).abs_()
+    second = torch.sign(along_second.sub_(along_first)).clamp_(min=0)  # ties → cluster 1
+    degenerate = (count <= 1) | (axes.lam2 <= rank_one_ratio * axes.lam1)
+    return second.mul_((~degenerate).to(dtype)[:, None])
