@@ -78,3 +78,21 @@ def test_adaptive_steps_do_not_synchronise_and_match_cpu(name):
     first_gpu = out_gpu if isinstance(out_gpu, torch.Tensor) else out_gpu.weight
     first_cpu = out_cpu if isinstance(out_cpu, torch.Tensor) else out_cpu.weight
     torch.testing.assert_close(first_gpu.cpu(), first_cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_whole_csl_selection_is_capturable_in_a_cuda_graph():
+    probs = smooth_maps(4, 21, 64, 64, seed=5).cuda()
+    static = probs.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):  # warm-up outside the graph
+            F.csl(static, validate=False)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = F.csl(static, validate=False)
+    static.copy_(smooth_maps(4, 21, 64, 64, seed=6).cuda())
+    graph.replay()
+    expected = F.csl(static, validate=False)
+    torch.testing.assert_close(captured.weight, expected.weight)

@@ -163,7 +163,8 @@ def split_groups(
         axes = principal_axes(moments)
         rank_one = RANK_ONE_RATIO
 
-    # pass 2: assignment, and per-cluster counts and sums (cluster 1 = all − cluster 2)
+    # pass 2: assignment, and per-cluster counts and feature sums. Each cluster is summed
+    # on its own (not as total − other), so a one-point cluster's mean is its point exactly.
     in_second = torch.empty(groups, size, dtype=torch.bool, device=c.device)
     sums = torch.zeros(groups, 5, dtype=acc, device=c.device)
     for block in blocks:
@@ -172,21 +173,21 @@ def split_groups(
         if ok is not None:
             second.mul_(ok)
         in_second[:, block] = second > 0
+        first = (1.0 - second) if ok is None else (ok - second)
         sums += torch.stack(
             (
-                cb.sum(-1),
-                sb.sum(-1),
                 second.sum(-1),
+                (cb * first).sum(-1),
+                (sb * first).sum(-1),
                 (cb * second).sum(-1),
                 (sb * second).sum(-1),
             ),
             -1,
         )
-    total_c, total_s, n2, sum_c2, sum_s2 = sums.unbind(-1)
+    n2, sum_c1, sum_s1, sum_c2, sum_s2 = sums.unbind(-1)
     sizes = torch.stack((count.to(acc) - n2, n2), -1)
     cluster_sums = torch.stack(
-        (torch.stack((total_c - sum_c2, total_s - sum_s2), -1), torch.stack((sum_c2, sum_s2), -1)),
-        1,
+        (torch.stack((sum_c1, sum_s1), -1), torch.stack((sum_c2, sum_s2), -1)), 1
     )  # (G, 2 clusters, 2 features)
     means = cluster_sums / sizes.clamp_min(1)[..., None]
     scores = _rule_score(means, cluster_rule, eps)

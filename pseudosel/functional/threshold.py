@@ -46,12 +46,16 @@ def threshold(
     """
     check_probs(probs)
     tau = check_real("tau", tau, low=0.0, high=1.0)
+    all_valid = valid is None
     valid = resolve_valid(probs, valid)
     if validate:
         check_probability_values(probs, valid)
     confidence, labels = probs.max(1)
     confidence = confidence.to(compute_dtype(probs.dtype))
-    mask = valid & (confidence >= tau)
+    mask = confidence >= tau
+    if all_valid:  # nothing to mask: skip two passes
+        return Selection(labels, mask.to(confidence.dtype), mask, confidence, valid)
+    mask &= valid
     return Selection(
         labels=labels,
         weight=mask.to(confidence.dtype),

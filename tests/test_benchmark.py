@@ -1,0 +1,101 @@
+"""The benchmark pipeline (quick mode) writes the documented schema; speed is not tested."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW_KEYS = {
+    "shape",
+    "dtype",
+    "kernel",
+    "median_ms",
+    "ratio_to_floor",
+    "gb_per_s",
+    "peak_extra_bytes",
+    "peak_extra_ratio",
+    "checked",
+    "note",
+}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_selection.py"),
+            "--quick",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads((out / "bench_selection.json").read_text()), out
+
+
+def test_quick_benchmark_schema(quick_report):
+    report, out = quick_report
+    assert report["schema"] == "pseudosel-bench/1" and report["quick"] is True
+    for key in ("date", "device", "machine", "torch", "python", "repeats", "command"):
+        assert report[key] not in (None, "")
+    kernels = {row["kernel"] for row in report["rows"]}
+    assert {
+        "floor: probs.max(dim=1)",
+        "threshold",
+        "csl",
+        "csl, compiled",
+        "reference-style loop",
+        "flexmatch step (per-sample)",
+        "freematch step",
+        "softmatch step",
+        "u2pl entropy split step",
+        "adamatch",
+    } <= kernels
+    for row in report["rows"]:
+        assert set(row) == ROW_KEYS
+        assert row["median_ms"] > 0 and row["ratio_to_floor"] > 0 and row["gb_per_s"] > 0
+        assert row["peak_extra_bytes"] >= 0
+    floors = [r for r in report["rows"] if r["kernel"].startswith("floor")]
+    assert all(r["ratio_to_floor"] == 1.0 for r in floors)
+    # the baseline was verified against pseudosel.functional.csl on the dense input
+    assert [r["checked"] for r in report["rows"] if r["kernel"] == "reference-style loop"] == [True]
+    for target in report["targets"]:
+        assert set(target) == {"name", "value", "limit", "at_most", "met"}
+    assert "| shape | dtype | kernel |" in (out / "bench_selection.md").read_text()
+
+
+def test_pseudosel_bench_command_without_the_benchmarks_folder(tmp_path):
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pseudosel.cli",
+            "bench",
+            "--quick",
+            "--no-compile",
+            "--no-adaptive",
+            "--sizes",
+            "32x5",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert "floor: probs.max(dim=1)" in result.stdout
+    report = json.loads((out / "bench_selection.json").read_text())
+    assert {row["kernel"] for row in report["rows"]} >= {"csl", "threshold"}
