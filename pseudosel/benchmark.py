@@ -177,12 +177,15 @@ def _adaptive_kernels(probs: torch.Tensor) -> dict[str, Callable[[], object]]:
         "distribution alignment step": pseudosel.DistributionAlignment(k, validate=False),
     }
     for name, module in modules.items():
-        module = module.to(device)
-        table[name] = lambda module=module: module(probs)
+        table[name] = _step(module.to(device), probs)
     adamatch = pseudosel.AdaMatchSelector(validate=False)
     labeled = probs[: max(1, probs.shape[0] // 7)]
     table["adamatch"] = lambda: adamatch(probs, labeled)
     return table
+
+
+def _step(module: torch.nn.Module, probs: torch.Tensor) -> Callable[[], object]:
+    return lambda: module(probs)
 
 
 @dataclass
@@ -233,11 +236,11 @@ def run(
     An extra factory may return a tuple ``(kernels, checked)``: ``checked`` says whether its
     results were verified against ``pseudosel.functional.csl`` on that input.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     report = Report(
         schema=SCHEMA,
         date=date.today().isoformat(),
-        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        device=torch.cuda.get_device_name(where) if where.type == "cuda" else "cpu",
         machine=f"{platform.machine()}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.platform()}",
         torch=torch.__version__,
@@ -249,7 +252,7 @@ def run(
     for size in sizes:
         shape = parse_size(size)
         for dtype_name in dtypes:
-            probs = make_probs(shape, getattr(torch, dtype_name), device)
+            probs = make_probs(shape, getattr(torch, dtype_name), where)
             if compiled:
                 # fresh compile caches per input, so the recompile limit is never hit
                 torch._dynamo.reset()
@@ -262,13 +265,13 @@ def run(
                     checked.update({name: ok for name in produced})
                 table.update(produced)
             timings = {
-                name: median_seconds(fn, device, repeats, warmup=1 if quick else 3)
+                name: median_seconds(fn, where, repeats, warmup=1 if quick else 3)
                 for name, fn in table.items()
             }
             floor = timings[FLOOR]
             input_bytes = probs.numel() * probs.element_size()
             for name, seconds in timings.items():
-                peak = peak_extra_bytes(table[name], device)
+                peak = peak_extra_bytes(table[name], where)
                 report.rows.append(
                     Row(
                         shape=list(shape),

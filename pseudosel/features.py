@@ -14,7 +14,14 @@ from torch import Tensor
 
 from pseudosel.validation import check_choice, check_probs, check_real, compute_dtype
 
-__all__ = ["csl_features", "entropy", "margin", "max_confidence", "residual_moments"]
+__all__ = [
+    "confidence_and_labels",
+    "csl_features",
+    "entropy",
+    "margin",
+    "max_confidence",
+    "residual_moments",
+]
 
 RESIDUAL_VARIANTS = ("theory", "reference")
 
@@ -115,6 +122,7 @@ def residual_moments(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         in the compute dtype.
     """
     flat, index = _flatten(probs, labels)
+    assert index is not None
     r = torch.empty(flat.shape[::2], dtype=compute_dtype(probs.dtype), device=probs.device)
     q = torch.empty_like(r)
     for rows, cols in position_blocks(flat):
@@ -122,11 +130,54 @@ def residual_moments(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return r.reshape(labels.shape), q.reshape(labels.shape)
 
 
-def _flatten(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def _flatten(probs: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """(N, K, *spatial), (N, *spatial) → (N, K, L) and (N, 1, L) views (or copies)."""
     n, k = probs.shape[:2]
     length = math.prod(probs.shape[2:])  # explicit, so that empty tensors reshape too
-    return probs.reshape(n, k, length), labels.reshape(n, 1, length)
+    index = None if labels is None else labels.reshape(n, 1, length)
+    return probs.reshape(n, k, length), index
+
+
+def _max_and_index(block: Tensor) -> tuple[Tensor, Tensor]:
+    """max and arg-max over dim 1 of an (n, K, m) block, lowest index on ties.
+
+    Same values as ``block.max(1)``, which on CPU runs at a fraction of the speed of plain
+    reductions: here the arg-max is read off sign(p − max) + 1 (1 exactly at the maxima)
+    weighted by K − k, whose maximum marks the lowest tied class.
+    """
+    k = block.shape[1]
+    confidence = block.amax(1)
+    reverse = torch.arange(k, 0, -1, dtype=block.dtype, device=block.device).view(1, k, 1)
+    marks = torch.sign(block - confidence.unsqueeze(1)).add_(1).mul_(reverse)
+    # NaN rows give NaN → an arbitrary integer: clamp keeps labels in range
+    index = (k - marks.amax(1)).to(torch.long).clamp_(0, k - 1)
+    return confidence, index
+
+
+def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
+    """``probs.max(1)``, with the values in the compute dtype; faster on CPU for big inputs.
+
+    Args:
+        probs: (N, K, *spatial).
+
+    Returns:
+        ``(confidence, labels)``, (N, *spatial) each; labels are the lowest index on ties.
+    """
+    flat, _ = _flatten(probs)
+    blocks = position_blocks(flat)
+    dtype = compute_dtype(probs.dtype)
+    if len(blocks) == 1:
+        confidence, labels = probs.max(1)
+        return confidence.to(dtype), labels
+    confidence = torch.empty(flat.shape[::2], dtype=dtype)
+    labels = torch.empty(flat.shape[::2], dtype=torch.long)
+    for rows, cols in blocks:
+        block = flat[rows, :, cols]
+        if block.dtype != dtype:
+            block = block.to(dtype)
+        confidence[rows, cols], labels[rows, cols] = _max_and_index(block)
+    shape = (probs.shape[0], *probs.shape[2:])
+    return confidence.reshape(shape), labels.reshape(shape)
 
 
 def _residual_block(probs: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
@@ -193,12 +244,25 @@ def csl_features(
     check_choice("residual", residual, RESIDUAL_VARIANTS)
     g_scale = check_real("g_scale", g_scale, low=0.0, low_open=True)
     num_classes = probs.shape[1]
-    confidence, labels = probs.max(1)
-    confidence = confidence.to(compute_dtype(probs.dtype))
-    flat, index = _flatten(probs, labels)
-    s = torch.empty(flat.shape[::2], dtype=confidence.dtype, device=probs.device)
-    # s is formed block by block, so the (N, *spatial) intermediates stay cache-sized too
-    for rows, cols in position_blocks(flat):
-        r, squares = _residual_block(flat[rows, :, cols], index[rows, :, cols])
+    blocks = position_blocks(_flatten(probs)[0])
+    if len(blocks) == 1:
+        confidence, labels = probs.max(1)
+        confidence = confidence.to(compute_dtype(probs.dtype))
+        r, squares = residual_moments(probs, labels)
+        return confidence, _spread(r, squares, num_classes, residual, g_scale), labels
+    # Eager CPU, block by block: max, arg-max, residual sums and s in one cache-sized visit
+    flat, _ = _flatten(probs)
+    shape = (probs.shape[0], *probs.shape[2:])
+    dtype = compute_dtype(probs.dtype)
+    confidence = torch.empty(flat.shape[::2], dtype=dtype)
+    labels = torch.empty(flat.shape[::2], dtype=torch.long)
+    s = torch.empty_like(confidence)
+    for rows, cols in blocks:
+        block = flat[rows, :, cols].to(dtype, copy=True)
+        c, index = _max_and_index(block)
+        zeroed = block.scatter_(1, index.unsqueeze(1), 0.0)  # the copy, arg-max zeroed
+        r = zeroed.sum(1)
+        squares = zeroed.square_().sum(1)
+        confidence[rows, cols], labels[rows, cols] = c, index
         s[rows, cols] = _spread(r, squares, num_classes, residual, g_scale)
-    return confidence, s.reshape(labels.shape), labels
+    return confidence.reshape(shape), s.reshape(shape), labels.reshape(shape)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
+from pseudosel.features import confidence_and_labels
 from pseudosel.functional.csl import check_csl_options
 from pseudosel.functional.flexmatch import MAPPINGS
 from pseudosel.selection import Selection
@@ -317,7 +318,7 @@ class FlexMatchSelector(nn.Module):
     ) -> None:
         """Record a batch (store writes or class counts) and recompute β, without selecting."""
         valid = self._inputs(probs, index, valid)
-        self._record(probs, probs.max(1).indices, index, valid)
+        self._record(probs, confidence_and_labels(probs)[1], index, valid)
 
     def _record(self, probs: Tensor, labels: Tensor, index: Tensor | None, valid: Tensor):
         confident = valid & (probs.amax(1).to(compute_dtype(probs.dtype)) >= self.tau)

@@ -292,3 +292,6 @@ def test_blocked_eager_path_matches_reference(tiny_blocks, valid_kind, group):
     assert_same_clusters(probs, valid, group=group)
     for rule in ("linear", "neglog"):
         assert_matches_reference(probs, valid, atol=1e-9, group=group, cluster_rule=rule)
+    assert_matches_reference(
+        probs, valid, atol=1e-9, group=group, residual="reference", g_scale=0.5
+    )

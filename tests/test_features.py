@@ -121,6 +121,23 @@ def test_blocked_cpu_path_equals_one_pass(monkeypatch, shape):
     torch.testing.assert_close(q_blocks, q_one, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("residual", ["theory", "reference"])
+def test_blocked_features_equal_one_pass(monkeypatch, dtype, residual):
+    probs = smooth_maps(3, 7, 20, 30, sharpness=8.0, seed=4).to(dtype)
+    probs[0, :, 0, 0] = torch.tensor([0.3, 0.3, 0.1, 0.1, 0.1, 0.05, 0.05])  # a tie
+    one_pass = csl_features(probs, residual=residual, g_scale=0.7)
+    confidence_one, labels_one = features.confidence_and_labels(probs)
+    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 700)
+    assert len(features.position_blocks(probs.reshape(3, 7, -1))) > 5
+    blocked = csl_features(probs, residual=residual, g_scale=0.7)
+    assert torch.equal(blocked[0], one_pass[0]) and torch.equal(blocked[2], one_pass[2])
+    torch.testing.assert_close(blocked[1], one_pass[1], rtol=1e-5, atol=1e-7)
+    assert blocked[2][0, 0, 0] == 0  # lowest index of the tie
+    confidence, labels = features.confidence_and_labels(probs)
+    assert torch.equal(confidence, confidence_one) and torch.equal(labels, labels_one)
+
+
 def test_half_inputs_are_computed_in_float32():
     probs = smooth_maps(1, 5, 6, 6, seed=1).to(torch.bfloat16)
     c, s, _ = csl_features(probs)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from pseudosel.distributed import all_reduce_sum
+from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
 from pseudosel.validation import (
     check_probability_values,
@@ -68,8 +69,7 @@ def adamatch(
     stats = torch.stack(((labeled_conf * valid_labeled).sum(), valid_labeled.sum().to(work)))
     all_reduce_sum(stats, group)
     cutoff = torch.where(stats[1] > 0, tau * stats[0] / stats[1].clamp_min(1), tau)
-    confidence, labels = probs.max(1)
-    confidence = confidence.to(work)
+    confidence, labels = confidence_and_labels(probs)
     mask = valid & (confidence >= cutoff)
     return Selection(
         labels=labels,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
 
@@ -34,7 +35,7 @@ def dash_rho(
 
 def dash_select(probs: Tensor, rho: Tensor, valid: Tensor) -> Selection:
     """mask = −log max p <= ρ; score = log max p (higher = more reliable)."""
-    confidence, labels = probs.max(1)
+    confidence, labels = confidence_and_labels(probs)
     log_conf = torch.log(confidence.to(compute_dtype(probs.dtype)))
     mask = valid & (-log_conf <= rho.to(log_conf.dtype))
     return Selection(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pseudosel.features import entropy
+from pseudosel.features import confidence_and_labels, entropy
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.selection import Selection
 from pseudosel.validation import (
@@ -69,7 +69,7 @@ def split_by_entropy(
     cut = masked_quantile(uncertainty, valid, 1.0 - unreliable, group).to(uncertainty.dtype)
     mask = valid & (uncertainty < cut)
     return Selection(
-        labels=probs.max(1).indices,  # max, not argmax: far faster on CPU over dim 1
+        labels=confidence_and_labels(probs)[1],
         weight=mask.to(uncertainty.dtype),
         mask=mask,
         score=torch.where(valid, -uncertainty, 0.0),

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 
 from pseudosel.distributed import all_gather_cat, all_reduce_sum
+from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
-from pseudosel.validation import compute_dtype
 
 __all__ = [
     "MAPPINGS",
@@ -70,8 +70,7 @@ def flexmatch_select(
     Args:
         probs: (N, K, *spatial); classwise_acc: (K,); valid: bool (N, *spatial).
     """
-    confidence, labels = probs.max(1)
-    confidence = confidence.to(compute_dtype(probs.dtype))
+    confidence, labels = confidence_and_labels(probs)
     thresholds = flexmatch_thresholds(classwise_acc, tau=tau, mapping=mapping)
     threshold = thresholds.to(confidence.dtype)[labels]
     mask = valid & (confidence >= threshold)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from pseudosel.distributed import all_reduce_sum
+from pseudosel.features import confidence_and_labels
 from pseudosel.functional.alignment import masked_class_sums
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.selection import Selection
@@ -63,7 +64,7 @@ def freematch_update(
         The new state (a batch with no valid position anywhere leaves it unchanged).
     """
     num_classes = probs.shape[1]
-    confidence, labels = probs.max(1)
+    confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
     confidence = confidence.to(work)
     weight = valid.to(work)
@@ -103,8 +104,7 @@ def freematch_update(
 
 def freematch_select(probs: Tensor, state: FreeMatchState, valid: Tensor) -> Selection:
     """mask = max p >= τ_t · p̃_t(ŷ) / max p̃_t; score = max p minus that threshold."""
-    confidence, labels = probs.max(1)
-    confidence = confidence.to(compute_dtype(probs.dtype))
+    confidence, labels = confidence_and_labels(probs)
     local = state.p_model / state.p_model.max()
     threshold = (state.time_p * local).to(confidence.dtype)[labels]
     mask = valid & (confidence >= threshold)

@@ -27,7 +27,7 @@ __all__ = [
 # λ₂ at or below this fraction of λ₁ means all points lie on one ray: no second cluster.
 RANK_ONE_RATIO = 1e-12
 # Eager CPU passes over (G, n) group data in blocks of about this many positions in total.
-_CPU_BLOCK_POSITIONS = 1 << 16
+_CPU_BLOCK_POSITIONS = 1 << 18
 
 
 class Axes(NamedTuple):

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from pseudosel.distributed import all_reduce_sum
+from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
 
@@ -56,7 +57,7 @@ def softmatch_update(
     group=None,
 ) -> SoftMatchState:
     """One EMA step of μ_t, σ²_t on the valid positions of ``probs`` (N, K, *spatial)."""
-    confidence, labels = probs.max(1)
+    confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
     confidence = confidence.to(work).flatten()
     weight = valid.flatten().to(work)
@@ -96,8 +97,7 @@ def softmatch_select(
     probs: Tensor, state: SoftMatchState, valid: Tensor, *, n_sigma: float = 2.0
 ) -> Selection:
     """Soft weights; mask = weight == 1 (at or above the mean); score = max p."""
-    confidence, labels = probs.max(1)
-    confidence = confidence.to(compute_dtype(probs.dtype))
+    confidence, labels = confidence_and_labels(probs)
     if state.mu.dim() == 0:
         mu, var = state.mu.to(confidence.dtype), state.var.to(confidence.dtype)
     else:

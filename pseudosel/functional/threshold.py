@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
 from pseudosel.validation import (
     check_probability_values,
     check_probs,
     check_real,
-    compute_dtype,
     resolve_valid,
 )
 
@@ -50,8 +50,7 @@ def threshold(
     valid = resolve_valid(probs, valid)
     if validate:
         check_probability_values(probs, valid)
-    confidence, labels = probs.max(1)
-    confidence = confidence.to(compute_dtype(probs.dtype))
+    confidence, labels = confidence_and_labels(probs)
     mask = confidence >= tau
     if all_valid:  # nothing to mask: skip two passes
         return Selection(labels, mask.to(confidence.dtype), mask, confidence, valid)
