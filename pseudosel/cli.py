@@ -1,4 +1,8 @@
-"""The ``pseudosel`` command line: ``pseudosel bench`` (kernel micro-benchmarks)."""
+"""The ``pseudosel`` command line.
+
+- ``pseudosel compare PREDICTIONS`` — compare selectors on saved predictions and true labels;
+- ``pseudosel bench`` — time the selection kernels against ``probs.max(dim=1)``.
+"""
 
 from __future__ import annotations
 
@@ -71,17 +75,68 @@ def _bench(args: argparse.Namespace, extra, argv: Sequence[str]) -> int:
     return 0
 
 
+def _compare_parser(sub) -> None:
+    from pseudosel.compare import DEFAULT_SELECTORS, SELECTOR_NAMES
+
+    compare = sub.add_parser(
+        "compare",
+        help="compare selectors on a predictions file with true labels",
+        description="Stream a .npz/.pt file of probs or logits (N, K[, H, W]) and true labels "
+        "through every selector; print coverage, precision, weighted precision, recall, AUROC "
+        "and mean weight, and write JSON and PNG plots.",
+    )
+    compare.add_argument("predictions", type=Path)
+    compare.add_argument(
+        "--selectors",
+        nargs="+",
+        default=DEFAULT_SELECTORS,
+        help=f"from {', '.join(SELECTOR_NAMES)}; threshold:TAU sets tau "
+        f"(default: {' '.join(DEFAULT_SELECTORS)})",
+    )
+    compare.add_argument("--out", type=Path, default=Path("results/compare"))
+    compare.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="samples per batch (memory is bounded by the batch)",
+    )
+    compare.add_argument("--ignore-index", type=int, default=255)
+    compare.add_argument("--no-plots", action="store_true")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pseudosel.compare import compare, table
+
+    report = compare(
+        args.predictions,
+        selectors=args.selectors,
+        out=args.out,
+        batch_size=args.batch_size,
+        ignore_index=args.ignore_index,
+        plots=not args.no_plots,
+    )
+    print(table(report))
+    print(f"wrote {args.out / 'compare.json'}" + ("" if args.no_plots else " and plots"))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *, extra=()) -> int:
-    """Entry point of the ``pseudosel`` script."""
+    """Entry point of the ``pseudosel`` script. Input errors exit with status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="pseudosel", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="pseudosel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+    _compare_parser(sub)
     _bench_parser(sub)
     args = parser.parse_args(argv)
-    if args.command == "bench":
+    try:
+        if args.command == "compare":
+            return _compare(args)
         return _bench(args, extra, argv)
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    except ValueError as error:
+        print(f"pseudosel {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -143,4 +143,4 @@ def max_margin_split(
     weight = torch.where(use, weight, split.weight)
     score = torch.where(use, score, split.score)
     mask = valid & (weight == 1)
-    return GroupSplit(weight, mask, score, split.in_second, split.reliable_is_second)
+    return split._replace(weight=weight, mask=mask, score=score)

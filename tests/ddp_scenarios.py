@@ -88,9 +88,25 @@ def run_scenarios(rank=0, world=1):
     return results
 
 
+def run_metrics(rank=0, world=1):
+    """SelectionStats over every step's CSL selection of the dense batches (sharded)."""
+    from pseudosel.metrics import SelectionStats
+
+    stats = SelectionStats(num_classes=5)
+    for t in range(STEPS):
+        probs, valid = _dense(t)
+        target = smooth_maps(4, 5, 8, 8, sharpness=1.0, seed=100 + t).argmax(1)
+        target[:, 0] = 255
+        probs, valid, target = (shard(x, rank, world) for x in (probs, valid, target))
+        stats.update(pseudosel.select_reliable(probs, valid=valid), target)
+    return stats.compute()
+
+
 def worker(rank, world, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        torch.save(run_scenarios(rank, world), Path(out_dir) / f"rank{rank}.pt")
+        results = run_scenarios(rank, world)
+        results["metrics"] = run_metrics(rank, world)
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

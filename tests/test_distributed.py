@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.multiprocessing as mp
-from ddp_scenarios import WORLD, run_scenarios, scenarios, worker
+from ddp_scenarios import WORLD, run_metrics, run_scenarios, scenarios, worker
 
 pytestmark = pytest.mark.slow
 
@@ -49,3 +49,11 @@ def test_ranks_equal_one_process_on_the_concatenated_batches(ranks, single, name
                 torch.testing.assert_close(joined, whole, rtol=1e-10, atol=1e-12)
             else:
                 assert torch.equal(joined, whole), f"step {step} field {field}"
+
+
+def test_selection_stats_compute_equals_one_process(ranks):
+    single = run_metrics()
+    for rank in ranks:
+        assert set(rank["metrics"]) == set(single)
+        for key, value in single.items():
+            torch.testing.assert_close(rank["metrics"][key], value, msg=key)

@@ -47,13 +47,16 @@ NEGLOG_RULE_LAMBDA = 0.5
 
 
 class GroupSplit(NamedTuple):
-    """Result of :func:`split_groups`, (G, n) per field except ``reliable_is_second`` (G,)."""
+    """Result of :func:`split_groups`: (G, n) per position; ``reliable_is_second`` (G,) and
+    ``center`` (G, 2), the reliable cluster's mean (c, s) — with the paper's rule a position
+    is trusted exactly when c > center_c or s < center_s."""
 
     weight: Tensor
     mask: Tensor
     score: Tensor
     in_second: Tensor
     reliable_is_second: Tensor
+    center: Tensor
 
 
 def check_csl_options(
@@ -241,7 +244,7 @@ def split_groups(
         weight[:, block] = w
         score[:, block] = z
     mask = weight == 1
-    return GroupSplit(weight, mask, score, in_second, reliable_is_second)
+    return GroupSplit(weight, mask, score, in_second, reliable_is_second, center.to(dtype))
 
 
 def group_points(

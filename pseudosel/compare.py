@@ -1,0 +1,411 @@
+"""``pseudosel compare``: which selector keeps more right and fewer wrong pseudo-labels?
+
+Reads a predictions file — ``.npz`` (loaded without pickles) or ``.pt`` (loaded with
+``weights_only=True``) holding ``probs`` or ``logits`` (N, K[, H, W]), ``labels`` (the true
+labels) and optionally ``valid`` or ``ignore_mask`` — streams it in batches of whole samples
+(memory bounded by the batch, and CSL's groups stay whole images), runs every selector on
+every batch and reports coverage, precision, weighted precision, recall, AUROC and mean
+weight, plus a threshold sweep, a reliability diagram and CSL's feature space.
+
+Stateful selectors (FlexMatch, FreeMatch, SoftMatch) run in training mode over the batches
+in file order, as during one epoch; classification CSL draws one boundary per batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import pseudosel
+from pseudosel.metrics import SelectionStats
+
+__all__ = ["PredictionFile", "compare", "make_selector"]
+
+DEFAULT_SELECTORS = ["threshold", "threshold:0.9", "flexmatch", "freematch", "softmatch", "csl"]
+SELECTOR_NAMES = (
+    "threshold",
+    "csl",
+    "csl_max_margin",
+    "entropy_split",
+    "flexmatch",
+    "freematch",
+    "softmatch",
+)
+SWEEP_BINS = 1000
+RELIABILITY_BINS = 15
+SCATTER_POINTS = 4000
+
+
+class _NpyMember:
+    """One array of an .npz, read row range by row range (no pickles, no full load)."""
+
+    def __init__(self, archive: zipfile.ZipFile, name: str) -> None:
+        self.handle = archive.open(name)
+        version = np.lib.format.read_magic(self.handle)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(self.handle)
+        else:
+            header = np.lib.format.read_array_header_2_0(self.handle)
+        self.shape, fortran, self.dtype = header
+        if self.dtype.hasobject:
+            raise ValueError(
+                f"{name[:-4]!r} holds Python objects (a pickle); refused — save plain numeric "
+                "arrays"
+            )
+        if fortran and len(self.shape) > 1:
+            raise ValueError(f"{name[:-4]!r} is stored in Fortran order; save it C-contiguous")
+        self.offset = self.handle.tell()
+        self.row_bytes = self.dtype.itemsize * math.prod(self.shape[1:])
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        self.handle.seek(self.offset + start * self.row_bytes)
+        data = self.handle.read((stop - start) * self.row_bytes)
+        return np.frombuffer(data, dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
+
+
+class PredictionFile:
+    """A predictions file opened for streaming; raises ``ValueError`` naming what is wrong.
+
+    Attributes:
+        size: number of samples N; shape: (N, K, *spatial) of the predictions;
+        num_classes: K; from_logits: whether the file holds logits.
+    """
+
+    def __init__(self, path: str | Path, *, ignore_index: int = 255) -> None:
+        self.path = Path(path)
+        self.ignore_index = ignore_index
+        if not self.path.exists():
+            raise ValueError(f"predictions file {self.path} does not exist")
+        suffix = self.path.suffix.lower()
+        self._arrays: dict[str, _NpyMember] | dict[str, Tensor]
+        if suffix == ".npz":
+            self._arrays = self._open_npz()
+        elif suffix == ".pt":
+            self._arrays = self._open_pt()
+        else:
+            raise ValueError(f"predictions file must be .npz or .pt, got {self.path.name!r}")
+        self._check()
+
+    def _open_npz(self) -> dict[str, _NpyMember]:
+        try:
+            archive = zipfile.ZipFile(self.path)
+        except zipfile.BadZipFile as error:
+            raise ValueError(f"{self.path} is not a valid .npz file: {error}") from error
+        self._archive = archive
+        return {
+            name[:-4]: _NpyMember(archive, name)
+            for name in archive.namelist()
+            if name.endswith(".npy")
+        }
+
+    def _open_pt(self) -> dict[str, Tensor]:
+        try:
+            content = torch.load(self.path, weights_only=True, mmap=True, map_location="cpu")
+        except Exception as error:  # weights_only refuses arbitrary objects here
+            raise ValueError(
+                f"{self.path} could not be loaded with weights_only=True (only tensors are "
+                f"accepted; pickled objects are refused): {error}"
+            ) from error
+        if not isinstance(content, dict) or not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in content.items()
+        ):
+            raise ValueError(f"{self.path} must hold a dict of named tensors")
+        return content
+
+    def _shape(self, key: str) -> tuple[int, ...]:
+        value = self._arrays[key]
+        return tuple(value.shape)
+
+    def _check(self) -> None:
+        keys = set(self._arrays)
+        present = [k for k in ("probs", "logits") if k in keys]
+        if len(present) != 1:
+            raise ValueError(
+                f"{self.path.name} must hold exactly one of 'probs' or 'logits' (N, K[, H, W]); "
+                f"it holds {sorted(keys) or 'nothing'}"
+            )
+        self.key = present[0]
+        self.from_logits = self.key == "logits"
+        if "labels" not in keys:
+            raise ValueError(
+                f"{self.path.name} has no 'labels' (the true labels); it holds {sorted(keys)}"
+            )
+        if "valid" in keys and "ignore_mask" in keys:
+            raise ValueError(f"{self.path.name} holds both 'valid' and 'ignore_mask'; keep one")
+        self.mask_key = (
+            "valid" if "valid" in keys else "ignore_mask" if "ignore_mask" in keys else None
+        )
+        shape = self._shape(self.key)
+        if len(shape) < 2 or shape[1] < 2:
+            raise ValueError(
+                f"{self.key!r} must have shape (N, K[, H, W]) with K >= 2, got {shape}"
+            )
+        if shape[0] == 0:
+            raise ValueError(f"{self.path.name} is empty: {self.key!r} has shape {shape}")
+        self.shape = shape
+        self.size, self.num_classes = shape[0], shape[1]
+        positions = (shape[0], *shape[2:])
+        for key in ("labels", self.mask_key):
+            if key is not None and self._shape(key) != positions:
+                raise ValueError(
+                    f"{key!r} must have shape {positions} (that of {self.key!r} {shape} without "
+                    f"dim 1), got {self._shape(key)}"
+                )
+
+    def _rows(self, key: str, start: int, stop: int) -> Tensor:
+        value = self._arrays[key]
+        if isinstance(value, Tensor):
+            return value[start:stop].clone()
+        return torch.from_numpy(value.rows(start, stop).copy())
+
+    def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+        """(probs float32, labels long, valid bool or None) for consecutive sample ranges."""
+        for start in range(0, self.size, batch_size):
+            stop = min(start + batch_size, self.size)
+            probs = self._rows(self.key, start, stop).float()
+            if self.from_logits:
+                probs = probs.softmax(1)
+            labels = self._rows("labels", start, stop).long()
+            valid = None
+            if self.mask_key == "valid":
+                valid = self._rows("valid", start, stop).bool()
+            elif self.mask_key == "ignore_mask":
+                valid = self._rows("ignore_mask", start, stop) != self.ignore_index
+            known = labels != self.ignore_index
+            if valid is not None:
+                known &= valid
+            bad = known & ((labels < 0) | (labels >= self.num_classes))
+            if bool(bad.any()):
+                where = tuple(int(i) for i in bad.nonzero()[0])
+                raise ValueError(
+                    f"labels must lie in [0, {self.num_classes}) or equal ignore_index="
+                    f"{self.ignore_index}; sample {start + where[0]} has label "
+                    f"{int(labels[where])} at {where[1:] or 'its position'}"
+                )
+            yield probs, labels, valid
+
+
+def make_selector(spec: str, num_classes: int, num_samples: int, dense: bool):
+    """A callable (probs, valid, index) → Selection for ``spec`` = ``name[:tau]``."""
+    name, _, value = spec.partition(":")
+    if name not in SELECTOR_NAMES:
+        raise ValueError(
+            f"unknown selector {spec!r}; choose from {', '.join(SELECTOR_NAMES)} "
+            "(threshold takes an optional tau, e.g. threshold:0.9)"
+        )
+    if value and name != "threshold":
+        raise ValueError(f"only threshold takes a value (threshold:TAU), got {spec!r}")
+    if name == "threshold":
+        tau = float(value) if value else 0.95
+        return lambda probs, valid, index: pseudosel.functional.threshold(
+            probs, tau, valid=valid, validate=False
+        )
+    if name in ("csl", "csl_max_margin", "entropy_split"):
+        return lambda probs, valid, index: pseudosel.select_reliable(
+            probs, name, valid=valid, validate=False
+        )
+    if name == "flexmatch":
+        module = pseudosel.FlexMatchSelector(
+            num_classes, None if dense else num_samples, validate=False
+        )
+        return lambda probs, valid, index: module(probs, None if dense else index, valid)
+    adaptive: torch.nn.Module = (
+        pseudosel.FreeMatchSelector if name == "freematch" else pseudosel.SoftMatchSelector
+    )(num_classes, validate=False)
+    return lambda probs, valid, index: adaptive(probs, valid)
+
+
+@dataclass
+class _Sweep:
+    """Histograms over max confidence for the threshold sweep and the reliability diagram."""
+
+    correct: Tensor
+    wrong: Tensor
+    conf_sum: Tensor
+
+    @classmethod
+    def empty(cls) -> _Sweep:
+        return cls(*(torch.zeros(SWEEP_BINS, dtype=torch.float64) for _ in range(3)))
+
+    def add(self, confidence: Tensor, correct: Tensor, known: Tensor) -> None:
+        slot = (confidence.double() * SWEEP_BINS).long().clamp_(0, SWEEP_BINS - 1).flatten()
+        self.correct.index_add_(0, slot, (known & correct).flatten().double())
+        self.wrong.index_add_(0, slot, (known & ~correct).flatten().double())
+        self.conf_sum.index_add_(0, slot, (confidence.double() * known).flatten())
+
+    def curve(self) -> dict[str, list[float]]:
+        total = float((self.correct + self.wrong).sum())
+        kept_correct = self.correct.flip(0).cumsum(0).flip(0)  # confidence >= bin edge
+        kept = (self.correct + self.wrong).flip(0).cumsum(0).flip(0)
+        coverage = (kept / max(total, 1.0)).tolist()
+        precision = (kept_correct / kept.clamp_min(1)).tolist()
+        taus = (torch.arange(SWEEP_BINS, dtype=torch.float64) / SWEEP_BINS).tolist()
+        keep = [i for i, k in enumerate(kept.tolist()) if k > 0]
+        return {
+            "tau": [taus[i] for i in keep],
+            "coverage": [coverage[i] for i in keep],
+            "precision": [precision[i] for i in keep],
+        }
+
+    def reliability(self) -> dict[str, list[float]]:
+        edges = [round(i * SWEEP_BINS / RELIABILITY_BINS) for i in range(RELIABILITY_BINS + 1)]
+        conf, acc, count = [], [], []
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            n = float((self.correct[lo:hi] + self.wrong[lo:hi]).sum())
+            count.append(n)
+            conf.append(float(self.conf_sum[lo:hi].sum()) / n if n else 0.0)
+            acc.append(float(self.correct[lo:hi].sum()) / n if n else 0.0)
+        return {"mean_confidence": conf, "accuracy": acc, "count": count}
+
+
+def compare(
+    path: str | Path,
+    *,
+    selectors: list[str] | None = None,
+    out: str | Path | None = None,
+    batch_size: int = 64,
+    ignore_index: int = 255,
+    plots: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Run the comparison; return (and with ``out`` write) the report. See the module doc."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    source = PredictionFile(path, ignore_index=ignore_index)
+    specs = selectors or DEFAULT_SELECTORS
+    dense = len(source.shape) > 2
+    runners = {spec: make_selector(spec, source.num_classes, source.size, dense) for spec in specs}
+    stats = {spec: SelectionStats(source.num_classes) for spec in specs}
+    sweep = _Sweep.empty()
+    scatter = None
+    batches = source.batches(batch_size)
+    total = math.ceil(source.size / batch_size)
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, total=total, desc="compare", unit="batch")
+        except ImportError:
+            pass
+    start = 0
+    with torch.no_grad():
+        for probs, labels, valid in batches:
+            index = torch.arange(start, start + probs.shape[0])
+            start += probs.shape[0]
+            confidence, predicted = probs.max(1)
+            known = labels != ignore_index
+            if valid is not None:
+                known &= valid
+            sweep.add(confidence, predicted == labels, known)
+            target = labels.masked_fill(~known, ignore_index)
+            for spec, run in runners.items():
+                stats[spec].update(run(probs, valid, index), target)
+            if scatter is None:
+                scatter = _scatter_sample(probs, labels, known, dense)
+    report = {
+        "file": str(path),
+        "samples": source.size,
+        "shape": list(source.shape),
+        "num_classes": source.num_classes,
+        "batch_size": batch_size,
+        "selectors": {
+            spec: {k: v.tolist() for k, v in s.compute().items()} for spec, s in stats.items()
+        },
+        "threshold_sweep": sweep.curve(),
+        "reliability": sweep.reliability(),
+    }
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.json").write_text(json.dumps(report, indent=2))
+        if plots:
+            report["plots"] = _plots(report, scatter, out)
+            (out / "compare.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _scatter_sample(probs: Tensor, labels: Tensor, known: Tensor, dense: bool) -> dict:
+    """CSL features of one group (the first image, or the first batch) and its split."""
+    from pseudosel.features import csl_features
+    from pseudosel.functional.csl import group_points, split_groups
+
+    group = probs[:1] if dense else probs
+    c, s, predicted = csl_features(group)
+    ok = known[:1] if dense else known
+    gc, gs, gv = group_points(c, s, ok, "auto", group.dim())
+    split = split_groups(gc[:1], gs[:1], gv[:1])
+    keep = ok.flatten().nonzero().flatten()
+    if len(keep) > SCATTER_POINTS:
+        keep = keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))][
+            :SCATTER_POINTS
+        ]
+    truth = (labels[:1] if dense else labels).flatten()
+    return {
+        "confidence": c.flatten()[keep].numpy(),
+        "spread": s.flatten()[keep].numpy(),
+        "correct": (predicted.flatten() == truth)[keep].numpy(),
+        "center": tuple(float(v) for v in split.center[0]),
+    }
+
+
+def _plots(report: dict, scatter: dict | None, out: Path) -> list[str]:
+    from pseudosel import viz
+
+    sweep = report["threshold_sweep"]
+    points = {}
+    for spec, metrics in report["selectors"].items():
+        if "precision" in metrics:
+            points[spec] = (metrics["ratio"], metrics["precision"])
+    paths = [
+        viz.plot_coverage_precision(
+            sweep["coverage"], sweep["precision"], points, out / "coverage_precision.png"
+        ),
+        viz.plot_reliability(
+            report["reliability"]["mean_confidence"],
+            report["reliability"]["accuracy"],
+            report["reliability"]["count"],
+            out / "reliability.png",
+        ),
+    ]
+    if scatter is not None:
+        paths.append(
+            viz.plot_feature_space(
+                scatter["confidence"],
+                scatter["spread"],
+                scatter["correct"],
+                scatter["center"],
+                out / "csl_feature_space.png",
+                title="CSL feature space (first "
+                + ("image)" if len(report["shape"]) > 2 else "batch)"),
+            )
+        )
+    return [str(p) for p in paths]
+
+
+def table(report: dict) -> str:
+    """The report's selectors as a fixed-width text table."""
+    columns = [
+        ("coverage", "ratio"),
+        ("precision", "precision"),
+        ("w.precision", "weighted_precision"),
+        ("recall", "recall"),
+        ("AUROC", "auroc"),
+        ("mean w", "mean_weight"),
+    ]
+    width = max(len(s) for s in report["selectors"]) + 2
+    lines = [f"{'selector':<{width}}" + "".join(f"{h:>12}" for h, _ in columns)]
+    lines.append("-" * len(lines[0]))
+    for spec, metrics in report["selectors"].items():
+        cells = "".join(
+            f"{metrics[key]:>12.4f}" if key in metrics else f"{'-':>12}" for _, key in columns
+        )
+        lines.append(f"{spec:<{width}}{cells}")
+    return "\n".join(lines)
