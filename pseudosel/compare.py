@@ -27,7 +27,7 @@ from torch import Tensor
 import pseudosel
 from pseudosel.metrics import SelectionStats
 
-__all__ = ["PredictionFile", "compare", "make_selector"]
+__all__ = ["PredictionFile", "compare", "feature_space_sample", "make_selector", "table"]
 
 DEFAULT_SELECTORS = ["threshold", "threshold:0.9", "flexmatch", "freematch", "softmatch", "csl"]
 SELECTOR_NAMES = (
@@ -309,7 +309,7 @@ def compare(
             for spec, run in runners.items():
                 stats[spec].update(run(probs, valid, index), target)
             if scatter is None:
-                scatter = _scatter_sample(probs, labels, known, dense)
+                scatter = feature_space_sample(probs, labels, known, dense)
     report = {
         "file": str(path),
         "samples": source.size,
@@ -332,8 +332,13 @@ def compare(
     return report
 
 
-def _scatter_sample(probs: Tensor, labels: Tensor, known: Tensor, dense: bool) -> dict:
-    """CSL features of one group (the first image, or the first batch) and its split."""
+def feature_space_sample(probs: Tensor, labels: Tensor, known: Tensor, dense: bool) -> dict:
+    """CSL features of one group (the first image, or the whole batch) and its split.
+
+    Returns numpy ``confidence``, ``spread``, ``correct`` (at most 4,000 known positions,
+    seeded subsample) and the reliable cluster's ``center`` — the inputs of
+    :func:`pseudosel.viz.plot_feature_space`.
+    """
     from pseudosel.features import csl_features
     from pseudosel.functional.csl import group_points, split_groups
 

@@ -1,0 +1,73 @@
+"""What every example run writes: per-epoch JSON, a markdown summary and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from pseudosel import viz
+from pseudosel.compare import feature_space_sample
+
+QUALITY = ("ratio", "precision", "weighted_precision", "recall", "mean_weight", "auroc")
+
+
+def write_run(
+    out: str | Path,
+    setting: dict,
+    history: list[dict],
+    metric: str,
+    scatter: dict | None = None,
+) -> None:
+    """``epochs.json``, ``summary.md``, ``curves.png`` and, for CSL, ``csl_feature_space.png``.
+
+    Args:
+        out: the run's folder.
+        setting: what was run (task, selector, seed, epochs, ...), written to the summary.
+        history: one dict per epoch.
+        metric: the task's main metric key (``test_accuracy`` or ``test_miou``).
+        scatter: :func:`pseudosel.compare.feature_space_sample` of one batch, for CSL runs.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "epochs.json").write_text(json.dumps({"setting": setting, "epochs": history}, indent=2))
+    last = history[-1]
+    lines = [f"# {setting['task']}: {setting['selector']} (seed {setting['seed']})", ""]
+    lines += [f"- {key}: {value}" for key, value in setting.items()]
+    lines += [
+        "",
+        "| epoch | " + metric + " | " + " | ".join(QUALITY) + " |",
+        "| ---: | ---: |" + " ---: |" * len(QUALITY),
+    ]
+    for row in history:
+        cells = [f"{row[k]:.4f}" if k in row else "-" for k in QUALITY]
+        lines.append(f"| {row['epoch']} | {row[metric]:.4f} | " + " | ".join(cells) + " |")
+    lines += ["", f"Final {metric}: {last[metric]:.4f}."]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    curves = {metric: [row[metric] for row in history]}
+    for key in ("ratio", "precision"):
+        values = [row.get(key) for row in history]
+        if any(v is not None for v in values):
+            curves[f"pseudo-label {key}"] = [float("nan") if v is None else v for v in values]
+    viz.plot_curves(
+        curves,
+        out / "curves.png",
+        ylabel="value",
+        title=f"{setting['task']} / {setting['selector']}",
+    )
+    if scatter is not None:
+        viz.plot_feature_space(
+            scatter["confidence"],
+            scatter["spread"],
+            scatter["correct"],
+            scatter["center"],
+            out / "csl_feature_space.png",
+            title=f"CSL feature space, one batch ({setting['task']})",
+        )
+
+
+def scatter_of(probs: torch.Tensor, truth: torch.Tensor, ignore_index: int, dense: bool) -> dict:
+    """The CSL feature-space sample of one batch of predictions and hidden labels."""
+    known = truth != ignore_index
+    return feature_space_sample(probs.cpu(), truth.cpu(), known.cpu(), dense)

@@ -1,0 +1,1 @@
+"""Adapters that run pseudosel selectors inside other frameworks (imported on demand)."""
