@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import cvxpy as cp
 import torch
@@ -71,7 +72,13 @@ def _quiet_cvxpylayers() -> Iterator[None]:
 
 
 def check_solver(solver: str) -> str:
-    """Return the diffcp method name for ``solver``; raise naming the installed solvers."""
+    """Return the canonical name of ``solver``; raise naming the installed solvers.
+
+    Example:
+        >>> from pseudosel.convex import check_solver
+        >>> check_solver("clarabel")
+        'CLARABEL'
+    """
     installed = cp.installed_solvers()
     usable = [name for name in _LAYER_METHODS if name in installed]
     if not isinstance(solver, str) or solver.upper() not in usable:
@@ -88,6 +95,12 @@ def separation_problem() -> tuple[cp.Problem, cp.Parameter, cp.Variable]:
 
     Returns:
         ``(problem, M, W)``: the cvxpy problem, its (2, 2) parameter and (2, 2) variable.
+
+    Example:
+        >>> from pseudosel.convex import separation_problem
+        >>> problem, moments, w = separation_problem()
+        >>> problem.is_dpp(), moments.shape
+        (True, (2, 2))
     """
     moments = cp.Parameter((2, 2), symmetric=True, name="M")
     w = cp.Variable((2, 2), symmetric=True, name="W")
@@ -166,6 +179,14 @@ class Separation:
         w: (B, 2, 2) optimal W (≈ e₁e₁ᵀ when λ₁ > λ₂).
         direction: (B, 2) top direction e₁, sign fixed so its larger component is positive.
         value: (B,) optimum tr(M W) = λ₁.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.convex import solve_separation
+        >>> result = solve_separation(torch.tensor([[[1.0, 0.0], [0.0, 3.0]]]))
+        >>> result.w.round(decimals=4), round(float(result.value), 4)
+        (tensor([[[0., 0.],
+                 [0., 1.]]]), 3.0)
     """
 
     w: Tensor
@@ -222,6 +243,13 @@ def convex_axes(moments: Tensor, *, solver: str = "CLARABEL") -> Axes:
 
     e₁ comes from the SDP's optimal W, λ₁ is its optimum and λ₂ = tr M − λ₁, so the CSL
     assignment and weighting that follow are those of the closed form, fed by the solver.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.convex import convex_axes
+        >>> axes = convex_axes(torch.tensor([[[4.0, 0.0], [0.0, 1.0]]], dtype=torch.float64))
+        >>> round(float(axes.lam1), 6), round(float(axes.lam2), 6)
+        (4.0, 1.0)
     """
     result = solve_separation(moments, solver=solver)
     trace = moments.diagonal(dim1=-2, dim2=-1).sum(-1)
@@ -233,7 +261,14 @@ def convex_axes(moments: Tensor, *, solver: str = "CLARABEL") -> Axes:
 
 
 def fantope_optimum(points: Tensor, *, solver: str = "SCS") -> float:
-    """max ⟨XXᵀ, P⟩ s.t. 0 ⪯ P ⪯ I, tr P = 2 on the (n, 2) points X (n <= 64): = λ₁ + λ₂."""
+    """max ⟨XXᵀ, P⟩ s.t. 0 ⪯ P ⪯ I, tr P = 2 on the (n, 2) points X (n <= 64): = λ₁ + λ₂.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.convex import fantope_optimum
+        >>> round(fantope_optimum(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])), 5)
+        7.0
+    """
     x = points.detach().to(torch.float64).cpu().numpy()
     n = x.shape[0]
     if n > _FANTOPE_MAX_POINTS:
@@ -261,6 +296,14 @@ class Certificate:
         fantope_optimum: Fantope SDP optimum for groups with <= 64 valid positions (else nan).
         closed_form_lambda_sum: λ₁ + λ₂ of the closed form (what the Fantope SDP attains).
         valid_points: number of valid positions.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.convex import certify
+        >>> print(certify(torch.tensor([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2], [0.9, 0.05, 0.05]])))
+        ... # doctest: +ELLIPSIS
+        group | n | SDP optimum | closed-form λ1 | rel. gap | same assignment | Fantope | λ1 + λ2
+        0 | 3 | ...
     """
 
     convex_optimum: list[float]
@@ -296,7 +339,7 @@ def certify(
     valid: Tensor | None = None,
     solver: str = "CLARABEL",
     fantope_solver: str = "SCS",
-    **csl_options,
+    **csl_options: Any,
 ) -> Certificate:
     """Check, group by group, that CSL's fast kernel solves the paper's convex problem.
 
@@ -315,6 +358,13 @@ def certify(
 
     Returns:
         :class:`Certificate`; ``print(certificate)`` shows a table.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.convex import certify
+        >>> report = certify(torch.randn(2, 4, 5, 5).softmax(1))
+        >>> report.max_relative_gap() < 1e-6, report.valid_points
+        (True, [25, 25])
     """
     from pseudosel.features import csl_features
     from pseudosel.functional.csl import group_points

@@ -7,9 +7,14 @@ concatenated in rank order. Raw predictions are never gathered.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["all_gather_cat", "all_reduce_max", "all_reduce_sum", "is_distributed"]
 
@@ -19,21 +24,21 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def all_reduce_sum(tensor: Tensor, group=None) -> Tensor:
+def all_reduce_sum(tensor: Tensor, group: ProcessGroup | None = None) -> Tensor:
     """Sum ``tensor`` over the ranks of ``group`` in place (no-op without a process group)."""
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
     return tensor
 
 
-def all_reduce_max(tensor: Tensor, group=None) -> Tensor:
+def all_reduce_max(tensor: Tensor, group: ProcessGroup | None = None) -> Tensor:
     """Element-wise maximum of ``tensor`` over the ranks of ``group``, in place."""
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group)
     return tensor
 
 
-def all_gather_cat(tensor: Tensor, group=None) -> Tensor:
+def all_gather_cat(tensor: Tensor, group: ProcessGroup | None = None) -> Tensor:
     """Concatenate ``tensor`` from every rank along dim 0, in rank order.
 
     Every rank must pass the same shape (equal per-rank batch sizes, as with a

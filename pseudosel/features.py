@@ -120,6 +120,12 @@ def residual_moments(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``(r, q)``: (N, *spatial) each, r = sum_{k != k*} p_k and q = sum_{k != k*} p_k^2,
         in the compute dtype.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.features import residual_moments
+        >>> residual_moments(torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([0]))
+        (tensor([0.5000]), tensor([0.1300]))
     """
     flat, index = _flatten(probs, labels)
     assert index is not None
@@ -162,6 +168,12 @@ def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns:
         ``(confidence, labels)``, (N, *spatial) each; labels are the lowest index on ties.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.features import confidence_and_labels
+        >>> confidence_and_labels(torch.tensor([[0.2, 0.5, 0.3], [0.4, 0.2, 0.4]]))
+        (tensor([0.5000, 0.4000]), tensor([1, 0]))
     """
     flat, _ = _flatten(probs)
     blocks = position_blocks(flat)

@@ -64,7 +64,9 @@ def block_mask(
     the image size; cells on the bottom and right edges are cut to the image (CSL_SPEC.md §6).
 
     Args:
-        batch, height, width: output size.
+        batch: number of masks.
+        height: mask height.
+        width: mask width.
         ratio: probability that a cell is covered, in [0, 1]. Default 0.7 (CSL's TMP).
         block_size: cell side in pixels, >= 1. Default 32.
         device: where the mask lives (default: the generator's device, else CPU).
@@ -203,7 +205,9 @@ def cutmix_box(
     inside it.
 
     Args:
-        batch, height, width: output size.
+        batch: number of boxes.
+        height: image height.
+        width: image width.
         p: probability that a sample gets a box. Default 0.5.
         area: (min, max) box area as a fraction of the image, within [0, 1].
             Default (0.02, 0.4).
@@ -251,6 +255,14 @@ def cutmix_params(
     Returns:
         ``(apply, x, y, w, h)``, each (batch,): apply bool; left column x, top row y, width w
         and height h in pixels as float64 integers, on the generator's device.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.masking import cutmix_params
+        >>> apply, x, y, w, h = cutmix_params(3, 100, 100, p=1.0,
+        ...                                   generator=torch.Generator().manual_seed(0))
+        >>> bool(apply.all()), bool(((x + w <= 100) & (y + h <= 100)).all())
+        (True, True)
     """
     p = check_real("p", p, low=0.0, high=1.0)
     area_lo, area_hi = _check_range("area", area, 0.0, 1.0)
@@ -277,7 +289,9 @@ def cutmix_params(
     return apply, x, y, box_w, box_h
 
 
-def paste(target, source, box: Tensor):
+def paste(
+    target: Tensor | Selection, source: Tensor | Selection, box: Tensor
+) -> Tensor | Selection:
     """Copy ``source`` into ``target`` inside ``box`` (CutMix bookkeeping in one call).
 
     Works on tensors whose first dim is the batch and last two dims are (H, W) — images
@@ -319,7 +333,7 @@ def paste(target, source, box: Tensor):
     return _paste_tensor("target", target, source, box)
 
 
-def _paste_tensor(name: str, target: Tensor, source: Tensor, box: Tensor) -> Tensor:
+def _paste_tensor(name: str, target: object, source: object, box: Tensor) -> Tensor:
     if not isinstance(target, Tensor) or not isinstance(source, Tensor):
         raise TypeError(
             f"{name} and source must both be tensors or Selections, got "

@@ -30,7 +30,14 @@ NUM_FEATURES = 5
 
 
 def quadratic_features(z: Tensor) -> Tensor:
-    """(…, 2) standardised points → (…, 5) features (z₁, z₂, z₁², z₁z₂, z₂²)."""
+    """(…, 2) standardised points → (…, 5) features (z₁, z₂, z₁², z₁z₂, z₂²).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.max_margin import quadratic_features
+        >>> quadratic_features(torch.tensor([2.0, 3.0]))
+        tensor([2., 3., 4., 6., 9.])
+    """
     z1, z2 = z[..., 0], z[..., 1]
     return torch.stack((z1, z2, z1 * z1, z1 * z2, z2 * z2), -1)
 
@@ -38,7 +45,14 @@ def quadratic_features(z: Tensor) -> Tensor:
 @functools.lru_cache(maxsize=8)
 def svm_problem(points: int) -> tuple[cp.Problem, list[cp.Parameter], list[cp.Variable]]:
     """The DPP soft-margin SVM on ``points`` rows: parameters (Y·Φ, y, C·used), variables
-    (w, b). Rows with C·used = 0 are padding and cost nothing."""
+    (w, b). Rows with C·used = 0 are padding and cost nothing.
+
+    Example:
+        >>> from pseudosel.max_margin import svm_problem
+        >>> problem, parameters, variables = svm_problem(8)
+        >>> problem.is_dpp(), [p.shape for p in parameters]
+        (True, [(8, 5), (8,), (8,)])
+    """
     signed = cp.Parameter((points, NUM_FEATURES), name="y_phi")
     labels = cp.Parameter(points, name="y")
     cost = cp.Parameter(points, nonneg=True, name="c_used")
@@ -96,7 +110,9 @@ def max_margin_split(
     """Replace CSL's weights by those of a max-margin boundary between its two clusters.
 
     Args:
-        c, s: (G, n) features; valid: (G, n) bool.
+        c: (G, n) confidence.
+        s: (G, n) scaled residual variance.
+        valid: (G, n) bool.
         split: the paper's :class:`~pseudosel.functional.csl.GroupSplit` of the same groups
             (its clusters label the SVM's training points; its weights are the fallback).
         alpha: Gaussian width outside the boundary, weight exp(−f² / α). Default 2.0.
@@ -108,6 +124,17 @@ def max_margin_split(
     Returns:
         :class:`GroupSplit` with the new weight, mask (weight == 1) and score f; clusters
         unchanged.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional.csl import split_groups
+        >>> from pseudosel.max_margin import max_margin_split
+        >>> c = torch.cat((0.95 + 0.01 * torch.rand(1, 50), 0.5 + 0.05 * torch.rand(1, 50)), 1)
+        >>> s = torch.cat((0.01 * torch.rand(1, 50), 0.3 + 0.05 * torch.rand(1, 50)), 1)
+        >>> valid = torch.ones_like(c, dtype=torch.bool)
+        >>> result = max_margin_split(c, s, valid, split_groups(c, s, valid))
+        >>> bool(result.mask[0, :50].all()), bool(result.mask[0, 50:].any())
+        (True, False)
     """
     solver = check_solver(solver)
     groups = c.shape[0]

@@ -22,12 +22,16 @@ equal to ``ignore_index``):
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from pseudosel.distributed import all_reduce_sum
 from pseudosel.selection import Selection
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["SelectionStats", "as_log_dict", "auroc", "selection_quality"]
 
@@ -58,6 +62,13 @@ def auroc(score: Tensor, positive: Tensor, include: Tensor) -> Tensor:
     The Mann–Whitney statistic with tie-averaged ranks, computed by sorting on the device
     (no host synchronisation): excluded positions get +inf so they rank last and out of the
     way. Returns 0.5 when there are no positives or no negatives.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.metrics import auroc
+        >>> score = torch.tensor([0.9, 0.8, 0.3, 0.1])
+        >>> auroc(score, torch.tensor([True, False, True, False]), torch.ones(4, dtype=torch.bool))
+        tensor(0.7500, dtype=torch.float64)
     """
     score = score.flatten().to(torch.float64)
     positive = positive.flatten() & include.flatten()
@@ -161,7 +172,7 @@ class SelectionStats(nn.Module):
         *,
         bins: int = 4096,
         ignore_index: int = 255,
-        process_group=None,
+        process_group: ProcessGroup | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes

@@ -8,6 +8,8 @@ State round-trips through ``state_dict`` exactly."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
@@ -24,6 +26,9 @@ from pseudosel.validation import (
     compute_dtype,
     resolve_valid,
 )
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = [
     "AdaMatchSelector",
@@ -230,7 +235,7 @@ class FlexMatchSelector(nn.Module):
         tau: float = 0.95,
         warmup: bool = True,
         mapping: str = "convex",
-        process_group=None,
+        process_group: ProcessGroup | None = None,
         validate: bool = True,
     ) -> None:
         super().__init__()
@@ -358,7 +363,9 @@ class FreeMatchSelector(nn.Module):
         momentum: EMA momentum. Default 0.999.
         use_quantile: use the 0.8-quantile of max p instead of the mean for τ_t (off).
         clip_thresh: clip τ_t to [0, 0.95] (off).
-        process_group, validate: as for :class:`FlexMatchSelector`.
+        process_group: process group of the collectives (default: the default group, when
+            torch.distributed is initialised).
+        validate: check input values on every call (default True).
 
     Buffers:
         ``time_p`` (0-dim), ``p_model`` (K,), ``label_hist`` (K,); initially 1/K each.
@@ -383,7 +390,7 @@ class FreeMatchSelector(nn.Module):
         momentum: float = 0.999,
         use_quantile: bool = False,
         clip_thresh: bool = False,
-        process_group=None,
+        process_group: ProcessGroup | None = None,
         validate: bool = True,
     ) -> None:
         super().__init__()
@@ -444,7 +451,9 @@ class SoftMatchSelector(nn.Module):
         momentum: EMA momentum. Default 0.999.
         n_sigma: width factor n_σ (weights use σ²/n_σ²). Default 2.0.
         per_class: keep (K,) statistics, grouped by pseudo-label. Default False.
-        process_group, validate: as for :class:`FlexMatchSelector`.
+        process_group: process group of the collectives (default: the default group, when
+            torch.distributed is initialised).
+        validate: check input values on every call (default True).
 
     Buffers:
         ``mu``, ``var``: 0-dim (or (K,)); initially 1/K and 1.
@@ -467,7 +476,7 @@ class SoftMatchSelector(nn.Module):
         momentum: float = 0.999,
         n_sigma: float = 2.0,
         per_class: bool = False,
-        process_group=None,
+        process_group: ProcessGroup | None = None,
         validate: bool = True,
     ) -> None:
         super().__init__()
@@ -530,7 +539,9 @@ class AdaMatchSelector(nn.Module):
         tensor([True])
     """
 
-    def __init__(self, tau: float = 0.95, *, process_group=None, validate: bool = True) -> None:
+    def __init__(
+        self, tau: float = 0.95, *, process_group: ProcessGroup | None = None, validate: bool = True
+    ) -> None:
         super().__init__()
         self.tau = check_real("tau", tau, low=0.0, high=1.0)
         self.process_group = process_group
@@ -653,7 +664,9 @@ class EntropySplitSelector(nn.Module):
     Args:
         total_steps: T, the step at which α reaches 0.
         alpha0: initial unreliable share α₀ in [0, 1]. Default 0.2 (U2PL).
-        process_group, validate: as for :class:`FlexMatchSelector`.
+        process_group: process group of the collectives (default: the default group, when
+            torch.distributed is initialised).
+        validate: check input values on every call (default True).
 
     Buffers:
         ``step`` (long).
@@ -669,7 +682,12 @@ class EntropySplitSelector(nn.Module):
     step: Tensor
 
     def __init__(
-        self, total_steps: int, *, alpha0: float = 0.2, process_group=None, validate: bool = True
+        self,
+        total_steps: int,
+        *,
+        alpha0: float = 0.2,
+        process_group: ProcessGroup | None = None,
+        validate: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(total_steps, bool) or not isinstance(total_steps, int):
@@ -712,7 +730,9 @@ class DistributionAlignment(nn.Module):
         momentum: EMA momentum. Default 0.999.
         target: None (uniform, default), ``"model"`` (EMA of labeled predictions) or a (K,)
             probability vector.
-        process_group, validate: as for :class:`FlexMatchSelector`.
+        process_group: process group of the collectives (default: the default group, when
+            torch.distributed is initialised).
+        validate: check input values on every call (default True).
 
     Buffers:
         ``p_model`` (K,), ``p_target`` (K,), ``initialized`` (bool).
@@ -734,7 +754,7 @@ class DistributionAlignment(nn.Module):
         *,
         momentum: float = 0.999,
         target: None | str | Tensor = None,
-        process_group=None,
+        process_group: ProcessGroup | None = None,
         validate: bool = True,
     ) -> None:
         super().__init__()

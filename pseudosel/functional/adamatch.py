@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
@@ -16,6 +18,9 @@ from pseudosel.validation import (
     resolve_valid,
 )
 
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
 __all__ = ["adamatch"]
 
 
@@ -26,7 +31,7 @@ def adamatch(
     *,
     valid: Tensor | None = None,
     valid_labeled: Tensor | None = None,
-    group=None,
+    group: ProcessGroup | None = None,
     validate: bool = True,
 ) -> Selection:
     """mask = max p >= τ · mean(max p over the labeled batch) (AdaMatch, USB).
@@ -39,7 +44,10 @@ def adamatch(
         probs: (N, K, *spatial) unlabeled weak-view probabilities.
         probs_labeled: (M, K, *spatial') labeled weak-view probabilities (same K).
         tau: relative threshold in [0, 1]. Default 0.95.
-        valid, valid_labeled: optional bool position masks of each.
+        valid: optional bool (N, *spatial) mask of ``probs``.
+        valid_labeled: optional bool (M, *spatial') mask of ``probs_labeled``.
+        group: process group for the labelled mean (default group, if initialised).
+        validate: check that valid positions hold probabilities (default True).
 
     Returns:
         :class:`~pseudosel.Selection`; score = max p.

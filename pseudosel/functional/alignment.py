@@ -9,13 +9,16 @@ prediction. Means are over valid positions, global under torch.distributed.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
 
 from pseudosel.distributed import all_reduce_sum
 from pseudosel.validation import compute_dtype
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["AlignmentState", "align", "alignment_update", "masked_class_sums"]
 
@@ -57,9 +60,19 @@ def alignment_update(
     momentum: float = 0.999,
     probs_labeled: Tensor | None = None,
     valid_labeled: Tensor | None = None,
-    group=None,
+    group: ProcessGroup | None = None,
 ) -> AlignmentState:
-    """One EMA step of p_model (and of p_target when ``probs_labeled`` is given)."""
+    """One EMA step of p_model (and of p_target when ``probs_labeled`` is given).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import AlignmentState, alignment_update
+        >>> state = AlignmentState(torch.full((2,), 0.5), torch.full((2,), 0.5),
+        ...                        torch.tensor(False))
+        >>> new = alignment_update(state, torch.tensor([[0.8, 0.2]]), torch.tensor([True]))
+        >>> new.p_model, bool(new.initialized)  # the first batch sets p_model
+        (tensor([0.8000, 0.2000]), True)
+    """
     m = momentum
     dtype = state.p_model.dtype
     mean, count = _class_mean(probs, valid, group)
@@ -79,6 +92,14 @@ def align(probs: Tensor, state: AlignmentState) -> Tensor:
     """Aligned probabilities, (N, K, *spatial), in the compute dtype of ``probs``.
 
     Before any update (``initialized`` False) p_model is taken as p_target: no change.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import AlignmentState, align
+        >>> state = AlignmentState(torch.tensor([0.8, 0.2]), torch.tensor([0.5, 0.5]),
+        ...                        torch.tensor(True))
+        >>> align(torch.tensor([[0.8, 0.2]]), state)
+        tensor([[0.5000, 0.5000]])
     """
     work = compute_dtype(probs.dtype)
     p_model = torch.where(state.initialized, state.p_model, state.p_target).to(work)

@@ -26,7 +26,14 @@ def dash_rho(
     c: float = 1.0001,
     rho_min: float = 0.05,
 ) -> Tensor:
-    """ρ after ``update_count`` previous updates: max(C·γ^(−k)·ρ_init, ρ_min)."""
+    """ρ after ``update_count`` previous updates: max(C·γ^(−k)·ρ_init, ρ_min).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import dash_rho
+        >>> dash_rho(torch.tensor(2), torch.tensor(1.0), gamma=2.0, c=1.0)
+        tensor(0.2500)
+    """
     decay = torch.pow(
         torch.as_tensor(gamma, dtype=rho_init.dtype), -update_count.to(rho_init.dtype)
     )
@@ -34,7 +41,15 @@ def dash_rho(
 
 
 def dash_select(probs: Tensor, rho: Tensor, valid: Tensor) -> Selection:
-    """mask = −log max p <= ρ; score = log max p (higher = more reliable)."""
+    """mask = −log max p <= ρ; score = log max p (higher = more reliable).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import dash_select
+        >>> dash_select(torch.tensor([[0.9, 0.1], [0.5, 0.5]]), torch.tensor(0.5),
+        ...             torch.ones(2, dtype=torch.bool)).mask
+        tensor([ True, False])
+    """
     confidence, labels = confidence_and_labels(probs)
     log_conf = torch.log(confidence.to(compute_dtype(probs.dtype)))
     mask = valid & (-log_conf <= rho.to(log_conf.dtype))

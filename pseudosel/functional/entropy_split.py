@@ -10,6 +10,8 @@ computes it per rank with numpy on the CPU.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
@@ -23,6 +25,9 @@ from pseudosel.validation import (
     resolve_valid,
 )
 
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
 __all__ = ["entropy_split", "split_by_entropy"]
 
 
@@ -31,7 +36,7 @@ def entropy_split(
     unreliable: float = 0.2,
     *,
     valid: Tensor | None = None,
-    group=None,
+    group: ProcessGroup | None = None,
     validate: bool = True,
 ) -> Selection:
     """Reliable = valid and entropy below the (1 − ``unreliable``)-quantile.
@@ -64,7 +69,15 @@ def entropy_split(
 def split_by_entropy(
     probs: Tensor, valid: Tensor, unreliable: float | Tensor, group=None
 ) -> Selection:
-    """The unchecked core of :func:`entropy_split`; ``unreliable`` may be a 0-dim tensor."""
+    """The unchecked core of :func:`entropy_split`; ``unreliable`` may be a 0-dim tensor.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import split_by_entropy
+        >>> probs = torch.tensor([[0.9, 0.1], [0.5, 0.5]])
+        >>> split_by_entropy(probs, torch.ones(2, dtype=torch.bool), torch.tensor(0.5)).mask
+        tensor([ True, False])
+    """
     uncertainty = entropy(probs)
     cut = masked_quantile(uncertainty, valid, 1.0 - unreliable, group).to(uncertainty.dtype)
     mask = valid & (uncertainty < cut)

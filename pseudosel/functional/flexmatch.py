@@ -20,6 +20,7 @@ full recount of the store.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -27,6 +28,9 @@ from torch import Tensor
 from pseudosel.distributed import all_gather_cat, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = [
     "MAPPINGS",
@@ -40,7 +44,9 @@ __all__ = [
 MAPPINGS = ("convex", "linear", "concave")
 
 
-def flexmatch_thresholds(classwise_acc: Tensor, *, tau: float = 0.95, mapping: str = "convex"):
+def flexmatch_thresholds(
+    classwise_acc: Tensor, *, tau: float = 0.95, mapping: str = "convex"
+) -> Tensor:
     """Class thresholds T(k) = τ·M(β(k)).
 
     M is ``"convex"`` x / (2 - x) (default, FlexMatch), ``"linear"`` x, or ``"concave"``
@@ -51,6 +57,12 @@ def flexmatch_thresholds(classwise_acc: Tensor, *, tau: float = 0.95, mapping: s
 
     Returns:
         (K,) thresholds in the dtype of ``classwise_acc``.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import flexmatch_thresholds
+        >>> flexmatch_thresholds(torch.tensor([0.0, 0.5, 1.0]))
+        tensor([0.0000, 0.3167, 0.9500])
     """
     beta = classwise_acc
     if mapping == "convex":
@@ -69,6 +81,15 @@ def flexmatch_select(
 
     Args:
         probs: (N, K, *spatial); classwise_acc: (K,); valid: bool (N, *spatial).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import flexmatch_select
+        >>> probs = torch.tensor([[0.5, 0.5], [0.2, 0.8]])
+        >>> sel = flexmatch_select(probs, torch.tensor([1.0, 0.0]), torch.ones(2, dtype=torch.bool),
+        ...                        tau=0.95, mapping="convex")
+        >>> sel.mask
+        tensor([False,  True])
     """
     confidence, labels = confidence_and_labels(probs)
     thresholds = flexmatch_thresholds(classwise_acc, tau=tau, mapping=mapping)
@@ -93,6 +114,12 @@ def flexmatch_classwise_acc(counts: Tensor, previous: Tensor, *, warmup: bool = 
 
     Returns:
         (K,) new β in the dtype of ``previous``.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import flexmatch_classwise_acc
+        >>> flexmatch_classwise_acc(torch.tensor([2, 1, 4]), torch.zeros(2))  # 4 unused
+        tensor([0.5000, 0.2500])
     """
     counts = counts.to(previous.dtype)
     per_class = counts[:-1]
@@ -109,7 +136,7 @@ def flexmatch_record_samples(
     confident: Tensor,
     index: Tensor,
     *,
-    group=None,
+    group: ProcessGroup | None = None,
     inplace: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Write the labels of confident samples into the per-sample store; update the counts.
@@ -131,6 +158,14 @@ def flexmatch_record_samples(
 
     Returns:
         ``(store, counts)``.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import flexmatch_record_samples
+        >>> store, counts = torch.full((4,), -1), torch.tensor([0, 0, 4])
+        >>> flexmatch_record_samples(store, counts, torch.tensor([1, 0]),
+        ...                          torch.tensor([True, True]), torch.tensor([3, 0]))
+        (tensor([ 0, -1, -1,  1]), tensor([1, 1, 2]))
     """
     index = all_gather_cat(index, group)
     labels = all_gather_cat(labels, group)
@@ -166,7 +201,7 @@ def flexmatch_record_classes(
     confident: Tensor,
     valid: Tensor,
     *,
-    group=None,
+    group: ProcessGroup | None = None,
     inplace: bool = False,
 ) -> Tensor:
     """Class-wise form: add confident positions per class and unconfident valid ones.
@@ -176,6 +211,15 @@ def flexmatch_record_classes(
 
     Returns:
         the updated counts (the same tensor when ``inplace``).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import flexmatch_record_classes
+        >>> labels = torch.tensor([[0, 1], [1, 1]])
+        >>> confident = torch.tensor([[True, False], [True, True]])
+        >>> flexmatch_record_classes(torch.zeros(3, dtype=torch.long), labels, confident,
+        ...                          torch.ones(2, 2, dtype=torch.bool))
+        tensor([1, 2, 1])
     """
     num_classes = counts.shape[0] - 1
     slot = torch.where(confident, labels, num_classes).flatten()

@@ -10,7 +10,7 @@ all-reduced), so every rank holds the same state.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
@@ -21,6 +21,9 @@ from pseudosel.functional.alignment import masked_class_sums
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["FreeMatchState", "freematch_init", "freematch_select", "freematch_update"]
 
@@ -37,7 +40,13 @@ class FreeMatchState(NamedTuple):
 
 
 def freematch_init(num_classes: int, *, dtype=torch.float32, device=None) -> FreeMatchState:
-    """The published initial state: τ₀ = 1/K, p̃₀ = h₀ = uniform."""
+    """The published initial state: τ₀ = 1/K, p̃₀ = h₀ = uniform.
+
+    Example:
+        >>> from pseudosel.functional import freematch_init
+        >>> freematch_init(4).time_p
+        tensor(0.2500)
+    """
     uniform = torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=device)
     return FreeMatchState(uniform.mean(), uniform.clone(), uniform.clone())
 
@@ -50,7 +59,7 @@ def freematch_update(
     momentum: float = 0.999,
     use_quantile: bool = False,
     clip_thresh: bool = False,
-    group=None,
+    group: ProcessGroup | None = None,
 ) -> FreeMatchState:
     """One EMA step of the FreeMatch statistics on the valid positions of ``probs``.
 
@@ -62,6 +71,15 @@ def freematch_update(
 
     Returns:
         The new state (a batch with no valid position anywhere leaves it unchanged).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import freematch_init, freematch_update
+        >>> state = freematch_init(2)
+        >>> probs = torch.tensor([[0.9, 0.1], [0.5, 0.5]])
+        >>> new = freematch_update(state, probs, torch.ones(2, dtype=torch.bool), momentum=0.5)
+        >>> round(float(new.time_p), 4)
+        0.6
     """
     num_classes = probs.shape[1]
     confidence, labels = confidence_and_labels(probs)
@@ -103,7 +121,16 @@ def freematch_update(
 
 
 def freematch_select(probs: Tensor, state: FreeMatchState, valid: Tensor) -> Selection:
-    """mask = max p >= τ_t · p̃_t(ŷ) / max p̃_t; score = max p minus that threshold."""
+    """mask = max p >= τ_t · p̃_t(ŷ) / max p̃_t; score = max p minus that threshold.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import freematch_init, freematch_select
+        >>> sel = freematch_select(torch.tensor([[0.9, 0.1], [0.4, 0.6]]), freematch_init(2),
+        ...                        torch.ones(2, dtype=torch.bool))
+        >>> sel.mask  # τ₀ = 1/2
+        tensor([True, True])
+    """
     confidence, labels = confidence_and_labels(probs)
     local = state.p_model / state.p_model.max()
     threshold = (state.time_p * local).to(confidence.dtype)[labels]

@@ -10,10 +10,15 @@ throughout, so there is no host synchronisation.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from pseudosel.distributed import all_reduce_sum
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["masked_quantile", "order_statistics"]
 
@@ -63,7 +68,9 @@ def _pick_digit(histogram: Tensor, rank: Tensor) -> tuple[Tensor, Tensor]:
     return digit, rank - before
 
 
-def order_statistics(values: Tensor, valid: Tensor, ranks: Tensor, group=None) -> Tensor:
+def order_statistics(
+    values: Tensor, valid: Tensor, ranks: Tensor, group: ProcessGroup | None = None
+) -> Tensor:
     """The ``ranks``-th smallest valid values (0-based), over all ranks of ``group``.
 
     Args:
@@ -99,7 +106,9 @@ def order_statistics(values: Tensor, valid: Tensor, ranks: Tensor, group=None) -
     return torch.where(total > 0, result, 0.0)
 
 
-def masked_quantile(values: Tensor, valid: Tensor, q: float | Tensor, group=None) -> Tensor:
+def masked_quantile(
+    values: Tensor, valid: Tensor, q: float | Tensor, group: ProcessGroup | None = None
+) -> Tensor:
     """Quantile ``q`` of the valid values, linear interpolation (numpy's default method).
 
     With n valid values sorted x_(0) <= ... <= x_(n-1), h = (n - 1)·q and the result is
@@ -112,6 +121,13 @@ def masked_quantile(values: Tensor, valid: Tensor, q: float | Tensor, group=None
 
     Returns:
         0-dim tensor, float64 for float64 values else float32 (0 when nothing is valid).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import masked_quantile
+        >>> values = torch.tensor([1.0, 2.0, 3.0, 4.0, 100.0])
+        >>> masked_quantile(values, values < 50, 0.5)  # median of 1..4
+        tensor(2.5000)
     """
     count = valid.sum().to(torch.int64)
     all_reduce_sum(count, group)

@@ -66,7 +66,8 @@ def second_moments(c: Tensor, s: Tensor, acc_dtype: torch.dtype) -> Tensor:
     """M = XᵀX per group, where row i of X is the point (c_i, s_i).
 
     Args:
-        c, s: (G, n) coordinates of the points, ignored ones already zeroed.
+        c: (G, n) first coordinates (confidence), ignored points already zeroed.
+        s: (G, n) second coordinates (residual variance), ignored points already zeroed.
         acc_dtype: dtype of the result (float64 unless unavailable). The sums themselves run
             in the dtype of ``c`` (torch's cascade summation keeps them accurate); the
             eigen-decomposition that follows needs the wider type, as det(M) cancels.
@@ -113,7 +114,8 @@ def assign_second_cluster(
     λ₂ <= 1e-12·λ₁ (every point on one ray) — keep everything in cluster 1.
 
     Args:
-        c, s: (G, n) coordinates of the points (callers mask ignored ones out afterwards).
+        c: (G, n) first coordinates (confidence) of the points.
+        s: (G, n) second coordinates (residual variance); callers mask ignored points out.
         axes: the groups' :class:`Axes`.
         count: (G,) number of valid points per group.
         rank_one_ratio: λ₂ / λ₁ at or below which a group is rank one. Default 1e-12 (for

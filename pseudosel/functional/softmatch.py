@@ -16,7 +16,7 @@ and combined from all-reduced (count, Σd, Σd²) under torch.distributed.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
@@ -25,6 +25,9 @@ from pseudosel.distributed import all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["SoftMatchState", "softmatch_init", "softmatch_select", "softmatch_update"]
 
@@ -39,7 +42,13 @@ class SoftMatchState(NamedTuple):
 def softmatch_init(
     num_classes: int, *, per_class: bool = False, dtype=torch.float32, device=None
 ) -> SoftMatchState:
-    """μ₀ = 1/K, σ²₀ = 1 (per class: (K,) of each)."""
+    """μ₀ = 1/K, σ²₀ = 1 (per class: (K,) of each).
+
+    Example:
+        >>> from pseudosel.functional import softmatch_init
+        >>> softmatch_init(4)
+        SoftMatchState(mu=tensor(0.2500), var=tensor(1.))
+    """
     shape = (num_classes,) if per_class else ()
     return SoftMatchState(
         torch.full(shape, 1.0 / num_classes, dtype=dtype, device=device),
@@ -54,9 +63,19 @@ def softmatch_update(
     *,
     momentum: float = 0.999,
     per_class: bool = False,
-    group=None,
+    group: ProcessGroup | None = None,
 ) -> SoftMatchState:
-    """One EMA step of μ_t, σ²_t on the valid positions of ``probs`` (N, K, *spatial)."""
+    """One EMA step of μ_t, σ²_t on the valid positions of ``probs`` (N, K, *spatial).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import softmatch_init, softmatch_update
+        >>> probs = torch.tensor([[0.9, 0.1], [0.7, 0.3]], dtype=torch.float64)
+        >>> state = softmatch_init(2, dtype=torch.float64)
+        >>> new = softmatch_update(state, probs, torch.ones(2, dtype=torch.bool), momentum=0.5)
+        >>> round(float(new.mu), 4), round(float(new.var), 4)
+        (0.65, 0.51)
+    """
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
     confidence = confidence.to(work).flatten()
@@ -96,7 +115,17 @@ def softmatch_update(
 def softmatch_select(
     probs: Tensor, state: SoftMatchState, valid: Tensor, *, n_sigma: float = 2.0
 ) -> Selection:
-    """Soft weights; mask = weight == 1 (at or above the mean); score = max p."""
+    """Soft weights; mask = weight == 1 (at or above the mean); score = max p.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import SoftMatchState, softmatch_select
+        >>> state = SoftMatchState(torch.tensor(0.8), torch.tensor(0.01))
+        >>> sel = softmatch_select(torch.tensor([[0.9, 0.1], [0.7, 0.3]]), state,
+        ...                        torch.ones(2, dtype=torch.bool))
+        >>> sel.weight
+        tensor([1.0000, 0.1353])
+    """
     confidence, labels = confidence_and_labels(probs)
     if state.mu.dim() == 0:
         mu, var = state.mu.to(confidence.dtype), state.var.to(confidence.dtype)
