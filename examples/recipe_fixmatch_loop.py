@@ -18,10 +18,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pseudosel  # noqa: E402
 from digits_data import digit_splits  # noqa: E402
 from models import DigitCNN  # noqa: E402
 from views import strong_digits, weak_digits  # noqa: E402
+
+import pseudosel  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lightning as L  # noqa: E402
-
-import pseudosel  # noqa: E402
 from digits_data import digit_splits  # noqa: E402
 from models import DigitCNN  # noqa: E402
 from views import strong_digits, weak_digits  # noqa: E402
+
+import pseudosel  # noqa: E402
 
 
 class StepBatches(Dataset):

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pseudosel  # noqa: E402
 from digits_data import IGNORE, make_mosaics  # noqa: E402
 from models import MosaicFCN  # noqa: E402
 from views import random_crops, strong_mosaic  # noqa: E402
 
+import pseudosel  # noqa: E402
 from pseudosel.masking import cutmix_box, paste, trusted_mask_perturbation  # noqa: E402
 
 
