@@ -32,6 +32,10 @@ def _check_size(name: str, value: object, minimum: int = 0) -> int:
     return int(value)
 
 
+def _check_output_size(batch: object, height: object, width: object) -> tuple[int, int, int]:
+    return _check_size("batch", batch), _check_size("height", height), _check_size("width", width)
+
+
 def _check_range(name: str, value: object, low: float, high: float | None) -> tuple[float, float]:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise TypeError(f"{name} must be a (min, max) pair, got {value!r}")
@@ -82,9 +86,7 @@ def block_mask(
         >>> mask.shape, mask.dtype
         (torch.Size([2, 40, 40]), torch.bool)
     """
-    batch = _check_size("batch", batch)
-    height = _check_size("height", height)
-    width = _check_size("width", width)
+    batch, height, width = _check_output_size(batch, height, width)
     block_size = _check_size("block_size", block_size, minimum=1)
     ratio = check_real("ratio", ratio, low=0.0, high=1.0)
     device = torch.device(device) if device is not None else _default_device(generator)
@@ -225,9 +227,7 @@ def cutmix_box(
         >>> box.shape, bool(box.flatten(1).any(1).all())
         (torch.Size([4, 32, 32]), True)
     """
-    batch = _check_size("batch", batch)
-    height = _check_size("height", height)
-    width = _check_size("width", width)
+    batch, height, width = _check_output_size(batch, height, width)
     device = torch.device(device) if device is not None else _default_device(generator)
     apply, x, y, box_w, box_h = cutmix_params(
         batch, height, width, p=p, area=area, aspect=aspect, generator=generator

@@ -8,7 +8,7 @@ State round-trips through ``state_dict`` exactly."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -79,7 +79,8 @@ class CSLSelector(nn.Module):
     """CSL, the convex-separation selector (ICCV 2025): per-image boundary, soft weights.
 
     Stateless: every call splits each group (image, or batch for (N, K) input) afresh.
-    Options and defaults are those of :func:`pseudosel.functional.csl`.
+    Options and defaults are those of :func:`pseudosel.functional.csl`; they are kept in
+    the ``options`` dict.
 
     Shape:
         probs (N, K) or (N, K, *spatial) with K >= 2; valid (N, *spatial); every Selection
@@ -111,7 +112,7 @@ class CSLSelector(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_csl_options(
+        self.options: dict[str, Any] = dict(
             alpha=alpha,
             group=group,
             cluster_rule=cluster_rule,
@@ -123,44 +124,16 @@ class CSLSelector(nn.Module):
             boundary=boundary,
             max_points=max_points,
         )
-        self.alpha = float(alpha)
-        self.group = group
-        self.cluster_rule = cluster_rule
-        self.residual = residual
-        self.g_scale = float(g_scale)
-        self.min_var = float(min_var)
-        self.eps = float(eps)
-        self.validate = bool(validate)
-        self.solver = solver
-        self.boundary = boundary
-        self.max_points = max_points
+        check_csl_options(**self.options)
         self.seed = seed
+        self.validate = bool(validate)
 
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select on ``probs``; see :func:`pseudosel.functional.csl`."""
-        return F.csl(
-            probs,
-            alpha=self.alpha,
-            group=self.group,
-            cluster_rule=self.cluster_rule,
-            residual=self.residual,
-            g_scale=self.g_scale,
-            min_var=self.min_var,
-            eps=self.eps,
-            valid=valid,
-            validate=self.validate,
-            solver=self.solver,
-            boundary=self.boundary,
-            max_points=self.max_points,
-            seed=self.seed,
-        )
+        return F.csl(probs, valid=valid, validate=self.validate, seed=self.seed, **self.options)
 
     def extra_repr(self) -> str:
-        return (
-            f"alpha={self.alpha}, group={self.group!r}, cluster_rule={self.cluster_rule!r}, "
-            f"residual={self.residual!r}, g_scale={self.g_scale}, min_var={self.min_var}, "
-            f"eps={self.eps}, solver={self.solver!r}, boundary={self.boundary!r}"
-        )
+        return ", ".join(f"{key}={value!r}" for key, value in self.options.items())
 
 
 def _checked_inputs(
@@ -352,7 +325,43 @@ class FlexMatchSelector(nn.Module):
         )
 
 
-class FreeMatchSelector(nn.Module):
+class _UpdateThenSelect(nn.Module):
+    """Selectors whose statistics absorb the batch before selecting (FreeMatch, SoftMatch).
+
+    Subclasses give ``state()`` (their buffers as a NamedTuple), ``_advance`` (the new state
+    from a batch) and ``_select``.
+    """
+
+    num_classes: int
+    validate: bool
+
+    def state(self) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def _advance(self, probs: Tensor, valid: Tensor) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def _select(self, probs: Tensor, valid: Tensor) -> Selection:
+        raise NotImplementedError
+
+    def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
+        """In training mode update the statistics, then select; in eval mode select."""
+        valid = _checked_inputs(probs, valid, self.validate, self.num_classes)
+        if self.training:
+            self._update(probs, valid)
+        return self._select(probs, valid)
+
+    @torch.no_grad()
+    def update(self, probs: Tensor, valid: Tensor | None = None) -> None:
+        """Advance the statistics with a batch, without selecting."""
+        self._update(probs, _checked_inputs(probs, valid, self.validate, self.num_classes))
+
+    def _update(self, probs: Tensor, valid: Tensor) -> None:
+        for buffer, value in zip(self.state(), self._advance(probs, valid), strict=True):
+            buffer.copy_(value)
+
+
+class FreeMatchSelector(_UpdateThenSelect):
     """FreeMatch's self-adaptive threshold τ_t · p̃_t(ŷ) / max p̃_t, held in buffers.
 
     In training mode ``forward`` first updates the statistics with the batch, then selects
@@ -408,20 +417,8 @@ class FreeMatchSelector(nn.Module):
         """The current statistics as a :class:`~pseudosel.functional.FreeMatchState`."""
         return F.FreeMatchState(self.time_p, self.p_model, self.label_hist)
 
-    def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
-        """In training mode update, then select; in eval mode select."""
-        valid = _checked_inputs(probs, valid, self.validate, self.num_classes)
-        if self.training:
-            self._update(probs, valid)
-        return F.freematch_select(probs, self.state(), valid)
-
-    @torch.no_grad()
-    def update(self, probs: Tensor, valid: Tensor | None = None) -> None:
-        """Advance the statistics with a batch, without selecting."""
-        self._update(probs, _checked_inputs(probs, valid, self.validate, self.num_classes))
-
-    def _update(self, probs: Tensor, valid: Tensor) -> None:
-        new = F.freematch_update(
+    def _advance(self, probs: Tensor, valid: Tensor) -> F.FreeMatchState:
+        return F.freematch_update(
             self.state(),
             probs,
             valid,
@@ -430,8 +427,9 @@ class FreeMatchSelector(nn.Module):
             clip_thresh=self.clip_thresh,
             group=self.process_group,
         )
-        for buffer, value in zip(self.state(), new, strict=True):
-            buffer.copy_(value)
+
+    def _select(self, probs: Tensor, valid: Tensor) -> Selection:
+        return F.freematch_select(probs, self.state(), valid)
 
     def extra_repr(self) -> str:
         return (
@@ -440,7 +438,7 @@ class FreeMatchSelector(nn.Module):
         )
 
 
-class SoftMatchSelector(nn.Module):
+class SoftMatchSelector(_UpdateThenSelect):
     """SoftMatch's truncated-Gaussian weights on the max confidence, EMA state in buffers.
 
     In training mode ``forward`` updates μ_t, σ²_t with the batch, then weighs (USB's
@@ -494,20 +492,8 @@ class SoftMatchSelector(nn.Module):
         """The current statistics as a :class:`~pseudosel.functional.SoftMatchState`."""
         return F.SoftMatchState(self.mu, self.var)
 
-    def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
-        """In training mode update, then weigh; in eval mode weigh."""
-        valid = _checked_inputs(probs, valid, self.validate, self.num_classes)
-        if self.training:
-            self._update(probs, valid)
-        return F.softmatch_select(probs, self.state(), valid, n_sigma=self.n_sigma)
-
-    @torch.no_grad()
-    def update(self, probs: Tensor, valid: Tensor | None = None) -> None:
-        """Advance μ_t, σ²_t with a batch, without weighing."""
-        self._update(probs, _checked_inputs(probs, valid, self.validate, self.num_classes))
-
-    def _update(self, probs: Tensor, valid: Tensor) -> None:
-        new = F.softmatch_update(
+    def _advance(self, probs: Tensor, valid: Tensor) -> F.SoftMatchState:
+        return F.softmatch_update(
             self.state(),
             probs,
             valid,
@@ -515,8 +501,9 @@ class SoftMatchSelector(nn.Module):
             per_class=self.per_class,
             group=self.process_group,
         )
-        self.mu.copy_(new.mu)
-        self.var.copy_(new.var)
+
+    def _select(self, probs: Tensor, valid: Tensor) -> Selection:
+        return F.softmatch_select(probs, self.state(), valid, n_sigma=self.n_sigma)
 
     def extra_repr(self) -> str:
         return (

@@ -38,6 +38,7 @@ def test_modules_are_stateless_and_printable():
     selector = pseudosel.CSLSelector(group="batch")
     assert selector.state_dict() == {}
     assert "group='batch'" in repr(selector) and "alpha=2.0" in repr(selector)
+    assert selector.options["group"] == "batch"
     assert "tau=0.95" in repr(pseudosel.ThresholdSelector())
 
 

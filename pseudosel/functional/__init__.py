@@ -27,7 +27,7 @@ from pseudosel.functional.softmatch import (
     softmatch_select,
     softmatch_update,
 )
-from pseudosel.functional.threshold import threshold
+from pseudosel.functional.threshold import class_threshold_selection, threshold
 
 __all__ = [
     "AlignmentState",
@@ -36,6 +36,7 @@ __all__ = [
     "adamatch",
     "align",
     "alignment_update",
+    "class_threshold_selection",
     "csl",
     "dash_rho",
     "dash_select",

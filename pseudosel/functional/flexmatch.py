@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from pseudosel.distributed import all_gather_cat, all_reduce_sum
-from pseudosel.features import confidence_and_labels
+from pseudosel.functional.threshold import class_threshold_selection
 from pseudosel.selection import Selection
 
 if TYPE_CHECKING:
@@ -91,17 +91,8 @@ def flexmatch_select(
         >>> sel.mask
         tensor([False,  True])
     """
-    confidence, labels = confidence_and_labels(probs)
     thresholds = flexmatch_thresholds(classwise_acc, tau=tau, mapping=mapping)
-    threshold = thresholds.to(confidence.dtype)[labels]
-    mask = valid & (confidence >= threshold)
-    return Selection(
-        labels=labels,
-        weight=mask.to(confidence.dtype),
-        mask=mask,
-        score=torch.where(valid, confidence - threshold, 0.0),
-        valid=valid,
-    )
+    return class_threshold_selection(probs, thresholds, valid)
 
 
 def flexmatch_classwise_acc(counts: Tensor, previous: Tensor, *, warmup: bool = True) -> Tensor:

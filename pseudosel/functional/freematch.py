@@ -19,6 +19,7 @@ from pseudosel.distributed import all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.alignment import masked_class_sums
 from pseudosel.functional.quantile import masked_quantile
+from pseudosel.functional.threshold import class_threshold_selection
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
 
@@ -131,14 +132,5 @@ def freematch_select(probs: Tensor, state: FreeMatchState, valid: Tensor) -> Sel
         >>> sel.mask  # τ₀ = 1/2
         tensor([True, True])
     """
-    confidence, labels = confidence_and_labels(probs)
     local = state.p_model / state.p_model.max()
-    threshold = (state.time_p * local).to(confidence.dtype)[labels]
-    mask = valid & (confidence >= threshold)
-    return Selection(
-        labels=labels,
-        weight=mask.to(confidence.dtype),
-        mask=mask,
-        score=torch.where(valid, confidence - threshold, 0.0),
-        valid=valid,
-    )
+    return class_threshold_selection(probs, state.time_p * local, valid)

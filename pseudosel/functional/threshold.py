@@ -14,7 +14,7 @@ from pseudosel.validation import (
     resolve_valid,
 )
 
-__all__ = ["threshold"]
+__all__ = ["class_threshold_selection", "threshold"]
 
 
 def threshold(
@@ -60,5 +60,38 @@ def threshold(
         weight=mask.to(confidence.dtype),
         mask=mask,
         score=torch.where(valid, confidence, 0.0),
+        valid=valid,
+    )
+
+
+def class_threshold_selection(probs: Tensor, class_thresholds: Tensor, valid: Tensor) -> Selection:
+    """Hard selection with one threshold per class: mask = max p >= T(argmax p).
+
+    The shared last step of the class-wise selectors (FlexMatch, FreeMatch).
+
+    Args:
+        probs: (N, K, *spatial) probabilities.
+        class_thresholds: (K,) thresholds T(k).
+        valid: bool (N, *spatial).
+
+    Returns:
+        :class:`~pseudosel.Selection`; score = max p − T(argmax p) (0 at ignored positions).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import class_threshold_selection
+        >>> probs = torch.tensor([[0.6, 0.4], [0.3, 0.7]])
+        >>> class_threshold_selection(probs, torch.tensor([0.5, 0.9]),
+        ...                           torch.ones(2, dtype=torch.bool)).mask
+        tensor([ True, False])
+    """
+    confidence, labels = confidence_and_labels(probs)
+    threshold = class_thresholds.to(confidence.dtype)[labels]
+    mask = valid & (confidence >= threshold)
+    return Selection(
+        labels=labels,
+        weight=mask.to(confidence.dtype),
+        mask=mask,
+        score=torch.where(valid, confidence - threshold, 0.0),
         valid=valid,
     )
