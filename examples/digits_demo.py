@@ -18,6 +18,7 @@ import torch
 from sklearn.datasets import load_digits
 
 import pseudosel
+from pseudosel.metrics import selection_quality
 
 # (name shown, method, options): the paper's comparison, threshold vs CSL.
 SELECTORS = [
@@ -55,15 +56,12 @@ def fit_classifier(images: torch.Tensor, targets: torch.Tensor, *, steps: int, s
 
 def quality(sel: pseudosel.Selection, truth: torch.Tensor) -> dict[str, float]:
     """Coverage, precision, weighted precision and mean weight against the true labels."""
-    correct = (sel.labels == truth).float()
-    selected = sel.mask.float()
+    measured = selection_quality(sel, truth)
     return {
-        "coverage": sel.ratio().item(),
-        "precision": ((correct * selected).sum() / selected.sum().clamp_min(1)).item(),
-        "weighted_precision": (
-            (correct * sel.weight).sum() / sel.weight.sum().clamp_min(1e-12)
-        ).item(),
-        "mean_weight": sel.weight.mean().item(),
+        "coverage": float(measured["ratio"]),
+        "precision": float(measured["precision"]),
+        "weighted_precision": float(measured["weighted_precision"]),
+        "mean_weight": float(measured["mean_weight"]),
     }
 
 

@@ -122,15 +122,9 @@ def assign_second_cluster(
             the closed form; eigenvalues from a solver need a looser value).
 
     Returns:
-        (G, n) bool.
+        (G, n) bool — the kernel's own assignment (:func:`second_cluster_weights`) as bool.
     """
-    dtype = c.dtype
-    cos = axes.cos.to(dtype)[:, None]
-    sin = axes.sin.to(dtype)[:, None]
-    along_first = (c * cos + s * sin).abs() * axes.lam2.sqrt().to(dtype)[:, None]
-    along_second = (s * cos - c * sin).abs() * axes.lam1.sqrt().to(dtype)[:, None]
-    degenerate = (count <= 1) | (axes.lam2 <= rank_one_ratio * axes.lam1)
-    return (along_second > along_first) & ~degenerate[:, None]
+    return second_cluster_weights(c, s, axes, count, rank_one_ratio) > 0
 
 
 def second_cluster_weights(
