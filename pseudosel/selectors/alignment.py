@@ -1,0 +1,118 @@
+"""Distribution alignment (a transform used before a selector), state in buffers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from pseudosel import functional as F
+from pseudosel.selectors.inputs import check_num_classes, checked_inputs
+from pseudosel.validation import check_choice, check_real
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+__all__ = ["DistributionAlignment"]
+
+
+class DistributionAlignment(nn.Module):
+    """Distribution alignment of probabilities (a transform, used before a selector).
+
+    ``forward(probs, probs_labeled=None, valid=None, valid_labeled=None)`` returns aligned
+    probabilities of the same shape. In training mode it first updates p_model (the EMA of
+    the mean unlabeled prediction; the first batch sets it) and, with ``target="model"``,
+    p_target from ``probs_labeled``.
+
+    Args:
+        num_classes: K.
+        momentum: EMA momentum. Default 0.999.
+        target: None (uniform, default), ``"model"`` (EMA of labeled predictions) or a (K,)
+            probability vector.
+        process_group: process group of the collectives (default: the default group, when
+            torch.distributed is initialised).
+        validate: check input values on every call (default True).
+
+    Buffers:
+        ``p_model`` (K,), ``p_target`` (K,), ``initialized`` (bool).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel import DistributionAlignment, SoftMatchSelector
+        >>> align, select = DistributionAlignment(10), SoftMatchSelector(10)
+        >>> sel = select(align(torch.randn(64, 10).softmax(1)))
+    """
+
+    p_model: Tensor
+    p_target: Tensor
+    initialized: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        momentum: float = 0.999,
+        target: None | str | Tensor = None,
+        process_group: ProcessGroup | None = None,
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes)
+        self.momentum = check_real("momentum", momentum, low=0.0, high=1.0)
+        self.process_group = process_group
+        self.validate = bool(validate)
+        self.learn_target = isinstance(target, str)
+        if isinstance(target, str):
+            check_choice("target", target, ("model",))
+            p_target = torch.full((num_classes,), 1.0 / num_classes)
+        elif target is None:
+            p_target = torch.full((num_classes,), 1.0 / num_classes)
+        elif isinstance(target, Tensor) and tuple(target.shape) == (num_classes,):
+            p_target = target.detach().to(torch.float32).clone()
+        else:
+            raise ValueError(
+                f"target must be None, 'model' or a ({num_classes},) tensor, got {target!r}"
+            )
+        self.register_buffer("p_model", torch.full((num_classes,), 1.0 / num_classes))
+        self.register_buffer("p_target", p_target)
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def state(self) -> F.AlignmentState:
+        """The current distributions as a :class:`~pseudosel.functional.AlignmentState`."""
+        return F.AlignmentState(self.p_model, self.p_target, self.initialized)
+
+    def forward(
+        self,
+        probs: Tensor,
+        probs_labeled: Tensor | None = None,
+        valid: Tensor | None = None,
+        valid_labeled: Tensor | None = None,
+    ) -> Tensor:
+        """Aligned probabilities (N, K, *spatial); updates first in training mode."""
+        valid = checked_inputs(probs, valid, self.validate, self.num_classes)
+        if self.training:
+            if self.learn_target:
+                if probs_labeled is None:
+                    raise ValueError(
+                        "probs_labeled is required in training mode with target='model'"
+                    )
+                valid_labeled = checked_inputs(
+                    probs_labeled, valid_labeled, self.validate, self.num_classes
+                )
+            new = F.alignment_update(
+                self.state(),
+                probs,
+                valid,
+                momentum=self.momentum,
+                probs_labeled=probs_labeled if self.learn_target else None,
+                valid_labeled=valid_labeled if self.learn_target else None,
+                group=self.process_group,
+            )
+            for buffer, value in zip(self.state(), new, strict=True):
+                buffer.copy_(value)
+        return F.align(probs, self.state())
+
+    def extra_repr(self) -> str:
+        target = "model" if self.learn_target else "fixed"
+        return f"num_classes={self.num_classes}, momentum={self.momentum}, target={target}"

@@ -1,0 +1,95 @@
+"""FreeMatch's self-adaptive threshold, state in buffers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+from pseudosel import functional as F
+from pseudosel.selection import Selection
+from pseudosel.selectors.inputs import check_num_classes
+from pseudosel.selectors.update_then_select import UpdateThenSelect
+from pseudosel.validation import check_real
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+__all__ = ["FreeMatchSelector"]
+
+
+class FreeMatchSelector(UpdateThenSelect):
+    """FreeMatch's self-adaptive threshold τ_t · p̃_t(ŷ) / max p̃_t, held in buffers.
+
+    In training mode ``forward`` first updates the statistics with the batch, then selects
+    (USB's order); in eval mode it selects with frozen statistics.
+
+    Args:
+        num_classes: K.
+        momentum: EMA momentum. Default 0.999.
+        use_quantile: use the 0.8-quantile of max p instead of the mean for τ_t (off).
+        clip_thresh: clip τ_t to [0, 0.95] (off).
+        process_group: process group of the collectives (default: the default group, when
+            torch.distributed is initialised).
+        validate: check input values on every call (default True).
+
+    Buffers:
+        ``time_p`` (0-dim), ``p_model`` (K,), ``label_hist`` (K,); initially 1/K each.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel import FreeMatchSelector
+        >>> selector = FreeMatchSelector(10)
+        >>> sel = selector(torch.randn(64, 10).softmax(1))
+        >>> float(selector.time_p) > 0.1
+        True
+    """
+
+    time_p: Tensor
+    p_model: Tensor
+    label_hist: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        momentum: float = 0.999,
+        use_quantile: bool = False,
+        clip_thresh: bool = False,
+        process_group: ProcessGroup | None = None,
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes)
+        self.momentum = check_real("momentum", momentum, low=0.0, high=1.0)
+        self.use_quantile = bool(use_quantile)
+        self.clip_thresh = bool(clip_thresh)
+        self.process_group = process_group
+        self.validate = bool(validate)
+        state = F.freematch_init(num_classes)
+        for name, value in zip(state._fields, state, strict=True):
+            self.register_buffer(name, value)
+
+    def state(self) -> F.FreeMatchState:
+        """The current statistics as a :class:`~pseudosel.functional.FreeMatchState`."""
+        return F.FreeMatchState(self.time_p, self.p_model, self.label_hist)
+
+    def _advance(self, probs: Tensor, valid: Tensor) -> F.FreeMatchState:
+        return F.freematch_update(
+            self.state(),
+            probs,
+            valid,
+            momentum=self.momentum,
+            use_quantile=self.use_quantile,
+            clip_thresh=self.clip_thresh,
+            group=self.process_group,
+        )
+
+    def _select(self, probs: Tensor, valid: Tensor) -> Selection:
+        return F.freematch_select(probs, self.state(), valid)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, momentum={self.momentum}, "
+            f"use_quantile={self.use_quantile}, clip_thresh={self.clip_thresh}"
+        )

@@ -1,0 +1,92 @@
+"""SoftMatch's truncated-Gaussian weights, state in buffers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+from pseudosel import functional as F
+from pseudosel.selection import Selection
+from pseudosel.selectors.inputs import check_num_classes
+from pseudosel.selectors.update_then_select import UpdateThenSelect
+from pseudosel.validation import check_real
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+__all__ = ["SoftMatchSelector"]
+
+
+class SoftMatchSelector(UpdateThenSelect):
+    """SoftMatch's truncated-Gaussian weights on the max confidence, EMA state in buffers.
+
+    In training mode ``forward`` updates μ_t, σ²_t with the batch, then weighs (USB's
+    order). Usually combined with :class:`DistributionAlignment` before it, as in USB.
+
+    Args:
+        num_classes: K.
+        momentum: EMA momentum. Default 0.999.
+        n_sigma: width factor n_σ (weights use σ²/n_σ²). Default 2.0.
+        per_class: keep (K,) statistics, grouped by pseudo-label. Default False.
+        process_group: process group of the collectives (default: the default group, when
+            torch.distributed is initialised).
+        validate: check input values on every call (default True).
+
+    Buffers:
+        ``mu``, ``var``: 0-dim (or (K,)); initially 1/K and 1.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel import SoftMatchSelector
+        >>> sel = SoftMatchSelector(10)(torch.randn(64, 10).softmax(1))
+        >>> bool((sel.weight > 0).all())
+        True
+    """
+
+    mu: Tensor
+    var: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        momentum: float = 0.999,
+        n_sigma: float = 2.0,
+        per_class: bool = False,
+        process_group: ProcessGroup | None = None,
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes)
+        self.momentum = check_real("momentum", momentum, low=0.0, high=1.0)
+        self.n_sigma = check_real("n_sigma", n_sigma, low=0.0, low_open=True)
+        self.per_class = bool(per_class)
+        self.process_group = process_group
+        self.validate = bool(validate)
+        state = F.softmatch_init(num_classes, per_class=self.per_class)
+        self.register_buffer("mu", state.mu)
+        self.register_buffer("var", state.var)
+
+    def state(self) -> F.SoftMatchState:
+        """The current statistics as a :class:`~pseudosel.functional.SoftMatchState`."""
+        return F.SoftMatchState(self.mu, self.var)
+
+    def _advance(self, probs: Tensor, valid: Tensor) -> F.SoftMatchState:
+        return F.softmatch_update(
+            self.state(),
+            probs,
+            valid,
+            momentum=self.momentum,
+            per_class=self.per_class,
+            group=self.process_group,
+        )
+
+    def _select(self, probs: Tensor, valid: Tensor) -> Selection:
+        return F.softmatch_select(probs, self.state(), valid, n_sigma=self.n_sigma)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, momentum={self.momentum}, "
+            f"n_sigma={self.n_sigma}, per_class={self.per_class}"
+        )

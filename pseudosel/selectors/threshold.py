@@ -1,0 +1,43 @@
+"""FixMatch's fixed threshold as a module."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from pseudosel import functional as F
+from pseudosel.selection import Selection
+from pseudosel.validation import check_real
+
+__all__ = ["ThresholdSelector"]
+
+
+class ThresholdSelector(nn.Module):
+    """Fixed confidence threshold (FixMatch): mask = max p >= tau. Stateless.
+
+    Args:
+        tau: threshold in [0, 1]. Default 0.95 (FixMatch, UniMatch).
+        validate: check input values on every call (default True).
+
+    Shape:
+        probs (N, K) or (N, K, *spatial); valid (N, *spatial); every Selection field
+        (N, *spatial).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel import ThresholdSelector
+        >>> selector = ThresholdSelector(tau=0.9)
+        >>> selector(torch.tensor([[0.95, 0.05]])).mask
+        tensor([True])
+    """
+
+    def __init__(self, tau: float = 0.95, *, validate: bool = True) -> None:
+        super().__init__()
+        self.tau = check_real("tau", tau, low=0.0, high=1.0)
+        self.validate = bool(validate)
+
+    def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
+        """Select on ``probs``; see :func:`pseudosel.functional.threshold`."""
+        return F.threshold(probs, self.tau, valid=valid, validate=self.validate)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}"
