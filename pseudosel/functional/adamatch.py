@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["adamatch"]
 
 
+@torch.no_grad()
 def adamatch(
     probs: Tensor,
     probs_labeled: Tensor,
@@ -74,7 +75,8 @@ def adamatch(
         check_probability_values(probs_labeled, valid_labeled)
     work = compute_dtype(probs.dtype)
     labeled_conf = probs_labeled.amax(1).to(work)
-    stats = torch.stack(((labeled_conf * valid_labeled).sum(), valid_labeled.sum().to(work)))
+    labeled_sum = torch.where(valid_labeled, labeled_conf, 0.0).sum()  # NaN/Inf stay out
+    stats = torch.stack((labeled_sum, valid_labeled.sum().to(work)))
     all_reduce_sum(stats, group)
     cutoff = torch.where(stats[1] > 0, tau * stats[0] / stats[1].clamp_min(1), tau)
     confidence, labels = confidence_and_labels(probs)

@@ -33,25 +33,28 @@ class AlignmentState(NamedTuple):
     initialized: Tensor
 
 
-def masked_class_sums(probs: Tensor, weight: Tensor) -> Tensor:
-    """Σ over positions of weight · p, per class: (N, K, *spatial), (N, *spatial) → (K,).
+def masked_class_sums(probs: Tensor, valid: Tensor, dtype: torch.dtype) -> Tensor:
+    """Σ over valid positions of p, per class: (N, K, *spatial), (N, *spatial) → (K,).
 
-    A batched matrix product, so no (N, K, *spatial) temporary is written."""
+    Ignored positions are replaced by 0 before the sum (not multiplied by 0), so NaN or Inf
+    there — padding, ignore regions — never reach the statistic."""
     n, k = probs.shape[:2]
     length = math.prod(probs.shape[2:])  # explicit, so that empty batches reshape too
-    flat = probs.to(weight.dtype).reshape(n, k, length)
-    return torch.bmm(flat, weight.reshape(n, length, 1)).sum(0).squeeze(-1)
+    flat = probs.reshape(n, k, length)
+    kept = torch.where(valid.reshape(n, 1, length), flat, 0.0)
+    return kept.sum((0, 2), dtype=dtype)
 
 
 def _class_mean(probs: Tensor, valid: Tensor, group) -> tuple[Tensor, Tensor]:
     """(K,) mean of ``probs`` over valid positions (all ranks) and the global count."""
-    weight = valid.to(compute_dtype(probs.dtype))
-    stats = torch.cat((masked_class_sums(probs, weight), weight.sum().unsqueeze(0)))
+    work = compute_dtype(probs.dtype)
+    stats = torch.cat((masked_class_sums(probs, valid, work), valid.sum().to(work).unsqueeze(0)))
     all_reduce_sum(stats, group)
     count = stats[-1]
     return stats[:-1] / count.clamp_min(1), count
 
 
+@torch.no_grad()
 def alignment_update(
     state: AlignmentState,
     probs: Tensor,
@@ -88,6 +91,7 @@ def alignment_update(
     return AlignmentState(p_model, p_target, initialized)
 
 
+@torch.no_grad()
 def align(probs: Tensor, state: AlignmentState) -> Tensor:
     """Aligned probabilities, (N, K, *spatial), in the compute dtype of ``probs``.
 

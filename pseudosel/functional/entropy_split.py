@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["entropy_split", "split_by_entropy"]
 
 
+@torch.no_grad()
 def entropy_split(
     probs: Tensor,
     unreliable: float = 0.2,
@@ -66,6 +67,7 @@ def entropy_split(
     return split_by_entropy(probs, valid, unreliable, group)
 
 
+@torch.no_grad()
 def split_by_entropy(
     probs: Tensor, valid: Tensor, unreliable: float | Tensor, group=None
 ) -> Selection:

@@ -44,6 +44,7 @@ __all__ = [
 MAPPINGS = ("convex", "linear", "concave")
 
 
+@torch.no_grad()
 def flexmatch_thresholds(
     classwise_acc: Tensor, *, tau: float = 0.95, mapping: str = "convex"
 ) -> Tensor:
@@ -74,6 +75,7 @@ def flexmatch_thresholds(
     return tau * mapped
 
 
+@torch.no_grad()
 def flexmatch_select(
     probs: Tensor, classwise_acc: Tensor, valid: Tensor, *, tau: float, mapping: str
 ) -> Selection:
@@ -95,6 +97,7 @@ def flexmatch_select(
     return class_threshold_selection(probs, thresholds, valid)
 
 
+@torch.no_grad()
 def flexmatch_classwise_acc(counts: Tensor, previous: Tensor, *, warmup: bool = True) -> Tensor:
     """β from the learning-effect counts; unchanged while one bucket holds everything.
 
@@ -120,6 +123,7 @@ def flexmatch_classwise_acc(counts: Tensor, previous: Tensor, *, warmup: bool = 
     return torch.where(informative, beta, previous)
 
 
+@torch.no_grad()
 def flexmatch_record_samples(
     store: Tensor,
     counts: Tensor,
@@ -186,6 +190,7 @@ def flexmatch_record_samples(
     return store, counts
 
 
+@torch.no_grad()
 def flexmatch_record_classes(
     counts: Tensor,
     labels: Tensor,

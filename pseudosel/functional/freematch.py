@@ -52,6 +52,7 @@ def freematch_init(num_classes: int, *, dtype=torch.float32, device=None) -> Fre
     return FreeMatchState(uniform.mean(), uniform.clone(), uniform.clone())
 
 
+@torch.no_grad()
 def freematch_update(
     state: FreeMatchState,
     probs: Tensor,
@@ -87,12 +88,13 @@ def freematch_update(
     work = compute_dtype(probs.dtype)
     confidence = confidence.to(work)
     weight = valid.to(work)
-    class_sums = masked_class_sums(probs, weight)
+    # ignored positions are replaced (not multiplied) by 0: NaN/Inf there stay out
+    class_sums = masked_class_sums(probs, valid, work)
     hist = torch.zeros(num_classes, dtype=work, device=probs.device)
     hist.index_add_(0, labels.flatten(), weight.flatten())
     stats = torch.cat(
         (
-            (confidence * weight).sum().unsqueeze(0),
+            torch.where(valid, confidence, 0.0).sum().unsqueeze(0),
             weight.sum().unsqueeze(0),
             class_sums,
             hist,
@@ -121,6 +123,7 @@ def freematch_update(
     )
 
 
+@torch.no_grad()
 def freematch_select(probs: Tensor, state: FreeMatchState, valid: Tensor) -> Selection:
     """mask = max p >= τ_t · p̃_t(ŷ) / max p̃_t; score = max p minus that threshold.
 

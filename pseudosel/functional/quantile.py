@@ -68,6 +68,7 @@ def _pick_digit(histogram: Tensor, rank: Tensor) -> tuple[Tensor, Tensor]:
     return digit, rank - before
 
 
+@torch.no_grad()
 def order_statistics(
     values: Tensor, valid: Tensor, ranks: Tensor, group: ProcessGroup | None = None
 ) -> Tensor:
@@ -106,6 +107,7 @@ def order_statistics(
     return torch.where(total > 0, result, 0.0)
 
 
+@torch.no_grad()
 def masked_quantile(
     values: Tensor, valid: Tensor, q: float | Tensor, group: ProcessGroup | None = None
 ) -> Tensor:

@@ -56,6 +56,7 @@ def softmatch_init(
     )
 
 
+@torch.no_grad()
 def softmatch_update(
     state: SoftMatchState,
     probs: Tensor,
@@ -83,7 +84,8 @@ def softmatch_update(
     buckets = state.mu.numel()
     slot = labels.flatten() if per_class else torch.zeros_like(labels.flatten())
     shift = state.mu.reshape(-1).to(work)[slot]
-    deviation = (confidence - shift) * weight
+    # ignored positions are replaced (not multiplied) by 0: NaN/Inf there stay out
+    deviation = torch.where(valid.flatten(), confidence - shift, 0.0)
     stats = torch.zeros(3, buckets, dtype=work, device=probs.device)
     stats[0].index_add_(0, slot, weight)
     stats[1].index_add_(0, slot, deviation)
@@ -112,6 +114,7 @@ def softmatch_update(
     )
 
 
+@torch.no_grad()
 def softmatch_select(
     probs: Tensor, state: SoftMatchState, valid: Tensor, *, n_sigma: float = 2.0
 ) -> Selection:

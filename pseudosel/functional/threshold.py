@@ -17,6 +17,7 @@ from pseudosel.validation import (
 __all__ = ["class_threshold_selection", "threshold"]
 
 
+@torch.no_grad()
 def threshold(
     probs: Tensor,
     tau: float = 0.95,
@@ -64,6 +65,7 @@ def threshold(
     )
 
 
+@torch.no_grad()
 def class_threshold_selection(probs: Tensor, class_thresholds: Tensor, valid: Tensor) -> Selection:
     """Hard selection with one threshold per class: mask = max p >= T(argmax p).
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
@@ -38,6 +39,7 @@ class AdaMatchSelector(nn.Module):
         self.process_group = process_group
         self.validate = bool(validate)
 
+    @torch.no_grad()
     def forward(
         self,
         probs: Tensor,

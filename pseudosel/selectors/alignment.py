@@ -82,6 +82,7 @@ class DistributionAlignment(nn.Module):
         """The current distributions as a :class:`~pseudosel.functional.AlignmentState`."""
         return F.AlignmentState(self.p_model, self.p_target, self.initialized)
 
+    @torch.no_grad()
     def forward(
         self,
         probs: Tensor,

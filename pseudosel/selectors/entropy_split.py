@@ -68,6 +68,7 @@ class EntropySplitSelector(nn.Module):
         progress = self.step.clamp(max=self.total_steps).to(torch.float64) / self.total_steps
         return self.alpha0 * (1 - progress)
 
+    @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Split with α_t; in training mode then advance the step."""
         valid = checked_inputs(probs, valid, self.validate)

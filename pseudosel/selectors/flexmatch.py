@@ -138,6 +138,7 @@ class FlexMatchSelector(nn.Module):
                 )
         return valid
 
+    @torch.no_grad()
     def forward(
         self, probs: Tensor, index: Tensor | None = None, valid: Tensor | None = None
     ) -> Selection:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
@@ -35,6 +36,7 @@ class ThresholdSelector(nn.Module):
         self.tau = check_real("tau", tau, low=0.0, high=1.0)
         self.validate = bool(validate)
 
+    @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select on ``probs``; see :func:`pseudosel.functional.threshold`."""
         return F.threshold(probs, self.tau, valid=valid, validate=self.validate)

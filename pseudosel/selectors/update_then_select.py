@@ -30,6 +30,7 @@ class UpdateThenSelect(nn.Module):
     def _select(self, probs: Tensor, valid: Tensor) -> Selection:
         raise NotImplementedError
 
+    @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """In training mode update the statistics, then select; in eval mode select."""
         valid = checked_inputs(probs, valid, self.validate, self.num_classes)

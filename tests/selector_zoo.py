@@ -1,0 +1,200 @@
+"""Every selector of pseudosel, functional and module, behind one calling convention.
+
+Each :class:`Case` builds a fresh selector for K classes and a ``step(probs, valid)`` that
+runs one training step the way a loop would: modules in training mode, functional
+stateful cores with their explicit state carried from step to step. Tests that must cover
+"every selector" (no autograd graph, non-finite values at ignored positions, host syncs,
+``torch.compile``, fuzzing) iterate over :data:`CASES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import pseudosel
+import pseudosel.functional as F
+from pseudosel.select import SELECTORS, STATEFUL
+
+NUM_UNLABELED = 64
+
+
+@dataclass(frozen=True)
+class Case:
+    """One selector: ``build(k)`` returns ``(module_or_None, step)``.
+
+    ``dense``: accepts (N, K, *spatial) input. ``convex``: needs cvxpy (slow; skipped by
+    the fuzz test). ``state(module_or_step)`` is taken from the module's buffers, or from
+    the functional state the step carries (exposed as ``step.state``).
+    """
+
+    name: str
+    build: Callable[[int], tuple[nn.Module | None, Callable[[Tensor, Tensor], Any]]]
+    dense: bool = True
+    convex: bool = False
+
+
+def labeled_batch(k: int, dtype: torch.dtype) -> Tensor:
+    """A fixed labelled weak batch for AdaMatch and target='model' alignment."""
+    gen = torch.Generator().manual_seed(1234)
+    return (torch.randn(6, k, generator=gen, dtype=torch.float64) * 2).softmax(1).to(dtype)
+
+
+def _module(factory: Callable[[int], nn.Module], **call_kwargs: Callable[..., Any]):
+    """A case built from a module; ``call_kwargs`` give per-call inputs from (probs, valid)."""
+
+    def build(k: int):
+        module = factory(k).train()
+
+        def step(probs: Tensor, valid: Tensor):
+            extra = {name: make(probs, valid) for name, make in call_kwargs.items()}
+            return module(probs, valid=valid, **extra)
+
+        return module, step
+
+    return build
+
+
+def _named(name: str, **options: Any):
+    """A stateless selector by its name in ``SELECTORS``, called as a function."""
+
+    def build(k: int):
+        def step(probs: Tensor, valid: Tensor):
+            return SELECTORS[name](probs, valid=valid, **options)
+
+        return None, step
+
+    return build
+
+
+class _FunctionalState:
+    """Carries the explicit state of a functional stateful core from step to step."""
+
+    def __init__(self, init: Any, advance: Callable, select: Callable) -> None:
+        self.state = init
+        self.advance, self.select = advance, select
+
+    def __call__(self, probs: Tensor, valid: Tensor):
+        self.state = self.advance(self.state, probs, valid)
+        return self.select(probs, self.state, valid)
+
+
+def _functional(make: Callable[[int], _FunctionalState]):
+    def build(k: int):
+        return None, make(k)
+
+    return build
+
+
+def _index(probs: Tensor, valid: Tensor) -> Tensor:
+    return torch.arange(probs.shape[0], device=probs.device) % NUM_UNLABELED
+
+
+def _labeled(probs: Tensor, valid: Tensor) -> Tensor:
+    return labeled_batch(probs.shape[1], probs.dtype)
+
+
+CASES: list[Case] = [
+    # stateless, by name (every entry of SELECTORS)
+    *[
+        Case(f"F.{name}", _named(name), convex=name == "csl_max_margin")
+        for name in SELECTORS
+        if name != "adamatch"
+    ],
+    Case(
+        "F.adamatch",
+        lambda k: (
+            None,
+            lambda probs, valid: F.adamatch(
+                probs, labeled_batch(k, probs.dtype), valid=valid, tau=0.7
+            ),
+        ),
+    ),
+    # functional stateful cores, state carried explicitly
+    Case(
+        "F.freematch",
+        _functional(
+            lambda k: _FunctionalState(
+                F.freematch_init(k),
+                lambda s, p, v: F.freematch_update(s, p, v, momentum=0.9),
+                F.freematch_select,
+            )
+        ),
+    ),
+    Case(
+        "F.softmatch",
+        _functional(
+            lambda k: _FunctionalState(
+                F.softmatch_init(k),
+                lambda s, p, v: F.softmatch_update(s, p, v, momentum=0.9),
+                F.softmatch_select,
+            )
+        ),
+    ),
+    Case(
+        "F.alignment",
+        _functional(
+            lambda k: _FunctionalState(
+                F.AlignmentState(
+                    torch.full((k,), 1.0 / k), torch.full((k,), 1.0 / k), torch.tensor(False)
+                ),
+                lambda s, p, v: F.alignment_update(s, p, v, momentum=0.9),
+                lambda p, s, v: F.align(p, s),
+            )
+        ),
+    ),
+    # modules (every class in STATEFUL, the stateless modules, and DistributionAlignment)
+    Case("ThresholdSelector", _module(lambda k: pseudosel.ThresholdSelector(0.6))),
+    Case("CSLSelector", _module(lambda k: pseudosel.CSLSelector())),
+    Case(
+        "FlexMatchSelector/per-sample",
+        _module(lambda k: pseudosel.FlexMatchSelector(k, NUM_UNLABELED, tau=0.6), index=_index),
+        dense=False,
+    ),
+    Case("FlexMatchSelector/class-wise", _module(lambda k: pseudosel.FlexMatchSelector(k, tau=0.6))),
+    Case("FreeMatchSelector", _module(lambda k: pseudosel.FreeMatchSelector(k, momentum=0.9))),
+    Case(
+        "FreeMatchSelector/quantile",
+        _module(lambda k: pseudosel.FreeMatchSelector(k, use_quantile=True, clip_thresh=True)),
+    ),
+    Case("SoftMatchSelector", _module(lambda k: pseudosel.SoftMatchSelector(k, momentum=0.9))),
+    Case(
+        "SoftMatchSelector/per-class",
+        _module(lambda k: pseudosel.SoftMatchSelector(k, momentum=0.9, per_class=True)),
+    ),
+    Case(
+        "AdaMatchSelector", _module(lambda k: pseudosel.AdaMatchSelector(0.7), probs_labeled=_labeled)
+    ),
+    Case("DashSelector", _module(lambda k: pseudosel.DashSelector(0.8, update_every=2))),
+    Case("EntropySplitSelector", _module(lambda k: pseudosel.EntropySplitSelector(5))),
+    Case("DistributionAlignment", _module(lambda k: pseudosel.DistributionAlignment(k, momentum=0.9))),
+    Case(
+        "DistributionAlignment/target=model",
+        _module(
+            lambda k: pseudosel.DistributionAlignment(k, momentum=0.9, target="model"),
+            probs_labeled=_labeled,
+        ),
+    ),
+]
+
+# every stateful name of select_reliable has a module case
+assert {getattr(pseudosel, cls).__name__ for cls in STATEFUL.values()} <= {
+    case.name.split("/")[0] for case in CASES
+}
+
+
+def state_of(module: nn.Module | None, step: Callable) -> list[Tensor]:
+    """The selector's state tensors: module buffers, or the functional state it carries."""
+    if module is not None:
+        return list(module.buffers())
+    state = getattr(step, "state", None)
+    return [] if state is None else list(state)
+
+
+def outputs_of(result: Any) -> list[Tensor]:
+    """The tensors a step returned (a Selection's fields, or aligned probabilities)."""
+    return list(result) if isinstance(result, tuple) else [result]

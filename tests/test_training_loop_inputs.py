@@ -1,0 +1,118 @@
+"""What a real training loop feeds selectors: tensors that require grad, and non-finite
+values (padding, ignore regions) at ignored positions. Every selector of the zoo, many steps.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+
+from probability_maps import classifier_outputs, smooth_maps
+from selector_zoo import CASES, outputs_of, state_of
+
+
+def _inputs(case, step: int, k: int = 5, dtype=torch.float32):
+    if case.dense:
+        probs = smooth_maps(2, k, 6, 7, sharpness=3.0, seed=step, dtype=dtype)
+    else:
+        probs = classifier_outputs(12, k, seed=step, dtype=dtype)
+    gen = torch.Generator().manual_seed(100 + step)
+    valid = torch.rand((probs.shape[0], *probs.shape[2:]), generator=gen) < 0.7
+    return probs, valid
+
+
+def _graph_size(tensor: torch.Tensor) -> int:
+    """Number of autograd nodes reachable from ``tensor`` (0 without a graph)."""
+    seen, todo = set(), [tensor.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        todo.extend(next_fn for next_fn, _ in node.next_functions)
+    return len(seen)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_grad_requiring_inputs_build_no_graph(case):
+    """Outputs never require grad, state never carries history, and nothing accumulates."""
+    steps = 2 if case.convex else 30
+    module, step = case.build(5)
+    logits = torch.zeros(1, requires_grad=True)  # a "network parameter" in the graph
+    for i in range(steps):
+        probs, valid = _inputs(case, i)
+        probs = (probs.log() + logits).softmax(1)  # requires grad, like a real forward
+        assert probs.requires_grad
+        result = step(probs, valid)
+        for out in outputs_of(result):
+            assert not out.requires_grad, f"{case.name}: an output requires grad at step {i}"
+            assert out.grad_fn is None
+        for value in state_of(module, step):
+            assert value.grad_fn is None and not value.requires_grad, (
+                f"{case.name}: state carries an autograd graph at step {i} "
+                f"({_graph_size(value)} nodes)"
+            )
+        # memory does not grow: once the loop drops its step, nothing of it stays alive
+        graph_end = weakref.ref(probs)
+        del probs, result
+        gc.collect()
+        assert graph_end() is None, f"{case.name} keeps the step's input alive"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.convex], ids=lambda c: c.name)
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_values_at_ignored_positions_never_reach_state(case, poison):
+    """NaN/±Inf only where valid is False: outputs and state equal the run where those
+    positions hold ordinary probabilities, over several steps."""
+    clean_module, clean_step = case.build(5)
+    dirty_module, dirty_step = case.build(5)
+    for i in range(6):
+        probs, valid = _inputs(case, i)
+        poisoned = probs.clone()
+        poisoned.movedim(1, -1)[~valid] = poison
+        clean = outputs_of(clean_step(probs, valid))
+        dirty = outputs_of(dirty_step(poisoned, valid))
+        for a, b in zip(clean, dirty, strict=True):
+            if a.dim() == probs.dim():  # aligned probabilities: compare valid positions
+                a, b = a.movedim(1, -1)[valid], b.movedim(1, -1)[valid]
+            elif a.shape == valid.shape and a.dtype != torch.bool:
+                a, b = a[valid], b[valid]  # labels/weights/scores: valid positions
+            torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"{case.name} step {i}")
+        for a, b in zip(state_of(clean_module, clean_step), state_of(dirty_module, dirty_step)):
+            if b.is_floating_point():
+                assert torch.isfinite(b).all(), f"{case.name}: non-finite state at step {i}"
+            torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"{case.name} state step {i}")
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("kind", ["F.adamatch", "AdaMatchSelector", "DistributionAlignment"])
+def test_non_finite_values_at_ignored_labeled_positions_stay_out(kind, poison):
+    """The labelled batch (AdaMatch's cutoff, alignment's target='model') has ignore
+    regions too: poison there changes nothing."""
+    import pseudosel
+    import pseudosel.functional as F
+
+    align = {
+        tag: pseudosel.DistributionAlignment(4, momentum=0.5, target="model") for tag in "cd"
+    }
+    for i in range(4):
+        probs = smooth_maps(2, 4, 5, 5, seed=i)
+        labeled = smooth_maps(3, 4, 5, 5, seed=50 + i)
+        valid_lb = torch.rand(3, 5, 5, generator=torch.Generator().manual_seed(i)) < 0.6
+        poisoned = labeled.clone()
+        poisoned.movedim(1, -1)[~valid_lb] = poison
+        outputs = {}
+        for tag, lb in (("c", labeled), ("d", poisoned)):
+            if kind == "F.adamatch":
+                outputs[tag] = F.adamatch(probs, lb, 0.7, valid_labeled=valid_lb).mask
+            elif kind == "AdaMatchSelector":
+                outputs[tag] = pseudosel.AdaMatchSelector(0.7)(probs, lb, None, valid_lb).mask
+            else:
+                outputs[tag] = align[tag](probs, lb, valid_labeled=valid_lb)
+                assert torch.isfinite(align[tag].p_target).all()
+        torch.testing.assert_close(outputs["d"], outputs["c"], rtol=0, atol=0)
+    if kind == "DistributionAlignment":
+        torch.testing.assert_close(align["d"].p_target, align["c"].p_target, rtol=0, atol=0)
