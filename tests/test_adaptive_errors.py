@@ -68,8 +68,35 @@ def test_constructor_errors():
         pseudosel.EntropySplitSelector(0)
     with pytest.raises(ValueError, match=r"alpha0 must be in \[0, 1\]"):
         pseudosel.EntropySplitSelector(10, alpha0=20)
-    with pytest.raises(ValueError, match=r"target must be None, 'model' or a \(3,\) tensor"):
+    with pytest.raises(ValueError, match=r"target must be a floating-point \(3,\) probab"):
         pseudosel.DistributionAlignment(3, target=torch.ones(4))
+    with pytest.raises(TypeError, match=r"target must be None, 'model' or a \(3,\) probab"):
+        pseudosel.DistributionAlignment(3, target=[0.2, 0.3, 0.5])
+
+
+@pytest.mark.parametrize(
+    "target",
+    [[0.5, 0.6, 0.2], [1.2, -0.1, -0.1], [0.5, float("nan"), 0.5], [0.2, 0.2, 0.2]],
+)
+def test_alignment_target_must_be_a_distribution(target):
+    with pytest.raises(ValueError, match="target must be a probability distribution .* got"):
+        pseudosel.DistributionAlignment(3, target=torch.tensor(target))
+    # a real distribution is accepted and gives non-negative aligned probabilities
+    align = pseudosel.DistributionAlignment(3, target=torch.tensor([0.2, 0.3, 0.5]))
+    assert (align(probs(k=3)) >= 0).all()
+
+
+def test_flexmatch_eval_mode_needs_no_index():
+    selector = pseudosel.FlexMatchSelector(5, 10)
+    trained = selector(probs(), index=torch.arange(4))
+    selector.eval()
+    before = {name: value.clone() for name, value in selector.state_dict().items()}
+    frozen = selector(probs())  # no index: selecting only
+    assert torch.equal(frozen.mask, trained.mask)
+    for name, value in selector.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    with pytest.raises(ValueError, match=r"index .* is required"):
+        selector.update(probs())  # recording always needs the positions
 
 
 def test_call_errors():

@@ -68,11 +68,12 @@ class DistributionAlignment(nn.Module):
             p_target = torch.full((num_classes,), 1.0 / num_classes)
         elif target is None:
             p_target = torch.full((num_classes,), 1.0 / num_classes)
-        elif isinstance(target, Tensor) and tuple(target.shape) == (num_classes,):
-            p_target = target.detach().to(torch.float32).clone()
+        elif isinstance(target, Tensor):
+            p_target = _checked_target(target, num_classes)
         else:
-            raise ValueError(
-                f"target must be None, 'model' or a ({num_classes},) tensor, got {target!r}"
+            raise TypeError(
+                f"target must be None, 'model' or a ({num_classes},) probability tensor, got "
+                f"{type(target).__name__} {target!r}"
             )
         self.register_buffer("p_model", torch.full((num_classes,), 1.0 / num_classes))
         self.register_buffer("p_target", p_target)
@@ -117,3 +118,22 @@ class DistributionAlignment(nn.Module):
     def extra_repr(self) -> str:
         target = "model" if self.learn_target else "fixed"
         return f"num_classes={self.num_classes}, momentum={self.momentum}, target={target}"
+
+
+def _checked_target(target: Tensor, num_classes: int) -> Tensor:
+    """A given target distribution as a float32 (K,) buffer, after checking that it is one:
+    finite, >= 0 and summing to 1 (within 1e-3). Construction-time check, so a host read
+    is fine here."""
+    if not target.is_floating_point() or tuple(target.shape) != (num_classes,):
+        raise ValueError(
+            f"target must be a floating-point ({num_classes},) probability vector, got "
+            f"shape {tuple(target.shape)} and dtype {target.dtype}"
+        )
+    values = target.detach().to("cpu", torch.float64)
+    total = float(values.sum())
+    if not bool(torch.isfinite(values).all()) or bool((values < 0).any()) or abs(total - 1) > 1e-3:
+        raise ValueError(
+            "target must be a probability distribution over the classes (finite, >= 0, "
+            f"summing to 1 within 1e-3), got {values.tolist()} (sum {total:.6g})"
+        )
+    return target.detach().to(torch.float32).clone()

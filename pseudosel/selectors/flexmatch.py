@@ -99,7 +99,9 @@ class FlexMatchSelector(nn.Module):
         """The current class thresholds T(k), (K,)."""
         return F.flexmatch_thresholds(self.classwise_acc, tau=self.tau, mapping=self.mapping)
 
-    def _inputs(self, probs: Tensor, index: Tensor | None, valid: Tensor | None) -> Tensor:
+    def _inputs(
+        self, probs: Tensor, index: Tensor | None, valid: Tensor | None, *, recording: bool
+    ) -> Tensor:
         valid = checked_inputs(probs, valid, self.validate, self.num_classes)
         if self.num_unlabeled is None:
             if index is not None:
@@ -108,6 +110,8 @@ class FlexMatchSelector(nn.Module):
                     "num_unlabeled=<size of the unlabeled set> for the per-sample curriculum"
                 )
             return valid
+        if index is None and not recording:
+            return valid  # selecting with frozen thresholds needs no sample positions
         if index is None:
             raise ValueError(
                 "index (positions of the batch's samples in the unlabeled set, long (N,)) is "
@@ -142,8 +146,11 @@ class FlexMatchSelector(nn.Module):
     def forward(
         self, probs: Tensor, index: Tensor | None = None, valid: Tensor | None = None
     ) -> Selection:
-        """Select with the current thresholds; in training mode then record the batch."""
-        valid = self._inputs(probs, index, valid)
+        """Select with the current thresholds; in training mode then record the batch.
+
+        ``index`` is required in training mode (per-sample form) and optional in eval mode,
+        where nothing is recorded."""
+        valid = self._inputs(probs, index, valid, recording=self.training)
         selection = F.flexmatch_select(
             probs, self.classwise_acc, valid, tau=self.tau, mapping=self.mapping
         )
@@ -156,7 +163,7 @@ class FlexMatchSelector(nn.Module):
         self, probs: Tensor, index: Tensor | None = None, valid: Tensor | None = None
     ) -> None:
         """Record a batch (store writes or class counts) and recompute β, without selecting."""
-        valid = self._inputs(probs, index, valid)
+        valid = self._inputs(probs, index, valid, recording=True)
         self._record(probs, confidence_and_labels(probs)[1], index, valid)
 
     def _record(self, probs: Tensor, labels: Tensor, index: Tensor | None, valid: Tensor):
