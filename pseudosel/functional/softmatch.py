@@ -82,14 +82,18 @@ def softmatch_update(
     confidence = confidence.to(work).flatten()
     weight = valid.flatten().to(work)
     buckets = state.mu.numel()
-    slot = labels.flatten() if per_class else torch.zeros_like(labels.flatten())
-    shift = state.mu.reshape(-1).to(work)[slot]
+    slot = labels.flatten()
+    shift = state.mu.to(work)[slot] if per_class else state.mu.to(work)
     # ignored positions are replaced (not multiplied) by 0: NaN/Inf there stay out
     deviation = torch.where(valid.flatten(), confidence - shift, 0.0)
-    stats = torch.zeros(3, buckets, dtype=work, device=probs.device)
-    stats[0].index_add_(0, slot, weight)
-    stats[1].index_add_(0, slot, deviation)
-    stats[2].index_add_(0, slot, deviation * deviation)
+    if per_class:
+        stats = torch.zeros(3, buckets, dtype=work, device=probs.device)
+        stats[0].index_add_(0, slot, weight)
+        stats[1].index_add_(0, slot, deviation)
+        stats[2].index_add_(0, slot, deviation * deviation)
+    else:  # plain sums (an index_add into one bucket also trips inductor's CPU codegen)
+        stats = torch.stack((weight.sum(), deviation.sum(), (deviation * deviation).sum()))
+        stats = stats.unsqueeze(1)
     all_reduce_sum(stats, group)
     wide = torch.float64 if stats.device.type != "mps" else torch.float32
     count, first, second = stats.to(wide).unbind(0)
