@@ -155,7 +155,9 @@ CASES: list[Case] = [
         _module(lambda k: pseudosel.FlexMatchSelector(k, NUM_UNLABELED, tau=0.6), index=_index),
         dense=False,
     ),
-    Case("FlexMatchSelector/class-wise", _module(lambda k: pseudosel.FlexMatchSelector(k, tau=0.6))),
+    Case(
+        "FlexMatchSelector/class-wise", _module(lambda k: pseudosel.FlexMatchSelector(k, tau=0.6))
+    ),
     Case("FreeMatchSelector", _module(lambda k: pseudosel.FreeMatchSelector(k, momentum=0.9))),
     Case(
         "FreeMatchSelector/quantile",
@@ -167,11 +169,14 @@ CASES: list[Case] = [
         _module(lambda k: pseudosel.SoftMatchSelector(k, momentum=0.9, per_class=True)),
     ),
     Case(
-        "AdaMatchSelector", _module(lambda k: pseudosel.AdaMatchSelector(0.7), probs_labeled=_labeled)
+        "AdaMatchSelector",
+        _module(lambda k: pseudosel.AdaMatchSelector(0.7), probs_labeled=_labeled),
     ),
     Case("DashSelector", _module(lambda k: pseudosel.DashSelector(0.8, update_every=2))),
     Case("EntropySplitSelector", _module(lambda k: pseudosel.EntropySplitSelector(5))),
-    Case("DistributionAlignment", _module(lambda k: pseudosel.DistributionAlignment(k, momentum=0.9))),
+    Case(
+        "DistributionAlignment", _module(lambda k: pseudosel.DistributionAlignment(k, momentum=0.9))
+    ),
     Case(
         "DistributionAlignment/target=model",
         _module(

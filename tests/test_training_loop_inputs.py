@@ -9,7 +9,6 @@ import weakref
 
 import pytest
 import torch
-
 from probability_maps import classifier_outputs, smooth_maps
 from selector_zoo import CASES, outputs_of, state_of
 
@@ -81,7 +80,8 @@ def test_non_finite_values_at_ignored_positions_never_reach_state(case, poison):
             elif a.shape == valid.shape and a.dtype != torch.bool:
                 a, b = a[valid], b[valid]  # labels/weights/scores: valid positions
             torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"{case.name} step {i}")
-        for a, b in zip(state_of(clean_module, clean_step), state_of(dirty_module, dirty_step)):
+        clean_state = state_of(clean_module, clean_step)
+        for a, b in zip(clean_state, state_of(dirty_module, dirty_step), strict=True):
             if b.is_floating_point():
                 assert torch.isfinite(b).all(), f"{case.name}: non-finite state at step {i}"
             torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"{case.name} state step {i}")
@@ -95,9 +95,7 @@ def test_non_finite_values_at_ignored_labeled_positions_stay_out(kind, poison):
     import pseudosel
     import pseudosel.functional as F
 
-    align = {
-        tag: pseudosel.DistributionAlignment(4, momentum=0.5, target="model") for tag in "cd"
-    }
+    align = {tag: pseudosel.DistributionAlignment(4, momentum=0.5, target="model") for tag in "cd"}
     for i in range(4):
         probs = smooth_maps(2, 4, 5, 5, seed=i)
         labeled = smooth_maps(3, 4, 5, 5, seed=50 + i)
