@@ -56,8 +56,25 @@ KernelFactory = Callable[[torch.Tensor], dict[str, Callable[[], object]]]
 
 
 def parse_size(text: str) -> tuple[int, ...]:
-    """``"8x21x321x321"`` → (8, 21, 321, 321)."""
-    return tuple(int(part) for part in text.lower().split("x"))
+    """``"8x21x321x321"`` → (8, 21, 321, 321): N x K [x spatial], positive, K >= 2.
+
+    Raises ``TypeError`` for a non-string and ``ValueError`` naming the text otherwise.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"a size must be a string like '8x21x321x321', got {text!r}")
+    parts = text.strip().lower().split("x")
+    if len(parts) < 2 or not all(part.isascii() and part.isdigit() for part in parts):
+        raise ValueError(
+            f"{text!r} is not a shape like 448x10 or 8x21x321x321 (N x K [x H x W]: positive "
+            "integers joined by 'x')"
+        )
+    shape = tuple(int(part) for part in parts)
+    if min(shape) < 1 or shape[1] < 2:
+        raise ValueError(
+            f"{text!r} is not a shape like 448x10 or 8x21x321x321: every size must be >= 1 "
+            "and K (the second) >= 2"
+        )
+    return shape
 
 
 def make_probs(shape: Sequence[int], dtype: torch.dtype, device: str | torch.device):
@@ -236,6 +253,9 @@ def run(
     An extra factory may return a tuple ``(kernels, checked)``: ``checked`` says whether its
     results were verified against ``pseudosel.functional.csl`` on that input.
     """
+    if isinstance(sizes, str):
+        raise TypeError(f"sizes must be a list of shapes like ['448x10'], got {sizes!r}")
+    shapes = [parse_size(size) for size in sizes]  # every size checked before any timing
     where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     report = Report(
         schema=SCHEMA,
@@ -249,8 +269,7 @@ def run(
         quick=quick,
         command=command,
     )
-    for size in sizes:
-        shape = parse_size(size)
+    for shape in shapes:
         for dtype_name in dtypes:
             probs = make_probs(shape, getattr(torch, dtype_name), where)
             if compiled:

@@ -1,7 +1,10 @@
 """The ``pseudosel`` command line.
 
-- ``pseudosel compare PREDICTIONS`` — compare selectors on saved predictions and true labels;
-- ``pseudosel bench`` — time the selection kernels against ``probs.max(dim=1)``.
+  pseudosel compare PREDICTIONS   compare selectors on saved predictions and true labels
+  pseudosel bench                 time the selection kernels against probs.max(dim=1)
+
+Also runs as "python -m pseudosel". Exit status: 0 on success, 2 for a bad argument or a bad
+input file, 1 when a file cannot be written; errors go to stderr as one message.
 """
 
 from __future__ import annotations
@@ -14,6 +17,84 @@ from pathlib import Path
 
 __all__ = ["main"]
 
+COMPARE_DESCRIPTION = """\
+Compare pseudo-label selectors on saved predictions with their true labels: stream the file
+through every selector, print coverage, precision, weighted precision, recall, AUROC and
+mean weight, and write compare.json and PNG plots under --out.
+
+Input: one .npz file (read without pickles) or .pt file (read with weights_only=True) that
+maps these names to arrays (N samples, K classes, optional H x W positions):
+  probs        float (N, K) or (N, K, H, W): probabilities along K, finite, in [0, 1],
+               summing to 1 at every valid position
+  logits       the same shape, raw scores: softmax over K is applied (store exactly one of
+               probs and logits; pass --from-logits when logits were saved as probs)
+  labels       integer (N) or (N, H, W): the true class, or --ignore-index where unknown
+  valid        optional bool (N) or (N, H, W): False marks positions no selector sees
+  ignore_mask  optional integer (N) or (N, H, W), instead of valid: the value
+               --ignore-index marks ignored positions (it must fit the array's dtype)
+Each batch is checked as it is read; a bad file stops with a message naming the key and the
+first offending sample, and exit status 2.
+
+Example:
+  pseudosel compare predictions.npz --selectors threshold threshold:0.9 freematch csl
+"""
+
+
+def _integer(option: str, example: int, *, positive: bool = False):
+    """An argparse type: an int (> 0 with ``positive``), or an error with an example."""
+    what = "a positive integer" if positive else "an integer"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or (positive and value < 1):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}; e.g. {option} {example}")
+        return value
+
+    return parse
+
+
+def _size(text: str) -> str:
+    """An argparse type for --sizes: the text, once it parses as a shape."""
+    from pseudosel.benchmark import parse_size
+
+    try:
+        parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error}; e.g. --sizes 448x10 8x21x321x321") from None
+    return text
+
+
+def _device(text: str) -> str:
+    """An argparse type for --device: a torch device string that this machine has."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a torch device; e.g. --device cpu or --device cuda:0"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not available here (torch.cuda.is_available() is False); "
+            "e.g. --device cpu"
+        )
+    return text
+
+
+def _selector(text: str) -> str:
+    """An argparse type for --selectors: a valid ``name[:tau]`` spec."""
+    from pseudosel.compare import parse_selector
+
+    try:
+        parse_selector(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
 
 def _bench_parser(sub) -> None:
     bench = sub.add_parser(
@@ -25,8 +106,9 @@ def _bench_parser(sub) -> None:
     bench.add_argument(
         "--sizes",
         nargs="+",
+        type=_size,
         default=None,
-        help="shapes like 448x10 or 8x21x321x321 (default: the standard set)",
+        help="shapes N x K [x H x W] like 448x10 or 8x21x321x321 (default: the standard set)",
     )
     bench.add_argument(
         "--dtypes",
@@ -34,8 +116,15 @@ def _bench_parser(sub) -> None:
         default=["float32", "bfloat16"],
         choices=["float32", "bfloat16", "float16", "float64"],
     )
-    bench.add_argument("--repeats", type=int, default=21, help="timed calls (median)")
-    bench.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    bench.add_argument(
+        "--repeats",
+        type=_integer("--repeats", 21, positive=True),
+        default=21,
+        help="timed calls (median)",
+    )
+    bench.add_argument(
+        "--device", type=_device, default=None, help="cpu or cuda (default: cuda if present)"
+    )
     bench.add_argument(
         "--large",
         action="store_true",
@@ -81,27 +170,46 @@ def _compare_parser(sub) -> None:
     compare = sub.add_parser(
         "compare",
         help="compare selectors on a predictions file with true labels",
-        description="Stream a .npz/.pt file of probs or logits (N, K[, H, W]) and true labels "
-        "through every selector; print coverage, precision, weighted precision, recall, AUROC "
-        "and mean weight, and write JSON and PNG plots.",
+        description=COMPARE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    compare.add_argument("predictions", type=Path)
+    compare.add_argument(
+        "predictions",
+        type=Path,
+        help=".npz or .pt file with probs or logits, labels and optionally valid or ignore_mask",
+    )
     compare.add_argument(
         "--selectors",
         nargs="+",
+        type=_selector,
         default=DEFAULT_SELECTORS,
-        help=f"from {', '.join(SELECTOR_NAMES)}; threshold:TAU sets tau "
+        help=f"from {', '.join(SELECTOR_NAMES)}; threshold:TAU sets tau in [0, 1] "
         f"(default: {' '.join(DEFAULT_SELECTORS)})",
     )
-    compare.add_argument("--out", type=Path, default=Path("results/compare"))
+    compare.add_argument(
+        "--from-logits",
+        action="store_true",
+        help="the predictions are logits whatever their key: apply softmax over K",
+    )
+    compare.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/compare"),
+        help="folder for compare.json and the plots (default: results/compare)",
+    )
     compare.add_argument(
         "--batch-size",
-        type=int,
+        type=_integer("--batch-size", 64, positive=True),
         default=64,
         help="samples per batch (memory is bounded by the batch)",
     )
-    compare.add_argument("--ignore-index", type=int, default=255)
-    compare.add_argument("--no-plots", action="store_true")
+    compare.add_argument(
+        "--ignore-index",
+        type=_integer("--ignore-index", 255),
+        default=255,
+        help="label (and ignore_mask) value of unknown / ignored positions (default: 255)",
+    )
+    compare.add_argument("--no-plots", action="store_true", help="write compare.json only")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -113,6 +221,7 @@ def _compare(args: argparse.Namespace) -> int:
         out=args.out,
         batch_size=args.batch_size,
         ignore_index=args.ignore_index,
+        from_logits=args.from_logits,
         plots=not args.no_plots,
     )
     print(table(report))
@@ -121,7 +230,12 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None, *, extra=()) -> int:
-    """Entry point of the ``pseudosel`` script. Input errors exit with status 2."""
+    """Entry point of the ``pseudosel`` script and ``python -m pseudosel``; returns the status.
+
+    Argument errors exit through argparse (status 2, usage on stderr); a bad input file
+    returns 2 and an unwritable output returns 1, each with one message on stderr and no
+    traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="pseudosel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -134,9 +248,12 @@ def main(argv: Sequence[str] | None = None, *, extra=()) -> int:
         if args.command == "compare":
             return _compare(args)
         return _bench(args, extra, argv)
-    except ValueError as error:
+    except ValueError as error:  # input errors; a TypeError is a bug and keeps its traceback
         print(f"pseudosel {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        print(f"pseudosel {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,10 +2,16 @@
 
 Reads a predictions file — ``.npz`` (loaded without pickles) or ``.pt`` (loaded with
 ``weights_only=True``) holding ``probs`` or ``logits`` (N, K[, H, W]), ``labels`` (the true
-labels) and optionally ``valid`` or ``ignore_mask`` — streams it in batches of whole samples
-(memory bounded by the batch, and CSL's groups stay whole images), runs every selector on
-every batch and reports coverage, precision, weighted precision, recall, AUROC and mean
-weight, plus a threshold sweep, a reliability diagram and CSL's feature space.
+labels, ``ignore_index`` where unknown) and optionally ``valid`` (bool) or ``ignore_mask``
+(integers, ``ignore_index`` = ignored) — streams it in batches of whole samples (memory
+bounded by the batch, and CSL's groups stay whole images), runs every selector on every
+batch and reports coverage, precision, weighted precision, recall, AUROC and mean weight,
+plus a threshold sweep, a reliability diagram and CSL's feature space.
+
+Every batch is checked as it is read: ``probs`` must be finite, in [0, 1] and sum to 1 along
+dim 1 at the valid positions; ``logits`` (or ``probs`` read with ``from_logits=True``) must be
+finite there. A file that fails raises ``ValueError`` naming the file, the key and the first
+offending sample; when the rows look like logits it suggests ``--from-logits``.
 
 Stateful selectors (FlexMatch, FreeMatch, SoftMatch) run in training mode over the batches
 in file order, as during one epoch; classification CSL draws one boundary per batch.
@@ -26,8 +32,16 @@ from torch import Tensor
 
 import pseudosel
 from pseudosel.metrics import SelectionStats
+from pseudosel.validation import check_ignore_index, sum_tolerance
 
-__all__ = ["PredictionFile", "compare", "feature_space_sample", "make_selector", "table"]
+__all__ = [
+    "PredictionFile",
+    "compare",
+    "feature_space_sample",
+    "make_selector",
+    "parse_selector",
+    "table",
+]
 
 DEFAULT_SELECTORS = ["threshold", "threshold:0.9", "flexmatch", "freematch", "softmatch", "csl"]
 SELECTOR_NAMES = (
@@ -74,14 +88,22 @@ class _NpyMember:
 class PredictionFile:
     """A predictions file opened for streaming; raises ``ValueError`` naming what is wrong.
 
+    ``from_logits=True`` reads the predictions as logits (softmax over dim 1) whatever their
+    key; a ``logits`` key is always read so.
+
     Attributes:
         size: number of samples N; shape: (N, K, *spatial) of the predictions;
-        num_classes: K; from_logits: whether the file holds logits.
+        num_classes: K; from_logits: whether the predictions are read as logits.
     """
 
-    def __init__(self, path: str | Path, *, ignore_index: int = 255) -> None:
+    def __init__(
+        self, path: str | Path, *, ignore_index: int = 255, from_logits: bool = False
+    ) -> None:
         self.path = Path(path)
-        self.ignore_index = ignore_index
+        self.ignore_index = check_ignore_index(ignore_index)
+        if not isinstance(from_logits, bool):
+            raise TypeError(f"from_logits must be a bool, got {type(from_logits).__name__}")
+        self._force_logits = from_logits
         if not self.path.exists():
             raise ValueError(f"predictions file {self.path} does not exist")
         suffix = self.path.suffix.lower()
@@ -124,6 +146,17 @@ class PredictionFile:
         value = self._arrays[key]
         return tuple(value.shape)
 
+    def _dtype(self, key: str) -> torch.dtype:
+        value = self._arrays[key]
+        if isinstance(value, Tensor):
+            return value.dtype
+        try:
+            return torch.from_numpy(np.empty(0, dtype=value.dtype)).dtype
+        except TypeError as error:
+            raise ValueError(
+                f"{self.path.name}: {key!r} has dtype {value.dtype}, which torch cannot read"
+            ) from error
+
     def _check(self) -> None:
         keys = set(self._arrays)
         present = [k for k in ("probs", "logits") if k in keys]
@@ -133,7 +166,7 @@ class PredictionFile:
                 f"it holds {sorted(keys) or 'nothing'}"
             )
         self.key = present[0]
-        self.from_logits = self.key == "logits"
+        self.from_logits = self.key == "logits" or self._force_logits
         if "labels" not in keys:
             raise ValueError(
                 f"{self.path.name} has no 'labels' (the true labels); it holds {sorted(keys)}"
@@ -159,6 +192,22 @@ class PredictionFile:
                     f"{key!r} must have shape {positions} (that of {self.key!r} {shape} without "
                     f"dim 1), got {self._shape(key)}"
                 )
+        if self.mask_key == "ignore_mask":
+            mask_dtype = self._dtype("ignore_mask")
+            if mask_dtype == torch.bool or mask_dtype.is_floating_point or mask_dtype.is_complex:
+                raise ValueError(
+                    f"{self.path.name}: 'ignore_mask' must hold integers (ignore_index="
+                    f"{self.ignore_index} marks ignored positions), got dtype {mask_dtype}; "
+                    "save a bool mask under 'valid' instead"
+                )
+            info = torch.iinfo(mask_dtype)
+            if not info.min <= self.ignore_index <= info.max:
+                raise ValueError(
+                    f"{self.path.name}: ignore_index={self.ignore_index} (--ignore-index) is "
+                    f"outside the range [{info.min}, {info.max}] of 'ignore_mask' (dtype "
+                    f"{mask_dtype}), so no position could equal it; pass an ignore_index in "
+                    "that range, or save ignore_mask as int64"
+                )
 
     def _rows(self, key: str, start: int, stop: int) -> Tensor:
         value = self._arrays[key]
@@ -170,15 +219,20 @@ class PredictionFile:
         """(probs float32, labels long, valid bool or None) for consecutive sample ranges."""
         for start in range(0, self.size, batch_size):
             stop = min(start + batch_size, self.size)
-            probs = self._rows(self.key, start, stop).float()
-            if self.from_logits:
-                probs = probs.softmax(1)
+            raw = self._rows(self.key, start, stop)
             labels = self._rows("labels", start, stop).long()
             valid = None
             if self.mask_key == "valid":
                 valid = self._rows("valid", start, stop).bool()
             elif self.mask_key == "ignore_mask":
                 valid = self._rows("ignore_mask", start, stop) != self.ignore_index
+            probs = raw.float()
+            if self.from_logits:
+                self._check_logits(probs, valid, start)
+                probs = probs.softmax(1)
+            else:
+                tol = sum_tolerance(raw.dtype if raw.is_floating_point() else torch.float32)
+                self._check_probabilities(probs, valid, start, tol)
             known = labels != self.ignore_index
             if valid is not None:
                 known &= valid
@@ -192,19 +246,115 @@ class PredictionFile:
                 )
             yield probs, labels, valid
 
+    def _where(self, bad: Tensor, start: int) -> tuple[int, ...]:
+        """The first True position of ``bad`` (N, *spatial), as (sample, *spatial) in the file."""
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        return (start + first[0], *first[1:])
 
-def make_selector(spec: str, num_classes: int, num_samples: int, dense: bool):
-    """A callable (probs, valid, index) → Selection for ``spec`` = ``name[:tau]``."""
-    name, _, value = spec.partition(":")
+    def _describe(self, where: tuple[int, ...]) -> str:
+        sample = f"sample {where[0]}"
+        return sample + (f" at position {where[1:]}" if len(where) > 1 else "")
+
+    def _check_logits(self, logits: Tensor, valid: Tensor | None, start: int) -> None:
+        """Logits must be finite at the valid positions (softmax turns NaN/inf into NaN)."""
+        ok = torch.isfinite(logits).all(1)
+        if valid is not None:
+            ok |= ~valid
+        if bool(ok.all()):
+            return
+        where = self._where(~ok, start)
+        row = logits[(where[0] - start, slice(None), *where[1:])]
+        raise ValueError(
+            f"{self.path.name}: {self.key!r} read as logits must be finite at valid positions; "
+            f"{self._describe(where)} holds {_preview(row)}"
+        )
+
+    def _check_probabilities(
+        self, probs: Tensor, valid: Tensor | None, start: int, tol: float
+    ) -> None:
+        """Finite, >= 0, <= 1, summing to 1 within ``tol`` along dim 1 at valid positions."""
+        row_sum = probs.sum(1)
+        row_min = probs.amin(1)
+        row_max = probs.amax(1)
+        ok = (row_min >= 0) & (row_max <= 1) & ((row_sum - 1).abs() <= tol)  # NaN: False
+        if valid is not None:
+            ok |= ~valid
+        if bool(ok.all()):
+            return
+        where = self._where(~ok, start)
+        at = (where[0] - start, *where[1:])
+        total, low, high = float(row_sum[at]), float(row_min[at]), float(row_max[at])
+        message = (
+            f"{self.path.name}: {self.key!r} must hold probabilities along dim 1 (finite, in "
+            f"[0, 1], summing to 1 within {tol:.3g}) at valid positions; "
+            f"{self._describe(where)} has sum {total:.6g}, minimum {low:.6g}, maximum "
+            f"{high:.6g}"
+        )
+        if not all(math.isfinite(v) for v in (total, low, high)):
+            message += " (NaN or infinite values: check the model's outputs before saving)"
+        elif low < 0 or high > 1 or abs(total - 1) > 0.05:
+            message += (
+                ". These look like logits: rerun with --from-logits (from_logits=True in "
+                "Python), or save them under the key 'logits'"
+            )
+        else:
+            message += ". Renormalise the rows (probs / probs.sum(1, keepdim=True)) before saving"
+        raise ValueError(message)
+
+
+def _preview(row: Tensor, limit: int = 6) -> str:
+    values = ", ".join(f"{float(v):.4g}" for v in row[:limit])
+    return f"[{values}{', ...' if len(row) > limit else ''}]"
+
+
+def parse_selector(spec: object) -> tuple[str, float | None]:
+    """Split a selector spec ``name[:tau]`` into ``(name, tau or None)``; raise if malformed.
+
+    Raises:
+        TypeError: ``spec`` is not a string.
+        ValueError: unknown name, a value on a selector other than threshold, or a tau that
+            is not a number in [0, 1]; the message shows a valid example.
+
+    Example:
+        >>> parse_selector("threshold:0.9")
+        ('threshold', 0.9)
+        >>> parse_selector("csl")
+        ('csl', None)
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"a selector spec must be a string like 'threshold:0.9', got {spec!r}")
+    name, colon, value = spec.partition(":")
     if name not in SELECTOR_NAMES:
         raise ValueError(
             f"unknown selector {spec!r}; choose from {', '.join(SELECTOR_NAMES)} "
             "(threshold takes an optional tau, e.g. threshold:0.9)"
         )
-    if value and name != "threshold":
-        raise ValueError(f"only threshold takes a value (threshold:TAU), got {spec!r}")
+    if not colon:
+        return name, None
+    if name != "threshold":
+        raise ValueError(
+            f"only threshold takes a value (threshold:TAU, e.g. threshold:0.9), got {spec!r}"
+        )
+    try:
+        tau = float(value)
+    except ValueError:
+        tau = math.nan
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(
+            f"{spec!r}: tau {value!r} is not a number in [0, 1]; write e.g. threshold:0.9"
+        )
+    return name, tau
+
+
+def make_selector(spec: str, num_classes: int, num_samples: int, dense: bool):
+    """A callable (probs, valid, index) → Selection for ``spec`` = ``name[:tau]``.
+
+    Selectors run with ``validate=False``: :meth:`PredictionFile.batches` has checked the
+    values already.
+    """
+    name, value = parse_selector(spec)
     if name == "threshold":
-        tau = float(value) if value else 0.95
+        tau = 0.95 if value is None else value
         return lambda probs, valid, index: pseudosel.functional.threshold(
             probs, tau, valid=valid, validate=False
         )
@@ -273,43 +423,63 @@ def compare(
     out: str | Path | None = None,
     batch_size: int = 64,
     ignore_index: int = 255,
+    from_logits: bool = False,
     plots: bool = True,
     progress: bool = True,
 ) -> dict:
-    """Run the comparison; return (and with ``out`` write) the report. See the module doc."""
+    """Run the comparison; return (and with ``out`` write) the report. See the module doc.
+
+    ``from_logits=True`` applies softmax over dim 1 to the predictions, whatever their key.
+    Raises ``ValueError`` for a malformed file, predictions that are not probabilities
+    (suggesting ``from_logits`` when they look like logits), NaN/inf, or a bad selector spec.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    source = PredictionFile(path, ignore_index=ignore_index)
+    if isinstance(selectors, str):
+        raise TypeError(
+            f"selectors must be a list of specs such as ['threshold:0.9', 'csl'], got the "
+            f"string {selectors!r}"
+        )
     specs = selectors or DEFAULT_SELECTORS
+    for spec in specs:
+        parse_selector(spec)
+    source = PredictionFile(path, ignore_index=ignore_index, from_logits=from_logits)
+    if out is not None:  # an output that cannot be written fails before the work, not after
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
     dense = len(source.shape) > 2
     runners = {spec: make_selector(spec, source.num_classes, source.size, dense) for spec in specs}
     stats = {spec: SelectionStats(source.num_classes) for spec in specs}
     sweep = _Sweep.empty()
     scatter = None
-    batches = source.batches(batch_size)
-    total = math.ceil(source.size / batch_size)
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            batches = tqdm(batches, total=total, desc="compare", unit="batch")
-        except ImportError:
-            pass
+    bar = _progress_bar(math.ceil(source.size / batch_size)) if progress else None
     start = 0
-    with torch.no_grad():
-        for probs, labels, valid in batches:
-            index = torch.arange(start, start + probs.shape[0])
-            start += probs.shape[0]
-            confidence, predicted = probs.max(1)
-            known = labels != ignore_index
-            if valid is not None:
-                known &= valid
-            sweep.add(confidence, predicted == labels, known)
-            target = labels.masked_fill(~known, ignore_index)
-            for spec, run in runners.items():
-                stats[spec].update(run(probs, valid, index), target)
-            if scatter is None:
-                scatter = feature_space_sample(probs, labels, known, dense)
+    try:
+        with torch.no_grad():
+            for probs, labels, valid in source.batches(batch_size):
+                index = torch.arange(start, start + probs.shape[0])
+                start += probs.shape[0]
+                confidence, predicted = probs.max(1)
+                known = labels != ignore_index
+                if valid is not None:
+                    known &= valid
+                sweep.add(confidence, predicted == labels, known)
+                target = labels.masked_fill(~known, ignore_index)
+                for spec, run in runners.items():
+                    stats[spec].update(run(probs, valid, index), target)
+                if scatter is None:
+                    scatter = feature_space_sample(probs, labels, known, dense)
+                if bar is not None:
+                    bar.update()
+    except BaseException:
+        if bar is not None:
+            bar.leave = False  # erase the bar, so that the error message stands alone
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
     report = {
         "file": str(path),
         "samples": source.size,
@@ -323,13 +493,20 @@ def compare(
         "reliability": sweep.reliability(),
     }
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         (out / "compare.json").write_text(json.dumps(report, indent=2))
         if plots:
             report["plots"] = _plots(report, scatter, out)
             (out / "compare.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _progress_bar(total: int):
+    """A tqdm bar over ``total`` batches, or None without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="compare", unit="batch")
 
 
 def feature_space_sample(probs: Tensor, labels: Tensor, known: Tensor, dense: bool) -> dict:

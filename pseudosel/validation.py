@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 from torch import Tensor
 
 __all__ = [
     "check_choice",
+    "check_ignore_index",
     "check_probability_values",
     "check_probs",
     "check_real",
@@ -72,12 +73,21 @@ def resolve_valid(
         valid: optional bool (N, *spatial); True marks positions that take part.
         ignore_mask: optional integer (N, *spatial) map in UniMatch's convention:
             positions equal to ``ignore_index`` are ignored. Exclusive with ``valid``.
-        ignore_index: the value of ``ignore_mask`` that marks an ignored position. Default 255.
+        ignore_index: the value of ``ignore_mask`` that marks an ignored position, an int
+            within the range of ``ignore_mask``'s dtype (0..255 for uint8). Default 255.
 
     Returns:
         bool tensor (N, *spatial) on the device of ``probs``; all True when neither is given.
+
+    Raises:
+        TypeError: ``ignore_index`` is not an int (None, a float or a bool), or ``valid`` /
+            ``ignore_mask`` have the wrong type or dtype.
+        ValueError: shapes or devices differ from those of ``probs``, both masks are given, or
+            ``ignore_index`` lies outside the range of ``ignore_mask``'s dtype (e.g. -1 with
+            uint8, which would otherwise wrap around and ignore the 255 positions).
     """
     expected = _position_shape(probs)
+    check_ignore_index(ignore_index)
     if valid is not None and ignore_mask is not None:
         raise ValueError(
             "pass either valid (bool, True = use) or ignore_mask (ignore_index = ignored), not both"
@@ -95,6 +105,7 @@ def resolve_valid(
                 f"positions (use valid= for a bool mask), got dtype {ignore_mask.dtype}"
             )
         _check_position_tensor("ignore_mask", ignore_mask, probs, expected)
+        check_ignore_index(ignore_index, ignore_mask.dtype)
         return ignore_mask != ignore_index
     if valid is None:
         return torch.ones(expected, dtype=torch.bool, device=probs.device)
@@ -106,6 +117,46 @@ def resolve_valid(
         raise TypeError(f"valid must be a torch.bool tensor, got dtype {valid.dtype}")
     _check_position_tensor("valid", valid, probs, expected)
     return valid
+
+
+def check_ignore_index(ignore_index: object, dtype: torch.dtype | None = None) -> int:
+    """Check that ``ignore_index`` is an int that an integer ``dtype`` can hold; return it.
+
+    Without ``dtype`` only the type is checked. With an integer ``dtype`` (that of the
+    ``ignore_mask`` it is compared with), a value outside ``torch.iinfo(dtype)`` is refused:
+    no element could equal it, and torch would compare after wrapping it around (-1 in
+    uint8 is 255).
+
+    Raises:
+        TypeError: not an int (None, float, bool, str, ...).
+        ValueError: outside the range of ``dtype``.
+
+    Example:
+        >>> import torch
+        >>> check_ignore_index(255, torch.uint8)
+        255
+        >>> check_ignore_index(-1, torch.uint8)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: ignore_index=-1 is outside the range [0, 255] of ignore_mask's dtype...
+    """
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, Integral):
+        raise TypeError(
+            "ignore_index must be an int, the value of ignore_mask that marks ignored "
+            f"positions (default 255), got {type(ignore_index).__name__} {ignore_index!r}"
+        )
+    value = int(ignore_index)
+    integer = dtype is not None and not (dtype.is_floating_point or dtype.is_complex)
+    if integer and dtype != torch.bool:
+        info = torch.iinfo(dtype)
+        if not info.min <= value <= info.max:
+            raise ValueError(
+                f"ignore_index={value} is outside the range [{info.min}, {info.max}] of "
+                f"ignore_mask's dtype {dtype}, so no position could equal it (torch would "
+                "wrap it around); pass an ignore_index within that range or convert "
+                "ignore_mask first, e.g. ignore_mask.long()"
+            )
+    return value
 
 
 def _check_position_tensor(

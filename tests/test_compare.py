@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import subprocess
 import sys
@@ -185,3 +186,126 @@ def test_pickled_objects_are_refused(tmp_path):
         archive.writestr("readme.txt", "hello")
     with pytest.raises(ValueError, match="exactly one of 'probs' or 'logits'"):
         PredictionFile(tmp_path / "notnpy.npz")
+
+
+def _last_line(text: str) -> str:
+    """The last line written to a terminal (a progress bar is erased with carriage returns)."""
+    return text.replace("\r", "\n").strip().splitlines()[-1]
+
+
+@pytest.fixture
+def logits_as_probs(tmp_path):
+    logits = torch.randn(20, 5, generator=torch.Generator().manual_seed(4)) * 3
+    labels = logits.argmax(1)
+    path = tmp_path / "mislabelled.npz"
+    np.savez(path, probs=logits.numpy(), labels=labels.numpy())
+    return path, logits, labels
+
+
+def test_logits_saved_as_probs_are_refused_with_a_from_logits_hint(logits_as_probs, tmp_path):
+    path, logits, labels = logits_as_probs
+    with pytest.raises(
+        ValueError,
+        match=r"mislabelled\.npz: 'probs' must hold probabilities along dim 1 .*sample 0 has "
+        r"sum .*These look like logits: rerun with --from-logits",
+    ):
+        compare(path, progress=False)
+    # --from-logits reads them as logits: the same report as the file saved under 'logits'
+    fixed = compare(path, selectors=["threshold", "csl"], from_logits=True, progress=False)
+    proper = tmp_path / "proper.npz"
+    np.savez(proper, logits=logits.numpy(), labels=labels.numpy())
+    expected = compare(proper, selectors=["threshold", "csl"], progress=False)
+    assert fixed["selectors"] == expected["selectors"]
+
+
+def test_logits_saved_as_probs_through_python_dash_m(logits_as_probs, tmp_path):
+    path, _, _ = logits_as_probs
+    command = [sys.executable, "-m", "pseudosel", "compare", str(path), "--no-plots"]
+    command += ["--out", str(tmp_path / "o")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    message = _last_line(result.stderr)
+    assert message.startswith("pseudosel compare: error: mislabelled.npz: 'probs'")
+    assert "--from-logits" in message
+    assert "mean w" not in result.stdout  # no table is printed
+    fixed = subprocess.run([*command, "--from-logits"], capture_output=True, text=True)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "mean w" in fixed.stdout
+
+
+def test_nan_rows_are_refused_with_file_key_and_position(dense_file, tmp_path, capsys):
+    _, probs, labels = dense_file
+    probs = probs.clone()
+    probs[4, :, 3, 7] = float("nan")  # sample 4: in the second batch of 4
+    path = tmp_path / "nan.npz"
+    np.savez(path, probs=probs.numpy(), labels=labels.numpy())
+    with pytest.raises(
+        ValueError, match=r"nan\.npz: 'probs' must hold .*sample 4 at position \(3, 7\) has sum nan"
+    ):
+        compare(path, batch_size=4, progress=False)
+    argv = ["compare", str(path), "--no-plots", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "NaN or infinite" in _last_line(captured.err) and "Traceback" not in captured.err
+    assert "mean w" not in captured.out
+    # a NaN at a position marked invalid is never seen by a selector, and passes
+    valid = np.ones(labels.shape, bool)
+    valid[4, 3, 7] = False
+    np.savez(path, probs=probs.numpy(), labels=labels.numpy(), valid=valid)
+    report = compare(path, selectors=["threshold", "csl"], batch_size=4, progress=False)
+    assert all(math.isfinite(v["mean_weight"]) for v in report["selectors"].values())
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_logits_are_refused(cls_file, tmp_path, bad):
+    _, probs, labels = cls_file
+    logits = probs.log()
+    logits[123, 4] = bad
+    path = tmp_path / "bad_logits.pt"
+    torch.save({"logits": logits, "labels": labels}, path)
+    with pytest.raises(
+        ValueError,
+        match=r"bad_logits\.pt: 'logits' read as logits must be finite at valid positions; "
+        r"sample 123 holds \[",
+    ):
+        compare(path, batch_size=50, progress=False)
+
+
+def test_rows_that_do_not_sum_to_one_are_refused(tmp_path):
+    probs = torch.full((6, 4), 0.25)
+    probs[5] = torch.tensor([0.3, 0.3, 0.2, 0.21])  # 1.01: not logits, just unnormalised
+    path = tmp_path / "unnormalised.npz"
+    np.savez(path, probs=probs.numpy(), labels=np.zeros(6, np.int64))
+    with pytest.raises(ValueError, match=r"sample 5 has sum 1\.01.*Renormalise") as error:
+        compare(path, progress=False)
+    assert "--from-logits" not in str(error.value)
+    # within the stored dtype's tolerance passes: float16 rows that sum to 1 + 2e-3
+    half = torch.tensor([[0.5, 0.502], [0.25, 0.75]], dtype=torch.float16)
+    np.savez(path, probs=half.numpy(), labels=np.zeros(2, np.int64))
+    compare(path, selectors=["threshold"], progress=False)
+
+
+def test_uint8_ignore_mask_with_a_negative_ignore_index_is_refused(dense_file, tmp_path):
+    _, probs, labels = dense_file
+    ignore = np.zeros(labels.shape, np.uint8)
+    ignore[0, :4] = 255
+    path = tmp_path / "uint8.npz"
+    np.savez(path, probs=probs.numpy(), labels=labels.numpy(), ignore_mask=ignore)
+    with pytest.raises(
+        ValueError,
+        match=r"uint8\.npz: ignore_index=-1 \(--ignore-index\) is outside the range \[0, 255\] "
+        r"of 'ignore_mask' \(dtype torch\.uint8\)",
+    ):
+        compare(path, ignore_index=-1, progress=False)
+    compare(path, selectors=["threshold"], progress=False)  # 255 fits uint8
+    with pytest.raises(TypeError, match="ignore_index must be an int, .*got NoneType"):
+        compare(path, ignore_index=None, progress=False)
+
+
+def test_selector_specs_are_checked_before_reading(cls_file):
+    path, _, _ = cls_file
+    with pytest.raises(ValueError, match=r"'threshold:abc': tau 'abc' is not a number in \[0, 1\]"):
+        compare(path, selectors=["threshold:abc"], progress=False)
+    with pytest.raises(TypeError, match="selectors must be a list"):
+        compare(path, selectors="csl", progress=False)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import pseudosel.functional as F
-from pseudosel.validation import sum_tolerance
+from pseudosel import select_reliable
+from pseudosel.validation import resolve_valid, sum_tolerance
 
 SELECTORS = [F.threshold, F.csl]
 
@@ -90,3 +91,52 @@ def test_csl_option_errors(options, message):
 def test_csl_option_type_errors():
     with pytest.raises(TypeError, match="alpha must be a real number, got str"):
         F.csl(torch.full((2, 3), 1 / 3), alpha="2")
+
+
+UNSIGNED = [torch.uint8, torch.uint16, torch.uint32, torch.uint64]
+
+
+@pytest.mark.parametrize("dtype", UNSIGNED, ids=str)
+def test_negative_ignore_index_on_an_unsigned_mask_is_refused(dtype):
+    # -1 would wrap around to the dtype's maximum and silently ignore those positions
+    probs = torch.full((2, 3, 2), 1 / 3)
+    mask = torch.tensor([[0, 255], [1, 2]]).to(dtype)
+    top = torch.iinfo(dtype).max
+    with pytest.raises(
+        ValueError,
+        match=rf"ignore_index=-1 is outside the range \[0, {top}\] of ignore_mask's dtype "
+        rf"{dtype}",
+    ):
+        select_reliable(probs, "threshold", ignore_mask=mask, ignore_index=-1)
+    with pytest.raises(ValueError, match="ignore_index=-1 is outside"):
+        resolve_valid(probs, ignore_mask=mask, ignore_index=-1)
+
+
+def test_ignore_index_outside_a_signed_dtype_is_refused():
+    probs = torch.full((1, 3, 2), 1 / 3)
+    mask = torch.tensor([[-1, 3]], dtype=torch.int8)
+    with pytest.raises(ValueError, match=r"ignore_index=255 .*\[-128, 127\].*torch.int8"):
+        resolve_valid(probs, ignore_mask=mask)  # the default 255 does not fit int8
+    assert resolve_valid(probs, ignore_mask=mask, ignore_index=-1).tolist() == [[False, True]]
+
+
+def test_ignore_index_in_range_selects_the_right_positions():
+    probs = torch.full((1, 3, 3), 1 / 3)
+    mask = torch.tensor([[0, 255, 7]], dtype=torch.uint8)
+    assert resolve_valid(probs, ignore_mask=mask).tolist() == [[True, False, True]]
+    assert resolve_valid(probs, ignore_mask=mask, ignore_index=7).tolist() == [[True, True, False]]
+    sel = select_reliable(probs, "threshold", ignore_mask=mask.long(), ignore_index=-1)
+    assert sel.valid.all()
+
+
+@pytest.mark.parametrize("value", [None, 255.0, True, "255"], ids=repr)
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_ignore_index_must_be_an_int(value, with_mask):
+    probs = torch.full((2, 3), 1 / 3)
+    mask = torch.tensor([0, 255]) if with_mask else None
+    name = type(value).__name__
+    with pytest.raises(TypeError, match=rf"ignore_index must be an int.* got {name}") as error:
+        select_reliable(probs, "threshold", ignore_mask=mask, ignore_index=value)
+    assert not str(error.value).startswith("valid")  # it used to blame valid=
+    with pytest.raises(TypeError, match="ignore_index must be an int"):
+        resolve_valid(probs, ignore_mask=mask, ignore_index=value)

@@ -1,0 +1,10 @@
+"""``python -m pseudosel``: the ``pseudosel`` command line (see :mod:`pseudosel.cli`)."""
+
+from __future__ import annotations
+
+import sys
+
+from pseudosel.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
