@@ -22,7 +22,7 @@ equal to ``ignore_index``):
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -85,6 +85,7 @@ def auroc(score: Tensor, positive: Tensor, include: Tensor) -> Tensor:
     return torch.where(defined, u / (n_pos * n_neg).clamp_min(1), 0.5)
 
 
+@torch.no_grad()
 def selection_quality(
     selection: Selection,
     target: Tensor | None = None,
@@ -102,7 +103,10 @@ def selection_quality(
 
     Returns:
         dict of tensors (0-dim floats, (K,) per class); see the module docstring for the
-        definitions. Computed on the device without host synchronisation.
+        definitions. The target-based entries are present when ``target`` is given; the
+        AUROC is exact (:func:`auroc`). Computed on the device without host
+        synchronisation (nothing is read back; which keys are present depends only on
+        the arguments).
 
     Example:
         >>> import torch, pseudosel
@@ -113,13 +117,116 @@ def selection_quality(
         >>> float(quality["ratio"]), float(quality["precision"]), float(quality["accuracy"])
         (0.5, 1.0, 0.5)
     """
-    stats = SelectionStats(num_classes, bins=0, ignore_index=ignore_index)
-    stats.update(selection, target)
-    result = stats.compute(sync=False)
+    sums = _batch_sums(selection, target, ignore_index, num_classes, bins=0)
+    return _batch_result(sums, selection, target, ignore_index)
+
+
+class _Sums(NamedTuple):
+    """One batch's (or the accumulated) sums and counts, laid out as SelectionStats' buffers."""
+
+    counts: Tensor  # (len(_COUNTS),) float64
+    class_valid: Tensor  # (K,) float64, K = 0 without num_classes
+    class_selected: Tensor  # (K,) float64
+    score_hist: Tensor  # (2, bins) float64: incorrect, correct
+
+
+_COUNTS = (
+    "valid",
+    "selected",
+    "weight_sum",
+    "known",
+    "correct",
+    "selected_known",
+    "selected_correct",
+    "weight_known",
+    "weight_correct",
+    "batches_with_target",
+)
+
+
+def _batch_sums(
+    selection: Selection,
+    target: Tensor | None,
+    ignore_index: int,
+    num_classes: int | None,
+    bins: int,
+) -> _Sums:
+    """The update stage: the batch's sums and counts, on the selection's device, no sync."""
+    valid, known, correct = _positions(selection, target, ignore_index)
+    device = valid.device
+    mask = selection.mask & valid
+    weight = torch.where(valid, selection.weight, 0.0).to(torch.float64)
+    values = [valid.sum(), mask.sum(), weight.sum()]
+    score_hist = torch.zeros(2, bins, dtype=torch.float64, device=device)
+    if known is not None and correct is not None:
+        known_f = known.to(torch.float64)
+        correct_f = correct.to(torch.float64)
+        values += [
+            known.sum(),
+            correct.sum(),
+            (mask & known).sum(),
+            (mask & correct).sum(),
+            (weight * known_f).sum(),
+            (weight * correct_f).sum(),
+            torch.ones((), device=device),  # one more batch with a target
+        ]
+        if bins:
+            squashed = 0.5 + torch.atan(selection.score.to(torch.float64)) / math.pi
+            slot = (squashed * bins).long().clamp_(0, bins - 1).flatten()
+            score_hist[0].index_add_(0, slot, (known & ~correct).flatten().to(torch.float64))
+            score_hist[1].index_add_(0, slot, correct_f.flatten())
+    else:
+        values += [torch.zeros((), device=device)] * 7
+    counts = torch.stack([v.to(torch.float64) for v in values])
+    classes = num_classes or 0
+    class_valid = torch.zeros(classes, dtype=torch.float64, device=device)
+    class_selected = torch.zeros(classes, dtype=torch.float64, device=device)
+    if classes:
+        labels = selection.labels.flatten().clamp(0, classes - 1)
+        class_valid.index_add_(0, labels, valid.flatten().to(torch.float64))
+        class_selected.index_add_(0, labels, mask.flatten().to(torch.float64))
+    return _Sums(counts, class_valid, class_selected, score_hist)
+
+
+def _share(num: Tensor, den: Tensor) -> Tensor:
+    """num / den as float32, 0 where den = 0 (nothing to measure)."""
+    return torch.where(den > 0, num / den.clamp_min(1e-300), 0.0).float()
+
+
+def _derived(sums: _Sums, *, with_classes: bool, with_target: bool) -> dict[str, Tensor]:
+    """The compute stage: the numbers from the sums, on the device (no host read).
+
+    Which keys appear is decided by the two host-side flags, never by the data.
+    """
+    c = dict(zip(_COUNTS, sums.counts.unbind(0), strict=True))
+    result = {
+        "ratio": _share(c["selected"], c["valid"]),
+        "mean_weight": _share(c["weight_sum"], c["valid"]),
+    }
+    if with_classes:
+        result["accepted"] = sums.class_selected.float()
+        result["acceptance"] = _share(sums.class_selected, sums.class_valid)
+    if with_target:
+        result.update(
+            precision=_share(c["selected_correct"], c["selected_known"]),
+            weighted_precision=_share(c["weight_correct"], c["weight_known"]),
+            recall=_share(c["selected_correct"], c["correct"]),
+            accuracy=_share(c["correct"], c["known"]),
+        )
+    return result
+
+
+def _batch_result(
+    sums: _Sums, selection: Selection, target: Tensor | None, ignore_index: int
+) -> dict[str, Tensor]:
+    """One batch's numbers, with the exact AUROC when there is a target."""
+    result = _derived(
+        sums, with_classes=sums.class_valid.numel() > 0, with_target=target is not None
+    )
     if target is not None:
         _, known, correct = _positions(selection, target, ignore_index)
         assert known is not None and correct is not None
-        result["auroc"] = auroc(selection.score, correct, known).to(result["ratio"].dtype)
+        result["auroc"] = auroc(selection.score, correct, known).float()
     return result
 
 
@@ -131,11 +238,22 @@ class SelectionStats(nn.Module):
     from per-class histograms of the score mapped through ½ + atan(score)/π (monotone, so the
     ranking is kept) into ``bins`` bins, exact up to that resolution.
 
+    Neither :meth:`update`, :meth:`forward` nor :meth:`compute` synchronises with the host:
+    they only queue device work (``compute(sync=True)`` adds the all-reduce). Reading the
+    numbers (``float(v)``, ``as_log_dict(...)`` handed to a logger) is the caller's one host
+    read. Whether a target was ever given is known on the host from the calls to
+    :meth:`update`, so the target-based keys need no device read either (after
+    :meth:`load_state_dict` it is taken from the loaded counts).
+
     Args:
         num_classes: K for the per-class counts (None: no per-class numbers).
         bins: score-histogram bins for the AUROC (default 4096; 0 disables it).
         ignore_index: the unknown-label value of targets. Default 255.
         process_group: for the all-reduce in :meth:`compute`.
+
+    Buffers:
+        ``counts`` (10,) float64 sums and counts; ``class_valid``, ``class_selected`` (K,);
+        ``score_hist`` (2, bins). All of them are sums, reduced with "sum" across ranks.
 
     Example:
         >>> import torch, pseudosel
@@ -153,18 +271,7 @@ class SelectionStats(nn.Module):
     class_selected: Tensor
     score_hist: Tensor
 
-    _COUNTS = (
-        "valid",
-        "selected",
-        "weight_sum",
-        "known",
-        "correct",
-        "selected_known",
-        "selected_correct",
-        "weight_known",
-        "weight_correct",
-        "batches_with_target",
-    )
+    _COUNTS = _COUNTS
 
     def __init__(
         self,
@@ -179,94 +286,77 @@ class SelectionStats(nn.Module):
         self.bins = bins
         self.ignore_index = ignore_index
         self.process_group = process_group
-        self.register_buffer("counts", torch.zeros(len(self._COUNTS), dtype=torch.float64))
         classes = num_classes or 0
+        self.register_buffer("counts", torch.zeros(len(_COUNTS), dtype=torch.float64))
         self.register_buffer("class_valid", torch.zeros(classes, dtype=torch.float64))
         self.register_buffer("class_selected", torch.zeros(classes, dtype=torch.float64))
         self.register_buffer("score_hist", torch.zeros(2, bins, dtype=torch.float64))
+        # Host-side: has update() ever been given a target since the last reset / load?
+        self._with_target = False
 
     def reset(self) -> None:
         """Forget everything accumulated."""
         for buffer in self.buffers():
             buffer.zero_()
+        self._with_target = False
+
+    def _add(self, sums: _Sums, with_target: bool) -> None:
+        self.counts += sums.counts.to(self.counts.device)
+        self.class_valid += sums.class_valid.to(self.class_valid.device)
+        self.class_selected += sums.class_selected.to(self.class_selected.device)
+        self.score_hist += sums.score_hist.to(self.score_hist.device)
+        self._with_target |= with_target
 
     @torch.no_grad()
     def update(self, selection: Selection, target: Tensor | None = None) -> None:
         """Add one batch (no host synchronisation)."""
-        valid, known, correct = _positions(selection, target, self.ignore_index)
-        mask = selection.mask & valid
-        weight = torch.where(valid, selection.weight, 0.0).to(torch.float64)
-        values = [valid.sum(), mask.sum(), weight.sum()]
-        if known is not None and correct is not None:
-            known_f = known.to(torch.float64)
-            correct_f = correct.to(torch.float64)
-            values += [
-                known.sum(),
-                correct.sum(),
-                (mask & known).sum(),
-                (mask & correct).sum(),
-                (weight * known_f).sum(),
-                (weight * correct_f).sum(),
-                torch.ones((), device=valid.device),  # one more batch with a target
-            ]
-            if self.bins:
-                squashed = 0.5 + torch.atan(selection.score.to(torch.float64)) / math.pi
-                slot = (squashed * self.bins).long().clamp_(0, self.bins - 1).flatten()
-                self.score_hist[0].index_add_(0, slot, (known & ~correct).flatten().double())
-                self.score_hist[1].index_add_(0, slot, correct.flatten().double())
-        else:
-            values += [torch.zeros((), device=valid.device)] * 7
-        self.counts += torch.stack([v.to(torch.float64) for v in values]).to(self.counts.device)
-        if self.num_classes:
-            labels = selection.labels.flatten().clamp(0, self.num_classes - 1)
-            self.class_valid.index_add_(0, labels, valid.flatten().double())
-            self.class_selected.index_add_(0, labels, mask.flatten().double())
+        sums = _batch_sums(selection, target, self.ignore_index, self.num_classes, self.bins)
+        self._add(sums, target is not None)
 
+    @torch.no_grad()
     def forward(self, selection: Selection, target: Tensor | None = None) -> dict[str, Tensor]:
         """Update with the batch and return that batch's own :func:`selection_quality`."""
-        self.update(selection, target)
-        return selection_quality(
-            selection, target, num_classes=self.num_classes, ignore_index=self.ignore_index
-        )
+        sums = _batch_sums(selection, target, self.ignore_index, self.num_classes, self.bins)
+        self._add(sums, target is not None)
+        return _batch_result(sums, selection, target, self.ignore_index)
 
-    def _reduced(self, buffer: Tensor, sync: bool) -> Tensor:
-        return all_reduce_sum(buffer.clone(), self.process_group) if sync else buffer.clone()
-
+    @torch.no_grad()
     def compute(self, sync: bool = True) -> dict[str, Tensor]:
         """The statistics over everything since the last reset, across all ranks.
 
         Args:
             sync: all-reduce the sums over the ranks first (a collective: every rank must
-                call it). False gives this rank's own statistics.
+                call it; the same collectives run on every rank whatever it was given).
+                False gives this rank's own statistics.
 
-        The target-based numbers are present once a batch with a target has been added.
+        The target-based numbers (and ``auroc`` with ``bins`` > 0) are present once a batch
+        with a target has been given to this module's :meth:`update` (under DDP: on this
+        rank). No host synchronisation: the result stays on the device.
         """
-        counts = self._reduced(self.counts, sync)
-        c = dict(zip(self._COUNTS, counts.unbind(0), strict=True))
-
-        def share(num: Tensor, den: Tensor) -> Tensor:
-            return torch.where(den > 0, num / den.clamp_min(1e-300), 0.0).float()
-
-        result = {
-            "ratio": share(c["selected"], c["valid"]),
-            "mean_weight": share(c["weight_sum"], c["valid"]),
-        }
-        if self.num_classes:
-            class_valid = self._reduced(self.class_valid, sync)
-            class_selected = self._reduced(self.class_selected, sync)
-            result["accepted"] = class_selected.float()
-            result["acceptance"] = share(class_selected, class_valid)
-        if bool(c["batches_with_target"] > 0):  # a host read, once per compute
-            result.update(
-                precision=share(c["selected_correct"], c["selected_known"]),
-                weighted_precision=share(c["weight_correct"], c["weight_known"]),
-                recall=share(c["selected_correct"], c["correct"]),
-                accuracy=share(c["correct"], c["known"]),
-            )
-            if self.bins:
-                hist = self._reduced(self.score_hist, sync)
-                result["auroc"] = _histogram_auroc(hist[1], hist[0]).float()
+        sums = self._reduced_sums() if sync else _Sums(*(b.clone() for b in self._sums()))
+        result = _derived(sums, with_classes=bool(self.num_classes), with_target=self._with_target)
+        if self._with_target and self.bins:
+            result["auroc"] = _histogram_auroc(sums.score_hist[1], sums.score_hist[0]).float()
         return result
+
+    def _sums(self) -> _Sums:
+        return _Sums(self.counts, self.class_valid, self.class_selected, self.score_hist)
+
+    def _reduced_sums(self) -> _Sums:
+        """Every buffer summed over the ranks in one all-reduce (a copy; state unchanged)."""
+        buffers = self._sums()
+        flat = all_reduce_sum(torch.cat([b.flatten() for b in buffers]), self.process_group)
+        parts = flat.split([b.numel() for b in buffers])
+        return _Sums(*(part.view_as(b) for part, b in zip(parts, buffers, strict=True)))
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        counts = state_dict.get(prefix + "counts")
+        if isinstance(counts, Tensor) and counts.shape == self.counts.shape:
+            # loading is host-side work anyway: one read here keeps compute() free of it
+            self._with_target = bool(counts[_COUNTS.index("batches_with_target")] > 0)
 
 
 def _histogram_auroc(positive: Tensor, negative: Tensor) -> Tensor:

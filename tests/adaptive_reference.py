@@ -122,7 +122,14 @@ def ref_adamatch(probs, probs_labeled, tau=0.95):
 
 
 class RefDash:
-    def __init__(self, rho_init, update_every, gamma=1.27, c=1.0001, rho_min=0.05):
+    """USB's DashThresholdingHook: soft targets softmax(logits / T) until ρ = ρ_min, then hard.
+
+    ``step`` returns (mask, loss) over the rows; logits are log p (softmax(log p) = p).
+    """
+
+    def __init__(
+        self, rho_init, update_every, gamma=1.27, c=1.0001, rho_min=0.05, T=0.5, hard_labels=False
+    ):
         self.rho_init, self.every, self.gamma, self.c, self.rho_min = (
             rho_init,
             update_every,
@@ -130,15 +137,31 @@ class RefDash:
             c,
             rho_min,
         )
+        self.T, self.always_hard = T, hard_labels
         self.it, self.count, self.rho = 0, 0, None
+        self.use_hard_label = False
 
     def step(self, probs):
         if self.it % self.every == 0:
             self.rho = max(self.c * self.gamma ** (-self.count) * self.rho_init, self.rho_min)
             self.count += 1
         self.it += 1
-        loss = -np.log(probs.max(1))
-        return loss <= self.rho
+        self.use_hard_label = self.always_hard or self.rho == self.rho_min
+        loss = np.array([self.loss(row) for row in probs])
+        return loss <= self.rho, loss
+
+    def loss(self, p):
+        """Cross-entropy of p against argmax p (hard) or softmax(log p / T) (soft)."""
+        k = len(p)
+        if self.use_hard_label:
+            top = max(range(k), key=lambda j: p[j])
+            return -math.log(p[top])
+        # logits / T with logits = log p; a zero probability has logit −inf and weight 0
+        scaled = [math.log(p[j]) / self.T if p[j] > 0 else -math.inf for j in range(k)]
+        top = max(scaled)
+        exps = [math.exp(v - top) for v in scaled]
+        q = [e / sum(exps) for e in exps]
+        return -sum(q[j] * math.log(p[j]) for j in range(k) if q[j] > 0)
 
 
 def ref_entropy(probs):

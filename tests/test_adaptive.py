@@ -215,14 +215,134 @@ def test_adamatch_matches_reference():
         assert torch.equal(via_name.mask, sel.mask) and torch.equal(via_module.mask, sel.mask)
 
 
-def test_dash_schedule_and_masks_match_reference():
-    selector = pseudosel.DashSelector(2.0, update_every=3, gamma=2.0).double()
-    ref = RefDash(2.0, 3, gamma=2.0)
-    for probs in cls_batches(steps=20):
+def hard_dash_mask(probs, rho):
+    """The hard-label rule on its own: −log max p <= ρ (what the soft phase must not be)."""
+    return -np.log(probs.max(1)) <= rho
+
+
+def test_dash_follows_usb_soft_targets_until_rho_min_then_hard():
+    # ρ: 2.0002, 1.0001, 0.50005, ..., floor 0.05 from the 7th update (step 12) on
+    selector = pseudosel.DashSelector(2.0, update_every=2, gamma=2.0).double()
+    ref = RefDash(2.0, 2, gamma=2.0)
+    phases, soft_differs = [], False
+    for t, probs in enumerate(cls_batches(steps=18)):
         sel = selector(probs)
-        np.testing.assert_array_equal(sel.mask.numpy(), ref.step(probs.numpy()))
-        assert selector.rho.item() == pytest.approx(ref.rho, rel=1e-15)
-    assert ref.rho == 0.05 and bool(selector.use_hard_labels)
+        mask, loss = ref.step(probs.numpy())
+        assert selector.rho.item() == pytest.approx(ref.rho, rel=1e-15), t
+        assert bool(selector.use_hard_labels) == ref.use_hard_label, t
+        np.testing.assert_array_equal(sel.mask.numpy(), mask, err_msg=f"step {t}")
+        np.testing.assert_allclose(sel.score.numpy(), -loss, rtol=1e-12, atol=1e-15)
+        assert torch.equal(sel.weight, sel.mask.double())
+        assert torch.equal(sel.labels, probs.argmax(1))
+        phases.append(ref.use_hard_label)
+        if not ref.use_hard_label:
+            soft_differs |= not np.array_equal(mask, hard_dash_mask(probs.numpy(), ref.rho))
+    assert phases == [False] * 12 + [True] * 6 and ref.rho == 0.05
+    assert soft_differs  # the soft phase really keeps fewer positions than the hard rule
+
+
+def test_dash_hard_labels_option_is_the_hard_rule_from_the_start():
+    selector = pseudosel.DashSelector(2.0, update_every=3, gamma=2.0, hard_labels=True).double()
+    ref = RefDash(2.0, 3, gamma=2.0, hard_labels=True)
+    for t, probs in enumerate(cls_batches(steps=12)):
+        sel = selector(probs)
+        mask, loss = ref.step(probs.numpy())
+        assert bool(selector.use_hard_labels)
+        np.testing.assert_array_equal(sel.mask.numpy(), mask, err_msg=f"step {t}")
+        np.testing.assert_array_equal(mask, hard_dash_mask(probs.numpy(), ref.rho))
+        np.testing.assert_allclose(sel.score.numpy(), np.log(probs.numpy().max(1)), rtol=1e-12)
+    assert ref.rho > 0.05  # never reached ρ_min, hard all along
+
+
+def test_dash_dense_with_validity_matches_reference():
+    selector = pseudosel.DashSelector(1.0, update_every=2, gamma=2.0, T=0.7).double()
+    ref = RefDash(1.0, 2, gamma=2.0, T=0.7)
+    for probs, valid in dense_batches(steps=12):
+        sel = selector(probs, valid=valid)
+        mask, loss = ref.step(rows(probs, valid))
+        np.testing.assert_array_equal(masked(sel.mask, valid), mask)
+        np.testing.assert_allclose(masked(sel.score, valid), -loss, rtol=1e-12, atol=1e-15)
+        assert not sel.mask[~valid].any() and (sel.score[~valid] == 0).all()
+    assert ref.use_hard_label
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_dash_half_and_single_precision_compute_in_float32(dtype):
+    selector = pseudosel.DashSelector(0.8, update_every=100)
+    ref = RefDash(0.8, 100)
+    probs = cls_batches(steps=4)[3].to(dtype)
+    sel = selector(probs)
+    mask, loss = ref.step(probs.double().numpy())  # the module's rounded inputs
+    assert sel.score.dtype == sel.weight.dtype == torch.float32
+    np.testing.assert_allclose(sel.score.double().numpy(), -loss, rtol=2e-5, atol=1e-6)
+    away = np.abs(loss - ref.rho) > 1e-4
+    np.testing.assert_array_equal(sel.mask.numpy()[away], mask[away])
+
+
+def test_dash_soft_loss_handles_zero_probabilities_and_one_hot_rows():
+    probs = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.7, 0.3, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
+    sel = F.dash_select(probs, torch.tensor(0.5), torch.ones(4, dtype=torch.bool))
+    # q = p² / Σ p²: (0.49, 0.09) / 0.58 for the second row
+    second = -(0.49 * np.log(0.7) + 0.09 * np.log(0.3)) / 0.58
+    np.testing.assert_allclose(sel.score.numpy(), [0.0, -second, -np.log(2), 0.0], atol=1e-15)
+    assert sel.mask.tolist() == [True, True, False, True]
+    assert torch.isfinite(sel.score).all()
+
+
+def test_dash_functional_phase_flag_tensor_or_bool():
+    probs = cls_batches(steps=3)[2]
+    valid = torch.rand(len(probs), generator=torch.Generator().manual_seed(0)) > 0.2
+    rho = torch.tensor(0.6, dtype=torch.float64)
+    for flag in (True, False):
+        by_bool = F.dash_select(probs, rho, valid, use_hard_labels=flag)
+        by_tensor = F.dash_select(probs, rho, valid, use_hard_labels=torch.tensor(flag))
+        for got, want in zip(by_tensor, by_bool, strict=True):
+            assert torch.equal(got, want)
+    soft = F.dash_select(probs, rho, valid)  # default: USB's soft targets
+    hard = F.dash_select(probs, rho, valid, use_hard_labels=True)
+    assert (soft.score <= hard.score).all()  # ℓ_soft >= ℓ_hard: the soft phase keeps less
+    assert not (soft.mask & ~hard.mask).any() and soft.mask.sum() < hard.mask.sum()
+    with pytest.raises(ValueError, match=r"T must be in \(0, inf\), got 0"):
+        F.dash_select(probs, rho, valid, T=0)
+    with pytest.raises(ValueError, match="T must be in"):
+        pseudosel.DashSelector(1.0, update_every=1, T=-1.0)
+    with pytest.raises(TypeError, match="hard_labels must be a bool"):
+        pseudosel.DashSelector(1.0, update_every=1, hard_labels=1)
+
+
+def test_dash_eval_mode_keeps_state_and_phase():
+    selector = pseudosel.DashSelector(1.0, update_every=1, gamma=4.0)
+    for probs in cls_batches(steps=4):
+        selector(probs.float())
+    assert bool(selector.use_hard_labels)  # 4th update: 1.0001 / 4³ < 0.05
+    state = {k: v.clone() for k, v in selector.state_dict().items()}
+    selector.eval()
+    probs = cls_batches(steps=5)[4].float()
+    sel = selector(probs)
+    expected = F.dash_select(probs, selector.rho, sel.valid, use_hard_labels=True)
+    assert torch.equal(sel.mask, expected.mask) and torch.equal(sel.score, expected.score)
+    for key, value in selector.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert "T=0.5, hard_labels=False" in repr(selector)
+
+
+def test_dash_builds_no_graph_and_does_not_sync():
+    from host_sync_guard import forbid_host_sync
+
+    selector = pseudosel.DashSelector(1.0, update_every=2, validate=False)
+    logits = torch.randn(16, 5, requires_grad=True)
+    with forbid_host_sync():
+        for _ in range(3):
+            sel = selector(logits.softmax(1))
+        direct = F.dash_select(
+            logits.softmax(1), selector.rho, sel.valid, use_hard_labels=selector.use_hard_labels
+        )
+    assert not sel.score.requires_grad and not sel.weight.requires_grad
+    assert not direct.score.requires_grad
+    assert all(b.grad_fn is None for b in selector.buffers())
+    assert int(selector.step) == 3 and int(selector.update_count) == 2
 
 
 def test_u2pl_split_matches_numpy_percentile():

@@ -1,10 +1,12 @@
-"""Selection metrics: hand computations, AUROC against scikit-learn, accumulation."""
+"""Selection metrics: by hand, against numpy and scikit-learn over several batches, and
+free of host synchronisation (checked on CPU with tests/host_sync_guard.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from host_sync_guard import forbid_host_sync
 from sklearn.metrics import roc_auc_score
 
 import pseudosel
@@ -71,36 +73,190 @@ def test_auroc_is_half_when_undefined():
     )
 
 
-def test_stats_accumulate_like_one_big_batch():
-    gen = torch.Generator().manual_seed(1)
-    probs = torch.randn(40, 5, generator=gen).mul(2).softmax(1)
-    target = torch.where(
-        torch.rand(40, generator=gen) < 0.7,
-        probs.argmax(1),
-        torch.randint(0, 5, (40,), generator=gen),
+# ---------------------------------------------------------------- against numpy
+
+IGNORE = 255
+
+
+def random_batch(seed, shape, *, target=True, nothing_selected=False, k=4):
+    """A Selection with soft weights, ignored positions and a coarse score grid.
+
+    Scores are multiples of 0.25 in [-3, 3]: equal scores tie exactly and distinct ones land
+    in distinct histogram bins, so the binned AUROC must equal the exact one.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, k, shape, generator=gen)
+    weight = torch.rand(shape, generator=gen).mul(1.25).clamp(max=1.0)
+    valid = torch.rand(shape, generator=gen) > 0.2
+    weight = torch.where(valid, weight, 0.0)
+    mask = valid & (weight == 1) & (not nothing_selected)
+    score = torch.randint(-12, 13, shape, generator=gen).double() / 4
+    score = torch.where(valid, score, 0.0)
+    truth = torch.where(
+        torch.rand(shape, generator=gen) < 0.6, labels, torch.randint(0, k, shape, generator=gen)
     )
-    stats = SelectionStats(num_classes=5, bins=65536)
-    for chunk in range(4):
-        part = slice(10 * chunk, 10 * chunk + 10)
-        stats.update(pseudosel.select_reliable(probs[part], "threshold", tau=0.6), target[part])
-    whole = selection_quality(
-        pseudosel.select_reliable(probs, "threshold", tau=0.6), target, num_classes=5
-    )
-    result = stats.compute()
-    for key in (
-        "ratio",
-        "mean_weight",
-        "precision",
-        "weighted_precision",
-        "recall",
-        "accuracy",
-        "accepted",
-        "acceptance",
-    ):
-        torch.testing.assert_close(result[key], whole[key], msg=key)
-    assert abs(result["auroc"].item() - whole["auroc"].item()) < 1e-3  # binned AUROC
+    truth = torch.where(torch.rand(shape, generator=gen) < 0.15, IGNORE, truth)
+    return Selection(labels, weight, mask, score, valid), (truth if target else None)
+
+
+# (seed, shape, has target, nothing selected): classification and dense, with and without
+# true labels, one batch where nothing is selected
+BATCHES = [
+    (0, (30,), True, False),
+    (1, (3, 5, 6), True, False),
+    (2, (25,), False, False),
+    (3, (40,), True, True),
+    (4, (2, 7, 4), False, False),
+    (5, (50,), True, False),
+]
+
+
+def numpy_quality(batches, k=4):
+    """Literal definitions of the module docstring over a list of (selection, target)."""
+
+    def share(num, den):
+        return num / den if den > 0 else 0.0
+
+    rows = []  # one tuple per valid position: (label, weight, selected, score, truth)
+    for sel, target in batches:
+        fields = [f.flatten().numpy() for f in (sel.labels, sel.weight, sel.mask, sel.score)]
+        truth = target.flatten().numpy() if target is not None else None
+        for i, ok in enumerate(sel.valid.flatten().numpy()):
+            if ok:
+                rows.append((*(f[i] for f in fields), None if truth is None else truth[i]))
+    out = {
+        "ratio": share(sum(r[2] for r in rows), len(rows)),
+        "mean_weight": share(sum(r[1] for r in rows), len(rows)),
+        "accepted": np.array([sum(r[2] for r in rows if r[0] == c) for c in range(k)]),
+        "acceptance": np.array(
+            [
+                share(sum(r[2] for r in rows if r[0] == c), sum(1 for r in rows if r[0] == c))
+                for c in range(k)
+            ]
+        ),
+    }
+    known = [r for r in rows if r[4] is not None and r[4] != IGNORE]
+    if any(target is not None for _, target in batches):
+        correct = [r[0] == r[4] for r in known]
+        chosen = [r[2] for r in known]
+        weights = [r[1] for r in known]
+        out["precision"] = share(
+            sum(c and s for c, s in zip(correct, chosen, strict=True)), sum(chosen)
+        )
+        out["weighted_precision"] = share(
+            sum(w for c, w in zip(correct, weights, strict=True) if c), sum(weights)
+        )
+        out["recall"] = share(
+            sum(c and s for c, s in zip(correct, chosen, strict=True)), sum(correct)
+        )
+        out["accuracy"] = share(sum(correct), len(known))
+        out["auroc"] = roc_auc_score(correct, [r[3] for r in known])
+    return out
+
+
+def assert_matches_numpy(result, expected):
+    assert set(result) == set(expected)
+    for key, value in expected.items():
+        assert result[key].dtype == torch.float32, key
+        np.testing.assert_allclose(
+            result[key].numpy(),
+            np.asarray(value, dtype=np.float64),
+            rtol=1e-6,
+            atol=1e-7,
+            err_msg=key,
+        )
+
+
+def test_stats_over_several_batches_match_numpy():
+    batches = [random_batch(s, shape, target=t, nothing_selected=n) for s, shape, t, n in BATCHES]
+    assert not batches[3][0].mask.any() and batches[3][0].weight.sum() > 0
+    stats = SelectionStats(num_classes=4)
+    for sel, target in batches:
+        stats.update(sel, target)
+    assert_matches_numpy(stats.compute(), numpy_quality(batches))
+    assert_matches_numpy(stats.compute(sync=False), numpy_quality(batches))
     stats.reset()
     assert stats.counts.sum() == 0 and stats.compute()["ratio"] == 0
+    assert "precision" not in stats.compute()  # the target flag is reset too
+
+
+@pytest.mark.parametrize("seed,shape,has_target,nothing", BATCHES)
+def test_each_batch_matches_numpy(seed, shape, has_target, nothing):
+    sel, target = random_batch(seed, shape, target=has_target, nothing_selected=nothing)
+    expected = numpy_quality([(sel, target)])
+    assert_matches_numpy(selection_quality(sel, target, num_classes=4), expected)
+    assert_matches_numpy(SelectionStats(num_classes=4)(sel, target), expected)
+
+
+def test_stats_without_any_target_report_no_target_numbers():
+    batches = [random_batch(s, shape, target=False) for s, shape, *_ in BATCHES]
+    stats = SelectionStats(num_classes=4)
+    for sel, _ in batches:
+        stats.update(sel)
+    assert_matches_numpy(stats.compute(), numpy_quality(batches))
+
+
+def test_binned_auroc_is_close_for_continuous_scores():
+    gen = torch.Generator().manual_seed(1)
+    probs = torch.randn(400, 5, generator=gen).mul(2).softmax(1)
+    target = torch.where(
+        torch.rand(400, generator=gen) < 0.7,
+        probs.argmax(1),
+        torch.randint(0, 5, (400,), generator=gen),
+    )
+    sel = pseudosel.select_reliable(probs, "threshold", tau=0.6)
+    stats = SelectionStats(num_classes=5, bins=65536)
+    for part in torch.arange(400).chunk(4):
+        stats.update(Selection(*(f[part] for f in sel)), target[part])
+    expected = roc_auc_score((sel.labels == target).numpy(), sel.score.numpy())
+    assert abs(stats.compute()["auroc"].item() - expected) < 1e-3
+
+
+# ---------------------------------------------------------------- no host synchronisation
+
+
+def test_stats_run_without_host_synchronisation():
+    batches = [random_batch(s, shape, target=t, nothing_selected=n) for s, shape, t, n in BATCHES]
+    stats = SelectionStats(num_classes=4)
+    with forbid_host_sync():
+        per_batch = [stats(sel, target) for sel, target in batches[:3]]
+        for sel, target in batches[3:]:
+            stats.update(sel, target)
+        result = stats.compute()
+        local = stats.compute(sync=False)
+        quality = [selection_quality(sel, t, num_classes=4) for sel, t in batches]
+        logged = as_log_dict(result)
+    # read back only outside the guard
+    assert_matches_numpy(result, numpy_quality(batches))
+    assert_matches_numpy(local, numpy_quality(batches))
+    for (sel, target), got, again in zip(batches, per_batch, quality, strict=False):
+        assert_matches_numpy(got, numpy_quality([(sel, target)]))
+        assert_matches_numpy(again, numpy_quality([(sel, target)]))
+    assert logged["pseudo/precision"] == result["precision"]
+
+
+def test_update_without_host_synchronisation_with_and_without_bins_and_classes():
+    batches = [random_batch(s, shape, target=t) for s, shape, t, _ in BATCHES]
+    for options in ({}, {"num_classes": 4, "bins": 0}, {"num_classes": 4, "bins": 128}):
+        stats = SelectionStats(**options)
+        with forbid_host_sync():
+            for sel, target in batches:
+                stats.update(sel, target)
+        assert stats.counts[0] == sum(int(sel.valid.sum()) for sel, _ in batches)
+
+
+def test_loaded_stats_know_whether_targets_were_seen():
+    with_target, without = SelectionStats(num_classes=4), SelectionStats(num_classes=4)
+    sel, target = random_batch(0, (30,))
+    with_target.update(sel, target)
+    without.update(sel)
+    for source in (with_target, without):
+        fresh = SelectionStats(num_classes=4)
+        fresh.load_state_dict(source.state_dict())
+        with forbid_host_sync():
+            result = fresh.compute()
+        assert ("precision" in result) == (source is with_target)
+        assert set(result) == set(source.compute())
 
 
 def test_module_forward_returns_the_batch_and_state_is_checkpointable():

@@ -1,9 +1,20 @@
 """Dash: keep positions whose pseudo-label loss is below a shrinking threshold ρ_t.
 
-With hard pseudo-labels the loss is CE(p, ŷ) = −log max p. The threshold decays every
-``update_every`` steps: ρ_t = max(C·γ^(−k)·ρ_init, ρ_min) at the k-th update (k = 0 at the
-first step). ρ_init is the mean cross-entropy of the model on labeled data after warm-up.
-Dash switches to hard labels once ρ reaches ρ_min (``use_hard_labels``).
+Xu et al., "Dash: Semi-Supervised Learning with Dynamic Thresholding", ICML 2021; the loss,
+the two phases and the defaults follow USB's ``DashThresholdingHook``.
+
+The loss of a position is the cross-entropy of p against its pseudo-label:
+
+- soft phase (USB's default while ρ > ρ_min): the target is the sharpened distribution
+  q = softmax(logits / T), T = 0.5, and ℓ = −Σ_k q_k·log p_k. From probabilities,
+  softmax(logits / T) = p^(1/T) / Σ_j p_j^(1/T) exactly, so q = softmax(log p / T) over the
+  class axis (a class with p_k = 0 gets q_k = 0 and adds 0, never NaN);
+- hard phase (once ρ reaches ρ_min): the target is ŷ = argmax p, and ℓ = −log max p.
+
+ℓ_soft >= ℓ_hard (every −log p_k >= −log max p), so the soft phase keeps fewer positions.
+The threshold decays every ``update_every`` steps: ρ_t = max(C·γ^(−k)·ρ_init, ρ_min) at the
+k-th update (k = 0 at the first step). ρ_init is the mean cross-entropy of the model on
+labeled data after warm-up.
 """
 
 from __future__ import annotations
@@ -13,11 +24,12 @@ from torch import Tensor
 
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
-from pseudosel.validation import compute_dtype
+from pseudosel.validation import check_real, compute_dtype
 
 __all__ = ["dash_rho", "dash_select"]
 
 
+@torch.no_grad()
 def dash_rho(
     update_count: Tensor,
     rho_init: Tensor,
@@ -40,23 +52,68 @@ def dash_rho(
     return torch.clamp_min(c * decay * rho_init, rho_min)
 
 
-def dash_select(probs: Tensor, rho: Tensor, valid: Tensor) -> Selection:
-    """mask = −log max p <= ρ; score = log max p (higher = more reliable).
+@torch.no_grad()
+def dash_select(
+    probs: Tensor,
+    rho: Tensor,
+    valid: Tensor,
+    *,
+    use_hard_labels: Tensor | bool = False,
+    T: float = 0.5,
+) -> Selection:
+    """mask = ℓ <= ρ, with ℓ the cross-entropy of p against soft or hard pseudo-labels.
+
+    Args:
+        probs: (N, K, *spatial) probabilities.
+        rho: 0-dim threshold ρ_t (see :func:`dash_rho`).
+        valid: bool (N, *spatial); False positions are never selected.
+        use_hard_labels: False (default, USB while ρ > ρ_min): ℓ = −Σ_k q_k·log p_k with
+            q = softmax(log p / T), the cross-entropy against ``softmax(logits / T)``.
+            True (USB once ρ reaches ρ_min): ℓ = −log max p. A 0-dim bool tensor (such as
+            ``rho <= rho_min``) picks per call on the device, without a host read; then
+            both losses are computed.
+        T: the sharpening temperature of the soft targets (> 0). Default 0.5 (USB).
+
+    Returns:
+        :class:`~pseudosel.Selection`: ``labels`` = argmax p (Dash's consistency loss uses
+        hard pseudo-labels), ``mask`` = valid & ℓ <= ρ, ``weight`` = mask as 0/1,
+        ``score`` = −ℓ (higher = more reliable; 0 at ignored positions). Computed in float32
+        for float16/bfloat16 input, else in the input dtype.
 
     Example:
         >>> import torch
         >>> from pseudosel.functional import dash_select
-        >>> dash_select(torch.tensor([[0.9, 0.1], [0.5, 0.5]]), torch.tensor(0.5),
-        ...             torch.ones(2, dtype=torch.bool)).mask
-        tensor([ True, False])
+        >>> probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.5, 0.5]])
+        >>> valid = torch.ones(3, dtype=torch.bool)
+        >>> dash_select(probs, torch.tensor(0.6), valid).mask  # soft: ℓ = 0.13, 0.64, 0.69
+        tensor([ True, False, False])
+        >>> dash_select(probs, torch.tensor(0.6), valid, use_hard_labels=True).mask
+        tensor([ True,  True, False])
     """
+    T = check_real("T", T, low=0.0, low_open=True)
     confidence, labels = confidence_and_labels(probs)
-    log_conf = torch.log(confidence.to(compute_dtype(probs.dtype)))
-    mask = valid & (-log_conf <= rho.to(log_conf.dtype))
+    dtype = compute_dtype(probs.dtype)
+    hard_loss = -torch.log(confidence.to(dtype))
+    if isinstance(use_hard_labels, bool) and use_hard_labels:
+        loss = hard_loss
+    else:
+        # One (N, K, *spatial) temporary. With s = (log p − log ĉ) / T <= 0, e = exp(s) and
+        # Z = Σ e: q = e / Z, log p = T·s + log ĉ and Σ q = 1, so
+        # ℓ = −Σ q·log p = −log ĉ − T·Σ e·s / Z, where e·s = xlogy(e, e) is 0 when e = 0
+        # (p = 0 or underflow), never 0·(−inf) = NaN.
+        e = torch.log(probs) if probs.dtype == dtype else probs.to(dtype).log_()
+        e = e.add_(hard_loss.unsqueeze(1)).div_(T).exp_()
+        z = e.sum(1)
+        soft_loss = hard_loss - T * e.xlogy_(e).sum(1) / z
+        if isinstance(use_hard_labels, bool):
+            loss = soft_loss
+        else:
+            loss = torch.where(use_hard_labels.to(hard_loss.device), hard_loss, soft_loss)
+    mask = valid & (loss <= rho.to(loss.dtype))
     return Selection(
         labels=labels,
-        weight=mask.to(log_conf.dtype),
+        weight=mask.to(loss.dtype),
         mask=mask,
-        score=torch.where(valid, log_conf, 0.0),
+        score=torch.where(valid, -loss, 0.0),
         valid=valid,
     )

@@ -1,4 +1,6 @@
-"""Dash's decaying loss threshold, state in buffers."""
+"""Dash's decaying loss threshold, state in buffers. Xu et al., "Dash: Semi-Supervised
+Learning with Dynamic Thresholding", ICML 2021; schedule and phases as in USB. Maths:
+functional.dash."""
 
 from __future__ import annotations
 
@@ -14,11 +16,19 @@ __all__ = ["DashSelector"]
 
 
 class DashSelector(nn.Module):
-    """Dash: keep positions with −log max p <= ρ_t; ρ decays every ``update_every`` steps.
+    """Dash: keep positions with pseudo-label loss ℓ <= ρ_t; ρ decays every ``update_every`` steps.
+
+    As in USB, ℓ is the cross-entropy of p against the soft target softmax(logits / T)
+    (T = 0.5; from probabilities q = softmax(log p / T)), ℓ = −Σ_k q_k·log p_k, while
+    ρ > ρ_min, and against the hard pseudo-label once ρ reaches ρ_min: ℓ = −log max p
+    (``use_hard_labels``). The soft loss is never below the hard one, so the soft phase
+    keeps fewer positions. ``hard_labels=True`` uses the hard loss from the first step
+    (pseudosel's earlier behaviour; not USB's).
 
     In training mode each ``forward`` is one step: ρ is updated when ``step`` is a multiple
-    of ``update_every`` (also at step 0: ρ = C·ρ_init), then positions are selected, then
-    ``step`` advances. ``use_hard_labels`` turns True once ρ reaches ρ_min.
+    of ``update_every`` (also at step 0: ρ = C·ρ_init), then the phase is read from the new
+    ρ (on the device, no host read), then positions are selected, then ``step`` advances.
+    In eval mode ``forward`` selects with the current ρ and phase.
 
     Args:
         rho_init: ρ_init, the mean labeled cross-entropy after warm-up (> 0). Can be reset
@@ -27,17 +37,28 @@ class DashSelector(nn.Module):
         gamma: decay γ > 1. Default 1.27.
         c: constant C. Default 1.0001.
         rho_min: floor ρ_min. Default 0.05.
+        T: temperature of the soft targets (> 0). Default 0.5 (USB).
+        hard_labels: always use hard pseudo-labels (ℓ = −log max p), also while
+            ρ > ρ_min. Default False (USB: soft until ρ reaches ρ_min).
+        validate: check that valid positions hold probabilities. Default True.
+
+    Shape:
+        probs (N, K) or (N, K, *spatial); valid and every Selection field (N, *spatial).
+        ``score`` is −ℓ (higher = more reliable), ``labels`` the arg-max.
 
     Buffers:
-        ``rho_init``, ``rho``, ``step`` (long), ``update_count`` (long).
+        ``rho_init``, ``rho``, ``step`` (long), ``update_count`` (long). No DDP reduction:
+        the schedule depends on the step count only, so it is the same on every rank.
 
     Example:
         >>> import torch
         >>> from pseudosel import DashSelector
         >>> selector = DashSelector(1.0, update_every=100)
         >>> sel = selector(torch.tensor([[0.5, 0.5], [0.2, 0.8]]))
-        >>> sel.mask, int(selector.step)
-        (tensor([True, True]), 1)
+        >>> sel.mask, int(selector.step), bool(selector.use_hard_labels)
+        (tensor([True, True]), 1, False)
+        >>> sel.score  # −ℓ with soft targets: 0.5 → ℓ = log 2; 0.8 → ℓ = 0.30
+        tensor([-0.6931, -0.3047])
     """
 
     rho_init: Tensor
@@ -53,6 +74,8 @@ class DashSelector(nn.Module):
         gamma: float = 1.27,
         c: float = 1.0001,
         rho_min: float = 0.05,
+        T: float = 0.5,
+        hard_labels: bool = False,
         validate: bool = True,
     ) -> None:
         super().__init__()
@@ -65,6 +88,10 @@ class DashSelector(nn.Module):
         self.gamma = check_real("gamma", gamma, low=0.0, low_open=True)
         self.c = check_real("c", c, low=0.0, low_open=True)
         self.rho_min = check_real("rho_min", rho_min, low=0.0)
+        self.T = check_real("T", T, low=0.0, low_open=True)
+        if not isinstance(hard_labels, bool):
+            raise TypeError(f"hard_labels must be a bool, got {type(hard_labels).__name__}")
+        self.hard_labels = hard_labels
         self.validate = bool(validate)
         init = torch.tensor(rho_init)
         self.register_buffer("rho_init", init)
@@ -77,11 +104,18 @@ class DashSelector(nn.Module):
 
     @property
     def use_hard_labels(self) -> Tensor:
-        """0-dim bool tensor: ρ has reached ρ_min (Dash switches to hard labels)."""
+        """0-dim bool tensor: ρ has reached ρ_min, so Dash uses hard pseudo-labels.
+
+        Always True with ``hard_labels=True``. A tensor, so reading it costs no host sync.
+        """
+        if self.hard_labels:
+            return torch.ones((), dtype=torch.bool, device=self.rho.device)
         return self.rho <= self.rho_min
 
+    @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """One Dash step in training mode (update ρ if due, select, count); else select."""
+        probs = probs.detach()
         valid = checked_inputs(probs, valid, self.validate)
         if self.training:
             due = self.step % self.update_every == 0
@@ -90,10 +124,11 @@ class DashSelector(nn.Module):
             )
             self.update_count.add_(due.long())
             self.step.add_(1)
-        return F.dash_select(probs, self.rho, valid)
+        hard: Tensor | bool = True if self.hard_labels else self.use_hard_labels
+        return F.dash_select(probs, self.rho, valid, use_hard_labels=hard, T=self.T)
 
     def extra_repr(self) -> str:
         return (
             f"update_every={self.update_every}, gamma={self.gamma}, c={self.c}, "
-            f"rho_min={self.rho_min}"
+            f"rho_min={self.rho_min}, T={self.T}, hard_labels={self.hard_labels}"
         )
