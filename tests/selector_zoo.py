@@ -25,7 +25,7 @@ NUM_UNLABELED = 64
 
 @dataclass(frozen=True)
 class Case:
-    """One selector: ``build(k)`` returns ``(module_or_None, step)``.
+    """One selector: ``build(k, validate=True)`` returns ``(module_or_None, step)``.
 
     ``dense``: accepts (N, K, *spatial) input. ``convex``: needs cvxpy (slow; skipped by
     the fuzz test). ``state(module_or_step)`` is taken from the module's buffers, or from
@@ -33,7 +33,7 @@ class Case:
     """
 
     name: str
-    build: Callable[[int], tuple[nn.Module | None, Callable[[Tensor, Tensor], Any]]]
+    build: Callable[..., tuple[nn.Module | None, Callable[[Tensor, Tensor], Any]]]
     dense: bool = True
     convex: bool = False
 
@@ -47,8 +47,9 @@ def labeled_batch(k: int, dtype: torch.dtype) -> Tensor:
 def _module(factory: Callable[[int], nn.Module], **call_kwargs: Callable[..., Any]):
     """A case built from a module; ``call_kwargs`` give per-call inputs from (probs, valid)."""
 
-    def build(k: int):
+    def build(k: int, validate: bool = True):
         module = factory(k).train()
+        module.validate = validate
 
         def step(probs: Tensor, valid: Tensor):
             extra = {name: make(probs, valid) for name, make in call_kwargs.items()}
@@ -62,9 +63,9 @@ def _module(factory: Callable[[int], nn.Module], **call_kwargs: Callable[..., An
 def _named(name: str, **options: Any):
     """A stateless selector by its name in ``SELECTORS``, called as a function."""
 
-    def build(k: int):
+    def build(k: int, validate: bool = True):
         def step(probs: Tensor, valid: Tensor):
-            return SELECTORS[name](probs, valid=valid, **options)
+            return SELECTORS[name](probs, valid=valid, validate=validate, **options)
 
         return None, step
 
@@ -84,7 +85,7 @@ class _FunctionalState:
 
 
 def _functional(make: Callable[[int], _FunctionalState]):
-    def build(k: int):
+    def build(k: int, validate: bool = True):  # the explicit-state cores do not validate
         return None, make(k)
 
     return build
@@ -107,10 +108,10 @@ CASES: list[Case] = [
     ],
     Case(
         "F.adamatch",
-        lambda k: (
+        lambda k, validate=True: (
             None,
             lambda probs, valid: F.adamatch(
-                probs, labeled_batch(k, probs.dtype), valid=valid, tau=0.7
+                probs, labeled_batch(k, probs.dtype), valid=valid, tau=0.7, validate=validate
             ),
         ),
     ),
