@@ -162,10 +162,13 @@ def test_freematch_dense_with_validity_matches_reference():
 # ---------------------------------------------------------------- SoftMatch
 
 
+@pytest.mark.parametrize("n_sigma", [2.0, 0.7, 3.5])
 @pytest.mark.parametrize("per_class", [False, True])
-def test_softmatch_matches_reference(per_class):
-    selector = pseudosel.SoftMatchSelector(6, momentum=0.9, per_class=per_class).double()
-    ref = RefSoftMatch(6, momentum=0.9, per_class=per_class)
+def test_softmatch_matches_reference(per_class, n_sigma):
+    selector = pseudosel.SoftMatchSelector(
+        6, momentum=0.9, n_sigma=n_sigma, per_class=per_class
+    ).double()
+    ref = RefSoftMatch(6, momentum=0.9, n_sigma=n_sigma, per_class=per_class)
     start_from(ref, selector, "mu", "var")
     for probs in cls_batches():
         sel = selector(probs)
@@ -175,6 +178,15 @@ def test_softmatch_matches_reference(per_class):
         np.testing.assert_allclose(selector.mu.numpy(), ref.mu, rtol=1e-12)
         np.testing.assert_allclose(selector.var.numpy(), ref.var, rtol=1e-10)
         assert torch.equal(sel.mask, sel.weight == 1)
+    # n_sigma matters: a wider factor gives smaller weights below the mean
+    if n_sigma != 2.0:
+        default = pseudosel.SoftMatchSelector(6, per_class=per_class).double().eval()
+        default.load_state_dict(selector.state_dict())
+        selector.eval()
+        uncertain = cls_batches()[0]  # early, unconfident predictions: weights below 1
+        ours, theirs = selector(uncertain).weight, default(uncertain).weight
+        wider = (theirs >= ours) if n_sigma > 2.0 else (theirs <= ours)
+        assert wider.all() and not torch.equal(ours, theirs)
 
 
 def test_softmatch_per_class_quirk_rare_classes_pull_towards_zero_one():
