@@ -1,9 +1,15 @@
 """Micro-benchmark engine for the selection kernels (``pseudosel bench``).
 
-Every selector must read each probability at least once, so each kernel is reported as a
-ratio to the floor ``probs.max(dim=1)`` timed on the same tensor in the same run, with the
-achieved bandwidth (input bytes read once / time) and the peak memory it allocates beyond
-its input.
+Every selector must read each probability at least once and reduce over the classes, so
+each kernel is reported as a ratio to the floor ``probs.amax(dim=1)`` timed on the same
+tensor in the same run, with the achieved bandwidth (input bytes read once / time) beside
+the machine's own read bandwidth (``probs.sum()``), and the peak memory it allocates beyond
+its input. ``probs.max(dim=1)`` — values and indices, the line users replace — is a row of
+its own: on some CPUs it is 8–30x slower than reading the input once.
+
+Contention (``busy=True``, ``pseudosel bench --busy``): the same rows are timed again beside
+a multi-threaded torch process (a small training loop) and a CPU-spinning process, and once
+more there with one torch thread. Each row reports its slowdown beside the floor's.
 
 Timing: warm-up calls (which also compile the ``torch.compile`` variants), then the median
 of ``repeats`` calls — wall clock on CPU, CUDA events after a synchronisation on GPU.
@@ -18,9 +24,12 @@ alive at the end of the call); the input does not.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -45,8 +54,10 @@ __all__ = [
     "targets",
 ]
 
-SCHEMA = "pseudosel-bench/1"
-FLOOR = "floor: probs.max(dim=1)"
+SCHEMA = "pseudosel-bench/2"
+FLOOR = "floor: probs.amax(dim=1)"
+MAX_ROW = "probs.max(dim=1) (the line users replace)"
+READ_ROW = "read: probs.sum()"
 DEFAULT_SIZES = ["448x10", "448x100", "256x1000", "8x21x321x321", "64x21x32x32"]
 LARGE_SIZES = ["16x19x512x512", "16x21x512x512"]  # GPU / large-memory only
 QUICK_SIZES = ["64x10", "4x5x16x16"]
@@ -120,6 +131,24 @@ def median_seconds(
     return statistics.median(times)
 
 
+@contextlib.contextmanager
+def _quiet_native_output():
+    """Silence what native code prints on stdout/stderr (the profiler's USDT chatter)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
 def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int:
     """Peak memory allocated during one call of ``fn`` beyond what existed before it."""
     if device.type == "cuda":
@@ -133,7 +162,10 @@ def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int:
         return int(peak)
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        _quiet_native_output(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         result = fn()
     del result
     events = sorted(
@@ -148,10 +180,13 @@ def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int:
 
 
 def kernels(probs: torch.Tensor, *, compiled: bool = True, adaptive: bool = True):
-    """The kernels timed on ``probs``: floor, copy, threshold, CSL (eager, compiled, with
-    value checks) and one training step of each adaptive selector."""
+    """The kernels timed on ``probs``: floor, the max(dim=1) line, read bandwidth, copy,
+    threshold and CSL (eager, compiled, with value checks) and one training step of each
+    adaptive selector."""
     table: dict[str, Callable[[], object]] = {
-        FLOOR: lambda: probs.max(dim=1),
+        FLOOR: lambda: probs.amax(dim=1),
+        MAX_ROW: lambda: probs.max(dim=1),
+        READ_ROW: lambda: probs.sum(),
         "copy (read + write)": lambda: probs.clone(),
         "threshold": lambda: F.threshold(probs, validate=False),
         "threshold, validate=True": lambda: F.threshold(probs),
@@ -207,7 +242,9 @@ def _step(module: torch.nn.Module, probs: torch.Tensor) -> Callable[[], object]:
 
 @dataclass
 class Row:
-    """One timed kernel on one input."""
+    """One timed kernel on one input. ``read_share``: achieved GB/s over the GB/s of
+    ``probs.sum()`` on the same input. The ``busy_*`` fields exist in ``--busy`` runs:
+    median ms beside the load (all threads, and one thread) and the slowdown over idle."""
 
     shape: list[int]
     dtype: str
@@ -215,9 +252,13 @@ class Row:
     median_ms: float
     ratio_to_floor: float
     gb_per_s: float
+    read_share: float
     peak_extra_bytes: int | None
     peak_extra_ratio: float | None
     checked: bool | None = None
+    busy_ms: float | None = None
+    busy_one_thread_ms: float | None = None
+    slowdown: float | None = None
     note: str = ""
 
 
@@ -232,8 +273,61 @@ class Report:
     repeats: int
     quick: bool
     command: str
+    busy: bool = False
     rows: list[Row] = field(default_factory=list)
     targets: list[dict] = field(default_factory=list)
+
+
+# What --busy runs beside the benchmark: a small 2-thread torch training loop, and a spinner.
+_TRAINING_LOAD = """
+import torch
+torch.set_num_threads(2)
+net = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
+opt = torch.optim.SGD(net.parameters(), lr=0.01)
+x, y = torch.randn(256, 512), torch.randint(0, 10, (256,))
+while True:
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    opt.step()
+"""
+_SPINNER = "while True:\n    pass\n"
+
+
+@contextlib.contextmanager
+def contention():
+    """Run a 2-thread torch training loop and a CPU-spinning process until the block ends."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
+        for code in (_TRAINING_LOAD, _SPINNER)
+    ]
+    try:
+        time.sleep(2.0)  # let the training loop import torch and start
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def _threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _progress(total: int, quiet: bool):
+    """A progress bar on stderr (tqdm when installed), or a no-op."""
+    if quiet:
+        return contextlib.nullcontext(None)
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return contextlib.nullcontext(None)
+    return tqdm(total=total, unit="row", file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
 def run(
@@ -247,11 +341,14 @@ def run(
     extra: Sequence[KernelFactory] = (),
     quick: bool = False,
     command: str = "",
+    busy: bool = False,
+    progress: bool = True,
 ) -> Report:
     """Time every kernel on every (size, dtype); ``extra`` adds kernels (e.g. a baseline).
 
     An extra factory may return a tuple ``(kernels, checked)``: ``checked`` says whether its
-    results were verified against ``pseudosel.functional.csl`` on that input.
+    results were verified against ``pseudosel.functional.csl`` on that input. ``busy``
+    times every row again beside :func:`contention`, with all threads and with one.
     """
     if isinstance(sizes, str):
         raise TypeError(f"sizes must be a list of shapes like ['448x10'], got {sizes!r}")
@@ -268,7 +365,10 @@ def run(
         repeats=repeats,
         quick=quick,
         command=command,
+        busy=busy,
     )
+    warmup = 1 if quick else 3
+    tables = []
     for shape in shapes:
         for dtype_name in dtypes:
             probs = make_probs(shape, getattr(torch, dtype_name), where)
@@ -283,27 +383,49 @@ def run(
                     produced, ok = produced
                     checked.update({name: ok for name in produced})
                 table.update(produced)
-            timings = {
-                name: median_seconds(fn, where, repeats, warmup=1 if quick else 3)
-                for name, fn in table.items()
-            }
-            floor = timings[FLOOR]
-            input_bytes = probs.numel() * probs.element_size()
-            for name, seconds in timings.items():
-                peak = peak_extra_bytes(table[name], where)
-                report.rows.append(
-                    Row(
-                        shape=list(shape),
-                        dtype=dtype_name,
-                        kernel=name,
-                        median_ms=seconds * 1e3,
-                        ratio_to_floor=seconds / floor,
-                        gb_per_s=input_bytes / seconds / 1e9,
-                        peak_extra_bytes=peak,
-                        peak_extra_ratio=peak / input_bytes if input_bytes else None,
-                        checked=checked.get(name),
-                    )
+            tables.append((shape, dtype_name, probs, table, checked))
+    total = sum(len(table) for *_, table, _ in tables) * (3 if busy else 1)
+    with _progress(total, quiet=not progress) as bar:
+
+        def time_all(table) -> dict[str, float]:
+            timings = {}
+            for name, fn in table.items():
+                timings[name] = median_seconds(fn, where, repeats, warmup=warmup)
+                if bar is not None:
+                    bar.update()
+            return timings
+
+        idle = [time_all(table) for *_, table, _ in tables]
+        busy_all: list[dict[str, float]] = []
+        busy_one: list[dict[str, float]] = []
+        if busy:
+            with contention():
+                busy_all = [time_all(table) for *_, table, _ in tables]
+                with _threads(1):
+                    busy_one = [time_all(table) for *_, table, _ in tables]
+    for i, (shape, dtype_name, probs, table, checked) in enumerate(tables):
+        timings = idle[i]
+        floor, read = timings[FLOOR], timings[READ_ROW]
+        input_bytes = probs.numel() * probs.element_size()
+        for name, seconds in timings.items():
+            peak = peak_extra_bytes(table[name], where)
+            report.rows.append(
+                Row(
+                    shape=list(shape),
+                    dtype=dtype_name,
+                    kernel=name,
+                    median_ms=seconds * 1e3,
+                    ratio_to_floor=seconds / floor,
+                    gb_per_s=input_bytes / seconds / 1e9,
+                    read_share=read / seconds,
+                    peak_extra_bytes=peak,
+                    peak_extra_ratio=peak / input_bytes if input_bytes else None,
+                    checked=checked.get(name),
+                    busy_ms=busy_all[i][name] * 1e3 if busy else None,
+                    busy_one_thread_ms=busy_one[i][name] * 1e3 if busy else None,
+                    slowdown=busy_all[i][name] / seconds if busy else None,
                 )
+            )
     report.targets = targets(report)
     return report
 
@@ -316,8 +438,26 @@ def _find(report: Report, shape: str, kernel: str, dtype: str = "float32") -> Ro
     return None
 
 
+DENSE_SIZES = ("8x21x321x321", "64x21x32x32")
+CLASSIFICATION_SIZES = ("448x10", "448x100", "256x1000")
+ADAPTIVE_STEPS = (
+    "flexmatch step (per-sample)",
+    "flexmatch step (class-wise)",
+    "freematch step",
+    "freematch step (quantile)",
+    "softmatch step",
+    "softmatch step (per class)",
+    "dash step",
+    "u2pl entropy split step",
+    "distribution alignment step",
+    "adamatch",
+)
+
+
 def targets(report: Report) -> list[dict]:
-    """The issue-[6/8] CPU targets, evaluated on whatever rows this report has."""
+    """The CPU targets of issue [2/6], evaluated on whatever rows this report has (float32).
+
+    Ratios are to the floor ``probs.amax(dim=1)`` of the same run."""
     checks = []
 
     def add(name: str, value: float | None, limit: float, at_most: bool = True) -> None:
@@ -336,32 +476,57 @@ def targets(report: Report) -> list[dict]:
         ours, theirs = _find(report, shape, "csl"), _find(report, shape, "reference-style loop")
         return None if ours is None or theirs is None else theirs.median_ms / ours.median_ms
 
-    big, small = "8x21x321x321", "64x21x32x32"
-    add(f"csl eager at {big}, x floor", ratio(big, "csl"), 2.5)
-    add(f"csl compiled at {big}, x floor", ratio(big, "csl, compiled"), 1.5)
-    peak = _find(report, big, "csl")
-    add(
-        f"csl eager peak extra memory at {big}, x input",
-        None if peak is None else peak.peak_extra_ratio,
-        1.0,
-    )
-    add(f"csl compiled at {small}, x floor", ratio(small, "csl, compiled"), 1.0)
-    add(
-        f"csl eager speed-up over the reference-style loop at {small}",
-        speedup(small),
-        10.0,
-        at_most=False,
-    )
-    add(
-        f"csl eager speed-up over the reference-style loop at {big}",
-        speedup(big),
-        5.0,
-        at_most=False,
-    )
-    for row in report.rows:
-        if row.kernel == "threshold" and row.dtype == "float32":
+    def validate_cost(shape: str, kernel: str) -> float | None:
+        plain, checked = ratio(shape, kernel), ratio(shape, f"{kernel}, validate=True")
+        return None if plain is None or checked is None else checked - plain
+
+    for shape in DENSE_SIZES:
+        add(f"csl compiled at {shape}, x floor", ratio(shape, "csl, compiled"), 1.5)
+        add(f"csl eager at {shape}, x floor", ratio(shape, "csl"), 5.0)
+        add(f"threshold compiled at {shape}, x floor", ratio(shape, "threshold, compiled"), 1.2)
+        add(f"threshold eager at {shape}, x floor", ratio(shape, "threshold"), 2.0)
+        for step in ADAPTIVE_STEPS:
+            add(f"{step} eager at {shape}, x floor", ratio(shape, step), 5.0)
+        for kernel in ("csl", "threshold"):
+            add(
+                f"{kernel} validate=True extra at {shape}, x floor",
+                validate_cost(shape, kernel),
+                1.0,
+            )
+        peak = _find(report, shape, "csl")
+        add(
+            f"csl eager peak extra memory at {shape}, x input",
+            None if peak is None else peak.peak_extra_ratio,
+            0.5,
+        )
+        add(
+            f"csl eager speed-up over the reference-style loop at {shape}",
+            speedup(shape),
+            10.0,
+            at_most=False,
+        )
+    for shape in CLASSIFICATION_SIZES:
+        add(f"csl eager at {shape}, x floor", ratio(shape, "csl"), 30.0)
+        add(f"threshold eager at {shape}, x floor", ratio(shape, "threshold"), 3.0)
+    if report.busy:
+        floors = {
+            (tuple(r.shape), r.dtype): r for r in report.rows if r.kernel == FLOOR and r.slowdown
+        }
+        for row in report.rows:
+            floor = floors.get((tuple(row.shape), row.dtype))
+            if row.dtype != "float32" or floor is None or row.kernel in (FLOOR, READ_ROW):
+                continue
             shape = "x".join(map(str, row.shape))
-            add(f"threshold at {shape}, x floor", row.ratio_to_floor, 1.2)
+            add(
+                f"busy: {row.kernel} at {shape}, slowdown / floor's slowdown",
+                row.slowdown / floor.slowdown,
+                1.5,
+            )
+            add(
+                f"busy: {row.kernel} at {shape}, all threads / one thread",
+                row.busy_ms / row.busy_one_thread_ms,
+                1.0,
+            )
     return checks
 
 
@@ -371,18 +536,34 @@ def markdown(report: Report) -> str:
         f"{report.date} · {report.device} · {report.machine} · torch {report.torch} · "
         f"median of {report.repeats}" + (" · quick" if report.quick else ""),
         "",
-        "| shape | dtype | kernel | median ms | x floor | GB/s | peak extra MB | x input |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    header = (
+        "| shape | dtype | kernel | median ms | x floor | GB/s | x read GB/s | "
+        "peak extra MB | x input |"
+    )
+    rule = "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    if report.busy:
+        header += " busy ms | slowdown | floor's slowdown | busy, 1 thread ms |"
+        rule += " ---: | ---: | ---: | ---: |"
+    lines += [header, rule]
+    floors = {(tuple(r.shape), r.dtype): r for r in report.rows if r.kernel == FLOOR}
     for row in report.rows:
         shape = "x".join(map(str, row.shape))
         peak_mb = "" if row.peak_extra_bytes is None else f"{row.peak_extra_bytes / 1e6:.1f}"
         peak_ratio = "" if row.peak_extra_ratio is None else f"{row.peak_extra_ratio:.2f}"
         kernel = row.kernel + (" (checked)" if row.checked else "")
-        lines.append(
+        line = (
             f"| {shape} | {row.dtype} | {kernel} | {row.median_ms:.3f} | "
-            f"{row.ratio_to_floor:.2f} | {row.gb_per_s:.1f} | {peak_mb} | {peak_ratio} |"
+            f"{row.ratio_to_floor:.2f} | {row.gb_per_s:.1f} | {row.read_share:.2f} | "
+            f"{peak_mb} | {peak_ratio} |"
         )
+        if report.busy and row.busy_ms is not None:
+            floor = floors[(tuple(row.shape), row.dtype)]
+            line += (
+                f" {row.busy_ms:.3f} | {row.slowdown:.2f} | {floor.slowdown:.2f} | "
+                f"{row.busy_one_thread_ms:.3f} |"
+            )
+        lines.append(line)
     if report.targets:
         lines += ["", "| target | measured | limit | met |", "| --- | ---: | ---: | --- |"]
         for target in report.targets:

@@ -1,7 +1,7 @@
 """The ``pseudosel`` command line.
 
   pseudosel compare PREDICTIONS   compare selectors on saved predictions and true labels
-  pseudosel bench                 time the selection kernels against probs.max(dim=1)
+  pseudosel bench                 time the selection kernels against the floor probs.amax(dim=1)
 
 Also runs as "python -m pseudosel". Exit status: 0 on success, 2 for a bad argument or a bad
 input file, 1 when a file cannot be written; errors go to stderr as one message.
@@ -99,9 +99,11 @@ def _selector(text: str) -> str:
 def _bench_parser(sub) -> None:
     bench = sub.add_parser(
         "bench",
-        help="time the selection kernels against probs.max(dim=1)",
+        help="time the selection kernels against the read-once floor probs.amax(dim=1)",
         description="Time every selection kernel on the current device, as ratios to the "
-        "floor probs.max(dim=1) measured in the same run; write JSON and markdown.",
+        "floor probs.amax(dim=1) (read every probability once, reduce over classes) measured "
+        "in the same run, beside probs.max(dim=1) and the read bandwidth of probs.sum(); "
+        "write JSON and markdown.",
     )
     bench.add_argument(
         "--sizes",
@@ -135,6 +137,13 @@ def _bench_parser(sub) -> None:
         action="store_true",
         help="tiny sizes, float32, 3 repeats: checks the pipeline in seconds",
     )
+    bench.add_argument(
+        "--busy",
+        action="store_true",
+        help="also time every row beside a 2-thread torch training loop and a CPU-spinning "
+        "process (all threads, then one thread) and report each row's slowdown beside the "
+        "floor's",
+    )
     bench.add_argument("--no-compile", action="store_true", help="skip torch.compile rows")
     bench.add_argument("--no-adaptive", action="store_true", help="skip the adaptive selectors")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
@@ -156,6 +165,7 @@ def _bench(args: argparse.Namespace, extra, argv: Sequence[str]) -> int:
         adaptive=not args.no_adaptive,
         extra=extra,
         quick=args.quick,
+        busy=args.busy,
         command="pseudosel " + shlex.join(argv),
     )
     json_path, md_path = benchmark.save(report, args.out)

@@ -19,7 +19,11 @@ ROW_KEYS = {
     "gb_per_s",
     "peak_extra_bytes",
     "peak_extra_ratio",
+    "read_share",
     "checked",
+    "busy_ms",
+    "busy_one_thread_ms",
+    "slowdown",
     "note",
 }
 
@@ -46,12 +50,14 @@ def quick_report(tmp_path_factory):
 
 def test_quick_benchmark_schema(quick_report):
     report, out = quick_report
-    assert report["schema"] == "pseudosel-bench/1" and report["quick"] is True
+    assert report["schema"] == "pseudosel-bench/2" and report["quick"] is True
     for key in ("date", "device", "machine", "torch", "python", "repeats", "command"):
         assert report[key] not in (None, "")
     kernels = {row["kernel"] for row in report["rows"]}
     assert {
-        "floor: probs.max(dim=1)",
+        "floor: probs.amax(dim=1)",
+        "probs.max(dim=1) (the line users replace)",
+        "read: probs.sum()",
         "threshold",
         "csl",
         "csl, compiled",
@@ -96,6 +102,24 @@ def test_pseudosel_bench_command_without_the_benchmarks_folder(tmp_path):
         text=True,
         cwd=tmp_path,
     )
-    assert "floor: probs.max(dim=1)" in result.stdout
+    assert "floor: probs.amax(dim=1)" in result.stdout
+    assert "USDT" not in result.stdout + result.stderr  # no profiler chatter
     report = json.loads((out / "bench_selection.json").read_text())
     assert {row["kernel"] for row in report["rows"]} >= {"csl", "threshold"}
+
+
+def test_busy_mode_times_every_row_beside_a_load(tmp_path):
+    out = tmp_path / "bench"
+    subprocess.run(
+        [sys.executable, "-m", "pseudosel", "bench", "--quick", "--busy", "--no-compile",
+         "--no-adaptive", "--sizes", "32x5", "--out", str(out)],
+        check=True, capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    report = json.loads((out / "bench_selection.json").read_text())
+    assert report["busy"] is True
+    for row in report["rows"]:
+        assert row["busy_ms"] > 0 and row["busy_one_thread_ms"] > 0 and row["slowdown"] > 0
+    names = [target["name"] for target in report["targets"]]
+    assert any(name.startswith("busy: csl at 32x5, slowdown") for name in names)
+    assert any(name.startswith("busy: threshold at 32x5, all threads / one") for name in names)
+    assert "floor's slowdown" in (out / "bench_selection.md").read_text()
