@@ -1,4 +1,4 @@
-"""The ``pseudosel`` command line.
+"""The pseudosel command line.
 
   pseudosel compare PREDICTIONS   compare selectors on saved predictions and true labels
   pseudosel bench                 time the selection kernels against the floor probs.amax(dim=1)
@@ -117,6 +117,9 @@ def _bench_parser(sub) -> None:
         nargs="+",
         default=["float32", "bfloat16"],
         choices=["float32", "bfloat16", "float16", "float64"],
+        metavar="DTYPE",
+        help="probability dtypes from float32, bfloat16, float16, float64 "
+        "(default: float32 bfloat16)",
     )
     bench.add_argument(
         "--repeats",
@@ -146,7 +149,12 @@ def _bench_parser(sub) -> None:
     )
     bench.add_argument("--no-compile", action="store_true", help="skip torch.compile rows")
     bench.add_argument("--no-adaptive", action="store_true", help="skip the adaptive selectors")
-    bench.add_argument("--out", type=Path, default=Path("results/bench"))
+    bench.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/bench"),
+        help="folder for the JSON and markdown results (default: results/bench)",
+    )
 
 
 def _bench(args: argparse.Namespace, extra, argv: Sequence[str]) -> int:
