@@ -353,8 +353,8 @@ def certify(
         valid: optional bool (N, *spatial).
         solver: solver of the 2x2 SDP (default CLARABEL).
         fantope_solver: solver of the Fantope SDP (default SCS, much faster there).
-        **csl_options: ``group``, ``residual``, ``g_scale`` as for
-            :func:`pseudosel.functional.csl`.
+        **csl_options: ``group``, ``residual``, ``g_scale``, ``rank_one_guard`` as for
+            :func:`pseudosel.functional.csl` (same defaults).
 
     Returns:
         :class:`Certificate`; ``print(certificate)`` shows a table.
@@ -366,18 +366,23 @@ def certify(
         >>> report.max_relative_gap() < 1e-6, report.valid_points
         (True, [25, 25])
     """
-    from pseudosel.features import csl_features
+    from pseudosel.features import DEFAULT_RESIDUAL, csl_features
     from pseudosel.functional.csl import group_points
-    from pseudosel.functional.separation import assign_second_cluster, second_moments
+    from pseudosel.functional.separation import (
+        RANK_ONE_RATIO,
+        assign_second_cluster,
+        second_moments,
+    )
     from pseudosel.validation import check_probs, resolve_valid
 
     check_probs(probs)
     valid = resolve_valid(probs, valid)
     c, s, _ = csl_features(
         probs,
-        residual=csl_options.get("residual", "theory"),
+        residual=csl_options.get("residual", DEFAULT_RESIDUAL),
         g_scale=csl_options.get("g_scale", 1.0),
     )
+    guard = csl_options.get("rank_one_guard", False)
     c, s, ok = group_points(c, s, valid, csl_options.get("group", "auto"), probs.dim())
     c = c.masked_fill(~ok, 0.0).to(torch.float64)
     s = s.masked_fill(~ok, 0.0).to(torch.float64)
@@ -385,8 +390,10 @@ def certify(
     moments = second_moments(c, s, torch.float64)
     closed = principal_axes(moments)
     convex = convex_axes(moments, solver=solver)
-    same_closed = assign_second_cluster(c, s, closed, count) & ok
-    same_convex = assign_second_cluster(c, s, convex, count, SOLVER_RANK_ONE_RATIO) & ok
+    same_closed = assign_second_cluster(c, s, closed, count, RANK_ONE_RATIO if guard else None) & ok
+    same_convex = (
+        assign_second_cluster(c, s, convex, count, SOLVER_RANK_ONE_RATIO if guard else None) & ok
+    )
     agree = ((same_closed == same_convex) & ok).sum(-1) / count.clamp_min(1)
     fantope, lam_sum = [], (closed.lam1 + closed.lam2).tolist()
     for g in range(c.shape[0]):

@@ -24,6 +24,9 @@ __all__ = [
 ]
 
 RESIDUAL_VARIANTS = ("theory", "reference")
+# The residual variant of pseudosel.functional.csl and csl_features by default: the authors'
+# published code (ICCV 2025 and CoVar), which keeps the zeroed arg-max slot in the variance.
+DEFAULT_RESIDUAL = "reference"
 
 # Eager CPU works on blocks of about this many probabilities, so that the one temporary
 # (a copy with the arg-max zeroed) stays in cache instead of a fresh input-sized buffer.
@@ -206,40 +209,108 @@ def _residual_block(probs: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
     return total, residual.square_().sum(1)
 
 
-def _spread(r: Tensor, squares: Tensor, num_classes: int, residual: str, g_scale: float):
-    """CSL's s from the residual sum r and sum of squares (any matching shapes)."""
+def _spread_of_zeroed(zeroed: Tensor, index: Tensor, residual: str, g_scale: float) -> Tensor:
+    """CSL's s from an (n, K, m) copy of the probabilities whose arg-max slot (given by the
+    (n, 1, m) ``index``) is 0; overwrites the copy (eager path)."""
+    num_classes = zeroed.shape[1]
+    r = zeroed.sum(1)
+    mean = (r / (num_classes - 1)).unsqueeze(1)
+    zeroed.scatter_(1, index, mean)  # the arg-max slot then adds nothing to the sums
+    inverse = r.clamp_min(torch.finfo(r.dtype).tiny).reciprocal_().unsqueeze(1)
+    deviations = zeroed.sub_(mean).mul_(inverse)
+    drift = deviations.sum(1) if residual == "reference" else None
+    squares = deviations.square_().sum(1)
+    return _finish_spread(squares, drift, r, mean.squeeze(1), num_classes, g_scale)
+
+
+def _spread_compiled(probs: Tensor, index: Tensor, residual: str, g_scale: float) -> Tensor:
+    """:func:`_spread_of_zeroed` without temporaries: masks the compiler fuses."""
+    num_classes = probs.shape[1]
+    classes = torch.arange(num_classes, device=probs.device).view(1, -1, 1)
+    top = classes == index
+    r = torch.where(top, 0.0, probs).sum(1)
+    mean = (r / (num_classes - 1)).unsqueeze(1)
+    inverse = r.clamp_min(torch.finfo(r.dtype).tiny).reciprocal().unsqueeze(1)
+    deviations = torch.where(top, 0.0, (probs - mean) * inverse)
+    drift = deviations.sum(1) if residual == "reference" else None
+    squares = (deviations * deviations).sum(1)
+    return _finish_spread(squares, drift, r, mean.squeeze(1), num_classes, g_scale)
+
+
+def _finish_spread(
+    squares: Tensor,
+    drift: Tensor | None,
+    r: Tensor,
+    mean: Tensor,
+    num_classes: int,
+    g_scale: float,
+) -> Tensor:
+    """s from the residual mass r, m = r / (K − 1) as rounded (``mean``), and the sums over
+    the residual classes of d_k = (p_k − m) / r: ``squares`` = Σ d_k², ``drift`` = Σ d_k
+    (``None``: the theory variant).
+
+    theory: s = (K − 1)/2 · r · Σ d_k², clamped at its bound (K − 2)·r/2. Two-pass, and
+    scaled to O(1) before squaring, so s neither cancels (near-uniform input, where the
+    one-pass form ((K − 1) Σ p_k² / r − r) / 2 loses about half of float32's digits) nor
+    underflows (near-one-hot input, where p_k² drops below float32's range).
+
+    reference: the zeroed arg-max slot's (0 − m)² adds r / (2 (K − 1)), written as
+    m/2 + r·Σ d_k / (2 (K − 1)): exact for any rounding of m, and m/2 is exact, so this term,
+    which dominates s for near-uniform input, costs one rounding instead of the error of the
+    float32 sum r.
+    """
     if num_classes == 2:
         # One residual class has no spread; the formula would only add rounding noise.
         s = torch.zeros_like(r)
     else:
-        tiny = torch.finfo(r.dtype).tiny
-        s = squares.mul_((num_classes - 1) / 2).div_(r.clamp_min(tiny)).sub_(r * 0.5)
-        s = torch.minimum(s.clamp_(min=0), r * ((num_classes - 2) / 2))
-    if residual == "reference":
-        s = s.add_(r * (1 / (2 * (num_classes - 1))))
+        s = squares.mul_(r).mul_((num_classes - 1) / 2)
+        s = torch.minimum(s, r * ((num_classes - 2) / 2))
+    if drift is not None:
+        # the small terms first, then the large m/2: one rounding on the result
+        s = s.add_(drift.mul_(r), alpha=1 / (2 * (num_classes - 1))).add_(mean, alpha=0.5)
     if g_scale != 1.0:
         s = s.mul_(g_scale)
     return s
 
 
+def _csl_spread(flat: Tensor, index: Tensor, residual: str, g_scale: float) -> Tensor:
+    """s of (n, K, m) probabilities with (n, 1, m) arg-max, in the compute dtype."""
+    dtype = compute_dtype(flat.dtype)
+    if torch.compiler.is_compiling():
+        return _spread_compiled(flat.to(dtype), index, residual, g_scale)
+    zeroed = flat.to(dtype, copy=True).scatter_(1, index, 0.0)
+    return _spread_of_zeroed(zeroed, index, residual, g_scale)
+
+
 def csl_features(
-    probs: Tensor, residual: str = "theory", g_scale: float = 1.0
+    probs: Tensor, residual: str = DEFAULT_RESIDUAL, g_scale: float = 1.0
 ) -> tuple[Tensor, Tensor, Tensor]:
     """CSL's two features per position: confidence c and scaled residual variance s.
 
     With k* = argmax p (lowest index on ties), r = sum_{k != k*} p_k (summed over the
-    residual classes, never 1 - c) and v the population variance of the K - 1 residual
-    probabilities, s = g * v with g = (K - 1)^2 / (2 r), i.e.
+    residual classes, never 1 - c), m = r / (K - 1) and g = (K - 1)^2 / (2 r):
 
-        s = ((K - 1) * sum_{k != k*} p_k^2 / r - r) / 2,   0 <= s <= (K - 2) * r / 2,
+    - ``residual="theory"`` (the paper's formula): v is the population variance of the
+      K - 1 residual probabilities and s = g * v, i.e.
 
-    and s = 0 where r = 0 (exact one-hot). K = 2 gives s = 0 everywhere. (CSL_SPEC.md §2.)
+        s = ((K - 1) * sum_{k != k*} p_k^2 / r - r) / 2,   0 <= s <= (K - 2) * r / 2;
+
+    - ``residual="reference"`` (default; the authors' ICCV and CoVar code): the zeroed
+      arg-max slot stays inside the variance sum, v = (sum_{k != k*} (p_k - m)^2 + m^2)
+      / (K - 1), which adds r / (2 (K - 1)) to the theory value.
+
+    s = 0 where r = 0 (exact one-hot); K = 2 gives s = 0 everywhere under "theory" (and
+    s = r / 2 under "reference"). The default follows :func:`pseudosel.functional.csl`, so
+    that these are the features CSL splits on. (CSL_SPEC.md §2.)
+
+    s is computed two-pass, as g * sum_k (p_k - m)^2 over the residual classes with the
+    deviations scaled by 1 / r: float32 s then agrees with float64 to a few units in the
+    last place on near-uniform and near-one-hot inputs alike, where the one-pass form
+    above cancels or underflows.
 
     Args:
         probs: (N, K, *spatial) probabilities, K >= 2.
-        residual: ``"theory"`` (default, the formula above) or ``"reference"``, the authors'
-            segmentation code, which keeps the zeroed arg-max slot in the variance and so
-            adds r / (2 (K - 1)) to s.
+        residual: ``"reference"`` (default) or ``"theory"``, as above.
         g_scale: multiplier on s (default 1.0; the CoVar experiments used 0.5).
 
     Returns:
@@ -248,23 +319,26 @@ def csl_features(
     Example:
         >>> import torch
         >>> from pseudosel.features import csl_features
-        >>> c, s, labels = csl_features(torch.tensor([[0.6, 0.3, 0.1]]))
-        >>> c, s, labels
+        >>> probs = torch.tensor([[0.6, 0.3, 0.1]])
+        >>> csl_features(probs, residual="theory")  # r = 0.4, v = 0.01, g = 5
         (tensor([0.6000]), tensor([0.0500]), tensor([0]))
+        >>> csl_features(probs)[1]  # "reference": + r / (2 (K - 1)) = 0.1
+        tensor([0.1500])
     """
     check_probs(probs)
     check_choice("residual", residual, RESIDUAL_VARIANTS)
     g_scale = check_real("g_scale", g_scale, low=0.0, low_open=True)
-    num_classes = probs.shape[1]
-    blocks = position_blocks(_flatten(probs)[0])
+    flat, _ = _flatten(probs)
+    shape = (probs.shape[0], *probs.shape[2:])
+    blocks = position_blocks(flat)
     if len(blocks) == 1:
         confidence, labels = probs.max(1)
         confidence = confidence.to(compute_dtype(probs.dtype))
-        r, squares = residual_moments(probs, labels)
-        return confidence, _spread(r, squares, num_classes, residual, g_scale), labels
+        _, index = _flatten(probs, labels)
+        assert index is not None
+        s = _csl_spread(flat, index, residual, g_scale)
+        return confidence, s.reshape(shape), labels
     # Eager CPU, block by block: max, arg-max, residual sums and s in one cache-sized visit
-    flat, _ = _flatten(probs)
-    shape = (probs.shape[0], *probs.shape[2:])
     dtype = compute_dtype(probs.dtype)
     confidence = torch.empty(flat.shape[::2], dtype=dtype)
     labels = torch.empty(flat.shape[::2], dtype=torch.long)
@@ -272,9 +346,8 @@ def csl_features(
     for rows, cols in blocks:
         block = flat[rows, :, cols].to(dtype, copy=True)
         c, index = _max_and_index(block)
-        zeroed = block.scatter_(1, index.unsqueeze(1), 0.0)  # the copy, arg-max zeroed
-        r = zeroed.sum(1)
-        squares = zeroed.square_().sum(1)
-        confidence[rows, cols], labels[rows, cols] = c, index
-        s[rows, cols] = _spread(r, squares, num_classes, residual, g_scale)
+        index = index.unsqueeze(1)
+        zeroed = block.scatter_(1, index, 0.0)  # the copy, arg-max zeroed
+        confidence[rows, cols], labels[rows, cols] = c, index.squeeze(1)
+        s[rows, cols] = _spread_of_zeroed(zeroed, index, residual, g_scale)
     return confidence.reshape(shape), s.reshape(shape), labels.reshape(shape)

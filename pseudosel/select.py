@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
+from pseudosel.functional.csl import CSL_PRESETS
 from pseudosel.selection import Selection
 from pseudosel.validation import check_probs, compute_dtype, resolve_valid
 
@@ -18,12 +19,16 @@ __all__ = ["SELECTORS", "STATEFUL", "select_reliable"]
 
 # Name → stateless functional selector.
 SELECTORS: dict[str, Callable[..., Selection]] = {
+    # CSL as the authors' ICCV 2025 code runs it (CSL_PRESETS["csl"]: F.csl's defaults)
     "csl": F.csl,
     # experimental, beyond the paper (needs cvxpy at call time)
     "csl_max_margin": functools.partial(F.csl, boundary="max_margin"),
     "threshold": F.threshold,
     "adamatch": F.adamatch,
     "entropy_split": F.entropy_split,
+    # CSL as the CoVar code runs it: linear cluster rule (λ = 0.25), g_scale 0.5; options
+    # passed to select_reliable override these
+    "csl_covar": functools.partial(F.csl, **CSL_PRESETS["csl_covar"]),
 }
 # Selectors that keep state across steps: one instance must live through training.
 STATEFUL = {
@@ -53,9 +58,10 @@ def select_reliable(
     Args:
         probs: (N, K) or (N, K, *spatial) probabilities (or logits with ``from_logits``);
             detached inside, so passing a tensor that requires grad is fine.
-        method: a stateless selector's name — ``"csl"`` (default), ``"csl_max_margin"``
-            (experimental), ``"threshold"``, ``"adamatch"`` (pass ``probs_labeled=``) or
-            ``"entropy_split"`` — or a selector
+        method: a stateless selector's name — ``"csl"`` (default; the authors' ICCV
+            code), ``"csl_covar"`` (CSL as the CoVar code configures it),
+            ``"csl_max_margin"`` (experimental), ``"threshold"``, ``"adamatch"`` (pass
+            ``probs_labeled=``) or ``"entropy_split"`` — or a selector
             module instance such as :class:`~pseudosel.CSLSelector` or
             :class:`~pseudosel.FlexMatchSelector`; a module brings its own options, state
             and ``validate`` setting.

@@ -4,6 +4,11 @@ Per position: arg-max, residual classes, their population variance, g. Per group
 loop, the thin SVD of the 2 x n feature matrix, per-cluster mean and unbiased variance,
 z-scores and the OR override. Its only job is to be obviously right; the fast kernel in
 pseudosel must match it.
+
+Defaults are the authors' published code, as pseudosel's: ``residual="reference"`` (the
+zeroed arg-max slot stays in the variance sum) and always two clusters
+(``rank_one_guard=False``); ``residual="theory"`` is the paper's formula and
+``rank_one_guard=True`` the optional one-cluster rule for groups with λ₂ <= 1e-12 λ₁.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ LINEAR_LAMBDA = 0.25
 NEGLOG_LAMBDA = 0.5
 
 
-def reference_features(probs: np.ndarray, residual: str = "theory", g_scale: float = 1.0):
+def reference_features(probs: np.ndarray, residual: str = "reference", g_scale: float = 1.0):
     """probs (N, K, *spatial) float64 → c, s (N, *spatial) float64 and labels (N, *spatial)."""
     n, k = probs.shape[:2]
     flat = np.moveaxis(probs.reshape(n, k, -1), 1, 2).reshape(-1, k)  # (positions, K)
@@ -46,6 +51,7 @@ def reference_features(probs: np.ndarray, residual: str = "theory", g_scale: flo
 @dataclass
 class ReferenceGroup:
     weight: np.ndarray  # (n_group,) over all positions of the group
+    mask: np.ndarray  # trusted: z_c > 0 or z_s > 0 or z = 0 (where, exactly, weight = 1)
     score: np.ndarray
     cluster: np.ndarray  # 0 / 1 per position (-1 for ignored)
     tie_margin: np.ndarray  # (|V[0, i]| - |V[1, i]|) / max of the two: near 0 = near-tie
@@ -61,24 +67,30 @@ def reference_split(
     cluster_rule: str = "confidence",
     min_var: float = 0.0,
     eps: float = 1e-8,
+    rank_one_guard: bool = False,
 ) -> ReferenceGroup:
     """One group: c, s, valid (n,) → weights etc. Literal CSL_SPEC.md §3–4."""
     size = len(c)
     weight = np.zeros(size)
+    mask = np.zeros(size, dtype=bool)
     score = np.zeros(size)
     cluster = np.full(size, -1)
     margin = np.full(size, np.inf)
     idx = np.flatnonzero(valid)
     n = len(idx)
     if n == 0:
-        return ReferenceGroup(weight, score, cluster, margin, 0)
+        return ReferenceGroup(weight, mask, score, cluster, margin, 0)
     x = np.stack([c[idx], s[idx]], axis=1)  # (n, 2), not centred, not scaled
     assign = np.zeros(n, dtype=int)
     if n > 1:
-        _, sv, vh = np.linalg.svd(x.T, full_matrices=False)
-        if sv[1] ** 2 > 1e-12 * sv[0] ** 2:
-            assign = np.argmax(np.abs(vh), axis=0)  # ties -> cluster 0 (the first)
-            a0, a1 = np.abs(vh[0]), np.abs(vh[1])
+        u, sv, _ = np.linalg.svd(x.T, full_matrices=False)
+        if not rank_one_guard or sv[1] ** 2 > 1e-12 * sv[0] ** 2:
+            # The authors take argmax_j |V[j, i]| with V[j, i] = (x_i · u_j) / σ_j. Compared
+            # as |x_i · u_0| σ_1 against |x_i · u_1| σ_0 it is the same decision, and stays
+            # defined when σ_1 = 0 (V's second row is then arbitrary; u_1 is not).
+            projections = np.abs(u.T @ x.T)  # (2, n): |x_i · u_j|
+            a0, a1 = projections[0] * sv[1], projections[1] * sv[0]
+            assign = (a1 > a0).astype(int)  # ties -> cluster 0 (the first)
             margin[idx] = (a0 - a1) / np.maximum(np.maximum(a0, a1), 1e-300)
     cluster[idx] = assign
     stats = []
@@ -110,7 +122,8 @@ def reference_split(
         else:
             weight[i] = np.exp(-(z_c**2 + z_s**2) / alpha)
             score[i] = -np.sqrt(z_c**2 + z_s**2)
-    return ReferenceGroup(weight, score, cluster, margin, reliable)
+        mask[i] = z_c > 0 or z_s > 0 or (z_c == 0 and z_s == 0)
+    return ReferenceGroup(weight, mask, score, cluster, margin, reliable)
 
 
 @dataclass
@@ -129,10 +142,11 @@ def reference_csl(
     alpha: float = 2.0,
     group: str = "auto",
     cluster_rule: str = "confidence",
-    residual: str = "theory",
+    residual: str = "reference",
     g_scale: float = 1.0,
     min_var: float = 0.0,
     eps: float = 1e-8,
+    rank_one_guard: bool = False,
     valid: torch.Tensor | None = None,
 ) -> ReferenceSelection:
     """CSL in float64 on the given (possibly rounded) probabilities, group by group."""
@@ -143,7 +157,7 @@ def reference_csl(
     if group == "auto":
         group = "sample" if p.ndim > 2 else "batch"
     rows = p.shape[0] if group == "sample" else 1
-    out = {name: np.zeros((rows, c.size // max(rows, 1))) for name in ("w", "z", "k", "m")}
+    out = {name: np.zeros((rows, c.size // max(rows, 1))) for name in ("w", "t", "z", "k", "m")}
     for g in range(rows):
         res = reference_split(
             c.reshape(rows, -1)[g],
@@ -153,9 +167,11 @@ def reference_csl(
             cluster_rule=cluster_rule,
             min_var=min_var,
             eps=eps,
+            rank_one_guard=rank_one_guard,
         )
-        out["w"][g], out["z"][g], out["k"][g], out["m"][g] = (
+        out["w"][g], out["t"][g], out["z"][g], out["k"][g], out["m"][g] = (
             res.weight,
+            res.mask,
             res.score,
             res.cluster,
             res.tie_margin,
@@ -164,7 +180,7 @@ def reference_csl(
     return ReferenceSelection(
         labels=labels,
         weight=weight,
-        mask=weight == 1.0,
+        mask=out["t"].reshape(shape).astype(bool),
         score=out["z"].reshape(shape),
         cluster=out["k"].reshape(shape),
         tie_margin=out["m"].reshape(shape),

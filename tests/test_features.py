@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -22,15 +23,19 @@ def t(*rows, dtype=torch.float64):
 
 def test_csl_features_hand_computed_three_classes():
     # r = 0.4, residuals (0.3, 0.1): population variance 0.01, g = 2^2 / (2 * 0.4) = 5.
-    c, s, labels = csl_features(t([0.6, 0.3, 0.1]))
+    c, s, labels = csl_features(t([0.6, 0.3, 0.1]), residual="theory")
     assert c.item() == pytest.approx(0.6)
     assert s.item() == pytest.approx(0.05)
     assert labels.item() == 0
+    # the authors' code: mean 0.2 over the residuals, squares over all three slots with the
+    # arg-max zeroed, (0.01 + 0.01 + 0.04) / 2 = 0.03, times g = 5
+    _, s_reference, _ = csl_features(t([0.6, 0.3, 0.1]), residual="reference")
+    assert s_reference.item() == pytest.approx(0.15)
 
 
 def test_csl_features_hand_computed_four_classes():
     # k* = 1, r = 0.5, residuals (0.1, 0.3, 0.1): variance 2/225, g = 9 / (2 * 0.5) = 9.
-    c, s, labels = csl_features(t([0.1, 0.5, 0.3, 0.1]))
+    c, s, labels = csl_features(t([0.1, 0.5, 0.3, 0.1]), residual="theory")
     assert (c.item(), labels.item()) == (pytest.approx(0.5), 1)
     assert s.item() == pytest.approx(9 * 2 / 225)
 
@@ -42,40 +47,58 @@ def test_reference_residual_variant_adds_r_over_2_k_minus_1():
 
 
 def test_g_scale_multiplies_s():
-    _, s1, _ = csl_features(t([0.6, 0.3, 0.1]))
-    _, s_half, _ = csl_features(t([0.6, 0.3, 0.1]), g_scale=0.5)
+    _, s1, _ = csl_features(t([0.6, 0.3, 0.1]), residual="theory")
+    _, s_half, _ = csl_features(t([0.6, 0.3, 0.1]), residual="theory", g_scale=0.5)
     _, ref_half, _ = csl_features(t([0.6, 0.3, 0.1]), residual="reference", g_scale=0.5)
     assert s_half.item() == pytest.approx(0.5 * s1.item())
     assert ref_half.item() == pytest.approx(0.5 * (0.05 + 0.4 / 4))
 
 
+def test_default_residual_is_the_authors_code():
+    assert inspect.signature(csl_features).parameters["residual"].default == "reference"
+    probs = smooth_maps(2, 7, 6, 5, sharpness=4.0, seed=1, dtype=torch.float64)
+    _, s, _ = csl_features(probs)
+    _, reference, _ = csl_features(probs, residual="reference")
+    _, theory, _ = csl_features(probs, residual="theory")
+    assert torch.equal(s, reference)
+    r, _ = residual_moments(probs, probs.argmax(1))
+    torch.testing.assert_close(s - theory, r / (2 * 6), rtol=1e-10, atol=1e-15)
+
+
 def test_ties_take_the_lowest_index_and_keep_the_tied_mass_in_the_residual():
     # k* = 0; the other 0.4 is a residual class: r = 0.6, variance of (0.4, 0.2) = 0.01.
-    c, s, labels = csl_features(t([0.4, 0.4, 0.2]))
+    c, s, labels = csl_features(t([0.4, 0.4, 0.2]), residual="theory")
     assert labels.item() == 0
     assert c.item() == pytest.approx(0.4)
     assert s.item() == pytest.approx((2**2 / (2 * 0.6)) * 0.01)
 
 
 def test_one_hot_and_uniform_have_zero_spread():
-    c, s, labels = csl_features(t([0.0, 1.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]))
+    probs = t([0.0, 1.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25])
+    c, s, labels = csl_features(probs, residual="theory")
     assert c.tolist() == [1.0, 0.25]
     assert s.tolist() == [0.0, 0.0]
     assert labels.tolist() == [1, 0]
+    # reference: only the zeroed slot's r / (2 (K - 1)) = 0.75 / 6, and 0 for one-hot
+    _, s, _ = csl_features(probs, residual="reference")
+    assert s.tolist() == [0.0, 0.125]
 
 
 def test_two_classes_give_s_exactly_zero():
     probs = torch.rand(50, 2, 3).softmax(1)
-    c, s, labels = csl_features(probs)
+    c, s, labels = csl_features(probs, residual="theory")
     assert torch.equal(s, torch.zeros_like(s))
     assert torch.equal(c, probs.amax(1))
+    # reference: s = r / 2 exactly, r the other class's probability
+    _, s, _ = csl_features(probs, residual="reference")
+    assert torch.equal(s, probs.amin(1) / 2)
 
 
 def test_residual_mass_survives_when_confidence_rounds_to_one():
     # In float32, 1 - 3e-9 rounds to 1.0: 1 - c would be 0 and g = inf in the authors' code.
     probs = torch.tensor([[1.0, 1e-9, 2e-9]], dtype=torch.float32)
     assert probs[0, 0].item() == 1.0
-    c, s, _ = csl_features(probs)
+    c, s, _ = csl_features(probs, residual="theory")
     r, squares = residual_moments(probs, torch.zeros(1, dtype=torch.long))
     assert r.item() == pytest.approx(3e-9, rel=1e-6)
     expected = (2 * (1e-18 + 4e-18) / 3e-9 - 3e-9) / 2
@@ -99,14 +122,37 @@ def test_matches_literal_reference_on_maps(residual, g_scale):
     st.integers(2, 12),
     st.floats(0.1, 30.0),
     st.sampled_from([torch.float16, torch.bfloat16, torch.float32, torch.float64]),
+    st.sampled_from(["theory", "reference"]),
 )
-def test_s_is_bounded(n, k, sharpness, dtype):
+def test_s_is_bounded(n, k, sharpness, dtype, residual):
     probs = classifier_outputs(n, k, sharpness=sharpness, seed=n * k, dtype=dtype)
-    c, s, labels = csl_features(probs)
+    c, s, labels = csl_features(probs, residual=residual)
     r, _ = residual_moments(probs, labels)
     assert c.dtype == s.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    bound = r * (k - 2) / 2
+    if residual == "reference":
+        bound = bound + r / (2 * (k - 1))
     assert (s >= 0).all()
-    assert (s <= r * (k - 2) / 2 + 1e-12).all()
+    assert (s <= bound * (1 + 1e-6) + 1e-12).all()
+
+
+@pytest.mark.parametrize("residual", ["theory", "reference"])
+@pytest.mark.parametrize(
+    "scale", [0.01, 1.0, 30.0], ids=["near-uniform", "softmax-randn", "near-one-hot"]
+)
+def test_float32_s_is_float64_s_to_a_few_units_in_the_last_place(scale, residual):
+    # The one-pass ((K - 1) Σ p² / r - r) / 2 cancelled here (errors up to 2% near-uniform)
+    # or underflowed (near-one-hot); two-pass with scaled deviations: < 5 units measured.
+    gen = torch.Generator().manual_seed(0)
+    logits = scale * torch.randn(4, 21, 64, 64, generator=gen, dtype=torch.float64)
+    probs = logits.softmax(1).float()
+    c32, s32, labels32 = csl_features(probs, residual=residual)
+    c64, s64, labels64 = csl_features(probs.double(), residual=residual)
+    assert torch.equal(labels32, labels64) and torch.equal(c32.double(), c64)
+    normal = s64 > 10 * torch.finfo(torch.float32).tiny  # above float32's subnormal range
+    assert normal.double().mean() > 0.999
+    error = (s32.double() - s64).abs() / s64
+    assert (error[normal] <= 8 * torch.finfo(torch.float32).eps).all()
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 40, 37), (700, 9), (2, 300, 7)])

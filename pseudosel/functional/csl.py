@@ -8,17 +8,22 @@ with the better statistics is "reliable"; its mean and variance turn every posit
 z-scores, and the weight is 1 when either z-score is positive, else a Gaussian fall-off
 (CSL_SPEC.md §3–4). Batched over groups with masked sums: no loop over samples or pixels and
 no host synchronisation, so ``torch.compile(fullgraph=True)`` works.
+
+Defaults are the authors' published ICCV 2025 code (residual variance with the zeroed arg-max
+slot, the confidence rule, α = 2, g = 1, always two clusters); :data:`CSL_PRESETS` names it
+``"csl"`` and the CoVar code ``"csl_covar"``. docs/csl.md tabulates paper vs codes vs these
+defaults.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from pseudosel.features import RESIDUAL_VARIANTS, csl_features
+from pseudosel.features import DEFAULT_RESIDUAL, RESIDUAL_VARIANTS, csl_features
 from pseudosel.functional.separation import (
     RANK_ONE_RATIO,
     accumulation_dtype,
@@ -35,7 +40,14 @@ from pseudosel.validation import (
     resolve_valid,
 )
 
-__all__ = ["GroupSplit", "check_csl_options", "csl", "group_points", "split_groups"]
+__all__ = [
+    "CSL_PRESETS",
+    "GroupSplit",
+    "check_csl_options",
+    "csl",
+    "group_points",
+    "split_groups",
+]
 
 GROUPS = ("auto", "sample", "batch")
 CLUSTER_RULES = ("confidence", "linear", "neglog")
@@ -44,6 +56,25 @@ BOUNDARIES = ("paper", "max_margin")
 # The λ of CoVar's cluster rules (CSL_SPEC.md §4).
 LINEAR_RULE_LAMBDA = 0.25
 NEGLOG_RULE_LAMBDA = 0.5
+# Named configurations of csl, by the code they reproduce (docs/csl.md has the table):
+# "csl" is the ICCV 2025 code and csl's defaults; "csl_covar" the CoVar code (its CSL run
+# script: the linear rule, g scaled by 0.5; its weight function is called with α = 2).
+CSL_PRESETS: dict[str, dict[str, Any]] = {
+    "csl": dict(
+        residual="reference",
+        cluster_rule="confidence",
+        alpha=2.0,
+        g_scale=1.0,
+        rank_one_guard=False,
+    ),
+    "csl_covar": dict(
+        residual="reference",
+        cluster_rule="linear",
+        alpha=2.0,
+        g_scale=0.5,
+        rank_one_guard=False,
+    ),
+}
 
 
 class GroupSplit(NamedTuple):
@@ -71,9 +102,12 @@ def check_csl_options(
     solver: str = "closed_form",
     boundary: str = "paper",
     max_points: int = 256,
+    rank_one_guard: bool = False,
 ) -> None:
     """Raise ``ValueError``/``TypeError`` for a CSL hyper-parameter out of its domain."""
     check_real("alpha", alpha, low=0.0, low_open=True)
+    if not isinstance(rank_one_guard, bool):
+        raise TypeError(f"rank_one_guard must be a bool, got {type(rank_one_guard).__name__}")
     check_choice("solver", solver, SOLVERS)
     check_choice("boundary", boundary, BOUNDARIES)
     if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 4:
@@ -96,6 +130,21 @@ def _rule_score(means: Tensor, cluster_rule: str, eps: float) -> Tensor:
     return conf - NEGLOG_RULE_LAMBDA * torch.log(spread + eps)
 
 
+def _round_toward(value: Tensor, dtype: torch.dtype, upward: bool) -> Tensor:
+    """``value`` rounded to ``dtype`` toward +inf (``upward``) or −inf, not to nearest.
+
+    For x in ``dtype``: x > v ⟺ x > round_down(v) and x < v ⟺ x < round_up(v), so the
+    z-scores' signs (the trusted set) computed in ``dtype`` are those of the wide means.
+    """
+    if value.dtype == dtype:
+        return value
+    rounded = value.to(dtype)
+    wide = rounded.to(value.dtype)
+    missed = wide < value if upward else wide > value
+    toward = torch.full_like(rounded, math.inf if upward else -math.inf)
+    return torch.where(missed, torch.nextafter(rounded, toward), rounded)
+
+
 def split_groups(
     c: Tensor,
     s: Tensor,
@@ -106,6 +155,7 @@ def split_groups(
     min_var: float = 0.0,
     eps: float = 1e-8,
     solver: str = "closed_form",
+    rank_one_guard: bool = False,
     all_valid: bool = False,
 ) -> GroupSplit:
     """CSL's split and weights for G groups of n positions each.
@@ -124,12 +174,24 @@ def split_groups(
         solver: ``"closed_form"`` (default) or ``"cvxpy"``: the directions and eigenvalues
             come from the convex program (:func:`pseudosel.convex.convex_axes`), then the
             identical assignment and weighting follow (a reference path, not for training).
+        rank_one_guard: keep a group in one cluster when λ₂ <= 1e-12·λ₁ (1e-10 with the
+            solver), i.e. when its points lie on one ray. Default False: always split, as
+            the paper and the authors' code; see
+            :func:`~pseudosel.functional.separation.assign_second_cluster`. Groups of
+            n <= 1 are one cluster either way.
         all_valid: promise that ``valid`` is all True (skips the masking work).
 
     Returns:
         :class:`GroupSplit`: weight in [0, 1], mask = valid & (weight == 1), score =
         max(z_c, z_s) where either is positive, else −√(z_c² + z_s²) (the weight is a
         non-decreasing function of it), the cluster assignment and the reliable cluster.
+
+    Precision: the second moments (from exact products), the cluster sums and the reliable
+    cluster's two-pass variance are accumulated in float64 (``accumulation_dtype``; float32
+    on MPS); the z-scores compare against the means rounded toward the untrusted side, and
+    untrusted weights stay below 1. So for float32 points the trusted set is the one the
+    float64 computation gives on the same points, except where a point and a mean are
+    within rounding of each other.
     """
     acc = accumulation_dtype(c.device)
     dtype = c.dtype
@@ -137,8 +199,9 @@ def split_groups(
     # Eager CPU walks the positions in cache-sized blocks (four passes: moments, clusters,
     # variance, weights), so no (G, n) temporary is ever allocated; elsewhere one block.
     # Elementwise work is arithmetic on 0/1 floats (sign/clamp, mul, addcmul), ~10x faster
-    # on CPU than where/masked_fill or bool conversions. Reductions are cascade sums in the
-    # compute dtype; the per-group scalars derived from them are handled in acc (float64).
+    # on CPU than where/masked_fill or bool conversions. Every reduction accumulates in acc
+    # (float64): for float32 points the products are then exact, and the 2x2 eigen-problem,
+    # whose det(M) cancels, sees the moments of the float64 computation.
     blocks = group_blocks(groups, size, c.device)
 
     def points(block: slice) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -149,11 +212,12 @@ def split_groups(
         ok = valid[:, block]
         return torch.where(ok, c[:, block], 0.0), torch.where(ok, s[:, block], 0.0), ok.to(dtype)
 
-    # pass 1: second moments M = XᵀX per group
+    # pass 1: second moments M = XᵀX per group, from widened points (exact products)
     moments = torch.zeros(groups, 3, dtype=acc, device=c.device)
     for block in blocks:
         cb, sb, _ = points(block)
-        moments += torch.stack(((cb * cb).sum(-1), (cb * sb).sum(-1), (sb * sb).sum(-1)), -1)
+        cw, sw = cb.to(acc), sb.to(acc)
+        moments += torch.stack(((cw * cw).sum(-1), (cw * sw).sum(-1), (sw * sw).sum(-1)), -1)
     m11, m12, m22 = moments.unbind(-1)
     moments = torch.stack((torch.stack((m11, m12), -1), torch.stack((m12, m22), -1)), -2)
     count = valid.sum(-1)
@@ -161,13 +225,13 @@ def split_groups(
         from pseudosel.convex import SOLVER_RANK_ONE_RATIO, convex_axes
 
         axes = convex_axes(moments)
-        rank_one = SOLVER_RANK_ONE_RATIO
+        rank_one = SOLVER_RANK_ONE_RATIO if rank_one_guard else None
     else:
         axes = principal_axes(moments)
-        rank_one = RANK_ONE_RATIO
+        rank_one = RANK_ONE_RATIO if rank_one_guard else None
 
-    # pass 2: assignment, and per-cluster counts and feature sums. Each cluster is summed
-    # on its own (not as total − other), so a one-point cluster's mean is its point exactly.
+    # pass 2: assignment, and per-cluster counts and feature sums. Each cluster is summed on
+    # its own (not as total − other), so a one-point cluster's mean is its point exactly.
     in_second = torch.empty(groups, size, dtype=torch.bool, device=c.device)
     sums = torch.zeros(groups, 5, dtype=acc, device=c.device)
     for block in blocks:
@@ -179,11 +243,11 @@ def split_groups(
         first = (1.0 - second) if ok is None else (ok - second)
         sums += torch.stack(
             (
-                second.sum(-1),
-                (cb * first).sum(-1),
-                (sb * first).sum(-1),
-                (cb * second).sum(-1),
-                (sb * second).sum(-1),
+                second.sum(-1, dtype=acc),
+                (cb * first).sum(-1, dtype=acc),
+                (sb * first).sum(-1, dtype=acc),
+                (cb * second).sum(-1, dtype=acc),
+                (sb * second).sum(-1, dtype=acc),
             ),
             -1,
         )
@@ -214,8 +278,8 @@ def split_groups(
         member = membership(block, ok)
         squares += torch.stack(
             (
-                ((cb - center_c).square_() * member).sum(-1),
-                ((sb - center_s).square_() * member).sum(-1),
+                ((cb - center_c).square_() * member).sum(-1, dtype=acc),
+                ((sb - center_s).square_() * member).sum(-1, dtype=acc),
             ),
             -1,
         )
@@ -224,18 +288,28 @@ def split_groups(
     )
     inv_std = torch.rsqrt(variance.clamp_min(min_var) + eps).to(dtype)
     scale_c, scale_s = inv_std[:, 0, None], -inv_std[:, 1, None]
+    # the means rounded toward the untrusted side: z_c > 0 ⟺ c > μ_c, z_s > 0 ⟺ s < μ_s
+    # exactly, as in the wide computation
+    low_c = _round_toward(center[:, 0, None], dtype, upward=False)
+    high_s = _round_toward(center[:, 1, None], dtype, upward=True)
+
+    offset = 2 * alpha * torch.finfo(dtype).eps
 
     # pass 4: z-scores, weights, scores
     weight = torch.empty(groups, size, dtype=dtype, device=c.device)
     score = torch.empty_like(weight)
     for block in blocks:
         cb, sb, ok = points(block)
-        z_c = (cb - center_c).mul_(scale_c)  # > 0: more confident than the reliable mean
-        z_s = (sb - center_s).mul_(scale_s)  # > 0: less residual spread than its mean
+        z_c = (cb - low_c).mul_(scale_c)  # > 0: more confident than the reliable mean
+        z_s = (sb - high_s).mul_(scale_s)  # > 0: less residual spread than its mean
         best = torch.maximum(z_c, z_s)
         trusted = torch.sign(best).clamp_(min=0)  # 1 where z_c > 0 or z_s > 0, else 0
         distance = torch.addcmul(z_c.square_(), z_s, z_s)  # z_c² + z_s²
-        w = torch.maximum(torch.exp(distance * (-1.0 / alpha)), trusted)
+        # exp(−(z_c² + z_s²)/α), kept below 1 wherever z ≠ 0 (an offset of two units in the
+        # last place), so that weight == 1 is exactly the trusted set — z_c > 0, z_s > 0 or
+        # z = 0 — and not wherever a rounded exp happens to reach 1
+        exponent = torch.add(distance, torch.sign(distance), alpha=offset)
+        w = torch.maximum(torch.exp_(exponent.mul_(-1.0 / alpha)), trusted)
         # score: max(z_c, z_s) on the trusted side, −‖z‖ elsewhere
         z = torch.addcmul(best.clamp_(min=0), distance.sqrt_(), trusted.sub_(1.0))
         if ok is not None:
@@ -262,16 +336,18 @@ def group_points(
     return c.reshape(rows, size), s.reshape(rows, size), valid.reshape(rows, size)
 
 
+@torch.no_grad()
 def csl(
     probs: Tensor,
     *,
     alpha: float = 2.0,
     group: str = "auto",
     cluster_rule: str = "confidence",
-    residual: str = "theory",
+    residual: str = DEFAULT_RESIDUAL,
     g_scale: float = 1.0,
     min_var: float = 0.0,
     eps: float = 1e-8,
+    rank_one_guard: bool = False,
     valid: Tensor | None = None,
     validate: bool = True,
     solver: str = "closed_form",
@@ -281,20 +357,30 @@ def csl(
 ) -> Selection:
     """CSL pseudo-label selection: a per-image (or per-batch) boundary, no threshold.
 
+    The defaults reproduce the authors' published ICCV 2025 code (``CSL_PRESETS["csl"]``);
+    ``select_reliable(probs, "csl_covar")`` or ``CSLSelector.preset("csl_covar")`` give the
+    CoVar code's configuration, and ``residual="theory"`` the paper's formula.
+
     Args:
-        probs: (N, K) or (N, K, *spatial) probabilities, K >= 2 (K = 2 makes s = 0, a 1-D
-            split on confidence). float16/bfloat16 are computed in float32.
+        probs: (N, K) or (N, K, *spatial) probabilities, K >= 2 (K = 2 makes the theory s
+            zero and the reference s = r/2: in effect a 1-D split on confidence).
+            float16/bfloat16 are computed in float32.
         alpha: Gaussian width of the soft weights outside the trusted set. Default 2.0
-            (ICCV code; the authors' UniMatch-V2 variant used 8.0).
+            (ICCV and CoVar code; the authors' UniMatch-V2 variant used 8.0).
         group: ``"sample"`` (one boundary per image), ``"batch"`` (one for the whole batch)
             or ``"auto"`` (default: ``"sample"`` for (N, K, *spatial), ``"batch"`` for (N, K)).
-        cluster_rule: ``"confidence"`` (default), ``"linear"`` or ``"neglog"``; see
-            :func:`split_groups`.
-        residual: ``"theory"`` (default) or ``"reference"``; see
+        cluster_rule: ``"confidence"`` (default; ICCV code), ``"linear"`` (CoVar code) or
+            ``"neglog"``; see :func:`split_groups`.
+        residual: ``"reference"`` (default: the authors' code, whose variance keeps the
+            zeroed arg-max slot) or ``"theory"`` (the paper's formula); see
             :func:`pseudosel.features.csl_features`.
-        g_scale: multiplier on the residual-variance feature. Default 1.0.
+        g_scale: multiplier on the residual-variance feature. Default 1.0 (ICCV code; the
+            CoVar code ran with 0.5).
         min_var: floor on the reliable cluster's variances. Default 0.0 (the paper).
         eps: added to the variances in the z-scores. Default 1e-8.
+        rank_one_guard: keep an image in one cluster when its points lie on one ray
+            (λ₂ <= 1e-12·λ₁). Default False: always two clusters, as the paper and the
+            authors' code (whose split of such an image follows rounding). Not in either.
         valid: optional bool (N, *spatial); False marks ignored positions (weight 0).
         validate: check that valid positions hold probabilities (default True).
         solver: ``"closed_form"`` (default: the batched kernel) or ``"cvxpy"`` (directions
@@ -330,6 +416,7 @@ def csl(
         solver=solver,
         boundary=boundary,
         max_points=max_points,
+        rank_one_guard=rank_one_guard,
     )
     all_valid = valid is None
     valid = resolve_valid(probs, valid)
@@ -347,6 +434,7 @@ def csl(
         min_var=min_var,
         eps=eps,
         solver=solver,
+        rank_one_guard=rank_one_guard,
         all_valid=all_valid,
     )
     if boundary == "max_margin":

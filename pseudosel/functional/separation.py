@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "RANK_ONE_RATIO",
     "Axes",
     "accumulation_dtype",
     "assign_second_cluster",
@@ -24,7 +25,8 @@ __all__ = [
     "second_moments",
 ]
 
-# λ₂ at or below this fraction of λ₁ means all points lie on one ray: no second cluster.
+# With the optional rank-one guard, λ₂ at or below this fraction of λ₁ counts as "all points
+# on one ray": no second cluster. Not in the paper nor the authors' code (they always split).
 RANK_ONE_RATIO = 1e-12
 # Eager CPU passes over (G, n) group data in blocks of about this many positions in total.
 _CPU_BLOCK_POSITIONS = 1 << 18
@@ -68,18 +70,19 @@ def second_moments(c: Tensor, s: Tensor, acc_dtype: torch.dtype) -> Tensor:
     Args:
         c: (G, n) first coordinates (confidence), ignored points already zeroed.
         s: (G, n) second coordinates (residual variance), ignored points already zeroed.
-        acc_dtype: dtype of the result (float64 unless unavailable). The sums themselves run
-            in the dtype of ``c`` (torch's cascade summation keeps them accurate); the
-            eigen-decomposition that follows needs the wider type, as det(M) cancels.
+        acc_dtype: dtype of the products, the sums and the result (float64 unless
+            unavailable). The points are widened before they are multiplied, so for float32
+            input every product is exact and only the summation rounds; the
+            eigen-decomposition that follows needs this, as det(M) cancels.
 
     Returns:
         (G, 2, 2) symmetric matrices in ``acc_dtype``.
     """
+    c, s = c.to(acc_dtype), s.to(acc_dtype)
     m11 = (c * c).sum(-1)
     m12 = (c * s).sum(-1)
     m22 = (s * s).sum(-1)
-    moments = torch.stack((torch.stack((m11, m12), -1), torch.stack((m12, m22), -1)), -2)
-    return moments.to(acc_dtype)
+    return torch.stack((torch.stack((m11, m12), -1), torch.stack((m12, m22), -1)), -2)
 
 
 def principal_axes(moments: Tensor) -> Axes:
@@ -105,21 +108,26 @@ def principal_axes(moments: Tensor) -> Axes:
 
 
 def assign_second_cluster(
-    c: Tensor, s: Tensor, axes: Axes, count: Tensor, rank_one_ratio: float = RANK_ONE_RATIO
+    c: Tensor, s: Tensor, axes: Axes, count: Tensor, rank_one_ratio: float | None = None
 ) -> Tensor:
     """Which points join the second cluster (True) rather than the first.
 
     Point i goes to cluster 2 when |x_i·e₂|·√λ₁ > |x_i·e₁|·√λ₂ (the division-free form of
-    comparing |x_i·e_j| / √λ_j); ties go to cluster 1. Degenerate groups — n <= 1, or
-    λ₂ <= 1e-12·λ₁ (every point on one ray) — keep everything in cluster 1.
+    comparing |x_i·e_j| / √λ_j); ties go to cluster 1. Groups with n <= 1 keep everything
+    in cluster 1. Otherwise the group is always split, as in the paper and the authors' code;
+    on points that lie exactly on one ray the split then follows rounding (as the authors'
+    SVD does), except that identical points always share a cluster and points on the c axis
+    (s = 0, as for K = 2 with the theory residual) tie and stay in cluster 1.
 
     Args:
         c: (G, n) first coordinates (confidence) of the points.
         s: (G, n) second coordinates (residual variance); callers mask ignored points out.
         axes: the groups' :class:`Axes`.
         count: (G,) number of valid points per group.
-        rank_one_ratio: λ₂ / λ₁ at or below which a group is rank one. Default 1e-12 (for
-            the closed form; eigenvalues from a solver need a looser value).
+        rank_one_ratio: ``None`` (default: always split) or the rank-one guard, a ratio
+            λ₂ / λ₁ at or below which a group counts as rank one and stays one cluster
+            (:data:`RANK_ONE_RATIO` = 1e-12 for the closed form; eigenvalues from a solver
+            need a looser value). Not in the paper nor the authors' code.
 
     Returns:
         (G, n) bool — the kernel's own assignment (:func:`second_cluster_weights`) as bool.
@@ -128,7 +136,7 @@ def assign_second_cluster(
 
 
 def second_cluster_weights(
-    c: Tensor, s: Tensor, axes: Axes, count: Tensor, rank_one_ratio: float = RANK_ONE_RATIO
+    c: Tensor, s: Tensor, axes: Axes, count: Tensor, rank_one_ratio: float | None = None
 ) -> Tensor:
     """:func:`assign_second_cluster` as 0/1 floats in the dtype of ``c`` (the kernel's form).
 
@@ -145,5 +153,7 @@ def second_cluster_weights(
         s * (cos * root1).to(dtype)[:, None], c, (-sin * root1).to(dtype)[:, None]
     ).abs_()
     second = torch.sign(along_second.sub_(along_first)).clamp_(min=0)  # ties → cluster 1
-    degenerate = (count <= 1) | (axes.lam2 <= rank_one_ratio * axes.lam1)
+    degenerate = count <= 1
+    if rank_one_ratio is not None:
+        degenerate = degenerate | (axes.lam2 <= rank_one_ratio * axes.lam1)
     return second.mul_((~degenerate).to(dtype)[:, None])

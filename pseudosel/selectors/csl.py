@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
-from pseudosel.functional.csl import check_csl_options
+from pseudosel.features import DEFAULT_RESIDUAL
+from pseudosel.functional.csl import CSL_PRESETS, check_csl_options
 from pseudosel.selection import Selection
+from pseudosel.validation import check_choice
 
 __all__ = ["CSLSelector"]
 
@@ -17,8 +20,9 @@ class CSLSelector(nn.Module):
     """CSL, the convex-separation selector (ICCV 2025): per-image boundary, soft weights.
 
     Stateless: every call splits each group (image, or batch for (N, K) input) afresh.
-    Options and defaults are those of :func:`pseudosel.functional.csl`; they are kept in
-    the ``options`` dict.
+    Options and defaults are those of :func:`pseudosel.functional.csl` — the authors'
+    published ICCV code; they are kept in the ``options`` dict. :meth:`preset` builds one
+    from a named configuration (``"csl"``, ``"csl_covar"``).
 
     Shape:
         probs (N, K) or (N, K, *spatial) with K >= 2; valid (N, *spatial); every Selection
@@ -39,10 +43,11 @@ class CSLSelector(nn.Module):
         alpha: float = 2.0,
         group: str = "auto",
         cluster_rule: str = "confidence",
-        residual: str = "theory",
+        residual: str = DEFAULT_RESIDUAL,
         g_scale: float = 1.0,
         min_var: float = 0.0,
         eps: float = 1e-8,
+        rank_one_guard: bool = False,
         validate: bool = True,
         solver: str = "closed_form",
         boundary: str = "paper",
@@ -58,6 +63,7 @@ class CSLSelector(nn.Module):
             g_scale=g_scale,
             min_var=min_var,
             eps=eps,
+            rank_one_guard=rank_one_guard,
             solver=solver,
             boundary=boundary,
             max_points=max_points,
@@ -66,6 +72,22 @@ class CSLSelector(nn.Module):
         self.seed = seed
         self.validate = bool(validate)
 
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> CSLSelector:
+        """A selector with the named configuration of ``CSL_PRESETS``, options overridden.
+
+        ``"csl"``: the ICCV 2025 code (the defaults); ``"csl_covar"``: the CoVar code
+        (linear cluster rule, λ = 0.25, g_scale = 0.5). See docs/csl.md.
+
+        Example:
+            >>> from pseudosel import CSLSelector
+            >>> CSLSelector.preset("csl_covar", alpha=8.0).options["cluster_rule"]
+            'linear'
+        """
+        check_choice("preset", name, CSL_PRESETS)
+        return cls(**{**CSL_PRESETS[name], **overrides})
+
+    @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select on ``probs``; see :func:`pseudosel.functional.csl`."""
         return F.csl(probs, valid=valid, validate=self.validate, seed=self.seed, **self.options)
