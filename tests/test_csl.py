@@ -281,12 +281,15 @@ def test_weights_are_in_the_compute_dtype():
     assert F.csl(probs.double()).weight.dtype == torch.float64
 
 
+@pytest.mark.parametrize("seed", [2, 8])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_inputs_match_float64_on_the_rounded_probabilities(dtype):
-    probs = smooth_maps(2, 21, 16, 16, sharpness=6.0, seed=8).to(dtype)
+def test_half_precision_inputs_match_float64_on_the_rounded_probabilities(dtype, seed):
+    probs = smooth_maps(2, 21, 16, 16, sharpness=6.0, seed=seed).to(dtype)
     sel = F.csl(probs)
     ref = reference_csl(probs)  # float64 on the same rounded values
-    np.testing.assert_allclose(sel.weight.double().numpy(), ref.weight, rtol=0, atol=1e-3)
+    # computed in float32: measured max |difference| 2.6e-7..5.7e-7 over seeds 0-7
+    np.testing.assert_allclose(sel.weight.double().numpy(), ref.weight, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(sel.mask.numpy(), ref.mask)
 
 
 @pytest.fixture
