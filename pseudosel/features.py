@@ -31,6 +31,8 @@ DEFAULT_RESIDUAL = "reference"
 # Eager CPU works on blocks of about this many probabilities, so that the one temporary
 # (a copy with the arg-max zeroed) stays in cache instead of a fresh input-sized buffer.
 _CPU_BLOCK_ELEMENTS = 1 << 20
+# ... but never more blocks than this: the op count per call must not grow with the input.
+_CPU_MAX_BLOCKS = 4
 
 
 def max_confidence(probs: Tensor) -> Tensor:
@@ -93,20 +95,23 @@ def margin(probs: Tensor) -> Tensor:
 
 
 def position_blocks(flat: Tensor, budget: int | None = None) -> list[tuple[slice, slice]]:
-    """(row, column) slices cutting an (n, K, L) tensor into cache-sized blocks.
+    """(row, column) slices cutting an (n, K, L) tensor into cache-friendly blocks.
 
     Eager CPU only: elsewhere (CUDA, torch.compile) or when the tensor is small, a single
-    block. Blocks are of memory, not of samples: their count depends on the tensor size.
+    block. Blocks are of memory, not of samples, and there are at most ``_CPU_MAX_BLOCKS``
+    of them, so the number of torch ops per call is bounded whatever the input size (many
+    small parallel ops each wait at a thread barrier, which a busy machine makes costly).
     """
     budget = _CPU_BLOCK_ELEMENTS if budget is None else budget
     n, k, length = flat.shape
     whole = [(slice(None), slice(None))]
     if torch.compiler.is_compiling() or flat.device.type != "cpu" or flat.numel() <= budget:
         return whole
+    wanted = min(-(-flat.numel() // budget), _CPU_MAX_BLOCKS)
     if length > 1:
-        step = max(1, budget // (n * k))
+        step = -(-length // min(wanted, length))
         return [(slice(None), slice(i, i + step)) for i in range(0, length, step)]
-    step = max(1, budget // k)
+    step = -(-n // min(wanted, n))
     return [(slice(i, i + step), slice(None)) for i in range(0, n, step)]
 
 
@@ -163,6 +168,33 @@ def _max_and_index(block: Tensor) -> tuple[Tensor, Tensor]:
     return confidence, index
 
 
+# Under torch.compile, up to this many classes are walked plane by plane (the loop is
+# unrolled into one fused kernel); more classes use the reductions over dim 1.
+_UNROLL_MAX_CLASSES = 64
+
+
+def _walk_class_planes(flat: Tensor) -> bool:
+    """Whether to compute the features by :func:`_class_plane_walk` (compiled, small K)."""
+    return torch.compiler.is_compiling() and flat.shape[1] <= _UNROLL_MAX_CLASSES
+
+
+def _class_plane_walk(flat: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """max and arg-max over dim 1 of (n, K, L), reading each class plane once.
+
+    A running maximum m and its index: class j takes over where p_j > m (strictly, so the
+    lowest index wins ties, as ``max(1)``). Under torch.compile the loop over K unrolls
+    into one pointwise kernel over the positions that reads every probability once —
+    ``max(dim=1)`` and ``argmax`` over a non-last dim are several times slower than a
+    plain read on CPU."""
+    m = flat[:, 0].to(dtype)
+    index = torch.zeros(m.shape, dtype=torch.long, device=flat.device)
+    for j in range(1, flat.shape[1]):
+        plane = flat[:, j].to(dtype)
+        index = torch.where(plane > m, j, index)
+        m = torch.maximum(m, plane)
+    return m, index
+
+
 def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
     """``probs.max(1)``, with the values in the compute dtype; faster on CPU for big inputs.
 
@@ -179,8 +211,12 @@ def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
         (tensor([0.5000, 0.4000]), tensor([1, 0]))
     """
     flat, _ = _flatten(probs)
-    blocks = position_blocks(flat)
     dtype = compute_dtype(probs.dtype)
+    shape = (probs.shape[0], *probs.shape[2:])
+    if _walk_class_planes(flat):
+        confidence, labels = _class_plane_walk(flat, dtype)
+        return confidence.reshape(shape), labels.reshape(shape)
+    blocks = position_blocks(flat)
     if len(blocks) == 1:
         confidence, labels = probs.max(1)
         return confidence.to(dtype), labels
@@ -191,7 +227,6 @@ def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
         if block.dtype != dtype:
             block = block.to(dtype)
         confidence[rows, cols], labels[rows, cols] = _max_and_index(block)
-    shape = (probs.shape[0], *probs.shape[2:])
     return confidence.reshape(shape), labels.reshape(shape)
 
 
@@ -331,6 +366,13 @@ def csl_features(
     flat, _ = _flatten(probs)
     shape = (probs.shape[0], *probs.shape[2:])
     blocks = position_blocks(flat)
+    if _walk_class_planes(flat):
+        # one fused kernel: the walk, then the spread's sums over the same planes (the
+        # compiler reuses the loaded values), so the input is read once
+        dtype = compute_dtype(probs.dtype)
+        confidence, labels = _class_plane_walk(flat, dtype)
+        s = _spread_compiled(flat.to(dtype), labels.unsqueeze(1), residual, g_scale)
+        return confidence.reshape(shape), s.reshape(shape), labels.reshape(shape)
     if len(blocks) == 1:
         confidence, labels = probs.max(1)
         confidence = confidence.to(compute_dtype(probs.dtype))

@@ -29,7 +29,9 @@ __all__ = [
 # on one ray": no second cluster. Not in the paper nor the authors' code (they always split).
 RANK_ONE_RATIO = 1e-12
 # Eager CPU passes over (G, n) group data in blocks of about this many positions in total.
-_CPU_BLOCK_POSITIONS = 1 << 18
+_CPU_BLOCK_POSITIONS = 1 << 22
+# ... in at most this many blocks: the op count per call must not grow with the input.
+_CPU_MAX_BLOCKS = 4
 
 
 class Axes(NamedTuple):
@@ -45,16 +47,18 @@ class Axes(NamedTuple):
 
 
 def group_blocks(groups: int, size: int, device: torch.device) -> list[slice]:
-    """Column slices over (G, n) group data: cache-sized in eager CPU, else one slice.
+    """Column slices over (G, n) group data: a few blocks in eager CPU, else one slice.
 
-    Blocks of memory, not of samples: their count depends on G·n only."""
+    Blocks of memory, not of samples: their count depends on G·n only, and is at most
+    ``_CPU_MAX_BLOCKS``, so the number of torch ops per call stays bounded."""
     if (
         torch.compiler.is_compiling()
         or device.type != "cpu"
         or groups * size <= _CPU_BLOCK_POSITIONS
     ):
         return [slice(None)]
-    step = max(1, _CPU_BLOCK_POSITIONS // max(groups, 1))
+    wanted = min(-(-groups * size // _CPU_BLOCK_POSITIONS), _CPU_MAX_BLOCKS, size)
+    step = -(-size // wanted)
     return [slice(i, i + step) for i in range(0, size, step)]
 
 

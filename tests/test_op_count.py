@@ -1,0 +1,57 @@
+"""The number of torch ops an eager selection call issues does not grow with the input size.
+
+Many small parallel ops each wait at a thread barrier, which costs dearly on a busy machine
+(benchmarks/RESULTS.md, --busy): the eager CPU kernels walk big inputs in a bounded number
+of blocks. The block budgets are shrunk here so that small inputs already take the blocked
+path; the counts at two sizes 16x apart must be equal.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from probability_maps import classifier_outputs, smooth_maps
+from selector_zoo import CASES
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import pseudosel.features as features
+import pseudosel.functional.separation as separation
+
+
+class CountOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _count(case, probs, valid) -> int:
+    module, step = case.build(probs.shape[1], validate=False)
+    step(probs, valid)  # first call: lazy state, caches
+    with CountOps() as counter:
+        step(probs, valid)
+    return counter.count
+
+
+@pytest.fixture
+def small_budgets(monkeypatch):
+    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 1024)
+    monkeypatch.setattr(separation, "_CPU_BLOCK_POSITIONS", 32)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.convex], ids=lambda c: c.name)
+def test_eager_op_count_does_not_grow_with_the_input(small_budgets, case):
+    counts = []
+    for scale in (1, 4):
+        if case.dense:
+            probs = smooth_maps(2, 21, 16 * scale, 16 * scale, seed=scale)
+        else:
+            probs = classifier_outputs(512 * scale * scale, 21, seed=scale)
+        valid = torch.ones(probs.shape[0], *probs.shape[2:], dtype=torch.bool)
+        valid.view(-1)[::3] = False
+        counts.append(_count(case, probs, valid))
+    assert counts[0] == counts[1], f"{case.name}: {counts[0]} ops, then {counts[1]} at 16x size"
+    assert counts[0] < 1000, f"{case.name}: {counts[0]} ops per call"
