@@ -517,7 +517,8 @@ def feature_space_sample(probs: Tensor, labels: Tensor, known: Tensor, dense: bo
     :func:`pseudosel.viz.plot_feature_space`.
     """
     from pseudosel.features import csl_features
-    from pseudosel.functional.csl import group_points, split_groups
+    from pseudosel.functional.csl import split_groups
+    from pseudosel.functional.separation import group_points
 
     group = probs[:1] if dense else probs
     c, s, predicted = csl_features(group)

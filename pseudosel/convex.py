@@ -29,7 +29,7 @@ import cvxpy as cp
 import torch
 from torch import Tensor, nn
 
-from pseudosel.functional.separation import Axes, principal_axes
+from pseudosel.functional.separation import Axes, principal_axes, register_axes_solver
 
 __all__ = [
     "Certificate",
@@ -367,10 +367,10 @@ def certify(
         (True, [25, 25])
     """
     from pseudosel.features import DEFAULT_RESIDUAL, csl_features
-    from pseudosel.functional.csl import group_points
     from pseudosel.functional.separation import (
         RANK_ONE_RATIO,
         assign_second_cluster,
+        group_points,
         second_moments,
     )
     from pseudosel.validation import check_probs, resolve_valid
@@ -489,3 +489,6 @@ class ConvexSeparation(nn.Module):
         )
         responsibilities = torch.softmax(proj / self.temperature, dim=-1)
         return e1.to(features.dtype), responsibilities.to(features.dtype)
+
+
+register_axes_solver("cvxpy", convex_axes, SOLVER_RANK_ONE_RATIO)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from pseudosel.convex import _quiet_cvxpylayers, check_solver
-from pseudosel.functional.csl import GroupSplit
+from pseudosel.functional.separation import GroupSplit, register_boundary
 
 __all__ = ["max_margin_split", "quadratic_features", "svm_problem"]
 
@@ -171,3 +171,6 @@ def max_margin_split(
     score = torch.where(use, score, split.score)
     mask = valid & (weight == 1)
     return split._replace(weight=weight, mask=mask, score=score)
+
+
+register_boundary("max_margin", max_margin_split)

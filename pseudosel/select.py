@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -12,17 +13,35 @@ from torch import Tensor, nn
 
 from pseudosel import functional as F
 from pseudosel.functional.csl import CSL_PRESETS
+from pseudosel.functional.separation import VARIANT_MODULES
 from pseudosel.selection import Selection
 from pseudosel.validation import check_probs, compute_dtype, resolve_valid
 
 __all__ = ["SELECTORS", "STATEFUL", "select_reliable"]
+
+
+def load_csl_variants(options: dict[str, Any]) -> None:
+    """Import the optional module behind a CSL ``solver=``/``boundary=`` option (e.g.
+    ``solver="cvxpy"`` → :mod:`pseudosel.convex`), which registers it with the split step:
+    functional code never imports the convex layer itself."""
+    for key in ("solver", "boundary"):
+        module = VARIANT_MODULES.get(options.get(key))
+        if module is not None:
+            importlib.import_module(module)
+
+
+def _csl_max_margin(probs: Tensor, **options: Any) -> Selection:
+    """CSL with the experimental max-margin boundary (loads pseudosel.max_margin)."""
+    load_csl_variants({"boundary": "max_margin"})
+    return F.csl(probs, **{"boundary": "max_margin", **options})
+
 
 # Name → stateless functional selector.
 SELECTORS: dict[str, Callable[..., Selection]] = {
     # CSL as the authors' ICCV 2025 code runs it (CSL_PRESETS["csl"]: F.csl's defaults)
     "csl": F.csl,
     # experimental, beyond the paper (needs cvxpy at call time)
-    "csl_max_margin": functools.partial(F.csl, boundary="max_margin"),
+    "csl_max_margin": _csl_max_margin,
     "threshold": F.threshold,
     "adamatch": F.adamatch,
     "entropy_split": F.entropy_split,
@@ -114,5 +133,6 @@ def select_reliable(
     if method not in SELECTORS:
         names = ", ".join(repr(name) for name in SELECTORS)
         raise ValueError(f"method must be one of {names} or a selector module, got {method!r}")
+    load_csl_variants(options)
     with torch.no_grad():
         return SELECTORS[method](probs, valid=valid, validate=validate, **options)

@@ -18,17 +18,20 @@ defaults.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from pseudosel.features import DEFAULT_RESIDUAL, RESIDUAL_VARIANTS, csl_features
 from pseudosel.functional.separation import (
-    RANK_ONE_RATIO,
+    AXES_SOLVERS,
+    BOUNDARIES,
+    VARIANT_MODULES,
+    GroupSplit,
     accumulation_dtype,
     group_blocks,
-    principal_axes,
+    group_points,
     second_cluster_weights,
 )
 from pseudosel.selection import Selection
@@ -52,7 +55,7 @@ __all__ = [
 GROUPS = ("auto", "sample", "batch")
 CLUSTER_RULES = ("confidence", "linear", "neglog")
 SOLVERS = ("closed_form", "cvxpy")
-BOUNDARIES = ("paper", "max_margin")
+BOUNDARY_NAMES = ("paper", "max_margin")
 # The λ of CoVar's cluster rules (CSL_SPEC.md §4).
 LINEAR_RULE_LAMBDA = 0.25
 NEGLOG_RULE_LAMBDA = 0.5
@@ -77,19 +80,6 @@ CSL_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class GroupSplit(NamedTuple):
-    """Result of :func:`split_groups`: (G, n) per position; ``reliable_is_second`` (G,) and
-    ``center`` (G, 2), the reliable cluster's mean (c, s) — with the paper's rule a position
-    is trusted exactly when c > center_c or s < center_s."""
-
-    weight: Tensor
-    mask: Tensor
-    score: Tensor
-    in_second: Tensor
-    reliable_is_second: Tensor
-    center: Tensor
-
-
 def check_csl_options(
     *,
     alpha: float,
@@ -109,7 +99,14 @@ def check_csl_options(
     if not isinstance(rank_one_guard, bool):
         raise TypeError(f"rank_one_guard must be a bool, got {type(rank_one_guard).__name__}")
     check_choice("solver", solver, SOLVERS)
-    check_choice("boundary", boundary, BOUNDARIES)
+    check_choice("boundary", boundary, BOUNDARY_NAMES)
+    for name in (solver, boundary):
+        if name in VARIANT_MODULES and name not in {*AXES_SOLVERS, *BOUNDARIES}:
+            module = VARIANT_MODULES[name]
+            raise ValueError(
+                f"{name!r} is provided by {module} (it needs cvxpy and cvxpylayers): "
+                f"import {module} first (pseudosel.select_reliable and CSLSelector do it)"
+            )
     if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 4:
         raise ValueError(f"max_points must be an int >= 4, got {max_points!r}")
     check_choice("group", group, GROUPS)
@@ -221,14 +218,9 @@ def split_groups(
     m11, m12, m22 = moments.unbind(-1)
     moments = torch.stack((torch.stack((m11, m12), -1), torch.stack((m12, m22), -1)), -2)
     count = valid.sum(-1)
-    if solver == "cvxpy":
-        from pseudosel.convex import SOLVER_RANK_ONE_RATIO, convex_axes
-
-        axes = convex_axes(moments)
-        rank_one = SOLVER_RANK_ONE_RATIO if rank_one_guard else None
-    else:
-        axes = principal_axes(moments)
-        rank_one = RANK_ONE_RATIO if rank_one_guard else None
+    axes_solver = AXES_SOLVERS[solver]
+    axes = axes_solver.axes(moments)
+    rank_one = axes_solver.rank_one_ratio if rank_one_guard else None
 
     # pass 2: assignment, and per-cluster counts and feature sums. Each cluster is summed on
     # its own (not as total − other), so a one-point cluster's mean is its point exactly.
@@ -319,21 +311,6 @@ def split_groups(
         score[:, block] = z
     mask = weight == 1
     return GroupSplit(weight, mask, score, in_second, reliable_is_second, center.to(dtype))
-
-
-def group_points(
-    c: Tensor, s: Tensor, valid: Tensor, group: str, ndim: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Reshape (N, *spatial) features and validity to (G, n): one row per group.
-
-    ``group="auto"`` is ``"sample"`` for dense input (``ndim`` > 2), ``"batch"`` otherwise.
-    """
-    if group == "auto":
-        group = "sample" if ndim > 2 else "batch"
-    shape = c.shape
-    # explicit sizes, so that an empty batch reshapes too
-    rows, size = (shape[0], math.prod(shape[1:])) if group == "sample" else (1, c.numel())
-    return c.reshape(rows, size), s.reshape(rows, size), valid.reshape(rows, size)
 
 
 @torch.no_grad()
@@ -437,12 +414,9 @@ def csl(
         rank_one_guard=rank_one_guard,
         all_valid=all_valid,
     )
-    if boundary == "max_margin":
-        from pseudosel.max_margin import max_margin_split
-
-        split = max_margin_split(
-            c, s, grouped_valid, split, alpha=alpha, max_points=max_points, seed=seed
-        )
+    refine = BOUNDARIES[boundary]
+    if refine is not None:
+        split = refine(c, s, grouped_valid, split, alpha=alpha, max_points=max_points, seed=seed)
     return Selection(
         labels=labels,
         weight=split.weight.reshape(shape),

@@ -9,6 +9,8 @@ closed form for a symmetric 2x2 matrix.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -44,6 +46,64 @@ class Axes(NamedTuple):
     lam2: Tensor
     cos: Tensor
     sin: Tensor
+
+
+class GroupSplit(NamedTuple):
+    """Result of CSL's split of G groups (:func:`pseudosel.functional.csl.split_groups`):
+    (G, n) per position; ``reliable_is_second`` (G,) and ``center`` (G, 2), the reliable
+    cluster's mean (c, s) — with the paper's rule a position is trusted exactly when
+    c > center_c or s < center_s."""
+
+    weight: Tensor
+    mask: Tensor
+    score: Tensor
+    in_second: Tensor
+    reliable_is_second: Tensor
+    center: Tensor
+
+
+def group_points(
+    c: Tensor, s: Tensor, valid: Tensor, group: str, ndim: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Reshape (N, *spatial) features and validity to (G, n): one row per group.
+
+    ``group="auto"`` is ``"sample"`` for dense input (``ndim`` > 2), ``"batch"`` otherwise.
+    """
+    if group == "auto":
+        group = "sample" if ndim > 2 else "batch"
+    shape = c.shape
+    # explicit sizes, so that an empty batch reshapes too
+    rows, size = (shape[0], math.prod(shape[1:])) if group == "sample" else (1, c.numel())
+    return c.reshape(rows, size), s.reshape(rows, size), valid.reshape(rows, size)
+
+
+class AxesSolver(NamedTuple):
+    """Computes the split directions from (G, 2, 2) moments; ``rank_one_ratio`` is the
+    λ₂/λ₁ its eigenvalues need for the optional rank-one guard."""
+
+    axes: Callable[[Tensor], Axes]
+    rank_one_ratio: float
+
+
+# The variants of CSL's split plug in here, by name, so that functional code never imports
+# the optional convex layer: pseudosel.convex registers the solver "cvxpy" and
+# pseudosel.max_margin the boundary "max_margin" when they are imported (VARIANT_MODULES
+# says which module provides which name; pseudosel.select_reliable and CSLSelector import
+# it on demand).
+AXES_SOLVERS: dict[str, AxesSolver] = {}
+# A boundary refines the paper's split: (c, s, valid, split, alpha=, max_points=, seed=).
+BOUNDARIES: dict[str, Callable[..., GroupSplit] | None] = {"paper": None}
+VARIANT_MODULES = {"cvxpy": "pseudosel.convex", "max_margin": "pseudosel.max_margin"}
+
+
+def register_axes_solver(name: str, axes: Callable[[Tensor], Axes], rank_one_ratio: float):
+    """Make ``csl(solver=name)`` compute its directions with ``axes``."""
+    AXES_SOLVERS[name] = AxesSolver(axes, rank_one_ratio)
+
+
+def register_boundary(name: str, refine: Callable[..., GroupSplit]) -> None:
+    """Make ``csl(boundary=name)`` refine the paper's split with ``refine``."""
+    BOUNDARIES[name] = refine
 
 
 def group_blocks(groups: int, size: int, device: torch.device) -> list[slice]:
@@ -161,3 +221,6 @@ def second_cluster_weights(
     if rank_one_ratio is not None:
         degenerate = degenerate | (axes.lam2 <= rank_one_ratio * axes.lam1)
     return second.mul_((~degenerate).to(dtype)[:, None])
+
+
+register_axes_solver("closed_form", principal_axes, RANK_ONE_RATIO)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from pseudosel import functional as F
 from pseudosel.features import DEFAULT_RESIDUAL
 from pseudosel.functional.csl import CSL_PRESETS, check_csl_options
+from pseudosel.select import load_csl_variants
 from pseudosel.selection import Selection
 from pseudosel.validation import check_choice
 
@@ -68,6 +69,7 @@ class CSLSelector(nn.Module):
             boundary=boundary,
             max_points=max_points,
         )
+        load_csl_variants(self.options)  # solver="cvxpy" / boundary="max_margin" plug in
         check_csl_options(**self.options)
         self.seed = seed
         self.validate = bool(validate)
