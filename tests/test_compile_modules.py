@@ -10,6 +10,8 @@ import torch
 from probability_maps import classifier_outputs, smooth_maps
 from selector_zoo import CASES, labeled_batch
 
+import pseudosel
+
 pytestmark = pytest.mark.slow
 
 MODULE_CASES = [case for case in CASES if not case.name.startswith("F.")]
@@ -53,3 +55,20 @@ def test_compiled_training_step_equals_eager(case):
         compiled_module.state_dict().items(), eager.state_dict().items(), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"{case.name}: {name}")
+
+
+@pytest.mark.parametrize("make", [pseudosel.CSLSelector, pseudosel.ThresholdSelector])
+def test_compile_flag_compiles_once_for_every_batch_size(make):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    fast, eager = make(compile=True), make()
+    for n in (4, 7, 3, 5):
+        probs = smooth_maps(n, 6, 8, 8, sharpness=3.0, seed=n)
+        valid = torch.rand(n, 8, 8, generator=torch.Generator().manual_seed(n)) < 0.8
+        result, expected = fast(probs, valid), eager(probs, valid)
+        torch.testing.assert_close(result.weight, expected.weight, rtol=1e-5, atol=1e-6)
+        assert torch.equal(result.labels, expected.labels)
+    assert counters["stats"]["unique_graphs"] == 1  # a new batch size did not recompile
+    assert "compile=True" in repr(fast)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
+from pseudosel.compiled import compiled
 from pseudosel.features import DEFAULT_RESIDUAL
 from pseudosel.functional.csl import CSL_PRESETS, check_csl_options
 from pseudosel.select import load_csl_variants
@@ -23,7 +24,9 @@ class CSLSelector(nn.Module):
     Stateless: every call splits each group (image, or batch for (N, K) input) afresh.
     Options and defaults are those of :func:`pseudosel.functional.csl` — the authors'
     published ICCV code; they are kept in the ``options`` dict. :meth:`preset` builds one
-    from a named configuration (``"csl"``, ``"csl_covar"``).
+    from a named configuration (``"csl"``, ``"csl_covar"``). ``compile=True`` runs the
+    compiled path (:mod:`pseudosel.compiled`: compiled on the first call, batch size
+    dynamic); default False (eager).
 
     Shape:
         probs (N, K) or (N, K, *spatial) with K >= 2; valid (N, *spatial); every Selection
@@ -54,6 +57,7 @@ class CSLSelector(nn.Module):
         boundary: str = "paper",
         max_points: int = 256,
         seed: int = 0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.options: dict[str, Any] = dict(
@@ -73,6 +77,8 @@ class CSLSelector(nn.Module):
         check_csl_options(**self.options)
         self.seed = seed
         self.validate = bool(validate)
+        self.compile = bool(compile)
+        self._select = compiled(F.csl) if self.compile else F.csl
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> CSLSelector:
@@ -92,7 +98,10 @@ class CSLSelector(nn.Module):
     @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select on ``probs``; see :func:`pseudosel.functional.csl`."""
-        return F.csl(probs, valid=valid, validate=self.validate, seed=self.seed, **self.options)
+        return self._select(
+            probs, valid=valid, validate=self.validate, seed=self.seed, **self.options
+        )
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{key}={value!r}" for key, value in self.options.items())
+        options = ", ".join(f"{key}={value!r}" for key, value in self.options.items())
+        return options + (", compile=True" if self.compile else "")

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
+from pseudosel.compiled import compiled
 from pseudosel.selection import Selection
 from pseudosel.validation import check_real
 
@@ -18,6 +19,8 @@ class ThresholdSelector(nn.Module):
     Args:
         tau: threshold in [0, 1]. Default 0.95 (FixMatch, UniMatch).
         validate: check input values on every call (default True).
+        compile: run the compiled path (:mod:`pseudosel.compiled`): compiled on the first
+            call, batch size dynamic. Default False (eager).
 
     Shape:
         probs (N, K) or (N, K, *spatial); valid (N, *spatial); every Selection field
@@ -31,15 +34,17 @@ class ThresholdSelector(nn.Module):
         tensor([True])
     """
 
-    def __init__(self, tau: float = 0.95, *, validate: bool = True) -> None:
+    def __init__(self, tau: float = 0.95, *, validate: bool = True, compile: bool = False):
         super().__init__()
         self.tau = check_real("tau", tau, low=0.0, high=1.0)
         self.validate = bool(validate)
+        self.compile = bool(compile)
+        self._select = compiled(F.threshold) if self.compile else F.threshold
 
     @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select on ``probs``; see :func:`pseudosel.functional.threshold`."""
-        return F.threshold(probs, self.tau, valid=valid, validate=self.validate)
+        return self._select(probs, self.tau, valid=valid, validate=self.validate)
 
     def extra_repr(self) -> str:
-        return f"tau={self.tau}"
+        return f"tau={self.tau}" + (", compile=True" if self.compile else "")
