@@ -187,12 +187,14 @@ def _class_plane_walk(flat: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]
     ``max(dim=1)`` and ``argmax`` over a non-last dim are several times slower than a
     plain read on CPU."""
     m = flat[:, 0].to(dtype)
-    index = torch.zeros(m.shape, dtype=torch.long, device=flat.device)
+    # the running index in the probabilities' float type: a blend as wide as the data
+    # (an int64 blend costs several vector ops per class); exact for K <= 64
+    index = torch.zeros_like(m)
     for j in range(1, flat.shape[1]):
         plane = flat[:, j].to(dtype)
-        index = torch.where(plane > m, j, index)
+        index = torch.where(plane > m, float(j), index)
         m = torch.maximum(m, plane)
-    return m, index
+    return m, index.to(torch.long)
 
 
 def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
