@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import usb_support
 from hypothesis import HealthCheck, settings
+
+# semilearn (USB) must import before pseudosel.integrations.usb is collected: tests/usb_support.py
+usb_support.install_import_shims()
 
 settings.register_profile(
     "pseudosel",
