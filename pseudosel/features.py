@@ -32,7 +32,7 @@ DEFAULT_RESIDUAL = "reference"
 # (a copy with the arg-max zeroed) stays in cache instead of a fresh input-sized buffer.
 _CPU_BLOCK_ELEMENTS = 1 << 20
 # ... but never more blocks than this: the op count per call must not grow with the input.
-_CPU_MAX_BLOCKS = 4
+_CPU_MAX_BLOCKS = 16
 
 
 def max_confidence(probs: Tensor) -> Tensor:

@@ -175,7 +175,7 @@ def test_blocked_features_equal_one_pass(monkeypatch, dtype, residual):
     one_pass = csl_features(probs, residual=residual, g_scale=0.7)
     confidence_one, labels_one = features.confidence_and_labels(probs)
     monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 700)
-    assert len(features.position_blocks(probs.reshape(3, 7, -1))) == 4  # blocked, capped
+    assert len(features.position_blocks(probs.reshape(3, 7, -1))) == 16  # blocked, capped
     blocked = csl_features(probs, residual=residual, g_scale=0.7)
     assert torch.equal(blocked[0], one_pass[0]) and torch.equal(blocked[2], one_pass[2])
     torch.testing.assert_close(blocked[1], one_pass[1], rtol=1e-5, atol=1e-7)

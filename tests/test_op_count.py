@@ -38,7 +38,7 @@ def _count(case, probs, valid) -> int:
 
 @pytest.fixture
 def small_budgets(monkeypatch):
-    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 1024)
+    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 256)
     monkeypatch.setattr(separation, "_CPU_BLOCK_POSITIONS", 32)
 
 
@@ -54,4 +54,4 @@ def test_eager_op_count_does_not_grow_with_the_input(small_budgets, case):
         valid.view(-1)[::3] = False
         counts.append(_count(case, probs, valid))
     assert counts[0] == counts[1], f"{case.name}: {counts[0]} ops, then {counts[1]} at 16x size"
-    assert counts[0] < 1000, f"{case.name}: {counts[0]} ops per call"
+    assert counts[0] < 1500, f"{case.name}: {counts[0]} ops per call"
