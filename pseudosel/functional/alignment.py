@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from pseudosel.distributed import all_reduce_sum
+from pseudosel.features import position_blocks
 from pseudosel.validation import compute_dtype
 
 if TYPE_CHECKING:
@@ -40,9 +41,13 @@ def masked_class_sums(probs: Tensor, valid: Tensor, dtype: torch.dtype) -> Tenso
     there — padding, ignore regions — never reach the statistic."""
     n, k = probs.shape[:2]
     length = math.prod(probs.shape[2:])  # explicit, so that empty batches reshape too
-    flat = probs.reshape(n, k, length)
-    kept = torch.where(valid.reshape(n, 1, length), flat, 0.0)
-    return kept.sum((0, 2), dtype=dtype)
+    flat, keep = probs.reshape(n, k, length), valid.reshape(n, 1, length)
+    # eager CPU: cache-sized blocks, so the zeroed copy never is input-sized
+    total = torch.zeros(k, dtype=dtype, device=probs.device)
+    for rows, cols in position_blocks(flat):
+        kept = torch.where(keep[rows, :, cols], flat[rows, :, cols], 0.0)
+        total += kept.sum((0, 2), dtype=dtype)
+    return total
 
 
 def _class_mean(probs: Tensor, valid: Tensor, group) -> tuple[Tensor, Tensor]:
