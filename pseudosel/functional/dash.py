@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pseudosel.features import confidence_and_labels
+from pseudosel.features import confidence_and_labels, position_blocks
 from pseudosel.selection import Selection
 from pseudosel.validation import check_real, compute_dtype
 
@@ -97,14 +97,23 @@ def dash_select(
     if isinstance(use_hard_labels, bool) and use_hard_labels:
         loss = hard_loss
     else:
-        # One (N, K, *spatial) temporary. With s = (log p − log ĉ) / T <= 0, e = exp(s) and
-        # Z = Σ e: q = e / Z, log p = T·s + log ĉ and Σ q = 1, so
-        # ℓ = −Σ q·log p = −log ĉ − T·Σ e·s / Z, where e·s = xlogy(e, e) is 0 when e = 0
-        # (p = 0 or underflow), never 0·(−inf) = NaN.
-        e = torch.log(probs) if probs.dtype == dtype else probs.to(dtype).log_()
-        e = e.add_(hard_loss.unsqueeze(1)).div_(T).exp_()
-        z = e.sum(1)
-        soft_loss = hard_loss - T * e.xlogy_(e).sum(1) / z
+        # With s = (log p − log ĉ) / T <= 0, e = exp(s) and Z = Σ e: q = e / Z,
+        # log p = T·s + log ĉ and Σ q = 1, so ℓ = −Σ q·log p = −log ĉ − T·Σ e·s / Z, where
+        # e·s = xlogy(e, e) is 0 when e = 0 (p = 0 or underflow), never 0·(−inf) = NaN.
+        # One temporary per block (cache-sized blocks on eager CPU, else the whole input).
+        flat = probs.reshape(probs.shape[0], probs.shape[1], -1) if probs.numel() else None
+        z = torch.zeros_like(hard_loss)
+        spread = torch.zeros_like(hard_loss)
+        if flat is not None:
+            top = hard_loss.reshape(flat.shape[0], 1, flat.shape[2])
+            z_flat, spread_flat = z.view(flat.shape[0], -1), spread.view(flat.shape[0], -1)
+            for rows, cols in position_blocks(flat):
+                block = flat[rows, :, cols]
+                e = block.log() if block.dtype == dtype else block.to(dtype).log_()
+                e = e.add_(top[rows, :, cols]).div_(T).exp_()
+                z_flat[rows, cols] = e.sum(1)
+                spread_flat[rows, cols] = e.xlogy_(e).sum(1)
+        soft_loss = hard_loss - T * spread / z
         if isinstance(use_hard_labels, bool):
             loss = soft_loss
         else:
