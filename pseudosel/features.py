@@ -70,8 +70,13 @@ def entropy(probs: Tensor) -> Tensor:
         tensor([0.6931])
     """
     check_probs(probs)
-    p = probs.to(compute_dtype(probs.dtype))
-    return -torch.special.xlogy(p, p).sum(1)
+    dtype = compute_dtype(probs.dtype)
+    flat, _ = _flatten(probs)
+    result = torch.empty(flat.shape[::2], dtype=dtype, device=probs.device)
+    for rows, cols in position_blocks(flat):  # cache-sized blocks on eager CPU
+        block = flat[rows, :, cols].to(dtype)
+        result[rows, cols] = -torch.special.xlogy(block, block).sum(1)
+    return result.reshape(probs.shape[0], *probs.shape[2:])
 
 
 def margin(probs: Tensor) -> Tensor:
