@@ -3,12 +3,18 @@
 Runs both example trainers over several seeds: FixMatch on scikit-learn digits and
 UniMatch on digit mosaics, each with the supervised-only baseline and the threshold,
 FlexMatch, FreeMatch, SoftMatch and CSL selectors (and CSL with Trusted Mask Perturbation
-for segmentation). Prints, per task, the mean ± std over seeds of the final test metric and
-of the pseudo-label precision and coverage, and writes ``summary.md``, ``results.json``
-and plots to ``--out``. Every run also leaves its own folder (per-epoch JSON, summary,
-curves, CSL feature space).
+for segmentation). Seeds are paired: a seed fixes the data split, the initialisation and the
+batch order for every selector of a task. Prints, per task, the mean ± std over seeds of the
+final test metric and of the pseudo-label precision and coverage, and each selector's paired
+difference to the fixed threshold with a 95% bootstrap confidence interval; writes
+``summary.md``, ``results.json`` and plots to ``--out``.
 
-    python examples/compare_selectors.py [--quick] [--seeds 3] [--out results/comparison]
+Robust to interruption: each run's folder gets its per-epoch JSON and a ``result.json``
+marker as soon as it finishes, and the summary, JSON and plots are refreshed after every run
+(marked "partial: k of n runs" until the last). Re-running the command skips finished runs;
+``--fresh`` trains everything again. ``--quick`` writes to ``results/comparison-quick``.
+
+    python examples/compare_selectors.py [--quick] [--seeds 5] [--out results/comparison] [--fresh]
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -24,6 +31,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,6 +56,14 @@ QUICK_CLASSIFICATION = [
 QUICK_SEGMENTATION = [
     (n, s, o) for n, s, o in SEGMENTATION if n in ("supervised", "threshold", "csl", "csl+tmp")
 ]
+#: the run every selector is compared with, seed by seed
+REFERENCE = "threshold"
+#: selection quality along training, plotted per epoch (mean over seeds)
+QUALITY = (("precision", "pseudo-label precision"), ("ratio", "pseudo-label coverage"))
+QUALITY += (("mean_weight", "mean pseudo-label weight"),)
+#: fewest paired seeds for which a verdict is given
+MIN_PAIRS = 3
+MARKER = "result.json"
 
 
 def tasks(quick: bool) -> dict[str, dict]:
@@ -57,45 +73,102 @@ def tasks(quick: bool) -> dict[str, dict]:
             "train": train_fixmatch_digits.train,
             "metric": "test_accuracy",
             "runs": QUICK_CLASSIFICATION if quick else CLASSIFICATION,
-            "options": {"epochs": 6, "warmup_epochs": 2} if quick else {"epochs": 60},
+            "options": {"epochs": 4, "warmup_epochs": 2} if quick else {"epochs": 60},
         },
         "unimatch_mosaics": {
             "train": train_unimatch_mosaics.train,
             "metric": "test_miou",
             "runs": QUICK_SEGMENTATION if quick else SEGMENTATION,
             "options": (
-                {"epochs": 4, "warmup_epochs": 2, "unlabelled": 64} if quick else {"epochs": 20}
+                {"epochs": 2, "warmup_epochs": 1, "unlabelled": 32, "test": 16}
+                if quick
+                else {"epochs": 20}
             ),
         },
     }
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float | None]) -> tuple[float, float]:
     clean = [v for v in values if v is not None and math.isfinite(v)]
     if not clean:
         return float("nan"), float("nan")
     return statistics.fmean(clean), statistics.stdev(clean) if len(clean) > 1 else 0.0
 
 
-def run_all(seeds: int, out: Path, quick: bool, device: str) -> dict:
-    results: dict = {}
-    for task, spec in tasks(quick).items():
-        results[task] = {"metric": spec["metric"], "options": spec["options"], "runs": {}}
-        for name, selector, extra in spec["runs"]:
-            histories = []
-            for seed in range(seeds):
-                histories.append(
-                    spec["train"](
-                        selector,
-                        seed=seed,
-                        device=device,
-                        out=out / task / name / f"seed{seed}",
-                        **spec["options"],
-                        **extra,
-                    )
-                )
-            results[task]["runs"][name] = histories
-    return results
+def paired_difference(
+    values: Sequence[float],
+    reference: Sequence[float],
+    *,
+    resamples: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Mean of the per-seed differences ``values - reference`` with a percentile bootstrap CI.
+
+    The seeds are resampled with replacement ``resamples`` times (numpy, seeded, so the
+    interval is reproducible). The verdict is ``"better"`` or ``"worse"`` only when the
+    interval excludes 0, ``"no difference"`` when it contains 0, and ``"too few seeds"``
+    below ``MIN_PAIRS`` pairs (then ``low``/``high`` are NaN).
+
+    Args:
+        values: the selector's metric, one per seed.
+        reference: the reference run's metric on the same seeds, same order.
+
+    Returns:
+        ``{"n", "mean", "low", "high", "verdict"}``.
+
+    Example:
+        >>> r = paired_difference([0.9, 0.8, 0.85, 0.9], [0.8, 0.7, 0.8, 0.8])
+        >>> round(r["mean"], 3), r["verdict"]
+        (0.087, 'better')
+    """
+    diff = np.asarray(values, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    if diff.ndim != 1:
+        raise ValueError(f"values and reference: expected 1-D sequences, got shape {diff.shape}")
+    diff = diff[np.isfinite(diff)]
+    n = int(diff.size)
+    if n == 0:
+        return {"n": 0, "mean": math.nan, "low": math.nan, "high": math.nan, "verdict": "-"}
+    mean = float(diff.mean())
+    if n < MIN_PAIRS:
+        return {"n": n, "mean": mean, "low": math.nan, "high": math.nan, "verdict": "too few seeds"}
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    alpha = (1 - level) / 2
+    low, high = (float(q) for q in np.quantile(means, [alpha, 1 - alpha]))
+    verdict = "better" if low > 0 else "worse" if high < 0 else "no difference"
+    return {"n": n, "mean": mean, "low": low, "high": high, "verdict": verdict}
+
+
+def plan(quick: bool, seeds: int) -> list[tuple[int, str, str, str, dict]]:
+    """Every run as (seed, task, run name, selector, extra options), seed by seed, so a
+    stopped comparison leaves complete seeds to pair."""
+    spec = tasks(quick)
+    return [
+        (seed, task, name, selector, extra)
+        for seed in range(seeds)
+        for task, block in spec.items()
+        for name, selector, extra in block["runs"]
+    ]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_finished(folder: Path, options: dict) -> dict | None:
+    """The stored run in ``folder`` if it finished with the same options, else None."""
+    try:
+        stored = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if stored.get("options") != options or not stored.get("history"):
+        return None
+    return stored
 
 
 def summarise(results: dict) -> dict:
@@ -104,8 +177,8 @@ def summarise(results: dict) -> dict:
     for task, block in results.items():
         metric = block["metric"]
         table[task] = {}
-        for name, histories in block["runs"].items():
-            finals = [h[-1] for h in histories]
+        for name, by_seed in block["runs"].items():
+            finals = [h[-1] for h in by_seed.values()]
             table[task][name] = {
                 key: mean_std([f.get(key) for f in finals])
                 for key in (metric, "precision", "ratio", "mean_weight")
@@ -113,19 +186,55 @@ def summarise(results: dict) -> dict:
     return table
 
 
-def markdown_table(task: str, metric: str, rows: dict) -> list[str]:
+def compare_to_reference(results: dict) -> dict:
+    """Per task and selector: the paired difference of the final metric to ``REFERENCE``."""
+    paired: dict = {}
+    for task, block in results.items():
+        metric = block["metric"]
+        reference = block["runs"].get(REFERENCE, {})
+        paired[task] = {}
+        for name, by_seed in block["runs"].items():
+            if name in (REFERENCE, "supervised"):
+                continue
+            seeds = sorted(set(by_seed) & set(reference))
+            paired[task][name] = paired_difference(
+                [by_seed[s][-1][metric] for s in seeds],
+                [reference[s][-1][metric] for s in seeds],
+            )
+    return paired
+
+
+def _cell(mean: float, std: float) -> str:
+    return "-" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
+def markdown_table(task: str, metric: str, rows: dict, seeds: dict | None = None) -> list[str]:
     lines = [
         f"### {task}",
         "",
-        f"| run | {metric} | pseudo-label precision | coverage (ratio) | mean weight |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        f"| run | seeds | {metric} | pseudo-label precision | coverage (ratio) | mean weight |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, stats in rows.items():
-        cells = []
-        for key in (metric, "precision", "ratio", "mean_weight"):
-            mean, std = stats[key]
-            cells.append("-" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        cells = [_cell(*stats[key]) for key in (metric, "precision", "ratio", "mean_weight")]
+        count = "" if seeds is None else str(seeds.get(name, ""))
+        lines.append(f"| {name} | {count} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_table(metric: str, rows: dict) -> list[str]:
+    lines = [
+        "",
+        f"Paired difference of {metric} to `{REFERENCE}` (same seeds), mean and 95% "
+        f"bootstrap CI; a verdict needs the interval to exclude 0 (and ≥ {MIN_PAIRS} seeds):",
+        "",
+        "| selector | pairs | difference | 95% CI | verdict |",
+        "| --- | ---: | ---: | --- | --- |",
+    ]
+    for name, r in rows.items():
+        mean = "-" if math.isnan(r["mean"]) else f"{r['mean']:+.3f}"
+        ci = "-" if math.isnan(r["low"]) else f"[{r['low']:+.3f}, {r['high']:+.3f}]"
+        lines.append(f"| {name} | {r['n']} | {mean} | {ci} | {r['verdict']} |")
     return lines
 
 
@@ -133,23 +242,17 @@ def plots(results: dict, out: Path) -> list[Path]:
     paths = []
     for task, block in results.items():
         metric = block["metric"]
-        for key, label in (
-            (metric, metric),
-            ("precision", "pseudo-label precision"),
-            ("ratio", "pseudo-label coverage"),
-        ):
+        for key, label in ((metric, metric), *QUALITY):
             curves, bands = {}, {}
-            for name, histories in block["runs"].items():
-                per_epoch = list(
-                    zip(
-                        *[[row.get(key, float("nan")) for row in h] for h in histories], strict=True
-                    )
-                )
-                stats = [mean_std(list(values)) for values in per_epoch]
+            for name, by_seed in block["runs"].items():
+                histories = list(by_seed.values())
+                length = min(len(h) for h in histories)
+                per_epoch = [[h[e].get(key) for h in histories] for e in range(length)]
+                stats = [mean_std(values) for values in per_epoch]
                 if all(math.isnan(m) for m, _ in stats):
                     continue
                 curves[name] = [m for m, _ in stats]
-                bands[name] = [s for _, s in stats]
+                bands[name] = [0.0 if math.isnan(s) else s for _, s in stats]
             if curves:
                 paths.append(
                     viz.plot_curves(
@@ -163,55 +266,144 @@ def plots(results: dict, out: Path) -> list[Path]:
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument(
-        "--quick", action="store_true", help="1 seed, a few epochs, 3-4 runs per task: a smoke test"
-    )
-    parser.add_argument("--out", type=Path, default=Path("results/comparison"))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    seeds = 1 if args.quick else args.seeds
-    start = time.time()
-    results = run_all(seeds, args.out, args.quick, args.device)
-    wall = time.time() - start
+def write_outputs(
+    results: dict, out: Path, *, quick: bool, seeds: int, done: int, total: int, device: str
+) -> str:
+    """Write summary.md, results.json and the plots from the runs finished so far."""
+    setting = tasks(quick)
     table = summarise(results)
-    setting = tasks(args.quick)
+    paired = compare_to_reference(results)
+    seconds = sum(results[t]["seconds"] for t in results)
+    status = "complete" if done == total else f"partial: {done} of {total} runs"
     lines = [
-        "# Selector comparison" + (" (quick smoke test)" if args.quick else ""),
+        "# Selector comparison" + (" (quick smoke test)" if quick else "") + f" — {status}",
         "",
         f"{date.today().isoformat()} · {platform.machine()} · {torch.get_num_threads()} threads · "
-        f"torch {torch.__version__} · device {args.device} · {seeds} seed(s) · "
-        f"wall time {wall / 60:.1f} min",
+        f"torch {torch.__version__} · device {device} · {seeds} seed(s) · "
+        f"training time {seconds / 60:.1f} min (sum over the finished runs)",
         "",
         "Settings: FixMatch on digits — 4 labelled digits per class, the rest unlabelled, "
         f"{setting['fixmatch_digits']['options']}; UniMatch on 48x48 digit mosaics — 16 "
         f"labelled canvases, {setting['unimatch_mosaics']['options']}. Values are the final "
         "epoch's, mean ± std over seeds; precision and coverage are measured against the "
-        "hidden true labels of the unlabelled data.",
+        "hidden true labels of the unlabelled data (precision `-`: nothing was selected). "
+        "Seeds are paired: the same seed gives every run of a task the same split, "
+        "initialisation and batch order.",
         "",
     ]
     for task, rows in table.items():
-        lines += markdown_table(task, results[task]["metric"], rows) + [""]
+        counts = {name: len(by_seed) for name, by_seed in results[task]["runs"].items()}
+        lines += markdown_table(task, results[task]["metric"], rows, counts)
+        if paired[task]:
+            lines += paired_table(results[task]["metric"], paired[task])
+        lines.append("")
     summary = "\n".join(lines)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.md").write_text(summary)
-    (args.out / "results.json").write_text(
-        json.dumps(
-            {
-                "setting": {k: v["options"] for k, v in setting.items()},
-                "seeds": seeds,
-                "wall_seconds": wall,
-                "summary": table,
-                "runs": {task: block["runs"] for task, block in results.items()},
-            },
-            indent=2,
+    write_atomic(out / "summary.md", summary)
+    runs = {
+        task: {name: [by_seed[s] for s in sorted(by_seed)] for name, by_seed in b["runs"].items()}
+        for task, b in results.items()
+    }
+    record = {
+        "status": status,
+        "finished": done,
+        "total": total,
+        "setting": {k: v["options"] for k, v in setting.items()},
+        "seeds": seeds,
+        "training_seconds": seconds,
+        "summary": table,
+        "paired": paired,
+        "runs": runs,
+    }
+    write_atomic(out / "results.json", json.dumps(record, indent=2))
+    plots(results, out)
+    return summary
+
+
+def run_all(
+    seeds: int, out: Path, quick: bool, device: str, *, fresh: bool = False, log=print
+) -> tuple[dict, int, int]:
+    """Train (or load) every run of the plan; refresh the outputs after each one."""
+    spec = tasks(quick)
+    todo = plan(quick, seeds)
+    results: dict = {
+        task: {"metric": block["metric"], "options": block["options"], "runs": {}, "seconds": 0.0}
+        for task, block in spec.items()
+    }
+    start = time.time()
+    trained_seconds: dict[str, list[float]] = {task: [] for task in spec}
+    done = 0
+    for k, (seed, task, name, selector, extra) in enumerate(todo, 1):
+        folder = out / task / name / f"seed{seed}"
+        options = {"seed": seed, **spec[task]["options"], **extra}
+        stored = None if fresh else load_finished(folder, options)
+        if stored is None:
+            begin = time.time()
+            history = spec[task]["train"](
+                selector, device=device, out=folder, progress=False, **options
+            )
+            seconds = time.time() - begin
+            stored = {"task": task, "run": name, "options": options, "seconds": seconds}
+            stored["history"] = history
+            write_atomic(folder / MARKER, json.dumps(stored, indent=2))
+            trained_seconds[task].append(seconds)
+            what = "trained"
+        else:
+            what = "loaded (finished before)"
+        results[task]["runs"].setdefault(name, {})[seed] = stored["history"]
+        results[task]["seconds"] += stored["seconds"]
+        done += 1
+        write_outputs(
+            results, out, quick=quick, seeds=seeds, done=done, total=len(todo), device=device
         )
+        timing = progress(start, todo[k:], trained_seconds)
+        log(f"[{k}/{len(todo)}] {task} {name} seed{seed} {what} ({timing})")
+    return results, done, len(todo)
+
+
+def progress(start: float, remaining: list, trained: dict[str, list[float]]) -> str:
+    """``elapsed 1.2 min, ETA 3.4 min`` from the mean time per run of each task so far."""
+    elapsed = time.time() - start
+    every = [s for times in trained.values() for s in times]
+    if not remaining:
+        return f"elapsed {elapsed / 60:.1f} min, done"
+    if not every:
+        return f"elapsed {elapsed / 60:.1f} min, ETA -"
+    mean = {task: statistics.fmean(times or every) for task, times in trained.items()}
+    eta = sum(mean.get(task, statistics.fmean(every)) for _, task, *_ in remaining)
+    return f"elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min"
+
+
+def output_folder(out: Path | None, quick: bool) -> Path:
+    """``--out`` if given, else ``results/comparison`` (``results/comparison-quick``)."""
+    if out is not None:
+        return out
+    return Path("results/comparison-quick" if quick else "results/comparison")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5, help="paired seeds (default 5)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 seed, a few epochs, 3-4 runs per task: a smoke test "
+        "(writes to results/comparison-quick unless --out is given)",
     )
-    plots(results, args.out)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: results/comparison)"
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="train every run again, ignoring finished ones"
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    seeds = 1 if args.quick else args.seeds
+    out = output_folder(args.out, args.quick)
+    start = time.time()
+    run_all(seeds, out, args.quick, args.device, fresh=args.fresh)
+    summary = (out / "summary.md").read_text()
     print(summary)
-    print(f"wrote {args.out / 'summary.md'}, results.json and plots")
+    print(f"wrote {out / 'summary.md'}, results.json and plots ({time.time() - start:.0f} s)")
     return 0
 
 

@@ -2,7 +2,10 @@
 
 The two lines that change are marked ``# pseudosel``; everything else is a textbook
 FixMatch step (weak/strong views, cross-entropy on the labelled batch, the unlabelled loss
-on the strong view). Data: scikit-learn digits, so the script runs offline.
+on the strong view). Selection starts after a supervised warm-up (the first quarter of the
+steps) and the unlabelled loss is then ramped up with ``pseudosel.linear_rampup``: from a
+random initialisation a selector would confirm the model's first, random guesses. Data:
+scikit-learn digits, so the script runs offline.
 
     python examples/recipe_fixmatch_loop.py --steps 200
 """
@@ -36,10 +39,18 @@ def main(argv=None) -> int:
     (x_l, y_l), (x_u, _), (x_t, y_t) = splits.labelled, splits.unlabelled, splits.test
     model = DigitCNN()
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    warmup, rampup = args.steps // 4, args.steps // 4
+    sel = None
     for step in range(args.steps):
         pick_l = torch.randint(0, len(x_l), (32,), generator=gen)
         pick_u = torch.randint(0, len(x_u), (64,), generator=gen)
         loss = F.cross_entropy(model(weak_digits(x_l[pick_l], gen)), y_l[pick_l])
+        weight = pseudosel.linear_rampup(step, warmup, rampup)  # 0 during the warm-up
+        if weight == 0:  # supervised warm-up: no selection yet
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            continue
         with torch.no_grad():
             probs_weak = model(weak_digits(x_u[pick_u], gen)).softmax(1)
         logits_strong = model(strong_digits(x_u[pick_u], gen))
@@ -50,15 +61,16 @@ def main(argv=None) -> int:
         loss_u = pseudosel.weighted_cross_entropy(
             logits_strong, sel, normalize="batch"
         )  # pseudosel
-        loss = loss + (loss_u if step >= args.steps // 4 else 0.0 * loss_u)  # short warm-up
+        loss = loss + weight * loss_u
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
     with torch.no_grad():
         accuracy = (model(x_t).argmax(1) == y_t).float().mean().item()
+    ratio = "-" if sel is None else f"{sel.ratio().item():.3f}"
     print(
         f"{args.steps} steps with {args.selector}: test accuracy {accuracy:.3f}, "
-        f"last selection ratio {sel.ratio().item():.3f}"
+        f"last selection ratio {ratio}"
     )
     return 0
 

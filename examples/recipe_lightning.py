@@ -3,7 +3,9 @@ checkpoint (needs the ``lightning`` extra: pip install 'pseudosel[lightning]').
 
 The selector is a submodule, so its state (FlexMatch's per-sample store and class counts)
 lives in registered buffers and travels in Lightning's checkpoints with the weights:
-resuming continues the curriculum where it stopped.
+resuming continues the curriculum where it stopped. This short demo starts the unlabelled
+loss at step 0 so the store fills quickly; a real run starts it after a supervised warm-up
+(see ``recipe_fixmatch_loop.py`` and ``pseudosel.linear_rampup``).
 
     python examples/recipe_lightning.py --steps 40 --out results/lightning
 """

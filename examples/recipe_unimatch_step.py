@@ -62,19 +62,25 @@ def main(argv=None) -> int:
     x_u, y_u = make_mosaics(64, seed=2)
     model = MosaicFCN()
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(args.steps):
+    warmup = args.steps // 4  # supervised steps before selection starts
+    sel = None
+    for step in range(args.steps):
         pick_l = torch.randint(0, len(x_l), (4,), generator=gen)
         pick_u = torch.randint(0, len(x_u), (8,), generator=gen)
         img_l, mask_l = random_crops(x_l[pick_l], y_l[pick_l], 40, 8, gen)
         img_u, hidden = random_crops(x_u[pick_u], y_u[pick_u], 40, 8, gen)
         ignore = (hidden == IGNORE).long() * IGNORE  # padded area only
-        loss, sel = unimatch_step(
-            model, img_l, mask_l, img_u[:4], ignore[:4], img_u[4:], ignore[4:], gen
-        )
+        if pseudosel.linear_rampup(step, warmup) == 0:  # supervised warm-up
+            loss = F.cross_entropy(model(img_l), mask_l, ignore_index=IGNORE)
+        else:
+            loss, sel = unimatch_step(
+                model, img_l, mask_l, img_u[:4], ignore[:4], img_u[4:], ignore[4:], gen
+            )
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    print(f"{args.steps} steps: loss {loss.item():.3f}, trusted share {sel.ratio().item():.3f}")
+    share = "-" if sel is None else f"{sel.ratio().item():.3f}"
+    print(f"{args.steps} steps: loss {loss.item():.3f}, trusted share {share}")
     return 0
 
 

@@ -13,6 +13,21 @@ from pseudosel.compare import feature_space_sample
 QUALITY = ("ratio", "precision", "weighted_precision", "recall", "mean_weight", "auroc")
 
 
+def quality_record(stats) -> dict:
+    """An epoch's scalar numbers from a :class:`pseudosel.metrics.SelectionStats`.
+
+    ``precision`` is None when nothing was selected, and ``weighted_precision`` when no
+    weight was given: there is nothing to measure (the metric's own 0 would read as "all
+    wrong"). JSON writes None as ``null``; tables show ``-``.
+    """
+    record = {k: float(v) for k, v in stats.compute().items() if v.dim() == 0}
+    if record.get("ratio") == 0 and "precision" in record:
+        record["precision"] = None
+    if record.get("mean_weight") == 0 and "weighted_precision" in record:
+        record["weighted_precision"] = None
+    return record
+
+
 def write_run(
     out: str | Path,
     setting: dict,
@@ -41,7 +56,7 @@ def write_run(
         "| ---: | ---: |" + " ---: |" * len(QUALITY),
     ]
     for row in history:
-        cells = [f"{row[k]:.4f}" if k in row else "-" for k in QUALITY]
+        cells = ["-" if row.get(k) is None else f"{row[k]:.4f}" for k in QUALITY]
         lines.append(f"| {row['epoch']} | {row[metric]:.4f} | " + " | ".join(cells) + " |")
     lines += ["", f"Final {metric}: {last[metric]:.4f}."]
     (out / "summary.md").write_text("\n".join(lines) + "\n")

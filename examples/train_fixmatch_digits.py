@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from digits_data import digit_splits  # noqa: E402
 from models import DigitCNN  # noqa: E402
-from run_reports import scatter_of, write_run  # noqa: E402
+from run_reports import quality_record, scatter_of, write_run  # noqa: E402
 from selectors_by_name import SELECTORS, build  # noqa: E402
 from views import strong_digits, weak_digits  # noqa: E402
 
@@ -64,7 +64,10 @@ def train(
     ``out``, also write ``epochs.json``, ``summary.md``, ``curves.png`` and, for CSL,
     ``csl_feature_space.png`` there."""
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    # two streams, so a seed gives every selector the same batches: ``order_gen`` draws the
+    # batches, ``gen`` the augmentations (whose use depends on the selector's phase)
+    order_gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + 1_000_003)
     splits = digit_splits(labels_per_class, seed=seed)
     x_l, y_l = splits.labelled
     x_u, y_u = splits.unlabelled  # y_u: hidden, for measurement only
@@ -84,11 +87,11 @@ def train(
         bar = tqdm(total=epochs * steps, desc=f"digits/{selector}/seed{seed}", leave=False)
     for epoch in range(epochs):
         stats = SelectionStats(num_classes=10)
-        order = torch.randperm(len(x_u), generator=gen)
+        order = torch.randperm(len(x_u), generator=order_gen)
         losses = []
         for step in range(steps):
             index = order[step * unlabelled_batch : (step + 1) * unlabelled_batch]
-            pick = torch.randint(0, len(x_l), (labelled_batch,), generator=gen)
+            pick = torch.randint(0, len(x_l), (labelled_batch,), generator=order_gen)
             weak_l = weak_digits(x_l[pick], gen).to(device)
             logits_l = model(weak_l)
             loss = F.cross_entropy(logits_l, y_l[pick].to(device))
@@ -117,7 +120,7 @@ def train(
             "loss": sum(losses) / len(losses),
         }
         if select is not None and epoch >= warmup_epochs:
-            record.update({k: float(v) for k, v in stats.compute().items() if v.dim() == 0})
+            record.update(quality_record(stats))
         history.append(record)
     if bar is not None:
         bar.close()

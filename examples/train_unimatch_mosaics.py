@@ -37,7 +37,7 @@ from digits_data import (  # noqa: E402
     make_mosaics,
 )
 from models import MosaicFCN  # noqa: E402
-from run_reports import scatter_of, write_run  # noqa: E402
+from run_reports import quality_record, scatter_of, write_run  # noqa: E402
 from selectors_by_name import SELECTORS, build  # noqa: E402
 from views import random_crops, strong_mosaic  # noqa: E402
 
@@ -99,7 +99,10 @@ def train(
     write ``epochs.json``, ``summary.md``, ``curves.png`` and, for CSL,
     ``csl_feature_space.png`` there."""
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    # two streams, so a seed gives every selector the same batches: ``order_gen`` draws the
+    # batches, ``gen`` the crops and views (TMP draws differently from CutMix)
+    order_gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + 1_000_003)
     (x_l, y_l), (x_u, y_u), (x_t, y_t) = mosaic_data(seed, labelled, unlabelled, test, size)
     x_t, y_t = x_t.to(device), y_t.to(device)
     model = MosaicFCN().to(device)
@@ -118,11 +121,11 @@ def train(
         bar = tqdm(total=epochs * steps, desc=f"mosaics/{name}/seed{seed}", leave=False)
     for epoch in range(epochs):
         stats = SelectionStats(num_classes=NUM_SEG_CLASSES)
-        order = torch.randperm(len(x_u), generator=gen)
+        order = torch.randperm(len(x_u), generator=order_gen)
         losses = []
         semi = select is not None and epoch >= warmup_epochs
         for step in range(steps):
-            pick = torch.randint(0, len(x_l), (batch,), generator=gen)
+            pick = torch.randint(0, len(x_l), (batch,), generator=order_gen)
             img_l, lab_l = random_crops(x_l[pick], y_l[pick], crop, pad, gen)
             loss_sup = F.cross_entropy(
                 model(img_l.to(device)), lab_l.to(device), ignore_index=IGNORE
@@ -153,7 +156,7 @@ def train(
             "loss": sum(losses) / len(losses),
         }
         if semi:
-            record.update({k: float(v) for k, v in stats.compute().items() if v.dim() == 0})
+            record.update(quality_record(stats))
         history.append(record)
     if bar is not None:
         bar.close()

@@ -7,13 +7,17 @@ selectors and this package the ``nn.Module`` selectors.
 
 from pseudosel import features, functional, masking
 from pseudosel.losses import weighted_cross_entropy
+from pseudosel.schedules import linear_rampup
 from pseudosel.select import select_reliable
 from pseudosel.selection import Selection
 from pseudosel.selectors import (
     AdaMatchSelector,
+    AdshSelector,
+    CorrMatchSelector,
     CSLSelector,
     DashSelector,
     DistributionAlignment,
+    DistributionAlignmentQueue,
     EntropySplitSelector,
     FlexMatchSelector,
     FreeMatchSelector,
@@ -25,9 +29,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaMatchSelector",
+    "AdshSelector",
     "CSLSelector",
+    "CorrMatchSelector",
     "DashSelector",
     "DistributionAlignment",
+    "DistributionAlignmentQueue",
     "EntropySplitSelector",
     "FlexMatchSelector",
     "FreeMatchSelector",
@@ -37,6 +44,7 @@ __all__ = [
     "__version__",
     "features",
     "functional",
+    "linear_rampup",
     "masking",
     "select_reliable",
     "weighted_cross_entropy",

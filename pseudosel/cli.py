@@ -35,6 +35,10 @@ maps these names to arrays (N samples, K classes, optional H x W positions):
 Each batch is checked as it is read; a bad file stops with a message naming the key and the
 first offending sample, and exit status 2.
 
+Stateful selectors (flexmatch, freematch, softmatch, corrmatch, adsh) first make
+--passes - 1 warm-up passes over the file that only advance their state; the last pass is
+measured and the table marks them with *. Stateless selectors are measured on one pass.
+
 Example:
   pseudosel compare predictions.npz --selectors threshold threshold:0.9 freematch csl
 """
@@ -227,6 +231,13 @@ def _compare_parser(sub) -> None:
         default=255,
         help="label (and ignore_mask) value of unknown / ignored positions (default: 255)",
     )
+    compare.add_argument(
+        "--passes",
+        type=_integer("--passes", 3, positive=True),
+        default=3,
+        help="passes over the file for stateful selectors: the last is measured, the ones "
+        "before only warm their state up (default: 3; 1 = cold start)",
+    )
     compare.add_argument("--no-plots", action="store_true", help="write compare.json only")
 
 
@@ -241,6 +252,7 @@ def _compare(args: argparse.Namespace) -> int:
         ignore_index=args.ignore_index,
         from_logits=args.from_logits,
         plots=not args.no_plots,
+        passes=args.passes,
     )
     print(table(report))
     print(f"wrote {args.out / 'compare.json'}" + ("" if args.no_plots else " and plots"))

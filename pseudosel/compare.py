@@ -13,8 +13,16 @@ dim 1 at the valid positions; ``logits`` (or ``probs`` read with ``from_logits=T
 finite there. A file that fails raises ``ValueError`` naming the file, the key and the first
 offending sample; when the rows look like logits it suggests ``--from-logits``.
 
-Stateful selectors (FlexMatch, FreeMatch, SoftMatch) run in training mode over the batches
-in file order, as during one epoch; classification CSL draws one boundary per batch.
+Stateful selectors (FlexMatch, FreeMatch, SoftMatch, CorrMatch, Adsh) run in training mode
+over the batches in file order, as during training. Started from fresh state and measured on one
+pass they would report their cold start (FlexMatch keeps everything while no sample has been
+recorded; an EMA started at 1/K keeps everything for thousands of batches), so they first
+make ``passes - 1`` warm-up passes over the file that only advance their state, and the last
+pass is the one measured (default ``passes=3``; the report and the table say so). During
+the warm-up an EMA's momentum is the cumulative average's, ``1 - 1/step`` (capped at the
+selector's own), so the state reaches the file's average statistics in one pass; the
+measured pass uses the selector's momentum. Stateless selectors are measured on one pass.
+Classification CSL draws one boundary per batch.
 """
 
 from __future__ import annotations
@@ -52,7 +60,14 @@ SELECTOR_NAMES = (
     "flexmatch",
     "freematch",
     "softmatch",
+    "corrmatch",
+    "adsh",
 )
+#: selectors whose state (thresholds, class counts, running means) evolves over the batches
+STATEFUL_SELECTORS = ("flexmatch", "freematch", "softmatch", "corrmatch", "adsh")
+#: passes over the file for stateful selectors: the first ``DEFAULT_PASSES - 1`` warm the
+#: state up, the last one is measured
+DEFAULT_PASSES = 3
 SWEEP_BINS = 1000
 RELIABILITY_BINS = 15
 SCATTER_POINTS = 4000
@@ -346,6 +361,11 @@ def parse_selector(spec: object) -> tuple[str, float | None]:
     return name, tau
 
 
+def is_stateful(spec: str) -> bool:
+    """Whether the selector ``spec`` carries state from batch to batch (FlexMatch, ...)."""
+    return parse_selector(spec)[0] in STATEFUL_SELECTORS
+
+
 def make_selector(spec: str, num_classes: int, num_samples: int, dense: bool):
     """A callable (probs, valid, index) → Selection for ``spec`` = ``name[:tau]``.
 
@@ -367,10 +387,52 @@ def make_selector(spec: str, num_classes: int, num_samples: int, dense: bool):
             num_classes, None if dense else num_samples, validate=False
         )
         return lambda probs, valid, index: module(probs, None if dense else index, valid)
-    adaptive: torch.nn.Module = (
-        pseudosel.FreeMatchSelector if name == "freematch" else pseudosel.SoftMatchSelector
-    )(num_classes, validate=False)
-    return lambda probs, valid, index: adaptive(probs, valid)
+    if name == "adsh":
+        if dense:
+            raise ValueError("adsh keeps one record per sample: classification (N, K) only")
+        adsh = pseudosel.AdshSelector(num_classes, num_samples, validate=False)
+
+        def adsh_step(probs: Tensor, valid: Tensor, index: Tensor):
+            # select, then record; the scores follow everything recorded so far (USB
+            # recomputes once per epoch: with --passes the last pass uses the earlier ones)
+            selection = adsh(probs, valid)
+            adsh.record(probs, index, valid)
+            adsh.recompute(reset=False)
+            return selection
+
+        return adsh_step
+    adaptive: torch.nn.Module = {
+        "freematch": pseudosel.FreeMatchSelector,
+        "softmatch": pseudosel.SoftMatchSelector,
+        "corrmatch": pseudosel.CorrMatchSelector,
+    }[name](num_classes, validate=False)
+    return _EmaRunner(adaptive)
+
+
+class _EmaRunner:
+    """(probs, valid, index) → Selection for an EMA selector (FreeMatch, SoftMatch, CorrMatch).
+
+    Their ``momentum`` (the weight of the old value, 0.999) needs some 3,000 batches to
+    forget the initial state. On a fixed file the steady state is the average of the batch
+    statistics, so :meth:`warm_up` advances the state with the cumulative average (momentum
+    ``1 - 1/step``, capped at the selector's own, as BatchNorm's ``momentum=None``): one
+    pass reaches it. The measured pass runs with the selector's own momentum.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, probs: Tensor, valid: Tensor | None, index: Tensor):
+        return self.module(probs, valid)
+
+    def warm_up(self, probs: Tensor, valid: Tensor | None, step: int) -> None:
+        """Advance the state on the ``step``-th warm-up batch (counted from 1)."""
+        published = self.module.momentum
+        self.module.momentum = min(published, 1.0 - 1.0 / step)
+        try:
+            self.module(probs, valid)
+        finally:
+            self.module.momentum = published
 
 
 @dataclass
@@ -426,10 +488,15 @@ def compare(
     from_logits: bool = False,
     plots: bool = True,
     progress: bool = True,
+    passes: int = DEFAULT_PASSES,
 ) -> dict:
     """Run the comparison; return (and with ``out`` write) the report. See the module doc.
 
     ``from_logits=True`` applies softmax over dim 1 to the predictions, whatever their key.
+    ``passes``: stateful selectors (``STATEFUL_SELECTORS``) run ``passes - 1`` warm-up passes
+    over the file that only advance their state, then the measured pass; stateless selectors
+    are measured on one pass. The report records ``passes`` and, per selector,
+    ``warmup_passes``.
     Raises ``ValueError`` for a malformed file, predictions that are not probabilities
     (suggesting ``from_logits`` when they look like logits), NaN/inf, or a bad selector spec.
     """
@@ -437,6 +504,10 @@ def compare(
         raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(passes, bool) or not isinstance(passes, int):
+        raise TypeError(f"passes must be an int, got {type(passes).__name__}")
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
     if isinstance(selectors, str):
         raise TypeError(
             f"selectors must be a list of specs such as ['threshold:0.9', 'csl'], got the "
@@ -452,12 +523,30 @@ def compare(
     dense = len(source.shape) > 2
     runners = {spec: make_selector(spec, source.num_classes, source.size, dense) for spec in specs}
     stats = {spec: SelectionStats(source.num_classes) for spec in specs}
+    stateful = {spec: run for spec, run in runners.items() if is_stateful(spec)}
+    warmup = passes - 1 if stateful else 0
     sweep = _Sweep.empty()
     scatter = None
-    bar = _progress_bar(math.ceil(source.size / batch_size)) if progress else None
+    per_pass = math.ceil(source.size / batch_size)
+    bar = _progress_bar(per_pass * (warmup + 1)) if progress else None
     start = 0
     try:
         with torch.no_grad():
+            step = 0
+            for _ in range(warmup):  # advance the stateful selectors' state only
+                start = 0
+                for probs, _labels, valid in source.batches(batch_size):
+                    index = torch.arange(start, start + probs.shape[0])
+                    start += probs.shape[0]
+                    step += 1
+                    for run in stateful.values():
+                        if isinstance(run, _EmaRunner):
+                            run.warm_up(probs, valid, step)
+                        else:
+                            run(probs, valid, index)
+                    if bar is not None:
+                        bar.update()
+            start = 0
             for probs, labels, valid in source.batches(batch_size):
                 index = torch.arange(start, start + probs.shape[0])
                 start += probs.shape[0]
@@ -486,8 +575,13 @@ def compare(
         "shape": list(source.shape),
         "num_classes": source.num_classes,
         "batch_size": batch_size,
+        "passes": passes,
         "selectors": {
-            spec: {k: v.tolist() for k, v in s.compute().items()} for spec, s in stats.items()
+            spec: {
+                **{k: v.tolist() for k, v in s.compute().items()},
+                "warmup_passes": warmup if spec in stateful else 0,
+            }
+            for spec, s in stats.items()
         },
         "threshold_sweep": sweep.curve(),
         "reliability": sweep.reliability(),
@@ -583,12 +677,20 @@ def table(report: dict) -> str:
         ("AUROC", "auroc"),
         ("mean w", "mean_weight"),
     ]
-    width = max(len(s) for s in report["selectors"]) + 2
+    warmed = [s for s, m in report["selectors"].items() if m.get("warmup_passes", 0) > 0]
+    names = {s: s + ("*" if s in warmed else "") for s in report["selectors"]}
+    width = max(len(n) for n in names.values()) + 2
     lines = [f"{'selector':<{width}}" + "".join(f"{h:>12}" for h, _ in columns)]
     lines.append("-" * len(lines[0]))
     for spec, metrics in report["selectors"].items():
         cells = "".join(
             f"{metrics[key]:>12.4f}" if key in metrics else f"{'-':>12}" for _, key in columns
         )
-        lines.append(f"{spec:<{width}}{cells}")
+        lines.append(f"{names[spec]:<{width}}{cells}")
+    if warmed:
+        passes = report["selectors"][warmed[0]]["warmup_passes"]
+        lines.append(
+            f"* stateful: measured on the last of {passes + 1} passes over the file (the first "
+            f"{passes} only advance its state; --passes sets the number)"
+        )
     return "\n".join(lines)

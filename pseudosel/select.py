@@ -56,6 +56,8 @@ STATEFUL = {
     "softmatch": "SoftMatchSelector",
     "dash": "DashSelector",
     "u2pl": "EntropySplitSelector",
+    "corrmatch": "CorrMatchSelector",
+    "adsh": "AdshSelector",
 }
 
 

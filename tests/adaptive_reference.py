@@ -198,3 +198,75 @@ class RefDistAlign:
             self.p_target = self.p_target * self.m + probs_labeled.mean(0) * (1 - self.m)
         aligned = probs * (self.p_target + 1e-6) / (self.p_model + 1e-6)
         return aligned / aligned.sum(1, keepdims=True)
+
+
+class RefCorrMatch:
+    """CorrMatch's ThreshController (util/thresh_helper.py): τ is updated with the batch
+    (mean over predicted classes of the max confidence in that class), then the mask."""
+
+    def __init__(self, momentum=0.999, thresh_init=0.85):
+        self.m, self.thresh = momentum, thresh_init
+
+    def step(self, probs):
+        conf, pred = probs.max(1), probs.argmax(1)
+        total, present = 0.0, 0
+        for c in sorted(set(pred.tolist())):
+            total += max(conf[i] for i in range(len(conf)) if pred[i] == c)
+            present += 1
+        if present > 0:
+            self.thresh = self.m * self.thresh + (1 - self.m) * (total / present)
+        return conf >= self.thresh
+
+
+class RefDistAlignQueue:
+    """USB's DistAlignQueueHook: write the batch mean at the pointer, then align with the
+    means of the whole queues (zero rows included)."""
+
+    def __init__(self, num_classes, queue_length=128, target="uniform", p_target=None):
+        self.L = queue_length
+        self.p_model = np.zeros((queue_length, num_classes))
+        self.p_model_ptr = 0
+        self.learn = target == "model"
+        if target == "uniform":
+            self.p_target = np.ones((queue_length, num_classes)) / num_classes
+        elif target == "model":
+            self.p_target = np.zeros((queue_length, num_classes))
+        else:
+            self.p_target = np.tile(p_target, (queue_length, 1))
+        self.p_target_ptr = 0
+
+    def step(self, probs, probs_labeled=None):
+        self.p_model[self.p_model_ptr] = probs.mean(0)
+        self.p_model_ptr = (self.p_model_ptr + 1) % self.L
+        if self.learn:
+            self.p_target[self.p_target_ptr] = probs_labeled.mean(0)
+            self.p_target_ptr = (self.p_target_ptr + 1) % self.L
+        aligned = probs * (self.p_target.mean(0) + 1e-6) / (self.p_model.mean(0) + 1e-6)
+        return aligned / aligned.sum(1, keepdims=True)
+
+
+class RefAdsh:
+    """USB's AdaptiveThresholdingHook (imb_algorithms/adsh/utils.py): per-step masking with
+    exp(−s), per-epoch recomputation from per-class sorted confidences, class 0 calibrated."""
+
+    def __init__(self, num_classes, tau_1=0.95, calibration_class=0):
+        self.k, self.tau_1, self.calib = num_classes, tau_1, calibration_class
+        self.s = np.full(num_classes, tau_1)
+
+    def mask(self, probs):
+        return probs.max(1) >= np.exp(-self.s[probs.argmax(1)])
+
+    def epoch_end(self, probs):
+        conf_all, pred_all = probs.max(1), probs.argmax(1)
+        calib = self.calib
+        if calib is None:
+            calib = int(np.argmax(np.bincount(pred_all, minlength=self.k)))
+        C = [sorted(conf_all[pred_all == y].tolist(), reverse=True) for y in range(self.k)]
+        rho = 1.0
+        for i in range(len(C[calib])):
+            if C[calib][i] < self.tau_1:
+                break
+            rho = i / len(C[calib])
+        for k in range(self.k):
+            if len(C[k]) != 0:
+                self.s[k] = -math.log(C[k][int(len(C[k]) * rho) - 1])

@@ -28,6 +28,20 @@ def _dense(t):
     return probs, valid
 
 
+class _AdshEpochs(torch.nn.Module):
+    """Adsh driven per step as a loop drives it per epoch: select, record, recompute."""
+
+    def __init__(self):
+        super().__init__()
+        self.adsh = pseudosel.AdshSelector(5, 20, tau_1=0.8).double()
+
+    def forward(self, probs, index):
+        selection = self.adsh(probs)
+        self.adsh.record(probs, index)
+        self.adsh.recompute()
+        return selection
+
+
 def scenarios():
     """name → (factory, [(args, kwargs) per step]) with global (unsharded) batches."""
     index = [
@@ -59,8 +73,36 @@ def scenarios():
             lambda: pseudosel.AdaMatchSelector(0.9),
             [((_cls(t), _cls(50 + t, n=8)), {}) for t in range(STEPS)],
         ),
+        "adsh": (
+            _AdshEpochs,
+            [
+                (
+                    (_cls(t),),
+                    {"index": torch.randperm(20, generator=torch.Generator().manual_seed(t))[:16]},
+                )
+                for t in range(STEPS)
+            ],
+        ),
+        "corrmatch": (
+            lambda: pseudosel.CorrMatchSelector(5, momentum=0.9).double(),
+            dense_steps,
+        ),
+        "corrmatch-cls": (
+            lambda: pseudosel.CorrMatchSelector(5, momentum=0.9).double(),
+            [((_cls(t),), {}) for t in range(STEPS)],
+        ),
         "u2pl": (lambda: pseudosel.EntropySplitSelector(3).double(), dense_steps),
         "dash": (lambda: pseudosel.DashSelector(1.0, update_every=2).double(), dense_steps),
+        "alignment-queue": (
+            lambda: pseudosel.DistributionAlignmentQueue(
+                5, queue_length=3, target="model"
+            ).double(),
+            [((_cls(t), _cls(70 + t, n=8)), {}) for t in range(STEPS)],
+        ),
+        "alignment-queue-dense": (
+            lambda: pseudosel.DistributionAlignmentQueue(5, queue_length=3).double(),
+            dense_steps,
+        ),
         "alignment": (
             lambda: pseudosel.DistributionAlignment(5, target="model").double(),
             [((_cls(t), _cls(70 + t, n=8)), {}) for t in range(STEPS)],

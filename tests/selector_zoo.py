@@ -99,6 +99,27 @@ def _labeled(probs: Tensor, valid: Tensor) -> Tensor:
     return labeled_batch(probs.shape[1], probs.dtype)
 
 
+def _adsh_epoch(k: int, validate: bool = True):
+    """Adsh with its epoch-end recomputation every step: select, record, recompute."""
+    module = pseudosel.AdshSelector(k, NUM_UNLABELED, tau_1=0.6).train()
+    module.validate = validate
+
+    def step(probs: Tensor, valid: Tensor):
+        selection = module(probs, valid=valid)
+        module.record(probs, _index(probs, valid), valid=valid)
+        module.recompute()
+        return selection
+
+    return module, step
+
+
+def _adsh_pass(state: Any, probs: Tensor, valid: Tensor) -> Any:
+    """Adsh's recomputation from one batch of any layout (ignored positions: label -1)."""
+    confidence, labels = probs.max(1)
+    labels = torch.where(valid, labels, -1)
+    return F.adsh_recompute(state, confidence.flatten(), labels.flatten(), tau_1=0.6)
+
+
 CASES: list[Case] = [
     # stateless, by name (every entry of SELECTORS)
     *[
@@ -133,6 +154,32 @@ CASES: list[Case] = [
                 F.softmatch_init(k),
                 lambda s, p, v: F.softmatch_update(s, p, v, momentum=0.9),
                 F.softmatch_select,
+            )
+        ),
+    ),
+    Case(
+        "F.corrmatch",
+        _functional(
+            lambda k: _FunctionalState(
+                F.corrmatch_init(),
+                lambda s, p, v: F.corrmatch_update(s, p, v, momentum=0.9),
+                F.corrmatch_select,
+            )
+        ),
+    ),
+    Case(
+        "F.adsh",
+        _functional(
+            lambda k: _FunctionalState(F.adsh_init(k, tau_1=0.6), _adsh_pass, F.adsh_select)
+        ),
+    ),
+    Case(
+        "F.alignment_queue",
+        _functional(
+            lambda k: _FunctionalState(
+                F.alignment_queue_init(k, queue_length=3),
+                F.alignment_queue_update,
+                lambda p, s, v: F.align_queue(p, s),
             )
         ),
     ),
@@ -173,10 +220,24 @@ CASES: list[Case] = [
         "AdaMatchSelector",
         _module(lambda k: pseudosel.AdaMatchSelector(0.7), probs_labeled=_labeled),
     ),
+    Case("AdshSelector", _module(lambda k: pseudosel.AdshSelector(k, NUM_UNLABELED))),
+    Case("AdshSelector/epoch", _adsh_epoch, dense=False),
+    Case("CorrMatchSelector", _module(lambda k: pseudosel.CorrMatchSelector(k, momentum=0.9))),
     Case("DashSelector", _module(lambda k: pseudosel.DashSelector(0.8, update_every=2))),
     Case("EntropySplitSelector", _module(lambda k: pseudosel.EntropySplitSelector(5))),
     Case(
         "DistributionAlignment", _module(lambda k: pseudosel.DistributionAlignment(k, momentum=0.9))
+    ),
+    Case(
+        "DistributionAlignmentQueue",
+        _module(lambda k: pseudosel.DistributionAlignmentQueue(k, queue_length=3)),
+    ),
+    Case(
+        "DistributionAlignmentQueue/target=model",
+        _module(
+            lambda k: pseudosel.DistributionAlignmentQueue(k, queue_length=3, target="model"),
+            probs_labeled=_labeled,
+        ),
     ),
     Case(
         "DistributionAlignment/target=model",

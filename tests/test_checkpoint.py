@@ -26,7 +26,24 @@ def labeled_step(t):
     return (classifier_outputs(16, 5, seed=t), classifier_outputs(8, 5, seed=99 + t)), {}
 
 
+class AdshEpochs(torch.nn.Module):
+    """Adsh with a record pass and a recomputation each step; the last step is unfinished
+    (records kept) so that the records go through the checkpoint too."""
+
+    def __init__(self):
+        super().__init__()
+        self.adsh = pseudosel.AdshSelector(5, 30, tau_1=0.8)
+
+    def forward(self, probs, index):
+        selection = self.adsh(probs)
+        self.adsh.record(probs, index)
+        if int(index[0]) % 2 == 0:
+            self.adsh.recompute()
+        return selection
+
+
 CASES = {
+    "adsh": (AdshEpochs, cls_step),
     "flexmatch-per-sample": (lambda: pseudosel.FlexMatchSelector(5, 30, tau=0.8), cls_step),
     "flexmatch-classwise": (lambda: pseudosel.FlexMatchSelector(5, tau=0.8), dense_step),
     "freematch": (lambda: pseudosel.FreeMatchSelector(5, momentum=0.9), dense_step),
@@ -39,8 +56,13 @@ CASES = {
         lambda: pseudosel.SoftMatchSelector(5, momentum=0.9, per_class=True),
         dense_step,
     ),
+    "corrmatch": (lambda: pseudosel.CorrMatchSelector(5, momentum=0.9), dense_step),
     "dash": (lambda: pseudosel.DashSelector(1.5, update_every=2), dense_step),
     "u2pl": (lambda: pseudosel.EntropySplitSelector(6), dense_step),
+    "alignment-queue": (
+        lambda: pseudosel.DistributionAlignmentQueue(5, queue_length=3, target="model"),
+        labeled_step,
+    ),
     "alignment": (lambda: pseudosel.DistributionAlignment(5, target="model"), labeled_step),
 }
 

@@ -309,3 +309,69 @@ def test_selector_specs_are_checked_before_reading(cls_file):
         compare(path, selectors=["threshold:abc"], progress=False)
     with pytest.raises(TypeError, match="selectors must be a list"):
         compare(path, selectors="csl", progress=False)
+
+
+def test_stateful_selectors_are_measured_after_warmup_passes(cls_file, tmp_path):
+    path, probs, labels = cls_file
+    specs = ["threshold", "flexmatch", "freematch"]
+    cold = compare(path, selectors=specs, from_logits=True, progress=False, passes=1)
+    warm = compare(path, selectors=specs, from_logits=True, progress=False)
+    assert warm["passes"] == 3
+    assert warm["selectors"]["flexmatch"]["warmup_passes"] == 2
+    assert warm["selectors"]["threshold"]["warmup_passes"] == 0
+    assert cold["selectors"]["flexmatch"]["warmup_passes"] == 0
+    # stateless selectors do not depend on the passes
+    assert warm["selectors"]["threshold"] == cold["selectors"]["threshold"]
+    # cold, the EMA selectors keep everything (their threshold starts at 1/K); warmed up
+    # they no longer do, and FlexMatch keeps less once samples are recorded
+    assert cold["selectors"]["freematch"]["ratio"] == 1.0
+    assert warm["selectors"]["freematch"]["ratio"] < 0.95
+    assert warm["selectors"]["flexmatch"]["ratio"] < cold["selectors"]["flexmatch"]["ratio"]
+    # one warm-up pass reaches the steady state: more passes measure the same
+    more = compare(path, selectors=specs, from_logits=True, progress=False, passes=5)
+    for spec in specs:
+        steady = {k: v for k, v in more["selectors"][spec].items() if k != "warmup_passes"}
+        assert steady == {k: warm["selectors"][spec][k] for k in steady}, spec
+    # the measured pass equals FreeMatch driven by hand: a cumulative-average warm-up pass
+    # (momentum 1 - 1/step), then its own momentum 0.999
+    import pseudosel
+    from pseudosel.metrics import SelectionStats
+
+    module = pseudosel.FreeMatchSelector(10, validate=False)
+    stats = SelectionStats(10)
+    batches = [probs[i : i + 64].log().softmax(1) for i in range(0, 300, 64)]
+    for step, batch in enumerate(batches, 1):
+        module.momentum = min(0.999, 1 - 1 / step)
+        module(batch, None)
+    module.momentum = 0.999
+    for i, batch in enumerate(batches):
+        stats.update(module(batch, None), labels[64 * i : 64 * i + 64])
+    two = compare(path, selectors=["freematch"], from_logits=True, progress=False, passes=2)
+    expected = float(stats.compute()["ratio"])
+    assert two["selectors"]["freematch"]["ratio"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_table_marks_warmed_up_selectors(cls_file, tmp_path, capsys):
+    path, _, _ = cls_file
+    args = ["compare", str(path), "--out", str(tmp_path / "o"), "--no-plots", "--from-logits"]
+    assert main([*args, "--selectors", "threshold", "softmatch", "--passes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "softmatch*" in out and "threshold*" not in out
+    assert "measured on the last of 2 passes" in out
+    report = json.loads((tmp_path / "o" / "compare.json").read_text())
+    assert report["passes"] == 2 and report["selectors"]["softmatch"]["warmup_passes"] == 1
+    assert main([*args, "--selectors", "softmatch", "--passes", "1"]) == 0
+    assert "*" not in capsys.readouterr().out  # one pass: the cold start, unmarked
+
+
+@pytest.mark.parametrize("passes,error", [(0, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_bad_passes_are_refused(cls_file, passes, error):
+    with pytest.raises(error, match="passes"):
+        compare(cls_file[0], selectors=["flexmatch"], progress=False, passes=passes)
+
+
+def test_bad_passes_on_the_command_line(cls_file, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["compare", str(cls_file[0]), "--passes", "0"])
+    assert stop.value.code == 2
+    assert "--passes 3" in capsys.readouterr().err

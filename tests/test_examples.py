@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,8 +56,10 @@ def check_run_folder(folder: Path, metric: str, csl: bool):
     record = json.loads((folder / "epochs.json").read_text())
     for row in record["epochs"]:
         for key, value in row.items():
-            if key not in ("epoch", "loss"):
+            if key not in ("epoch", "loss") and value is not None:
                 assert 0 <= value <= 1, (key, value)
+        if row.get("precision") is None and "ratio" in row:
+            assert row["ratio"] == 0  # no precision only when nothing was selected
         assert math.isfinite(row["loss"]) and 0 <= row[metric] <= 1
     assert (folder / "summary.md").read_text().startswith("# ")
     assert (folder / "curves.png").stat().st_size > 1000
@@ -84,9 +87,124 @@ def test_unimatch_trainer_one_epoch(tmp_path, selector, tmp):
     assert train_unimatch_mosaics.train(selector, tmp=tmp, **options) == history
 
 
+def test_seeds_are_paired_across_selectors():
+    # the warm-up epoch is supervised for every run: with the same seed, the same split,
+    # initialisation and batch order give the same model whatever the selector
+    options = dict(epochs=1, warmup_epochs=1, progress=False, seed=2)
+    runs = [train_fixmatch_digits.train(s, **options) for s in ("supervised", "threshold", "csl")]
+    assert runs[0] == runs[1] == runs[2]
+    options = dict(epochs=1, warmup_epochs=1, unlabelled=16, test=8, progress=False, seed=2)
+    runs = [train_unimatch_mosaics.train(s, **options) for s in ("supervised", "threshold")]
+    runs.append(train_unimatch_mosaics.train("csl", tmp=True, **options))
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_precision_is_none_when_nothing_is_selected():
+    from run_reports import quality_record
+
+    import pseudosel
+    from pseudosel.metrics import SelectionStats
+
+    stats = SelectionStats(num_classes=3)
+    probs = torch.full((4, 3), 1 / 3)
+    stats.update(pseudosel.select_reliable(probs, method="threshold"), torch.zeros(4).long())
+    record = quality_record(stats)
+    assert record["ratio"] == 0 and record["precision"] is None
+
+
+def test_paired_difference_bootstrap_on_synthetic_numbers():
+    paired = compare_selectors.paired_difference
+    base = np.array([0.70, 0.72, 0.68, 0.71, 0.69])
+    noise = np.array([0.05, -0.04, 0.02, -0.03, 0.01])
+    better = paired(base + [0.05, 0.04, 0.06, 0.05, 0.05], base)
+    assert better["verdict"] == "better" and better["n"] == 5
+    assert better["mean"] == pytest.approx(0.05)
+    assert 0 < better["low"] <= 0.05 <= better["high"] <= 0.06 + 1e-12
+    worse = paired(base - 0.03, base)
+    assert worse["verdict"] == "worse" and worse["high"] < 0
+    noisy = paired(base + noise, base)
+    assert noisy["verdict"] == "no difference" and noisy["low"] < 0 < noisy["high"]
+    assert paired(base, base)["verdict"] == "no difference"  # CI [0, 0] does not exclude 0
+    assert paired([0.9, 0.8], [0.7, 0.6])["verdict"] == "too few seeds"
+    assert math.isnan(paired([0.9, 0.8], [0.7, 0.6])["low"])
+    assert paired([], [])["n"] == 0
+    assert noisy == paired(base + noise, base)  # seeded: reproducible
+    with pytest.raises(ValueError, match="values and reference"):
+        paired([[1.0]], [[0.0]])
+
+
+def fake_trainer(calls, stop_after=None):
+    """Stands in for a trainer: records the call, returns a short history."""
+
+    def train(selector, *, seed, out, device, progress, epochs, **options):
+        if stop_after is not None and len(calls) >= stop_after:
+            raise KeyboardInterrupt  # the user stops the comparison
+        calls.append((selector, seed, options.get("tmp", False)))
+        quality = {} if selector == "supervised" else {"ratio": 0.5, "mean_weight": 0.5}
+        if selector == "threshold":
+            quality = {"ratio": 0.0, "mean_weight": 0.0, "precision": None}
+        elif quality:
+            quality["precision"] = 0.9
+        value = 0.5 + 0.01 * seed + (0.1 if selector == "csl" else 0.0)
+        return [
+            {"epoch": e + 1, "test_accuracy": value, "test_miou": value, **quality}
+            for e in range(epochs)
+        ]
+
+    return train
+
+
+def test_comparison_resumes_and_starts_fresh(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(train_fixmatch_digits, "train", fake_trainer(calls, stop_after=9))
+    monkeypatch.setattr(train_unimatch_mosaics, "train", fake_trainer(calls, stop_after=9))
+    with pytest.raises(KeyboardInterrupt):
+        compare_selectors.main(["--seeds", "3", "--out", str(tmp_path)])
+    summary = (tmp_path / "summary.md").read_text()
+    assert "partial: 9 of 39 runs" in summary
+    assert json.loads((tmp_path / "results.json").read_text())["finished"] == 9
+    assert not list(tmp_path.rglob("*.tmp"))  # written atomically
+    # a re-run trains only what was left
+    calls.clear()
+    monkeypatch.setattr(train_fixmatch_digits, "train", fake_trainer(calls))
+    monkeypatch.setattr(train_unimatch_mosaics, "train", fake_trainer(calls))
+    lines: list[str] = []
+    compare_selectors.run_all(3, tmp_path, False, "cpu", log=lines.append)
+    assert len(calls) == 39 - 9
+    assert sum("loaded" in line for line in lines) == 9
+    assert lines[-1].startswith("[39/39] unimatch_mosaics csl+tmp seed2 trained")
+    assert "ETA" in lines[10] and "done" in lines[-1]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "— complete" in summary
+    # the threshold selected nothing: its precision is "-", not 0.000
+    assert "| threshold | 3 | 0.510 ± 0.010 | - | 0.000 ± 0.000 |" in summary
+    # csl is 0.1 above the threshold on every seed: a verdict with 3 paired seeds
+    assert "| csl | 3 | +0.100 | [+0.100, +0.100] | better |" in summary
+    # a corrupt marker counts as unfinished
+    (tmp_path / "fixmatch_digits" / "csl" / "seed1" / "result.json").write_text("{")
+    calls.clear()
+    compare_selectors.run_all(3, tmp_path, False, "cpu", log=lines.append)
+    assert calls == [("csl", 1, False)]
+    calls.clear()
+    compare_selectors.run_all(3, tmp_path, False, "cpu", fresh=True, log=lines.append)
+    assert len(calls) == 39
+
+
+def test_quick_mode_has_its_own_folder():
+    assert compare_selectors.output_folder(None, True) == Path("results/comparison-quick")
+    assert compare_selectors.output_folder(None, False) == Path("results/comparison")
+    assert compare_selectors.output_folder(Path("x"), True) == Path("x")
+
+
 def test_comparison_quick_mode_writes_everything(tmp_path, capsys):
     assert compare_selectors.main(["--quick", "--out", str(tmp_path)]) == 0
-    assert "| csl+tmp |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| csl+tmp |" in out and "[7/7] unimatch_mosaics csl+tmp seed0 trained" in out
+    marker = tmp_path / "unimatch_mosaics" / "csl+tmp" / "seed0" / "epochs.json"
+    before = marker.stat().st_mtime_ns
+    assert compare_selectors.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert "[7/7] unimatch_mosaics csl+tmp seed0 loaded" in capsys.readouterr().out
+    assert marker.stat().st_mtime_ns == before  # finished runs are not retrained
     results = json.loads((tmp_path / "results.json").read_text())
     for task, rows in results["summary"].items():
         for name, stats in rows.items():
@@ -94,12 +212,16 @@ def test_comparison_quick_mode_writes_everything(tmp_path, capsys):
                 if name == "supervised" and not key.startswith("test_"):
                     assert math.isnan(mean)  # the baseline selects nothing
                     continue
+                if key == "precision" and math.isnan(mean):
+                    continue  # nothing selected: no precision
                 assert 0 <= mean <= 1 and std >= 0, (task, name, key)
     for name in (
         "summary.md",
         "fixmatch_digits_test_accuracy.png",
         "unimatch_mosaics_test_miou.png",
         "unimatch_mosaics_precision.png",
+        "unimatch_mosaics_ratio.png",
+        "unimatch_mosaics_mean_weight.png",
     ):
         assert (tmp_path / name).exists(), name
     assert (tmp_path / "unimatch_mosaics" / "csl+tmp" / "seed0" / "epochs.json").exists()

@@ -18,7 +18,15 @@ from selector_zoo import CASES, outputs_of, state_of
 
 FUZZ_CASES = int(os.environ.get("PSEUDOSEL_FUZZ_CASES", "300"))
 CANDIDATES = [case for case in CASES if not case.convex]
-UNCHECKED = {"F.freematch", "F.softmatch", "F.alignment"}  # explicit-state cores: no checks
+# the explicit-state functional cores take checked inputs (no checks of their own)
+UNCHECKED = {
+    "F.freematch",
+    "F.softmatch",
+    "F.alignment",
+    "F.corrmatch",
+    "F.adsh",
+    "F.alignment_queue",
+}
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 

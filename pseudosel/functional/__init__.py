@@ -3,7 +3,27 @@
 Selectors take probabilities (N, K, *spatial) and return a :class:`~pseudosel.Selection`."""
 
 from pseudosel.functional.adamatch import adamatch
+from pseudosel.functional.adsh import (
+    AdshState,
+    adsh_init,
+    adsh_recompute,
+    adsh_select,
+    adsh_thresholds,
+)
 from pseudosel.functional.alignment import AlignmentState, align, alignment_update
+from pseudosel.functional.alignment_queue import (
+    AlignmentQueueState,
+    align_queue,
+    alignment_queue_init,
+    alignment_queue_update,
+)
+from pseudosel.functional.corrmatch import (
+    CorrMatchState,
+    corrmatch_class_max,
+    corrmatch_init,
+    corrmatch_select,
+    corrmatch_update,
+)
 from pseudosel.functional.csl import csl
 from pseudosel.functional.dash import dash_rho, dash_select
 from pseudosel.functional.entropy_split import entropy_split, split_by_entropy
@@ -30,13 +50,27 @@ from pseudosel.functional.softmatch import (
 from pseudosel.functional.threshold import class_threshold_selection, threshold
 
 __all__ = [
+    "AdshState",
+    "AlignmentQueueState",
     "AlignmentState",
+    "CorrMatchState",
     "FreeMatchState",
     "SoftMatchState",
     "adamatch",
+    "adsh_init",
+    "adsh_recompute",
+    "adsh_select",
+    "adsh_thresholds",
     "align",
+    "align_queue",
+    "alignment_queue_init",
+    "alignment_queue_update",
     "alignment_update",
     "class_threshold_selection",
+    "corrmatch_class_max",
+    "corrmatch_init",
+    "corrmatch_select",
+    "corrmatch_update",
     "csl",
     "dash_rho",
     "dash_select",

@@ -11,7 +11,10 @@ inputs are detached and buffers never carry history.
 """
 
 from pseudosel.selectors.adamatch import AdaMatchSelector
+from pseudosel.selectors.adsh import AdshSelector
 from pseudosel.selectors.alignment import DistributionAlignment
+from pseudosel.selectors.alignment_queue import DistributionAlignmentQueue
+from pseudosel.selectors.corrmatch import CorrMatchSelector
 from pseudosel.selectors.csl import CSLSelector
 from pseudosel.selectors.dash import DashSelector
 from pseudosel.selectors.entropy_split import EntropySplitSelector
@@ -22,9 +25,12 @@ from pseudosel.selectors.threshold import ThresholdSelector
 
 __all__ = [
     "AdaMatchSelector",
+    "AdshSelector",
     "CSLSelector",
+    "CorrMatchSelector",
     "DashSelector",
     "DistributionAlignment",
+    "DistributionAlignmentQueue",
     "EntropySplitSelector",
     "FlexMatchSelector",
     "FreeMatchSelector",

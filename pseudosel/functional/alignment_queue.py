@@ -1,0 +1,146 @@
+"""Queue-based distribution alignment (USB's DistAlignQueueHook, used by SimMatch and CoMatch).
+
+p ← normalise(p · (mean(Q_target) + 1e-6) / (mean(Q_model) + 1e-6)), where Q_model is a
+ring buffer of the last L batch means of the unlabelled predictions and Q_target holds L
+rows of the target: uniform, a given distribution, or (``target="model"``) a ring buffer
+of the last L labelled batch means. Both queues start as USB's do — Q_model all zeros,
+the learned Q_target all zeros — and their mean is over all L rows, zero rows included
+(until the queue has wrapped, the mean is scaled down; the scale cancels in the
+normalisation except for the 1e-6). A training step writes the batch means first, then
+aligns (USB's order). Means are over valid positions, global under torch.distributed
+(sums and counts all-reduced, equal to USB's all-gathered mean on equal batches). One
+deviation: a batch without any valid position (on every rank) leaves the queue as it is,
+where USB would write a NaN row.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from torch import Tensor
+
+from pseudosel.distributed import all_reduce_sum
+from pseudosel.functional.alignment import masked_class_sums
+from pseudosel.validation import compute_dtype
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+__all__ = [
+    "AlignmentQueueState",
+    "align_queue",
+    "alignment_queue_init",
+    "alignment_queue_update",
+]
+
+EPS = 1e-6
+QUEUE_LENGTH = 128  # DistAlignQueueHook's default; SimMatch's and CoMatch's --da_len is 256
+
+
+class AlignmentQueueState(NamedTuple):
+    """p_model: (L, K) queue of unlabelled batch means; p_model_ptr: 0-dim long, the next
+    row to write; p_target: (L, K) target rows; p_target_ptr: 0-dim long (used only when
+    the target is learned)."""
+
+    p_model: Tensor
+    p_model_ptr: Tensor
+    p_target: Tensor
+    p_target_ptr: Tensor
+
+
+def alignment_queue_init(
+    num_classes: int,
+    *,
+    queue_length: int = QUEUE_LENGTH,
+    target: None | str | Tensor = None,
+    dtype=torch.float32,
+    device=None,
+) -> AlignmentQueueState:
+    """USB's initial queues: Q_model zeros; Q_target uniform rows (``target=None``), zeros
+    (``"model"``) or the given (K,) distribution repeated L times.
+
+    Example:
+        >>> from pseudosel.functional import alignment_queue_init
+        >>> state = alignment_queue_init(4, queue_length=3)
+        >>> state.p_model.shape, state.p_target[0]
+        (torch.Size([3, 4]), tensor([0.2500, 0.2500, 0.2500, 0.2500]))
+    """
+    shape = (queue_length, num_classes)
+    if target is None:
+        p_target = torch.full(shape, 1.0 / num_classes, dtype=dtype, device=device)
+    elif isinstance(target, str):
+        p_target = torch.zeros(shape, dtype=dtype, device=device)
+    else:
+        p_target = target.to(dtype=dtype, device=device).expand(shape).clone()
+    zero = torch.zeros((), dtype=torch.long, device=device)
+    return AlignmentQueueState(
+        torch.zeros(shape, dtype=dtype, device=device), zero, p_target, zero.clone()
+    )
+
+
+def _push(queue: Tensor, ptr: Tensor, probs: Tensor, valid: Tensor, group) -> tuple[Tensor, Tensor]:
+    """Write the mean of ``probs`` over valid positions (all ranks) at row ``ptr``."""
+    work = compute_dtype(probs.dtype)
+    stats = torch.cat((masked_class_sums(probs, valid, work), valid.sum().to(work).unsqueeze(0)))
+    all_reduce_sum(stats, group)
+    count = stats[-1]
+    mean = (stats[:-1] / count.clamp_min(1)).to(queue.dtype)
+    seen = count > 0
+    rows = torch.arange(queue.shape[0], device=queue.device)
+    queue = torch.where(((rows == ptr) & seen).unsqueeze(1), mean.unsqueeze(0), queue)
+    return queue, torch.where(seen, (ptr + 1) % queue.shape[0], ptr)
+
+
+@torch.no_grad()
+def alignment_queue_update(
+    state: AlignmentQueueState,
+    probs: Tensor,
+    valid: Tensor,
+    *,
+    probs_labeled: Tensor | None = None,
+    valid_labeled: Tensor | None = None,
+    group: ProcessGroup | None = None,
+) -> AlignmentQueueState:
+    """Push the batch mean into Q_model (and the labelled mean into Q_target when
+    ``probs_labeled`` is given: ``target="model"``).
+
+    Args:
+        probs: (N, K, *spatial); valid: bool (N, *spatial); likewise the labelled pair.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import alignment_queue_init, alignment_queue_update
+        >>> state = alignment_queue_init(2, queue_length=2)
+        >>> state = alignment_queue_update(state, torch.tensor([[0.8, 0.2]]),
+        ...                                torch.tensor([True]))
+        >>> state.p_model, int(state.p_model_ptr)
+        (tensor([[0.8000, 0.2000],
+                [0.0000, 0.0000]]), 1)
+    """
+    p_model, p_model_ptr = _push(state.p_model, state.p_model_ptr, probs, valid, group)
+    p_target, p_target_ptr = state.p_target, state.p_target_ptr
+    if probs_labeled is not None and valid_labeled is not None:
+        p_target, p_target_ptr = _push(p_target, p_target_ptr, probs_labeled, valid_labeled, group)
+    return AlignmentQueueState(p_model, p_model_ptr, p_target, p_target_ptr)
+
+
+@torch.no_grad()
+def align_queue(probs: Tensor, state: AlignmentQueueState) -> Tensor:
+    """Aligned probabilities (N, K, *spatial), in the compute dtype of ``probs``.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import alignment_queue_init, align_queue
+        >>> state = alignment_queue_init(2, queue_length=1)
+        >>> state = state._replace(p_model=torch.tensor([[0.8, 0.2]]))
+        >>> align_queue(torch.tensor([[0.8, 0.2]]), state)
+        tensor([[0.5000, 0.5000]])
+    """
+    work = compute_dtype(probs.dtype)
+    p_target = state.p_target.to(work).mean(0)
+    p_model = state.p_model.to(work).mean(0)
+    ratio = (p_target + EPS) / (p_model + EPS)
+    shape = (1, -1) + (1,) * (probs.dim() - 2)
+    aligned = probs.to(work) * ratio.view(shape)
+    return aligned / aligned.sum(1, keepdim=True).clamp_min(torch.finfo(work).tiny)

@@ -1,0 +1,161 @@
+"""Adsh's class-wise adaptive thresholds for imbalanced data, state in buffers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from pseudosel import functional as F
+from pseudosel.distributed import all_reduce_max
+from pseudosel.features import confidence_and_labels
+from pseudosel.selection import Selection
+from pseudosel.selectors.inputs import check_num_classes, checked_inputs
+from pseudosel.validation import check_real
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+__all__ = ["AdshSelector"]
+
+
+class AdshSelector(nn.Module):
+    r"""Adsh: mask = ĉ >= exp(−s(ŷ)), s recomputed per epoch from sorted confidences.
+
+    Guo & Li, ICML 2022, as USB's ``AdaptiveThresholdingHook`` runs it. ``forward`` selects
+    with the current scores in both modes (Adsh changes no state per step). Once per epoch
+    the loop feeds the unlabelled data through :meth:`record` (USB: an eval-mode pass over
+    the whole unlabelled set) and calls :meth:`recompute`, which gives the same scores as
+    USB for the same confidences: per class the confidences are sorted, the calibration
+    class fixes the kept fraction ρ against τ₁, and s_k = −log of the entry at ⌊n_k·ρ⌋ − 1.
+    Maths and quirks: :mod:`pseudosel.functional.adsh`. Batched rather than one sweep at
+    the end: records live in per-sample buffers indexed by the sample's position in the
+    unlabelled set; record each sample once per pass (a duplicate index keeps one of its
+    records, which one is unspecified).
+
+    Args:
+        num_classes: K >= 2.
+        num_unlabeled: size of the unlabelled set (indices of :meth:`record`).
+        tau_1: τ₁. Default 0.95 (USB's ``--adsh_tau_1``); also the initial score.
+        calibration_class: the class held to τ₁: 0 as in USB (default), or None for the
+            class predicted most often in the pass.
+        process_group: process group of the collectives (default: the default group, when
+            torch.distributed is initialised).
+        validate: check input values on every call (default True).
+
+    Shape:
+        probs (N, K) (classification: one record per sample); valid and every Selection
+        field (N,); index (N,) long.
+
+    Buffers:
+        ``s`` (K,) scores, τ₁ at start; ``confidence`` (num_unlabeled,) and ``prediction``
+        (num_unlabeled,) long, −1 = not recorded in this pass. DDP: :meth:`recompute`
+        MAX-all-reduces the records (ranks may record disjoint or identical samples), so
+        every rank gets the same scores.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel import AdshSelector
+        >>> selector = AdshSelector(10, num_unlabeled=100)
+        >>> probs = torch.randn(100, 10).mul(3).softmax(1)
+        >>> selector.record(probs, torch.arange(100))
+        >>> selector.recompute()
+        >>> sel = selector(probs)
+    """
+
+    s: Tensor
+    confidence: Tensor
+    prediction: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_unlabeled: int,
+        *,
+        tau_1: float = 0.95,
+        calibration_class: int | None = 0,
+        process_group: ProcessGroup | None = None,
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes)
+        if isinstance(num_unlabeled, bool) or not isinstance(num_unlabeled, int):
+            raise TypeError(f"num_unlabeled must be an int, got {type(num_unlabeled).__name__}")
+        if num_unlabeled < 1:
+            raise ValueError(f"num_unlabeled must be >= 1, got {num_unlabeled}")
+        if calibration_class is not None and not (
+            isinstance(calibration_class, int) and 0 <= calibration_class < num_classes
+        ):
+            raise ValueError(
+                f"calibration_class must be None or an int in [0, {num_classes}), got "
+                f"{calibration_class!r}"
+            )
+        self.num_unlabeled = num_unlabeled
+        self.tau_1 = check_real("tau_1", tau_1, low=0.0, high=1.0)
+        self.calibration_class = calibration_class
+        self.process_group = process_group
+        self.validate = bool(validate)
+        self.register_buffer("s", F.adsh_init(num_classes, tau_1=self.tau_1).s)
+        self.register_buffer("confidence", torch.zeros(num_unlabeled))
+        self.register_buffer("prediction", torch.full((num_unlabeled,), -1, dtype=torch.long))
+
+    def state(self) -> F.AdshState:
+        """The scores as a :class:`~pseudosel.functional.AdshState`."""
+        return F.AdshState(self.s)
+
+    def thresholds(self) -> Tensor:
+        """(K,) class-wise thresholds exp(−s)."""
+        return F.adsh_thresholds(self.state())
+
+    @torch.no_grad()
+    def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
+        """Select with the current class-wise thresholds (training and eval mode alike)."""
+        valid = checked_inputs(probs, valid, self.validate, self.num_classes)
+        return F.adsh_select(probs, self.state(), valid)
+
+    @torch.no_grad()
+    def record(self, probs: Tensor, index: Tensor, valid: Tensor | None = None) -> None:
+        """Store the confidence and arg-max of unlabelled samples ``index`` for this pass."""
+        valid = checked_inputs(probs, valid, self.validate, self.num_classes)
+        if probs.dim() != 2:
+            raise ValueError(
+                f"record takes (N, K) classification probs, got shape {tuple(probs.shape)}"
+            )
+        if index.dtype != torch.long or tuple(index.shape) != (probs.shape[0],):
+            raise ValueError(
+                f"index must be a long ({probs.shape[0]},) tensor, got dtype {index.dtype} "
+                f"and shape {tuple(index.shape)}"
+            )
+        confidence, labels = confidence_and_labels(probs)
+        # ignored rows write back what is stored (no boolean indexing: no host sync)
+        confidence = torch.where(
+            valid, confidence.to(self.confidence.dtype), self.confidence[index]
+        )
+        labels = torch.where(valid, labels, self.prediction[index])
+        self.confidence.index_copy_(0, index, confidence)
+        self.prediction.index_copy_(0, index, labels)
+
+    @torch.no_grad()
+    def recompute(self, *, reset: bool = True) -> None:
+        """New scores from this pass's records (USB's ``after_train_epoch``); then, with
+        ``reset``, forget the records for the next pass."""
+        all_reduce_max(self.confidence, self.process_group)
+        all_reduce_max(self.prediction, self.process_group)
+        new = F.adsh_recompute(
+            self.state(),
+            self.confidence,
+            self.prediction,
+            tau_1=self.tau_1,
+            calibration_class=self.calibration_class,
+        )
+        self.s.copy_(new.s)
+        if reset:
+            self.confidence.zero_()
+            self.prediction.fill_(-1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, num_unlabeled={self.num_unlabeled}, "
+            f"tau_1={self.tau_1}, calibration_class={self.calibration_class}"
+        )
