@@ -62,19 +62,9 @@ class DistributionAlignment(nn.Module):
         self.momentum = check_real("momentum", momentum, low=0.0, high=1.0)
         self.process_group = process_group
         self.validate = bool(validate)
-        self.learn_target = isinstance(target, str)
-        if isinstance(target, str):
-            check_choice("target", target, ("model",))
+        self.learn_target, p_target = resolve_target(target, num_classes)
+        if p_target is None:
             p_target = torch.full((num_classes,), 1.0 / num_classes)
-        elif target is None:
-            p_target = torch.full((num_classes,), 1.0 / num_classes)
-        elif isinstance(target, Tensor):
-            p_target = _checked_target(target, num_classes)
-        else:
-            raise TypeError(
-                f"target must be None, 'model' or a ({num_classes},) probability tensor, got "
-                f"{type(target).__name__} {target!r}"
-            )
         self.register_buffer("p_model", torch.full((num_classes,), 1.0 / num_classes))
         self.register_buffer("p_target", p_target)
         self.register_buffer("initialized", torch.tensor(False))
@@ -94,14 +84,7 @@ class DistributionAlignment(nn.Module):
         """Aligned probabilities (N, K, *spatial); updates first in training mode."""
         valid = checked_inputs(probs, valid, self.validate, self.num_classes)
         if self.training:
-            if self.learn_target:
-                if probs_labeled is None:
-                    raise ValueError(
-                        "probs_labeled is required in training mode with target='model'"
-                    )
-                valid_labeled = checked_inputs(
-                    probs_labeled, valid_labeled, self.validate, self.num_classes
-                )
+            valid_labeled = checked_labelled_inputs(self, probs_labeled, valid_labeled)
             new = F.alignment_update(
                 self.state(),
                 probs,
@@ -118,6 +101,35 @@ class DistributionAlignment(nn.Module):
     def extra_repr(self) -> str:
         target = "model" if self.learn_target else "fixed"
         return f"num_classes={self.num_classes}, momentum={self.momentum}, target={target}"
+
+
+def resolve_target(target: object, num_classes: int) -> tuple[bool, Tensor | None]:
+    """An alignment module's ``target=`` argument: ``(learn_target, p_target)`` — learned
+    from the labelled predictions (``"model"``), uniform (``None``: p_target None) or a given
+    distribution (checked, float32)."""
+    if isinstance(target, str):
+        check_choice("target", target, ("model",))
+        return True, None
+    if target is None:
+        return False, None
+    if isinstance(target, Tensor):
+        return False, _checked_target(target, num_classes)
+    raise TypeError(
+        f"target must be None, 'model' or a ({num_classes},) probability tensor, got "
+        f"{type(target).__name__} {target!r}"
+    )
+
+
+def checked_labelled_inputs(
+    module: nn.Module, probs_labeled: Tensor | None, valid_labeled: Tensor | None
+) -> Tensor | None:
+    """The labelled batch's validity for an alignment module's training step: checked when
+    the module learns its target (``probs_labeled`` is then required), else unused."""
+    if not module.learn_target:
+        return valid_labeled
+    if probs_labeled is None:
+        raise ValueError("probs_labeled is required in training mode with target='model'")
+    return checked_inputs(probs_labeled, valid_labeled, module.validate, module.num_classes)
 
 
 def _checked_target(target: Tensor, num_classes: int) -> Tensor:

@@ -8,9 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
-from pseudosel.selectors.alignment import _checked_target
+from pseudosel.selectors.alignment import checked_labelled_inputs, resolve_target
 from pseudosel.selectors.inputs import check_num_classes, checked_inputs
-from pseudosel.validation import check_choice
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -79,17 +78,9 @@ class DistributionAlignmentQueue(nn.Module):
         self.queue_length = queue_length
         self.process_group = process_group
         self.validate = bool(validate)
-        self.learn_target = isinstance(target, str)
-        if isinstance(target, str):
-            check_choice("target", target, ("model",))
-        elif isinstance(target, Tensor):
-            target = _checked_target(target, num_classes)
-        elif target is not None:
-            raise TypeError(
-                f"target must be None, 'model' or a ({num_classes},) probability tensor, got "
-                f"{type(target).__name__} {target!r}"
-            )
-        state = F.alignment_queue_init(num_classes, queue_length=queue_length, target=target)
+        self.learn_target, p_target = resolve_target(target, num_classes)
+        initial = "model" if self.learn_target else p_target  # "model": USB's zero queue
+        state = F.alignment_queue_init(num_classes, queue_length=queue_length, target=initial)
         self.register_buffer("p_model", state.p_model)
         self.register_buffer("p_model_ptr", state.p_model_ptr)
         self.register_buffer("p_target", state.p_target)
@@ -134,12 +125,7 @@ class DistributionAlignmentQueue(nn.Module):
     def _update(
         self, probs: Tensor, probs_labeled: Tensor | None, valid: Tensor, valid_labeled
     ) -> None:
-        if self.learn_target:
-            if probs_labeled is None:
-                raise ValueError("probs_labeled is required in training mode with target='model'")
-            valid_labeled = checked_inputs(
-                probs_labeled, valid_labeled, self.validate, self.num_classes
-            )
+        valid_labeled = checked_labelled_inputs(self, probs_labeled, valid_labeled)
         new = F.alignment_queue_update(
             self.state(),
             probs,
