@@ -2,8 +2,9 @@
 
 Runs both example trainers over several seeds: FixMatch on scikit-learn digits and
 UniMatch on digit mosaics, each with the supervised-only baseline and the threshold,
-FlexMatch, FreeMatch, SoftMatch and CSL selectors (and CSL with Trusted Mask Perturbation
-for segmentation). Seeds are paired: a seed fixes the data split, the initialisation and the
+FlexMatch, FreeMatch, SoftMatch and CSL selectors, plus Adsh on digits and CorrMatch's
+threshold and CSL with Trusted Mask Perturbation on the mosaics. Seeds are paired: a seed
+fixes the data split, the initialisation and the
 batch order for every selector of a task. Prints, per task, the mean ± std over seeds of the
 final test metric and of the pseudo-label precision and coverage, and each selector's paired
 difference to the fixed threshold with a 95% bootstrap confidence interval; writes
@@ -13,8 +14,11 @@ Robust to interruption: each run's folder gets its per-epoch JSON and a ``result
 marker as soon as it finishes, and the summary, JSON and plots are refreshed after every run
 (marked "partial: k of n runs" until the last). Re-running the command skips finished runs;
 ``--fresh`` trains everything again. ``--quick`` writes to ``results/comparison-quick``.
+Runs train ``--jobs`` at a time (default: one per CPU core, at most 4), each on one torch
+thread, so the numbers do not depend on ``--jobs``.
 
-    python examples/compare_selectors.py [--quick] [--seeds 5] [--out results/comparison] [--fresh]
+    python examples/compare_selectors.py [--quick] [--seeds 5] [--out results/comparison] \\
+        [--fresh] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import date
 from pathlib import Path
 
@@ -44,12 +50,12 @@ from pseudosel import viz  # noqa: E402
 # task → (module, main metric, [(run name, selector, extra train options)])
 CLASSIFICATION = [
     (name, name, {})
-    for name in ("supervised", "threshold", "flexmatch", "freematch", "softmatch", "csl")
+    for name in ("supervised", "threshold", "flexmatch", "freematch", "softmatch", "adsh", "csl")
 ]
 SEGMENTATION = [
     (name, name, {})
-    for name in ("supervised", "threshold", "flexmatch", "freematch", "softmatch", "csl")
-] + [("csl+tmp", "csl", {"tmp": True})]
+    for name in ("supervised", "threshold", "flexmatch", "freematch", "softmatch", "corrmatch")
+] + [("csl", "csl", {}), ("csl+tmp", "csl", {"tmp": True})]
 QUICK_CLASSIFICATION = [
     (n, s, o) for n, s, o in CLASSIFICATION if n in ("supervised", "threshold", "csl")
 ]
@@ -73,16 +79,20 @@ def tasks(quick: bool) -> dict[str, dict]:
             "train": train_fixmatch_digits.train,
             "metric": "test_accuracy",
             "runs": QUICK_CLASSIFICATION if quick else CLASSIFICATION,
-            "options": {"epochs": 4, "warmup_epochs": 2} if quick else {"epochs": 60},
+            "options": (
+                {"epochs": 4, "warmup_epochs": 2, "labels_per_class": 4}
+                if quick
+                else {"epochs": 60, "labels_per_class": 4}
+            ),
         },
         "unimatch_mosaics": {
             "train": train_unimatch_mosaics.train,
             "metric": "test_miou",
             "runs": QUICK_SEGMENTATION if quick else SEGMENTATION,
             "options": (
-                {"epochs": 2, "warmup_epochs": 1, "unlabelled": 32, "test": 16}
+                {"epochs": 2, "warmup_epochs": 1, "labelled": 16, "unlabelled": 32, "test": 16}
                 if quick
-                else {"epochs": 20}
+                else {"labels_per_class": 4}
             ),
         },
     }
@@ -278,13 +288,14 @@ def write_outputs(
     lines = [
         "# Selector comparison" + (" (quick smoke test)" if quick else "") + f" — {status}",
         "",
-        f"{date.today().isoformat()} · {platform.machine()} · {torch.get_num_threads()} threads · "
+        f"{date.today().isoformat()} · {platform.machine()} · one torch thread per run · "
         f"torch {torch.__version__} · device {device} · {seeds} seed(s) · "
         f"training time {seconds / 60:.1f} min (sum over the finished runs)",
         "",
-        "Settings: FixMatch on digits — 4 labelled digits per class, the rest unlabelled, "
-        f"{setting['fixmatch_digits']['options']}; UniMatch on 48x48 digit mosaics — 16 "
-        f"labelled canvases, {setting['unimatch_mosaics']['options']}. Values are the final "
+        "Settings: FixMatch on digits — labelled digits per class as given, the rest "
+        f"unlabelled, {setting['fixmatch_digits']['options']}; UniMatch (EMA teacher) on "
+        "24x24 digit mosaics — 64 labelled canvases built from the labelled digits, 512 "
+        f"unlabelled, 256 test, {setting['unimatch_mosaics']['options']}. Values are the final "
         "epoch's, mean ± std over seeds; precision and coverage are measured against the "
         "hidden true labels of the unlabelled data (precision `-`: nothing was selected). "
         "Seeds are paired: the same seed gives every run of a task the same split, "
@@ -319,10 +330,54 @@ def write_outputs(
     return summary
 
 
+def train_one(task: str, selector: str, options: dict, folder: str, device: str):
+    """Train one run on one torch thread; return ``(history, seconds)``.
+
+    Every run uses one thread whether it runs in-process (``--jobs 1``) or in a worker, so
+    a run's numbers do not depend on ``--jobs``; on a small CPU, separate runs side by side
+    use the cores better than two threads inside one run of these small networks."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        begin = time.time()
+        trainer = tasks(False)[task]["train"]
+        history = trainer(selector, device=device, out=Path(folder), progress=False, **options)
+        return history, time.time() - begin
+    finally:
+        torch.set_num_threads(threads)
+
+
+def execute(items: list, jobs: int, device: str, finished) -> None:
+    """Train ``items`` — ``(key, task, selector, options, folder)`` — ``jobs`` at a time;
+    call ``finished(key, history, seconds)`` in the parent as each one completes (in
+    order with ``jobs=1``, in completion order otherwise)."""
+    if jobs <= 1 or len(items) <= 1:
+        for key, task, selector, options, folder in items:
+            finished(key, *train_one(task, selector, options, str(folder), device))
+        return
+    # spawn, not fork: a forked child of a process that used OpenMP threads can hang
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(jobs, len(items)), mp_context=context) as pool:
+        pending = {
+            pool.submit(train_one, task, selector, options, str(folder), device): key
+            for key, task, selector, options, folder in items
+        }
+        for future in as_completed(pending):
+            finished(pending[future], *future.result())
+
+
 def run_all(
-    seeds: int, out: Path, quick: bool, device: str, *, fresh: bool = False, log=print
+    seeds: int,
+    out: Path,
+    quick: bool,
+    device: str,
+    *,
+    fresh: bool = False,
+    jobs: int = 1,
+    log=print,
 ) -> tuple[dict, int, int]:
-    """Train (or load) every run of the plan; refresh the outputs after each one."""
+    """Train (or load) every run of the plan, ``jobs`` at a time; refresh the outputs after
+    each one."""
     spec = tasks(quick)
     todo = plan(quick, seeds)
     results: dict = {
@@ -331,37 +386,49 @@ def run_all(
     }
     start = time.time()
     trained_seconds: dict[str, list[float]] = {task: [] for task in spec}
+    remaining = list(todo)
     done = 0
-    for k, (seed, task, name, selector, extra) in enumerate(todo, 1):
+
+    def record(item: tuple, stored: dict, what: str) -> None:
+        nonlocal done
+        seed, task, name, _, _ = item
+        results[task]["runs"].setdefault(name, {})[seed] = stored["history"]
+        results[task]["seconds"] += stored["seconds"]
+        done += 1
+        remaining.remove(item)
+        write_outputs(
+            results, out, quick=quick, seeds=seeds, done=done, total=len(todo), device=device
+        )
+        timing = progress(start, remaining, trained_seconds, jobs)
+        log(f"[{done}/{len(todo)}] {task} {name} seed{seed} {what} ({timing})")
+
+    to_train = []
+    for item in todo:
+        seed, task, name, selector, extra = item
         folder = out / task / name / f"seed{seed}"
         options = {"seed": seed, **spec[task]["options"], **extra}
         stored = None if fresh else load_finished(folder, options)
         if stored is None:
-            begin = time.time()
-            history = spec[task]["train"](
-                selector, device=device, out=folder, progress=False, **options
-            )
-            seconds = time.time() - begin
-            stored = {"task": task, "run": name, "options": options, "seconds": seconds}
-            stored["history"] = history
-            write_atomic(folder / MARKER, json.dumps(stored, indent=2))
-            trained_seconds[task].append(seconds)
-            what = "trained"
+            to_train.append((item, task, selector, options, folder))
         else:
-            what = "loaded (finished before)"
-        results[task]["runs"].setdefault(name, {})[seed] = stored["history"]
-        results[task]["seconds"] += stored["seconds"]
-        done += 1
-        write_outputs(
-            results, out, quick=quick, seeds=seeds, done=done, total=len(todo), device=device
-        )
-        timing = progress(start, todo[k:], trained_seconds)
-        log(f"[{k}/{len(todo)}] {task} {name} seed{seed} {what} ({timing})")
+            record(item, stored, "loaded (finished before)")
+
+    def finished(item: tuple, history: list, seconds: float) -> None:
+        seed, task, name, _, extra = item
+        options = {"seed": seed, **spec[task]["options"], **extra}
+        stored = {"task": task, "run": name, "options": options, "seconds": seconds}
+        stored["history"] = history
+        write_atomic(out / task / name / f"seed{seed}" / MARKER, json.dumps(stored, indent=2))
+        trained_seconds[task].append(seconds)
+        record(item, stored, "trained")
+
+    execute(to_train, jobs, device, finished)
     return results, done, len(todo)
 
 
-def progress(start: float, remaining: list, trained: dict[str, list[float]]) -> str:
-    """``elapsed 1.2 min, ETA 3.4 min`` from the mean time per run of each task so far."""
+def progress(start: float, remaining: list, trained: dict[str, list[float]], jobs: int = 1) -> str:
+    """``elapsed 1.2 min, ETA 3.4 min`` from the mean time per run of each task so far,
+    divided among ``jobs`` parallel runs."""
     elapsed = time.time() - start
     every = [s for times in trained.values() for s in times]
     if not remaining:
@@ -370,7 +437,12 @@ def progress(start: float, remaining: list, trained: dict[str, list[float]]) -> 
         return f"elapsed {elapsed / 60:.1f} min, ETA -"
     mean = {task: statistics.fmean(times or every) for task, times in trained.items()}
     eta = sum(mean.get(task, statistics.fmean(every)) for _, task, *_ in remaining)
-    return f"elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min"
+    return f"elapsed {elapsed / 60:.1f} min, ETA {eta / max(1, jobs) / 60:.1f} min"
+
+
+def default_jobs() -> int:
+    """Parallel runs by default: one per CPU core (as the OS reports them), at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def output_folder(out: Path | None, quick: bool) -> Path:
@@ -395,12 +467,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--fresh", action="store_true", help="train every run again, ignoring finished ones"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        help="runs trained side by side, one torch thread each (default: the CPU count, "
+        "at most 4; 1 on a GPU)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs: expected a positive number of parallel runs, got {args.jobs}")
     seeds = 1 if args.quick else args.seeds
     out = output_folder(args.out, args.quick)
     start = time.time()
-    run_all(seeds, out, args.quick, args.device, fresh=args.fresh)
+    jobs = 1 if args.device != "cpu" else args.jobs
+    run_all(seeds, out, args.quick, args.device, fresh=args.fresh, jobs=jobs)
     summary = (out / "summary.md").read_text()
     print(summary)
     print(f"wrote {out / 'summary.md'}, results.json and plots ({time.time() - start:.0f} s)")

@@ -20,6 +20,8 @@ SELECTORS = (
     "freematch",
     "softmatch",
     "adamatch",
+    "corrmatch",
+    "adsh",
     "csl",
     "csl_max_margin",
 )
@@ -28,20 +30,26 @@ Select = Callable[..., pseudosel.Selection]
 
 
 def build(
-    name: str, num_classes: int, *, num_unlabeled: int | None = None, dense: bool = False
+    name: str,
+    num_classes: int,
+    *,
+    num_unlabeled: int | None = None,
+    dense: bool = False,
+    tau: float = 0.95,
 ) -> Select | None:
     """A selection function for ``name``; ``num_unlabeled`` enables FlexMatch's per-sample
     curriculum (classification), else FlexMatch is class-wise (segmentation). ``dense``
     drops SoftMatch's distribution alignment: aligning to a uniform class prior is meant for
     balanced classification and, on segmentation dominated by background, it collapses the
-    predictions (measured: mIoU 0.05 on the mosaics)."""
+    predictions (measured: mIoU 0.05 on the mosaics). ``tau`` is the fixed threshold's τ
+    (default 0.95, FixMatch's; the threshold sweep varies it)."""
     if name not in SELECTORS:
         raise ValueError(f"unknown selector {name!r}; choose from {', '.join(SELECTORS)}")
     if name == "supervised":
         return None
     align = None
     if name == "threshold":
-        module: torch.nn.Module = pseudosel.ThresholdSelector(0.95)
+        module: torch.nn.Module = pseudosel.ThresholdSelector(tau)
     elif name == "flexmatch":
         module = pseudosel.FlexMatchSelector(num_classes, num_unlabeled)
     elif name == "freematch":
@@ -52,6 +60,12 @@ def build(
         module = pseudosel.SoftMatchSelector(num_classes)
     elif name == "adamatch":
         module = pseudosel.AdaMatchSelector()
+    elif name == "corrmatch":
+        module = pseudosel.CorrMatchSelector(num_classes)
+    elif name == "adsh":
+        if num_unlabeled is None:
+            raise ValueError("adsh records per unlabelled sample: pass num_unlabeled")
+        module = pseudosel.AdshSelector(num_classes, num_unlabeled)
     elif name == "csl":
         module = pseudosel.CSLSelector()
     else:
@@ -68,5 +82,15 @@ def build(
             probs = align(probs, valid=valid)
         return pseudosel.select_reliable(probs, module, ignore_mask=ignore_mask, **inputs)
 
+    def start_epoch(predict_unlabelled: Callable[[], torch.Tensor]) -> None:
+        """Once per semi-supervised epoch, before its first step: Adsh records the model's
+        eval-mode predictions on the whole unlabelled set and recomputes its scores (USB's
+        per-epoch pass); the other selectors need nothing."""
+        if isinstance(module, pseudosel.AdshSelector):
+            probs = predict_unlabelled()
+            module.record(probs, torch.arange(len(probs), device=probs.device))
+            module.recompute()
+
     select.modules = [m for m in (align, module) if m is not None]  # type: ignore[attr-defined]
+    select.start_epoch = start_epoch  # type: ignore[attr-defined]
     return select

@@ -44,6 +44,16 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor)
     return accuracy
 
 
+def predict(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Eval-mode class probabilities of ``images`` (no gradient); the mode is restored."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        probs = model(images).softmax(1)
+    model.train(was_training)
+    return probs
+
+
 def train(
     selector: str = "csl",
     *,
@@ -55,6 +65,7 @@ def train(
     lr: float = 3e-3,
     lambda_u: float = 1.0,
     warmup_epochs: int = 5,
+    tau: float = 0.95,
     device: str = "cpu",
     out: str | Path | None = None,
     progress: bool = True,
@@ -74,7 +85,7 @@ def train(
     x_t, y_t = splits.test
     model = DigitCNN().to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    select = build(selector, 10, num_unlabeled=len(x_u))
+    select = build(selector, 10, num_unlabeled=len(x_u), tau=tau)
     if select is not None:
         for module in select.modules:
             module.to(device)
@@ -89,6 +100,8 @@ def train(
         stats = SelectionStats(num_classes=10)
         order = torch.randperm(len(x_u), generator=order_gen)
         losses = []
+        if select is not None and epoch >= warmup_epochs:
+            select.start_epoch(lambda: predict(model, x_u.to(device)))
         for step in range(steps):
             index = order[step * unlabelled_batch : (step + 1) * unlabelled_batch]
             pick = torch.randint(0, len(x_l), (labelled_batch,), generator=order_gen)
@@ -131,6 +144,7 @@ def train(
             "seed": seed,
             "epochs": epochs,
             "warmup_epochs": warmup_epochs,
+            "tau": tau,
             "labels_per_class": labels_per_class,
             "labelled": len(x_l),
             "unlabelled": len(x_u),

@@ -1,25 +1,32 @@
 """UniMatch-style semi-supervised segmentation on digit mosaics, with any pseudosel selector.
 
-Data: canvases of real scikit-learn digits (``digits_data.make_mosaics``), 11 classes (ten
-digits and background); a few labelled canvases, many unlabelled ones (labels hidden from
-training, used only to measure the pseudo-labels), test canvases from held-out digits.
-Random crops pad with an ignore region (255).
+Data: 24x24 canvases of real scikit-learn digits (``digits_data.make_mosaics``, 8x8 digits
+in a 3 x 3 grid), 11 classes (ten digits and background). The labelled budget is
+``labels_per_class`` digits per class (default 4, as the classification task): the 64
+labelled canvases are built only from those 40 digits, the 512 unlabelled canvases from the
+other training digits (labels hidden from training, used only to measure the pseudo-labels),
+and the 256 test canvases from held-out digits. Random crops pad with an ignore region (255).
 
-Each step (UniMatch): the weak view of the unlabelled crops is predicted without gradient,
-together with a feature-dropout branch; the selector (CSL per image by default) chooses
-pseudo-labels; two strong views each get a CutMix box from a mixing batch, whose
-pseudo-labels, weights and ignore map are pasted in the same box (pseudosel.masking.paste).
-Loss (L_sup + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2, unlabelled terms normalised by valid
-pixels. With ``tmp=True`` the second strong view is instead CSL's Trusted Mask Perturbation
-(trusted pixels hidden in blocks, no CutMix), trained on the weak pseudo-labels.
+Each step (UniMatch, with UniMatch V2's EMA teacher): the teacher — an exponential moving
+average of the student's weights, decay ``ema`` (0.99) — predicts the weak view of the
+unlabelled crops without gradient; the selector chooses pseudo-labels from it; two strong
+views each get a CutMix box from a mixing batch, whose pseudo-labels, weights and ignore map
+are pasted in the same box (pseudosel.masking.paste), and a feature-dropout branch of the
+student is trained on the weak view. Loss (L_sup + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2,
+unlabelled terms normalised by valid pixels; Adam with UniMatch's poly learning-rate decay;
+the first ``warmup_epochs`` are supervised only. With ``tmp=True`` the second strong view is
+instead CSL's Trusted Mask Perturbation (trusted pixels hidden in blocks, no CutMix), trained
+on the weak pseudo-labels. Test mIoU is measured on the teacher (``ema=None``: no teacher,
+the student predicts and is measured, as in UniMatch V1).
 
-    python examples/train_unimatch_mosaics.py --selector csl --tmp --seed 0 --epochs 20 \\
+    python examples/train_unimatch_mosaics.py --selector csl --tmp --seed 0 \\
         --out results/unimatch_mosaics
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from collections.abc import Sequence
@@ -45,25 +52,33 @@ import pseudosel  # noqa: E402
 from pseudosel.masking import cutmix_box, paste, trusted_mask_perturbation  # noqa: E402
 from pseudosel.metrics import SelectionStats  # noqa: E402
 
+CANVAS = 24  # canvas side: a 3 x 3 grid of 8x8 digits
+EPOCHS, WARMUP_EPOCHS = 30, 10  # 64 steps per epoch at the default sizes
 
-def mosaic_data(seed: int, labelled: int, unlabelled: int, test: int, size: int):
-    """Labelled / unlabelled canvases from the training digits, test canvases from the
-    held-out digits (no digit image appears in both)."""
-    splits = digit_splits(labels_per_class=0, seed=seed)
-    train_digits = splits.unlabelled  # with labels_per_class=0: every non-test digit
-    return (
-        make_mosaics(labelled, size=size, digits=train_digits, seed=seed * 1000 + 1),
-        make_mosaics(unlabelled, size=size, digits=train_digits, seed=seed * 1000 + 2),
-        make_mosaics(test, size=size, digits=splits.test, seed=seed * 1000 + 3),
+
+def mosaic_data(
+    seed: int, labels_per_class: int, labelled: int, unlabelled: int, test: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """(images, labels) of the labelled, unlabelled and test canvases of a seed.
+
+    The labelled canvases hold only the ``labels_per_class`` labelled digits per class of
+    ``digit_splits``, the unlabelled ones the other training digits, the test ones the
+    held-out digits: no digit image appears in two sets."""
+    splits = digit_splits(labels_per_class=labels_per_class, seed=seed)
+    parts = ((labelled, splits.labelled), (unlabelled, splits.unlabelled), (test, splits.test))
+    return tuple(
+        make_mosaics(count, size=CANVAS, scale=1, digits=digits, seed=seed * 1000 + i)
+        for i, (count, digits) in enumerate(parts, 1)
     )
 
 
 def mean_iou(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """mIoU over the classes present in the test labels or predictions."""
+    was_training = model.training
     model.eval()
     with torch.no_grad():
         predicted = model(images).argmax(1)
-    model.train()
+    model.train(was_training)
     keep = labels != IGNORE
     ious = []
     for k in range(NUM_SEG_CLASSES):
@@ -80,22 +95,26 @@ def train(
     tmp: bool = False,
     feature_dropout: bool = True,
     seed: int = 0,
-    epochs: int = 20,
-    labelled: int = 16,
-    unlabelled: int = 256,
-    test: int = 64,
-    size: int = 48,
-    crop: int = 40,
-    pad: int = 8,
+    epochs: int = EPOCHS,
+    labels_per_class: int = 4,
+    labelled: int = 64,
+    unlabelled: int = 512,
+    test: int = 256,
+    crop: int = 20,
+    pad: int = 4,
     batch: int = 8,
     lr: float = 3e-3,
-    warmup_epochs: int = 3,
+    warmup_epochs: int = WARMUP_EPOCHS,
+    tau: float = 0.95,
+    ema: float | None = 0.99,
     device: str = "cpu",
     out: str | Path | None = None,
     progress: bool = True,
 ) -> list[dict]:
     """Train one run; return the per-epoch records (test mIoU, and after the warm-up the
-    quality of the selected pseudo-labels against the hidden labels). With ``out``, also
+    quality of the selected pseudo-labels against the hidden labels). ``tau`` is the fixed
+    threshold's τ (selector "threshold" only); ``ema`` the teacher's decay (None: no
+    teacher). With ``out``, also
     write ``epochs.json``, ``summary.md``, ``curves.png`` and, for CSL,
     ``csl_feature_space.png`` there."""
     torch.manual_seed(seed)
@@ -103,11 +122,16 @@ def train(
     # batches, ``gen`` the crops and views (TMP draws differently from CutMix)
     order_gen = torch.Generator().manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1_000_003)
-    (x_l, y_l), (x_u, y_u), (x_t, y_t) = mosaic_data(seed, labelled, unlabelled, test, size)
+    (x_l, y_l), (x_u, y_u), (x_t, y_t) = mosaic_data(
+        seed, labels_per_class, labelled, unlabelled, test
+    )
     x_t, y_t = x_t.to(device), y_t.to(device)
     model = MosaicFCN().to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    select = build(selector, NUM_SEG_CLASSES, dense=True)
+    # UniMatch V2's teacher: pseudo-labels (and the test mIoU) from an EMA of the student
+    teacher = None if ema is None else copy.deepcopy(model).eval().requires_grad_(False)
+    predictor = model if teacher is None else teacher
+    select = build(selector, NUM_SEG_CLASSES, dense=True, tau=tau)
     if select is not None:
         for module in select.modules:
             module.to(device)
@@ -137,22 +161,27 @@ def train(
                 ignore = (truth_u == IGNORE).long() * IGNORE  # padding only: labels hidden
                 img_u, ignore = img_u.to(device), ignore.to(device)
                 with torch.no_grad():
-                    probs_w = model(img_u).softmax(1)
+                    probs_w = predictor(img_u).softmax(1)
                 selection = select(probs_w, ignore_mask=ignore)
                 stats.update(selection, truth_u.to(device))
                 loss = loss + unlabelled_loss(
                     model, img_u, selection, tmp, feature_dropout, gen, crop
                 )
                 loss = loss / 2
+            iteration = epoch * steps + step
+            for group in optimiser.param_groups:  # UniMatch's poly decay
+                group["lr"] = lr * (1 - iteration / (epochs * steps)) ** 0.9
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            if teacher is not None:
+                update_teacher(teacher, model, min(ema, (iteration + 1) / (iteration + 10)))
             losses.append(loss.item())
             if bar is not None:
                 bar.update()
         record = {
             "epoch": epoch + 1,
-            "test_miou": mean_iou(model, x_t, y_t),
+            "test_miou": mean_iou(predictor, x_t, y_t),
             "loss": sum(losses) / len(losses),
         }
         if semi:
@@ -167,10 +196,13 @@ def train(
             "seed": seed,
             "epochs": epochs,
             "warmup_epochs": warmup_epochs,
+            "tau": tau,
             "labelled": labelled,
             "unlabelled": unlabelled,
             "test": test,
-            "canvas": size,
+            "canvas": CANVAS,
+            "labels_per_class": labels_per_class,
+            "ema": ema,
             "crop": crop,
             "feature_dropout": feature_dropout,
         }
@@ -178,10 +210,20 @@ def train(
         if selector.startswith("csl"):
             img_u, truth_u = random_crops(x_u[:batch], y_u[:batch], crop, pad, gen)
             with torch.no_grad():
-                probs = model(img_u.to(device)).softmax(1)
+                probs = predictor(img_u.to(device)).softmax(1)
             scatter = scatter_of(probs, truth_u, IGNORE, dense=True)
         write_run(out, setting, history, "test_miou", scatter)
     return history
+
+
+@torch.no_grad()
+def update_teacher(teacher: torch.nn.Module, student: torch.nn.Module, decay: float) -> None:
+    """teacher ← decay · teacher + (1 − decay) · student; batch-norm statistics copied (the
+    decay ramps up from 0.1 so the teacher follows the young student closely)."""
+    for kept, new in zip(teacher.parameters(), student.parameters(), strict=True):
+        kept.lerp_(new, 1 - decay)
+    for kept, new in zip(teacher.buffers(), student.buffers(), strict=True):
+        kept.copy_(new)
 
 
 def unlabelled_loss(model, img_u, selection, tmp, feature_dropout, gen, crop):
@@ -198,7 +240,7 @@ def unlabelled_loss(model, img_u, selection, tmp, feature_dropout, gen, crop):
     if tmp:
         # CSL's Trusted Mask Perturbation replaces CutMix on this view
         view2, _ = trusted_mask_perturbation(
-            strong2, selection, ratio=0.7, block_size=8, p=0.5, generator=gen
+            strong2, selection, ratio=0.7, block_size=4, p=0.5, generator=gen
         )
         target2 = selection
     else:
@@ -220,7 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tmp", action="store_true", help="Trusted Mask Perturbation view")
     parser.add_argument("--no-feature-dropout", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument(
+        "--labels-per-class", type=int, default=4, help="labelled budget (default 4)"
+    )
+    parser.add_argument("--tau", type=float, default=0.95, help="the threshold selector's τ")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", type=Path, default=Path("results/unimatch_mosaics"))
     args = parser.parse_args(argv)
@@ -231,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         feature_dropout=not args.no_feature_dropout,
         seed=args.seed,
         epochs=args.epochs,
+        labels_per_class=args.labels_per_class,
+        tau=args.tau,
         device=args.device,
         out=args.out / name / f"seed{args.seed}",
     )

@@ -136,7 +136,7 @@ def test_paired_difference_bootstrap_on_synthetic_numbers():
 def fake_trainer(calls, stop_after=None):
     """Stands in for a trainer: records the call, returns a short history."""
 
-    def train(selector, *, seed, out, device, progress, epochs, **options):
+    def train(selector, *, seed, out, device, progress, epochs=3, **options):
         if stop_after is not None and len(calls) >= stop_after:
             raise KeyboardInterrupt  # the user stops the comparison
         calls.append((selector, seed, options.get("tmp", False)))
@@ -156,12 +156,18 @@ def fake_trainer(calls, stop_after=None):
 
 def test_comparison_resumes_and_starts_fresh(tmp_path, monkeypatch):
     calls: list = []
+    plotted: list = []  # the plots are drawn after every run; drawn for real in the quick test
+    monkeypatch.setattr(compare_selectors, "plots", lambda results, out: plotted.append(out))
     monkeypatch.setattr(train_fixmatch_digits, "train", fake_trainer(calls, stop_after=9))
     monkeypatch.setattr(train_unimatch_mosaics, "train", fake_trainer(calls, stop_after=9))
+    total = len(compare_selectors.plan(False, 3))
+    assert total == 3 * (
+        len(compare_selectors.CLASSIFICATION) + len(compare_selectors.SEGMENTATION)
+    )
     with pytest.raises(KeyboardInterrupt):
-        compare_selectors.main(["--seeds", "3", "--out", str(tmp_path)])
+        compare_selectors.main(["--seeds", "3", "--out", str(tmp_path), "--jobs", "1"])
     summary = (tmp_path / "summary.md").read_text()
-    assert "partial: 9 of 39 runs" in summary
+    assert f"partial: 9 of {total} runs" in summary
     assert json.loads((tmp_path / "results.json").read_text())["finished"] == 9
     assert not list(tmp_path.rglob("*.tmp"))  # written atomically
     # a re-run trains only what was left
@@ -170,9 +176,10 @@ def test_comparison_resumes_and_starts_fresh(tmp_path, monkeypatch):
     monkeypatch.setattr(train_unimatch_mosaics, "train", fake_trainer(calls))
     lines: list[str] = []
     compare_selectors.run_all(3, tmp_path, False, "cpu", log=lines.append)
-    assert len(calls) == 39 - 9
+    assert len(calls) == total - 9
     assert sum("loaded" in line for line in lines) == 9
-    assert lines[-1].startswith("[39/39] unimatch_mosaics csl+tmp seed2 trained")
+    assert len(plotted) == 9 + total  # refreshed after every run, loaded or trained
+    assert lines[-1].startswith(f"[{total}/{total}] unimatch_mosaics csl+tmp seed2 trained")
     assert "ETA" in lines[10] and "done" in lines[-1]
     summary = (tmp_path / "summary.md").read_text()
     assert "— complete" in summary
@@ -187,7 +194,7 @@ def test_comparison_resumes_and_starts_fresh(tmp_path, monkeypatch):
     assert calls == [("csl", 1, False)]
     calls.clear()
     compare_selectors.run_all(3, tmp_path, False, "cpu", fresh=True, log=lines.append)
-    assert len(calls) == 39
+    assert len(calls) == total
 
 
 def test_quick_mode_has_its_own_folder():
@@ -225,3 +232,55 @@ def test_comparison_quick_mode_writes_everything(tmp_path, capsys):
     ):
         assert (tmp_path / name).exists(), name
     assert (tmp_path / "unimatch_mosaics" / "csl+tmp" / "seed0" / "epochs.json").exists()
+
+
+def sweep_trainer(calls):
+    """Stands in for a trainer in the sweep: τ = 0.8 is best, CSL between it and τ = 0.95."""
+
+    def train(selector, *, seed, out, device, progress, epochs=3, tau=0.95, **options):
+        calls.append((selector, seed, tau, options.get("labels_per_class")))
+        value = 0.5 + 0.01 * seed + (0.1 if tau == 0.8 else 0.0)
+        if selector == "csl":
+            value = 0.55 + 0.01 * seed
+        row = {"ratio": 0.5, "mean_weight": 0.5, "precision": 0.9}
+        return [
+            {"epoch": e + 1, "test_accuracy": value, "test_miou": value, **row}
+            for e in range(epochs)
+        ]
+
+    return train
+
+
+def test_threshold_sweep_reuses_main_job_runs_and_reports_regret(tmp_path, monkeypatch):
+    import threshold_sweep
+
+    calls: list = []
+    monkeypatch.setattr(train_fixmatch_digits, "train", sweep_trainer(calls))
+    monkeypatch.setattr(train_unimatch_mosaics, "train", sweep_trainer(calls))
+    monkeypatch.setattr(compare_selectors, "plots", lambda results, out: [])
+    main_job = tmp_path / "main"
+    compare_selectors.run_all(3, main_job, False, "cpu", log=lambda line: None)
+    calls.clear()
+    lines: list[str] = []
+    sweep = tmp_path / "sweep"
+    threshold_sweep.run_sweep(3, sweep, False, "cpu", fresh=False, reuse=main_job, log=lines.append)
+    taus = len(threshold_sweep.TAUS)
+    total = 3 * 2 * 2 * (taus + 1)  # seeds x tasks x budgets x (every τ and CSL)
+    assert len(lines) == total
+    # τ = 0.95 and CSL at the main job's budget are the main job's runs: reused, not trained
+    assert sum("reused" in line for line in lines) == 3 * 2 * 2
+    assert len(calls) == total - 12
+    assert {tau for _, _, tau, _ in calls} == set(threshold_sweep.TAUS)
+    assert {budget for *_, budget in calls} == {4, 10}
+    summary = (sweep / "summary.md").read_text()
+    assert "— complete" in summary
+    assert (
+        "| best τ in hindsight (threshold@0.8) | 3 | +0.050 | [+0.050, +0.050] | worse |" in summary
+    )
+    assert "| τ = 0.95 | 3 | -0.050 | [-0.050, -0.050] | better |" in summary
+    data = json.loads((sweep / "results.json").read_text())
+    assert data["unimatch_mosaics/10"]["best_tau"] == "threshold@0.8"
+    # a re-run loads everything
+    calls.clear()
+    threshold_sweep.run_sweep(3, sweep, False, "cpu", fresh=False, reuse=None, log=lines.append)
+    assert calls == []
