@@ -194,8 +194,11 @@ def kernels(probs: torch.Tensor, *, compiled: bool = True, adaptive: bool = True
         "csl, validate=True": lambda: F.csl(probs),
     }
     if compiled:
-        csl_compiled = torch.compile(F.csl, fullgraph=True, dynamic=False)
-        threshold_compiled = torch.compile(F.threshold, fullgraph=True, dynamic=False)
+        # the users' compiled path (compile=True on the modules): pseudosel.compiled
+        from pseudosel.compiled import compiled as compile_selector
+
+        csl_compiled = compile_selector(F.csl)
+        threshold_compiled = compile_selector(F.threshold)
         table["threshold, compiled"] = lambda: threshold_compiled(probs, validate=False)
         table["csl, compiled"] = lambda: csl_compiled(probs, validate=False)
         table["csl, compiled, validate=True"] = lambda: csl_compiled(probs)

@@ -43,3 +43,23 @@ def test_compiled_threshold_equals_eager():
     result = compiled(probs, 0.9)
     for a, b in zip(result, eager, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("selector", [F.threshold, F.csl])
+def test_users_compiled_path_returns_bool_masks_equal_to_eager(selector):
+    # pseudosel.compiled stores the bool fields as float inside the graph (bool stores are
+    # slow in inductor's CPU code) and converts back: same dtypes and values as eager
+    from pseudosel.compiled import compiled
+
+    torch._dynamo.reset()
+    fast = compiled(selector)
+    probs = smooth_maps(3, 6, 12, 12, sharpness=6.0, seed=4)
+    valid = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(5)) > 0.3
+    for kwargs in ({}, {"valid": valid}):
+        result, eager = fast(probs, **kwargs), selector(probs, **kwargs)
+        assert result.mask.dtype == result.valid.dtype == torch.bool
+        assert_close_selection(result, eager)
+        if selector is F.threshold:
+            assert torch.equal(result.mask, eager.mask)
+        if "valid" in kwargs:
+            assert torch.equal(result.valid, valid)
