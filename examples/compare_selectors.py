@@ -2,7 +2,8 @@
 
 Runs both example trainers over several seeds: FixMatch on scikit-learn digits and
 UniMatch on digit mosaics, each with the supervised-only baseline and the threshold,
-FlexMatch, FreeMatch, SoftMatch and CSL selectors, plus Adsh on digits and CorrMatch's
+FlexMatch, FreeMatch, SoftMatch and CSL selectors, plus Adsh and the precision-targeted
+selector (calibrated on 2 of the 4 labelled digits per class) on digits and CorrMatch's
 threshold and CSL with Trusted Mask Perturbation on the mosaics. Seeds are paired: a seed
 fixes the data split, the initialisation and the
 batch order for every selector of a task. Prints, per task, the mean ± std over seeds of the
@@ -50,7 +51,16 @@ from pseudosel import viz  # noqa: E402
 # task → (module, main metric, [(run name, selector, extra train options)])
 CLASSIFICATION = [
     (name, name, {})
-    for name in ("supervised", "threshold", "flexmatch", "freematch", "softmatch", "adsh", "csl")
+    for name in (
+        "supervised",
+        "threshold",
+        "flexmatch",
+        "freematch",
+        "softmatch",
+        "adsh",
+        "precision_target",
+        "csl",
+    )
 ]
 SEGMENTATION = [
     (name, name, {})

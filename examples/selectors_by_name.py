@@ -22,11 +22,14 @@ SELECTORS = (
     "adamatch",
     "corrmatch",
     "adsh",
+    "precision_target",
     "csl",
     "csl_max_margin",
 )
 
 Select = Callable[..., pseudosel.Selection]
+#: the precision-targeted selector's target (precision >= 1 - ε with probability 1 - δ)
+PRECISION_EPSILON, PRECISION_DELTA = 0.2, 0.1
 
 
 def build(
@@ -66,6 +69,12 @@ def build(
         if num_unlabeled is None:
             raise ValueError("adsh records per unlabelled sample: pass num_unlabeled")
         module = pseudosel.AdshSelector(num_classes, num_unlabeled)
+    elif name == "precision_target":
+        # what a held-out set of 2 digits per class can certify: precision >= 0.8 with
+        # probability 0.9 (11 points all correct are the fewest that can pass)
+        module = pseudosel.PrecisionTargetSelector(
+            num_classes, epsilon=PRECISION_EPSILON, delta=PRECISION_DELTA, min_count=11
+        )
     elif name == "csl":
         module = pseudosel.CSLSelector()
     else:
@@ -82,14 +91,27 @@ def build(
             probs = align(probs, valid=valid)
         return pseudosel.select_reliable(probs, module, ignore_mask=ignore_mask, **inputs)
 
-    def start_epoch(predict_unlabelled: Callable[[], torch.Tensor]) -> None:
+    def start_epoch(
+        predict_unlabelled: Callable[[], torch.Tensor],
+        heldout: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> None:
         """Once per semi-supervised epoch, before its first step: Adsh records the model's
         eval-mode predictions on the whole unlabelled set and recomputes its scores (USB's
-        per-epoch pass); the other selectors need nothing."""
+        per-epoch pass); the precision-targeted selector forgets the previous epoch's
+        held-out predictions (the model changed), observes the current ones — ``heldout()``
+        gives (probs, labels) of labelled data the model is not trained on — and
+        recalibrates; the other selectors need nothing."""
         if isinstance(module, pseudosel.AdshSelector):
             probs = predict_unlabelled()
             module.record(probs, torch.arange(len(probs), device=probs.device))
             module.recompute()
+        elif isinstance(module, pseudosel.PrecisionTargetSelector):
+            if heldout is None:
+                raise ValueError("precision_target needs held-out labelled predictions")
+            probs, labels = heldout()
+            module.reset_running_stats()
+            module.observe_heldout(probs, labels)
+            module.calibrate()
 
     select.modules = [m for m in (align, module) if m is not None]  # type: ignore[attr-defined]
     select.start_epoch = start_epoch  # type: ignore[attr-defined]

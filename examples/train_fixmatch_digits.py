@@ -44,6 +44,17 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor)
     return accuracy
 
 
+def heldout_split(images: torch.Tensor, labels: torch.Tensor, per_class: int):
+    """((images, labels) trained on, (images, labels) held out): the first ``per_class``
+    labelled digits of each class are held out."""
+    held = torch.zeros(len(labels), dtype=torch.bool)
+    for k in labels.unique():
+        held[(labels == k).nonzero().flatten()[:per_class]] = True
+    if held.all():
+        raise ValueError(f"heldout_per_class={per_class} leaves no labelled digit to train on")
+    return (images[~held], labels[~held]), (images[held], labels[held])
+
+
 def predict(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Eval-mode class probabilities of ``images`` (no gradient); the mode is restored."""
     was_training = model.training
@@ -66,6 +77,7 @@ def train(
     lambda_u: float = 1.0,
     warmup_epochs: int = 5,
     tau: float = 0.95,
+    heldout_per_class: int = 2,
     device: str = "cpu",
     out: str | Path | None = None,
     progress: bool = True,
@@ -81,6 +93,9 @@ def train(
     gen = torch.Generator().manual_seed(seed + 1_000_003)
     splits = digit_splits(labels_per_class, seed=seed)
     x_l, y_l = splits.labelled
+    x_h = y_h = None
+    if selector == "precision_target":  # calibrates on labelled digits it never trains on
+        (x_l, y_l), (x_h, y_h) = heldout_split(x_l, y_l, heldout_per_class)
     x_u, y_u = splits.unlabelled  # y_u: hidden, for measurement only
     x_t, y_t = splits.test
     model = DigitCNN().to(device)
@@ -101,7 +116,10 @@ def train(
         order = torch.randperm(len(x_u), generator=order_gen)
         losses = []
         if select is not None and epoch >= warmup_epochs:
-            select.start_epoch(lambda: predict(model, x_u.to(device)))
+            select.start_epoch(
+                lambda: predict(model, x_u.to(device)),
+                None if x_h is None else lambda: (predict(model, x_h.to(device)), y_h.to(device)),
+            )
         for step in range(steps):
             index = order[step * unlabelled_batch : (step + 1) * unlabelled_batch]
             pick = torch.randint(0, len(x_l), (labelled_batch,), generator=order_gen)
@@ -145,6 +163,7 @@ def train(
             "epochs": epochs,
             "warmup_epochs": warmup_epochs,
             "tau": tau,
+            "heldout_per_class": heldout_per_class if selector == "precision_target" else 0,
             "labels_per_class": labels_per_class,
             "labelled": len(x_l),
             "unlabelled": len(x_u),

@@ -6,7 +6,7 @@ selectors and this package the ``nn.Module`` selectors.
 """
 
 from pseudosel import features, functional, masking
-from pseudosel.losses import weighted_cross_entropy
+from pseudosel.losses import weighted_binary_cross_entropy, weighted_cross_entropy
 from pseudosel.schedules import linear_rampup
 from pseudosel.select import select_reliable
 from pseudosel.selection import Selection
@@ -21,6 +21,7 @@ from pseudosel.selectors import (
     EntropySplitSelector,
     FlexMatchSelector,
     FreeMatchSelector,
+    PrecisionTargetSelector,
     SoftMatchSelector,
     ThresholdSelector,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "EntropySplitSelector",
     "FlexMatchSelector",
     "FreeMatchSelector",
+    "PrecisionTargetSelector",
     "SoftMatchSelector",
     "Selection",
     "ThresholdSelector",
@@ -47,5 +49,6 @@ __all__ = [
     "linear_rampup",
     "masking",
     "select_reliable",
+    "weighted_binary_cross_entropy",
     "weighted_cross_entropy",
 ]

@@ -35,9 +35,12 @@ maps these names to arrays (N samples, K classes, optional H x W positions):
 Each batch is checked as it is read; a bad file stops with a message naming the key and the
 first offending sample, and exit status 2.
 
-Stateful selectors (flexmatch, freematch, softmatch, corrmatch, adsh) first make
---passes - 1 warm-up passes over the file that only advance their state; the last pass is
-measured and the table marks them with *. Stateless selectors are measured on one pass.
+Stateful selectors (flexmatch, freematch, softmatch, corrmatch, adsh, precision_target)
+first make --passes - 1 warm-up passes over the file that only advance their state; the last
+pass is measured and the table marks them with *. Stateless selectors are measured on one
+pass. precision_target (experimental) needs held-out labels: it reads the file's labels in
+the first warm-up pass by two-fold cross-fitting (even-indexed samples calibrate the
+threshold applied to the odd ones and vice versa), so it needs --passes >= 2.
 
 Example:
   pseudosel compare predictions.npz --selectors threshold threshold:0.9 freematch csl

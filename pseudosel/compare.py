@@ -23,6 +23,13 @@ the warm-up an EMA's momentum is the cumulative average's, ``1 - 1/step`` (cappe
 selector's own), so the state reaches the file's average statistics in one pass; the
 measured pass uses the selector's momentum. Stateless selectors are measured on one pass.
 Classification CSL draws one boundary per batch.
+
+``precision_target`` (experimental) needs held-out labels: it takes them from the file by
+two-fold cross-fitting. During the first warm-up pass the samples with an even index feed
+one selector's held-out window and those with an odd index another's; each calibrates once,
+and each sample is measured with the selector that did not see its label — so it needs
+``passes >= 2``. Its row is what the certified threshold achieves on data exchangeable with
+its held-out half (same file, same model).
 """
 
 from __future__ import annotations
@@ -62,9 +69,19 @@ SELECTOR_NAMES = (
     "softmatch",
     "corrmatch",
     "adsh",
+    "precision_target",
 )
 #: selectors whose state (thresholds, class counts, running means) evolves over the batches
-STATEFUL_SELECTORS = ("flexmatch", "freematch", "softmatch", "corrmatch", "adsh")
+STATEFUL_SELECTORS = (
+    "flexmatch",
+    "freematch",
+    "softmatch",
+    "corrmatch",
+    "adsh",
+    "precision_target",
+)
+#: largest held-out window of precision_target (per fold; a dense file keeps its last pixels)
+HELDOUT_WINDOW = 1 << 20
 #: passes over the file for stateful selectors: the first ``DEFAULT_PASSES - 1`` warm the
 #: state up, the last one is measured
 DEFAULT_PASSES = 3
@@ -401,12 +418,58 @@ def make_selector(spec: str, num_classes: int, num_samples: int, dense: bool):
             return selection
 
         return adsh_step
+    if name == "precision_target":
+        return _HeldOutRunner(num_classes, num_samples, dense)
     adaptive: torch.nn.Module = {
         "freematch": pseudosel.FreeMatchSelector,
         "softmatch": pseudosel.SoftMatchSelector,
         "corrmatch": pseudosel.CorrMatchSelector,
     }[name](num_classes, validate=False)
     return _EmaRunner(adaptive)
+
+
+class _HeldOutRunner:
+    """(probs, valid, index) → Selection for precision_target, calibrated on the file's own
+    labels by two-fold cross-fitting: :meth:`observe` feeds the samples with an even index
+    to one selector's held-out window and the odd ones to the other's, once (the first
+    warm-up pass); the first measured call calibrates both, and each sample is then selected
+    by the selector that did not see its label."""
+
+    def __init__(self, num_classes: int, num_samples: int, dense: bool) -> None:
+        window = HELDOUT_WINDOW if dense else min(HELDOUT_WINDOW, (num_samples + 1) // 2)
+        self.folds = [
+            pseudosel.PrecisionTargetSelector(num_classes, window=window, validate=False)
+            for _ in range(2)
+        ]
+        self.num_samples = num_samples
+        self.observed = 0
+        self.calibrated = False
+
+    @staticmethod
+    def _even(index: Tensor, like: Tensor) -> Tensor:
+        return (index % 2 == 0).view(-1, *([1] * (like.dim() - 1)))
+
+    def observe(self, probs: Tensor, labels: Tensor, known: Tensor, index: Tensor) -> None:
+        """Push a batch's known labels into the two folds (only during the first pass)."""
+        if self.observed >= self.num_samples:
+            return
+        self.observed += probs.shape[0]
+        even = self._even(index, known)
+        for fold, part in zip(self.folds, (even, ~even), strict=True):
+            held = known & part
+            fold.observe_heldout(probs, torch.where(held, labels, 0), held)
+
+    def __call__(self, probs: Tensor, valid: Tensor | None, index: Tensor):
+        if not self.calibrated:
+            for fold in self.folds:
+                fold.calibrate()
+            self.calibrated = True
+        on_even, on_odd = (fold(probs, valid) for fold in self.folds)
+        even = self._even(index, on_even.mask)
+        # a sample is selected by the fold calibrated on the other half
+        return type(on_even)(
+            *(torch.where(even, b, a) for a, b in zip(on_even, on_odd, strict=True))
+        )
 
 
 class _EmaRunner:
@@ -495,8 +558,9 @@ def compare(
     ``from_logits=True`` applies softmax over dim 1 to the predictions, whatever their key.
     ``passes``: stateful selectors (``STATEFUL_SELECTORS``) run ``passes - 1`` warm-up passes
     over the file that only advance their state, then the measured pass; stateless selectors
-    are measured on one pass. The report records ``passes`` and, per selector,
-    ``warmup_passes``.
+    are measured on one pass (``precision_target`` reads its held-out labels in the first
+    warm-up pass, so it needs ``passes >= 2``). The report records ``passes`` and, per
+    selector, ``warmup_passes``.
     Raises ``ValueError`` for a malformed file, predictions that are not probabilities
     (suggesting ``from_logits`` when they look like logits), NaN/inf, or a bad selector spec.
     """
@@ -516,6 +580,11 @@ def compare(
     specs = selectors or DEFAULT_SELECTORS
     for spec in specs:
         parse_selector(spec)
+    if passes < 2 and any(parse_selector(spec)[0] == "precision_target" for spec in specs):
+        raise ValueError(
+            "precision_target calibrates on the file's labels during the first warm-up pass "
+            f"(two-fold cross-fitting), so passes must be >= 2, got passes={passes}"
+        )
     source = PredictionFile(path, ignore_index=ignore_index, from_logits=from_logits)
     if out is not None:  # an output that cannot be written fails before the work, not after
         out = Path(out)
@@ -535,13 +604,17 @@ def compare(
             step = 0
             for _ in range(warmup):  # advance the stateful selectors' state only
                 start = 0
-                for probs, _labels, valid in source.batches(batch_size):
+                for probs, labels, valid in source.batches(batch_size):
                     index = torch.arange(start, start + probs.shape[0])
                     start += probs.shape[0]
                     step += 1
                     for run in stateful.values():
                         if isinstance(run, _EmaRunner):
                             run.warm_up(probs, valid, step)
+                        elif isinstance(run, _HeldOutRunner):
+                            known = labels != ignore_index
+                            run.observe(probs, labels, known if valid is None else known & valid,
+                                        index)  # fmt: skip
                         else:
                             run(probs, valid, index)
                     if bar is not None:

@@ -12,10 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
+from pseudosel.activation import apply_activation
 from pseudosel.functional.csl import CSL_PRESETS
 from pseudosel.functional.separation import VARIANT_MODULES
-from pseudosel.selection import Selection
-from pseudosel.validation import check_probs, compute_dtype, resolve_valid
+from pseudosel.selection import WEIGHTINGS, Selection
+from pseudosel.validation import check_activation, check_choice, check_probs, resolve_valid
 
 __all__ = ["SELECTORS", "STATEFUL", "select_reliable"]
 
@@ -58,6 +59,8 @@ STATEFUL = {
     "u2pl": "EntropySplitSelector",
     "corrmatch": "CorrMatchSelector",
     "adsh": "AdshSelector",
+    # experimental: thresholds certified on held-out labels (observe_heldout, calibrate)
+    "precision_target": "PrecisionTargetSelector",
 }
 
 
@@ -70,6 +73,8 @@ def select_reliable(
     ignore_index: int = 255,
     from_logits: bool = False,
     validate: bool = True,
+    activation: str | None = None,
+    weighting: str | None = None,
     **options: Any,
 ) -> Selection:
     """Choose reliable pseudo-labels from (weak-view) predictions.
@@ -90,15 +95,28 @@ def select_reliable(
         ignore_mask: optional integer (N, *spatial) map, UniMatch's convention: positions
             equal to ``ignore_index`` are ignored. Exclusive with ``valid``.
         ignore_index: the ignored value of ``ignore_mask``. Default 255.
-        from_logits: apply softmax over dim 1 first (in float32 for half inputs).
+        from_logits: apply the activation first — softmax over dim 1, or the element-wise
+            sigmoid with ``activation="sigmoid"`` (in float32 for half inputs).
         validate: for a named method, check that valid positions hold probabilities.
+        activation: ``"softmax"`` (``probs`` holds K class probabilities at dim 1) or
+            ``"sigmoid"``: (N, 1, *spatial) is a binary output p, read as the two classes
+            (1 − p, p) (label 1 = positive), and (N, L, *spatial) with L > 1 holds L
+            independent labels, selected per (sample, label): ``valid``/``ignore_mask`` and
+            every field are then (N, L, *spatial). Which selectors support multi-label:
+            docs/binary.md. Default None: ``"softmax"`` for a named method, the module's own
+            ``activation`` for a module (an explicit value must match it).
+        weighting: ``"soft"`` (the selector's own weights) or ``"hard"`` (weight = mask as
+            0/1, :meth:`~pseudosel.Selection.hard`). Default None: ``"soft"`` for a named
+            method, the module's own ``weighting`` for a module; ``"hard"`` hardens any
+            module's output, ``"soft"`` with a hard module is an error.
         **options: keyword options of the named method, e.g. ``tau=0.9`` for
             ``"threshold"`` or ``alpha=8.0`` for ``"csl"``; for a module instance, per-call
             inputs of its ``forward`` such as ``index=`` (FlexMatch) or ``probs_labeled=``
             (AdaMatch).
 
     Returns:
-        :class:`~pseudosel.Selection` of shape (N, *spatial) per field.
+        :class:`~pseudosel.Selection` of shape (N, *spatial) per field ((N, L, *spatial) for
+        a multi-label sigmoid output).
 
     Example:
         >>> import torch
@@ -107,12 +125,66 @@ def select_reliable(
         >>> sel = select_reliable(logits, "threshold", from_logits=True, tau=0.5)
         >>> sel.labels.shape, sel.weight.dtype
         (torch.Size([4]), torch.float32)
+        >>> masks = torch.randn(2, 1, 8, 8)          # one sigmoid channel: binary
+        >>> select_reliable(masks, "threshold", from_logits=True, activation="sigmoid").mask.shape
+        torch.Size([2, 8, 8])
     """
-    check_probs(probs, name="logits" if from_logits else "probs")
+    activation, weighting = _output_options(method, activation, weighting)
+    sigmoid = activation == "sigmoid"
+    check_probs(probs, name="logits" if from_logits else "probs", min_classes=1 if sigmoid else 2)
     probs = probs.detach()
     if from_logits:
-        probs = probs.softmax(1, dtype=compute_dtype(probs.dtype))
-    valid = resolve_valid(probs, valid, ignore_mask=ignore_mask, ignore_index=ignore_index)
+        probs = apply_activation(probs, activation)
+    valid = resolve_valid(
+        probs, valid, ignore_mask=ignore_mask, ignore_index=ignore_index, activation=activation
+    )
+    if weighting == "hard":
+        return _select(probs, method, valid, validate, activation, options).hard()
+    return _select(probs, method, valid, validate, activation, options)
+
+
+def _output_options(
+    method: str | nn.Module, activation: str | None, weighting: str | None
+) -> tuple[str, str]:
+    """``activation`` and ``weighting`` resolved against a module's own settings."""
+    own_activation = getattr(method, "activation", "softmax")
+    own_weighting = getattr(method, "weighting", "soft")
+    if activation is None:
+        activation = own_activation if isinstance(method, nn.Module) else "softmax"
+    activation = check_activation(activation)
+    if weighting is None:
+        weighting = own_weighting if isinstance(method, nn.Module) else "soft"
+    weighting = check_choice("weighting", weighting, WEIGHTINGS)
+    if isinstance(method, nn.Module):
+        name = type(method).__name__
+        if activation != own_activation and not hasattr(method, "activation"):
+            raise ValueError(
+                f"activation={activation!r} was passed, but {name} has no activation "
+                "setting; pass it class probabilities, e.g. "
+                "pseudosel.functional.class_probs(p, 'sigmoid') for a binary output"
+            )
+        if activation != own_activation:
+            raise ValueError(
+                f"activation={activation!r} was passed, but the {name} module was built "
+                f"with activation={own_activation!r}: a module brings its own activation; "
+                f"build it with activation={activation!r}"
+            )
+        if weighting == "soft" and own_weighting == "hard":
+            raise ValueError(
+                f"weighting='soft' was passed, but the {name} module was built with "
+                "weighting='hard'; build it with weighting='soft'"
+            )
+    return activation, weighting
+
+
+def _select(
+    probs: Tensor,
+    method: str | nn.Module,
+    valid: Tensor,
+    validate: bool,
+    activation: str,
+    options: dict[str, Any],
+) -> Selection:
     if isinstance(method, nn.Module):
         inputs = set(inspect.signature(method.forward).parameters) - {"probs", "valid"}
         unknown = sorted(set(options) - inputs)
@@ -137,4 +209,6 @@ def select_reliable(
         raise ValueError(f"method must be one of {names} or a selector module, got {method!r}")
     load_csl_variants(options)
     with torch.no_grad():
-        return SELECTORS[method](probs, valid=valid, validate=validate, **options)
+        return SELECTORS[method](
+            probs, valid=valid, validate=validate, activation=activation, **options
+        )

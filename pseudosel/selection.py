@@ -6,20 +6,26 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-__all__ = ["Selection"]
+__all__ = ["WEIGHTINGS", "Selection"]
+
+# What a selector's ``weight`` holds: its own (soft) weights, or its hard mask as 0/1
+# (``weighting=`` of select_reliable and the selector modules; Selection.hard).
+WEIGHTINGS = ("soft", "hard")
 
 
 class Selection(NamedTuple):
     """Pseudo-labels chosen by a selector, one entry per position.
 
     A position is one sample for classification input (N, K) and one pixel for dense input
-    (N, K, *spatial); every field has the position shape (N, *spatial). Being a NamedTuple of
+    (N, K, *spatial); every field has the position shape (N, *spatial) — (N, L, *spatial)
+    for a multi-label sigmoid output, one position per (sample, label). Being a NamedTuple of
     tensors, a Selection passes through ``torch.compile``, DDP and ``torch.utils._pytree`` as
     plain data.
 
     Attributes:
         labels: long — the pseudo-label of each position (the arg-max class, lowest index on
-            ties). Defined at ignored positions too; their weight is 0.
+            ties; for sigmoid outputs 1 = positive, p > 0.5). Defined at ignored positions
+            too; their weight is 0.
         weight: float in [0, 1] — what the unlabeled loss multiplies by (0/1 for hard
             selectors). float32 for float16/bfloat16 input, else the input dtype.
         mask: bool — the hard selection (for CSL the trusted set, where weight == 1).
@@ -43,6 +49,28 @@ class Selection(NamedTuple):
     mask: Tensor
     score: Tensor
     valid: Tensor
+
+    def hard(self) -> Selection:
+        """The hard form of this selection: ``weight`` := ``mask`` (as the weight's dtype).
+
+        Labels, mask, score and valid are unchanged, so the loss counts exactly the
+        selected positions, each with weight 1 — for CSL the trusted set, for SoftMatch
+        the positions at or above the mean. A no-op for selectors that are already hard
+        (threshold, FlexMatch, FreeMatch, ...). The modules' and
+        :func:`~pseudosel.select_reliable`'s ``weighting="hard"`` call it.
+
+        Example:
+            >>> import torch
+            >>> from pseudosel import Selection
+            >>> sel = Selection(torch.tensor([0, 1]), torch.tensor([1.0, 0.4]),
+            ...                 torch.tensor([True, False]), torch.tensor([2.0, -0.5]),
+            ...                 torch.tensor([True, True]))
+            >>> sel.hard().weight
+            tensor([1., 0.])
+        """
+        return Selection(
+            self.labels, self.mask.to(self.weight.dtype), self.mask, self.score, self.valid
+        )
 
     def ratio(self) -> Tensor:
         """Selected / valid positions, as a 0-dim float tensor (0 when nothing is valid).

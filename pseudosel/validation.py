@@ -17,16 +17,23 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "ACTIVATIONS",
+    "check_activation",
     "check_choice",
     "check_ignore_index",
     "check_probability_values",
     "check_probs",
     "check_real",
+    "check_sigmoid_values",
     "compute_dtype",
+    "is_multilabel",
     "resolve_valid",
 ]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# How a network's output along dim 1 becomes probabilities: "softmax" (dim 1 holds K
+# classes) or "sigmoid" (each entry of dim 1 is an independent positive-class probability).
+ACTIVATIONS = ("softmax", "sigmoid")
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -36,6 +43,9 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def check_probs(probs: object, *, name: str = "probs", min_classes: int = 2) -> None:
     """Check that ``probs`` is a float tensor (N, K, *spatial) with K >= ``min_classes``.
+
+    A single channel (K = 1) where two classes are needed is named as what it usually is,
+    a binary sigmoid output, and the error points to ``activation="sigmoid"``.
 
     Raises:
         TypeError: not a tensor, or not float16/bfloat16/float32/float64.
@@ -49,13 +59,48 @@ def check_probs(probs: object, *, name: str = "probs", min_classes: int = 2) -> 
             f"got dtype {probs.dtype}"
         )
     if probs.dim() < 2 or probs.shape[1] < min_classes:
+        binary = probs.dim() >= 2 and probs.shape[1] == 1
+        hint = (
+            '; a single channel is a binary sigmoid output: pass activation="sigmoid" '
+            "(its probability p is read as the two classes (1 - p, p))"
+            if binary
+            else ""
+        )
         raise ValueError(
             f"{name} must have a class dimension at dim 1 of size >= {min_classes}, "
-            f"i.e. shape (N, K) or (N, K, *spatial), got shape {tuple(probs.shape)}"
+            f"i.e. shape (N, K) or (N, K, *spatial), got shape {tuple(probs.shape)}{hint}"
         )
 
 
-def _position_shape(probs: Tensor) -> tuple[int, ...]:
+def check_activation(activation: object) -> str:
+    """Check that ``activation`` is ``"softmax"`` or ``"sigmoid"``; return it.
+
+    Example:
+        >>> check_activation("sigmoid")
+        'sigmoid'
+    """
+    return check_choice("activation", activation, ACTIVATIONS)
+
+
+def is_multilabel(probs: Tensor, activation: str) -> bool:
+    """Whether ``probs`` is a multi-label output: ``activation="sigmoid"`` and more than one
+    channel at dim 1, i.e. (N, L, *spatial) independent sigmoids with L > 1.
+
+    With ``"sigmoid"``, dim 1 of size 1 is a binary output (positions (N, *spatial)) and
+    dim 1 of size L > 1 holds L labels (positions (N, L, *spatial)). With ``"softmax"``
+    dim 1 is always the class axis. Reads only the shape.
+
+    Example:
+        >>> import torch
+        >>> is_multilabel(torch.rand(4, 3), "sigmoid"), is_multilabel(torch.rand(4, 1), "sigmoid")
+        (True, False)
+    """
+    return activation == "sigmoid" and probs.dim() >= 2 and probs.shape[1] > 1
+
+
+def _position_shape(probs: Tensor, activation: str = "softmax") -> tuple[int, ...]:
+    if is_multilabel(probs, activation):
+        return tuple(probs.shape)  # one position per (sample, label[, pixel])
     return (probs.shape[0], *probs.shape[2:])
 
 
@@ -65,6 +110,7 @@ def resolve_valid(
     *,
     ignore_mask: Tensor | None = None,
     ignore_index: int = 255,
+    activation: str = "softmax",
 ) -> Tensor:
     """Return the bool validity mask (N, *spatial) of the positions of ``probs``.
 
@@ -75,9 +121,13 @@ def resolve_valid(
             positions equal to ``ignore_index`` are ignored. Exclusive with ``valid``.
         ignore_index: the value of ``ignore_mask`` that marks an ignored position, an int
             within the range of ``ignore_mask``'s dtype (0..255 for uint8). Default 255.
+        activation: ``"softmax"`` (default) or ``"sigmoid"``; a multi-label sigmoid output
+            (N, L, *spatial) with L > 1 has one position per entry, so the masks are shaped
+            like ``probs`` itself (:func:`is_multilabel`).
 
     Returns:
-        bool tensor (N, *spatial) on the device of ``probs``; all True when neither is given.
+        bool tensor (N, *spatial) on the device of ``probs`` ((N, L, *spatial) for a
+        multi-label output); all True when neither is given.
 
     Raises:
         TypeError: ``ignore_index`` is not an int (None, a float or a bool), or ``valid`` /
@@ -86,7 +136,7 @@ def resolve_valid(
             ``ignore_index`` lies outside the range of ``ignore_mask``'s dtype (e.g. -1 with
             uint8, which would otherwise wrap around and ignore the 255 positions).
     """
-    expected = _position_shape(probs)
+    expected = _position_shape(probs, activation)
     check_ignore_index(ignore_index)
     if valid is not None and ignore_mask is not None:
         raise ValueError(
@@ -104,7 +154,7 @@ def resolve_valid(
                 "ignore_mask must be an integer tensor whose value ignore_index marks ignored "
                 f"positions (use valid= for a bool mask), got dtype {ignore_mask.dtype}"
             )
-        _check_position_tensor("ignore_mask", ignore_mask, probs, expected)
+        _check_position_tensor("ignore_mask", ignore_mask, probs, expected, activation)
         check_ignore_index(ignore_index, ignore_mask.dtype)
         return ignore_mask != ignore_index
     if valid is None:
@@ -115,7 +165,7 @@ def resolve_valid(
         )
     if valid.dtype != torch.bool:
         raise TypeError(f"valid must be a torch.bool tensor, got dtype {valid.dtype}")
-    _check_position_tensor("valid", valid, probs, expected)
+    _check_position_tensor("valid", valid, probs, expected, activation)
     return valid
 
 
@@ -160,12 +210,17 @@ def check_ignore_index(ignore_index: object, dtype: torch.dtype | None = None) -
 
 
 def _check_position_tensor(
-    name: str, tensor: Tensor, probs: Tensor, expected: tuple[int, ...]
+    name: str, tensor: Tensor, probs: Tensor, expected: tuple[int, ...], activation: str
 ) -> None:
     if tuple(tensor.shape) != expected:
+        where = (
+            "one position per (sample, label) of the multi-label sigmoid probs"
+            if is_multilabel(probs, activation)
+            else "without the class dim 1"
+        )
         raise ValueError(
             f"{name} must have shape {expected} (the shape of probs {tuple(probs.shape)} "
-            f"without the class dim 1), got {tuple(tensor.shape)}"
+            f"{where}), got {tuple(tensor.shape)}"
         )
     if tensor.device != probs.device:
         raise ValueError(f"{name} must be on {probs.device} like probs, got {tensor.device}")
@@ -209,6 +264,41 @@ def check_probability_values(probs: Tensor, valid: Tensor) -> None:
         f"{hint}. First offending position {where}: sum {float(row_sum[where]):.6g}, "
         f"minimum {float(row_min[where]):.6g}"
     )
+
+
+def check_sigmoid_values(probs: Tensor, valid: Tensor) -> None:
+    """Check that every valid position of a sigmoid output holds a probability in [0, 1].
+
+    ``probs`` is (N, 1, *spatial) (binary; ``valid`` (N, *spatial)) or (N, L, *spatial)
+    (multi-label; ``valid`` of the same shape). NaN or infinite values fail; ignored
+    positions are not checked. One fast pass over ``probs``. Then the two-class form
+    (1 − p, p) is a probability vector, as :func:`check_probability_values` requires.
+
+    Raises:
+        ValueError: in CPU eager mode, naming the first offending position.
+        RuntimeError: from the device-side assertion on other devices / under torch.compile.
+
+    Example:
+        >>> import torch
+        >>> check_sigmoid_values(torch.tensor([[0.2], [1.0]]), torch.ones(2, dtype=torch.bool))
+    """
+    values = probs if is_multilabel(probs, "sigmoid") else probs.squeeze(1)
+    ok_position = (values >= 0) & (values <= 1)  # NaN compares False
+    ok = (ok_position | ~valid).all()
+    # no double quotes: inductor pastes the message of torch._assert_async into C++ as is
+    hint = (
+        "with activation='sigmoid', probs must hold sigmoid probabilities (finite, in [0, 1]); "
+        "if these are logits pass from_logits=True to select_reliable or apply sigmoid "
+        "first; validate=False skips this check"
+    )
+    if torch.compiler.is_compiling() or probs.device.type != "cpu":
+        torch._assert_async(ok, hint)
+        return
+    if bool(ok):
+        return
+    bad = (valid & ~ok_position).nonzero()[0]
+    where = tuple(int(i) for i in bad)
+    raise ValueError(f"{hint}. First offending position {where}: {float(values[where]):.6g}")
 
 
 def check_real(

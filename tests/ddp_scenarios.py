@@ -42,6 +42,31 @@ class _AdshEpochs(torch.nn.Module):
         return selection
 
 
+class _PrecisionHeldout(torch.nn.Module):
+    """PrecisionTargetSelector: select on the unlabelled batch, then push the held-out batch
+    (all-gathered across ranks) into its window and calibrate; the window wraps."""
+
+    def __init__(self, per_class=False):
+        super().__init__()
+        self.selector = pseudosel.PrecisionTargetSelector(
+            5, epsilon=0.3, delta=0.2, window=300, candidates=100, per_class=per_class,
+            min_count=5,
+        ).double()  # fmt: skip
+
+    def forward(self, probs, heldout, labels, valid):
+        selection = self.selector(probs)
+        self.selector.observe_heldout(heldout, labels, valid)
+        self.selector.calibrate()
+        return selection
+
+
+def _heldout_labels(probs, t):
+    """The arg-max class, wrong at random positions (about 20%)."""
+    predicted = probs.argmax(1)
+    flip = torch.rand(predicted.shape, generator=torch.Generator().manual_seed(500 + t)) < 0.2
+    return torch.where(flip, (predicted + 1) % probs.shape[1], predicted)
+
+
 def scenarios():
     """name → (factory, [(args, kwargs) per step]) with global (unsharded) batches."""
     index = [
@@ -90,6 +115,14 @@ def scenarios():
         "corrmatch-cls": (
             lambda: pseudosel.CorrMatchSelector(5, momentum=0.9).double(),
             [((_cls(t),), {}) for t in range(STEPS)],
+        ),
+        "precision-target": (
+            _PrecisionHeldout,
+            [((_cls(t), p, _heldout_labels(p, t), v), {}) for t, (p, v) in enumerate(dense)],
+        ),
+        "precision-target-per-class": (
+            lambda: _PrecisionHeldout(per_class=True),
+            [((_cls(t), p, _heldout_labels(p, t), v), {}) for t, (p, v) in enumerate(dense)],
         ),
         "u2pl": (lambda: pseudosel.EntropySplitSelector(3).double(), dense_steps),
         "dash": (lambda: pseudosel.DashSelector(1.0, update_every=2).double(), dense_steps),

@@ -42,8 +42,29 @@ class AdshEpochs(torch.nn.Module):
         return selection
 
 
+class PrecisionHeldout(torch.nn.Module):
+    """PrecisionTargetSelector: select, then observe the batch as held-out data (labels: the
+    arg-max, wrong at every fifth position) and calibrate; the window wraps."""
+
+    def __init__(self):
+        super().__init__()
+        self.selector = pseudosel.PrecisionTargetSelector(
+            5, epsilon=0.3, delta=0.2, window=150, candidates=100, min_count=5
+        )
+
+    def forward(self, probs, valid):
+        selection = self.selector(probs, valid)
+        labels = probs.argmax(1)
+        labels = torch.where(torch.arange(labels.numel()).view(labels.shape) % 5 == 0,
+                             (labels + 1) % 5, labels)  # fmt: skip
+        self.selector.observe_heldout(probs, labels, valid)
+        self.selector.calibrate()
+        return selection
+
+
 CASES = {
     "adsh": (AdshEpochs, cls_step),
+    "precision-target": (PrecisionHeldout, dense_step),
     "flexmatch-per-sample": (lambda: pseudosel.FlexMatchSelector(5, 30, tau=0.8), cls_step),
     "flexmatch-classwise": (lambda: pseudosel.FlexMatchSelector(5, tau=0.8), dense_step),
     "freematch": (lambda: pseudosel.FreeMatchSelector(5, momentum=0.9), dense_step),

@@ -25,10 +25,12 @@ PAGES = [
     "concepts",
     "csl",
     "dense",
+    "binary",
     "distributed",
     "recipes",
     "performance",
     "choosing",
+    "precision",
     "faq",
     "api",
 ]

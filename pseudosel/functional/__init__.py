@@ -2,6 +2,7 @@
 ``pseudosel.functional`` is to ``pseudosel`` what ``torch.nn.functional`` is to ``torch.nn``.
 Selectors take probabilities (N, K, *spatial) and return a :class:`~pseudosel.Selection`."""
 
+from pseudosel.activation import class_probs
 from pseudosel.functional.adamatch import adamatch
 from pseudosel.functional.adsh import (
     AdshState,
@@ -16,6 +17,12 @@ from pseudosel.functional.alignment_queue import (
     align_queue,
     alignment_queue_init,
     alignment_queue_update,
+)
+from pseudosel.functional.clopper_pearson import (
+    betainc,
+    betainc_iterations,
+    binomial_tail,
+    clopper_pearson_lower,
 )
 from pseudosel.functional.corrmatch import (
     CorrMatchState,
@@ -40,6 +47,16 @@ from pseudosel.functional.freematch import (
     freematch_select,
     freematch_update,
 )
+from pseudosel.functional.precision import (
+    PrecisionTargetState,
+    certified_threshold,
+    precision_candidates,
+    precision_counts,
+    precision_target_calibrate,
+    precision_target_init,
+    precision_target_observe,
+    precision_target_select,
+)
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.functional.softmatch import (
     SoftMatchState,
@@ -55,6 +72,7 @@ __all__ = [
     "AlignmentState",
     "CorrMatchState",
     "FreeMatchState",
+    "PrecisionTargetState",
     "SoftMatchState",
     "adamatch",
     "adsh_init",
@@ -66,7 +84,13 @@ __all__ = [
     "alignment_queue_init",
     "alignment_queue_update",
     "alignment_update",
+    "betainc",
+    "betainc_iterations",
+    "binomial_tail",
+    "certified_threshold",
+    "class_probs",
     "class_threshold_selection",
+    "clopper_pearson_lower",
     "corrmatch_class_max",
     "corrmatch_init",
     "corrmatch_select",
@@ -84,6 +108,12 @@ __all__ = [
     "freematch_select",
     "freematch_update",
     "masked_quantile",
+    "precision_candidates",
+    "precision_counts",
+    "precision_target_calibrate",
+    "precision_target_init",
+    "precision_target_observe",
+    "precision_target_select",
     "softmatch_init",
     "softmatch_select",
     "softmatch_update",

@@ -7,16 +7,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from pseudosel.activation import checked_class_probs
 from pseudosel.distributed import all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
-from pseudosel.validation import (
-    check_probability_values,
-    check_probs,
-    check_real,
-    compute_dtype,
-    resolve_valid,
-)
+from pseudosel.validation import check_activation, check_probs, check_real, compute_dtype
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -34,6 +29,7 @@ def adamatch(
     valid_labeled: Tensor | None = None,
     group: ProcessGroup | None = None,
     validate: bool = True,
+    activation: str = "softmax",
 ) -> Selection:
     """mask = max p >= τ · mean(max p over the labeled batch) (AdaMatch, USB).
 
@@ -49,6 +45,11 @@ def adamatch(
         valid_labeled: optional bool (M, *spatial') mask of ``probs_labeled``.
         group: process group for the labelled mean (default group, if initialised).
         validate: check that valid positions hold probabilities (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"``: both inputs are binary
+            (·, 1, *spatial) or multi-label (·, L, *spatial) probabilities, read as
+            (1 − p, p) (:func:`~pseudosel.functional.class_probs`). Multi-label: one cutoff,
+            τ times the mean of max(p, 1 − p) over all valid labelled (sample, label)
+            positions.
 
     Returns:
         :class:`~pseudosel.Selection`; score = max p.
@@ -60,19 +61,23 @@ def adamatch(
         >>> adamatch(torch.tensor([[0.78, 0.22], [0.74, 0.26]]), labeled).mask
         tensor([ True, False])
     """
-    check_probs(probs)
-    check_probs(probs_labeled, name="probs_labeled")
+    minimum = 1 if check_activation(activation) == "sigmoid" else 2
+    check_probs(probs, min_classes=minimum)
+    check_probs(probs_labeled, name="probs_labeled", min_classes=minimum)
     if probs_labeled.shape[1] != probs.shape[1]:
         raise ValueError(
             f"probs_labeled must have the {probs.shape[1]} classes of probs at dim 1, "
             f"got shape {tuple(probs_labeled.shape)}"
         )
     tau = check_real("tau", tau, low=0.0, high=1.0)
-    valid = resolve_valid(probs, valid)
-    valid_labeled = resolve_valid(probs_labeled, valid_labeled)
-    if validate:
-        check_probability_values(probs, valid)
-        check_probability_values(probs_labeled, valid_labeled)
+    probs, valid = checked_class_probs(probs, valid, activation=activation, validate=validate)
+    probs_labeled, valid_labeled = checked_class_probs(
+        probs_labeled,
+        valid_labeled,
+        activation=activation,
+        validate=validate,
+        name="probs_labeled",
+    )
     work = compute_dtype(probs.dtype)
     labeled_conf = probs_labeled.amax(1).to(work)
     labeled_sum = torch.where(valid_labeled, labeled_conf, 0.0).sum()  # NaN/Inf stay out

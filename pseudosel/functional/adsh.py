@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from pseudosel.activation import class_probs
 from pseudosel.functional.threshold import class_threshold_selection
 from pseudosel.selection import Selection
 
@@ -121,8 +122,16 @@ def adsh_recompute(
 
 
 @torch.no_grad()
-def adsh_select(probs: Tensor, state: AdshState, valid: Tensor) -> Selection:
+def adsh_select(
+    probs: Tensor, state: AdshState, valid: Tensor, *, activation: str = "softmax"
+) -> Selection:
     """mask = max p >= exp(−s(ŷ)); score = max p minus that threshold.
+
+    Args:
+        probs: (N, K, *spatial); state: the current scores; valid: bool (N, *spatial).
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
+            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
+            (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -132,4 +141,5 @@ def adsh_select(probs: Tensor, state: AdshState, valid: Tensor) -> Selection:
         >>> sel.mask  # exp(−0.95) ≈ 0.387
         tensor([True, True])
     """
+    probs = class_probs(probs, activation, selector="adsh_select")
     return class_threshold_selection(probs, adsh_thresholds(state), valid)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor
 
+from pseudosel.activation import class_probs
 from pseudosel.distributed import all_reduce_sum
 from pseudosel.features import position_blocks
 from pseudosel.validation import compute_dtype
@@ -69,8 +70,18 @@ def alignment_update(
     probs_labeled: Tensor | None = None,
     valid_labeled: Tensor | None = None,
     group: ProcessGroup | None = None,
+    activation: str = "softmax",
 ) -> AlignmentState:
     """One EMA step of p_model (and of p_target when ``probs_labeled`` is given).
+
+    Args:
+        state: the current distributions; probs: (N, K, *spatial); valid: bool
+            (N, *spatial); likewise the labelled pair.
+        momentum: EMA momentum m (new = m·old + (1 − m)·batch). Default 0.999.
+        group: process group of the all-reduce (default group, if initialised).
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
+            sigmoid output (both inputs), read as (1 − p, p) (:func:`class_probs`);
+            multi-label input (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -81,6 +92,9 @@ def alignment_update(
         >>> new.p_model, bool(new.initialized)  # the first batch sets p_model
         (tensor([0.8000, 0.2000]), True)
     """
+    probs = class_probs(probs, activation, selector="alignment_update")
+    if probs_labeled is not None:
+        probs_labeled = class_probs(probs_labeled, activation, selector="alignment_update")
     m = momentum
     dtype = state.p_model.dtype
     mean, count = _class_mean(probs, valid, group)
@@ -97,10 +111,12 @@ def alignment_update(
 
 
 @torch.no_grad()
-def align(probs: Tensor, state: AlignmentState) -> Tensor:
+def align(probs: Tensor, state: AlignmentState, *, activation: str = "softmax") -> Tensor:
     """Aligned probabilities, (N, K, *spatial), in the compute dtype of ``probs``.
 
     Before any update (``initialized`` False) p_model is taken as p_target: no change.
+    A binary sigmoid input (N, 1, *spatial) with ``activation="sigmoid"`` gives aligned
+    two-class probabilities (N, 2, *spatial), to pass to a selector as they are.
 
     Example:
         >>> import torch
@@ -110,6 +126,7 @@ def align(probs: Tensor, state: AlignmentState) -> Tensor:
         >>> align(torch.tensor([[0.8, 0.2]]), state)
         tensor([[0.5000, 0.5000]])
     """
+    probs = class_probs(probs, activation, selector="align")
     work = compute_dtype(probs.dtype)
     p_model = torch.where(state.initialized, state.p_model, state.p_target).to(work)
     ratio = (state.p_target.to(work) + EPS) / (p_model + EPS)

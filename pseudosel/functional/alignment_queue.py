@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor
 
+from pseudosel.activation import class_probs
 from pseudosel.distributed import all_reduce_sum
 from pseudosel.functional.alignment import masked_class_sums
 from pseudosel.validation import compute_dtype
@@ -101,12 +102,16 @@ def alignment_queue_update(
     probs_labeled: Tensor | None = None,
     valid_labeled: Tensor | None = None,
     group: ProcessGroup | None = None,
+    activation: str = "softmax",
 ) -> AlignmentQueueState:
     """Push the batch mean into Q_model (and the labelled mean into Q_target when
     ``probs_labeled`` is given: ``target="model"``).
 
     Args:
         probs: (N, K, *spatial); valid: bool (N, *spatial); likewise the labelled pair.
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
+            sigmoid output (both inputs), read as (1 − p, p) (:func:`class_probs`);
+            multi-label input (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -118,6 +123,9 @@ def alignment_queue_update(
         (tensor([[0.8000, 0.2000],
                 [0.0000, 0.0000]]), 1)
     """
+    probs = class_probs(probs, activation, selector="alignment_queue_update")
+    if probs_labeled is not None:
+        probs_labeled = class_probs(probs_labeled, activation, selector="alignment_queue_update")
     p_model, p_model_ptr = _push(state.p_model, state.p_model_ptr, probs, valid, group)
     p_target, p_target_ptr = state.p_target, state.p_target_ptr
     if probs_labeled is not None and valid_labeled is not None:
@@ -126,8 +134,13 @@ def alignment_queue_update(
 
 
 @torch.no_grad()
-def align_queue(probs: Tensor, state: AlignmentQueueState) -> Tensor:
+def align_queue(
+    probs: Tensor, state: AlignmentQueueState, *, activation: str = "softmax"
+) -> Tensor:
     """Aligned probabilities (N, K, *spatial), in the compute dtype of ``probs``.
+
+    A binary sigmoid input (N, 1, *spatial) with ``activation="sigmoid"`` gives aligned
+    two-class probabilities (N, 2, *spatial), to pass to a selector as they are.
 
     Example:
         >>> import torch
@@ -137,6 +150,7 @@ def align_queue(probs: Tensor, state: AlignmentQueueState) -> Tensor:
         >>> align_queue(torch.tensor([[0.8, 0.2]]), state)
         tensor([[0.5000, 0.5000]])
     """
+    probs = class_probs(probs, activation, selector="align_queue")
     work = compute_dtype(probs.dtype)
     p_target = state.p_target.to(work).mean(0)
     p_model = state.p_model.to(work).mean(0)

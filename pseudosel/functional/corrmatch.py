@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor
 
+from pseudosel.activation import class_probs
 from pseudosel.distributed import all_reduce_max
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.threshold import class_threshold_selection
@@ -84,12 +85,16 @@ def corrmatch_update(
     *,
     momentum: float = 0.999,
     group: ProcessGroup | None = None,
+    activation: str = "softmax",
 ) -> CorrMatchState:
     """One EMA step of τ on the valid positions of ``probs`` (all ranks under DDP).
 
     Args:
         probs: (N, K, *spatial); valid: bool (N, *spatial).
         momentum: m in τ ← m·τ + (1 − m)·batch (weight of the OLD value). Default 0.999.
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
+            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
+            (N, L > 1) is refused.
 
     Returns:
         The new state (unchanged when no position is valid on any rank).
@@ -103,6 +108,7 @@ def corrmatch_update(
         >>> round(float(new.thresh), 4)  # 0.5·0.85 + 0.5·(0.9 + 0.7)/2
         0.825
     """
+    probs = class_probs(probs, activation, selector="corrmatch_update")
     class_max = corrmatch_class_max(probs, valid, group)
     present = class_max >= 0
     count = present.sum()
@@ -113,8 +119,16 @@ def corrmatch_update(
 
 
 @torch.no_grad()
-def corrmatch_select(probs: Tensor, state: CorrMatchState, valid: Tensor) -> Selection:
+def corrmatch_select(
+    probs: Tensor, state: CorrMatchState, valid: Tensor, *, activation: str = "softmax"
+) -> Selection:
     """mask = max p >= τ_t; score = max p − τ_t (0 at ignored positions).
+
+    Args:
+        probs: (N, K, *spatial); state: the current τ; valid: bool (N, *spatial).
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
+            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
+            (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -124,4 +138,5 @@ def corrmatch_select(probs: Tensor, state: CorrMatchState, valid: Tensor) -> Sel
         >>> sel.mask
         tensor([ True, False])
     """
+    probs = class_probs(probs, activation, selector="corrmatch_select")
     return class_threshold_selection(probs, state.thresh.expand(probs.shape[1]), valid)

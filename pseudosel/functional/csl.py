@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pseudosel.activation import checked_class_probs, two_class
 from pseudosel.features import DEFAULT_RESIDUAL, RESIDUAL_VARIANTS, csl_features
 from pseudosel.functional.separation import (
     AXES_SOLVERS,
@@ -36,10 +37,12 @@ from pseudosel.functional.separation import (
 )
 from pseudosel.selection import Selection
 from pseudosel.validation import (
+    check_activation,
     check_choice,
-    check_probability_values,
     check_probs,
     check_real,
+    check_sigmoid_values,
+    is_multilabel,
     resolve_valid,
 )
 
@@ -331,6 +334,7 @@ def csl(
     boundary: str = "paper",
     max_points: int = 256,
     seed: int = 0,
+    activation: str = "softmax",
 ) -> Selection:
     """CSL pseudo-label selection: a per-image (or per-batch) boundary, no threshold.
 
@@ -367,6 +371,13 @@ def csl(
             (experimental, beyond the paper: :func:`pseudosel.max_margin.max_margin_split`).
         max_points: positions per group the max-margin boundary is fitted on. Default 256.
         seed: seed of that subsample. Default 0.
+        activation: ``"softmax"`` (default) or ``"sigmoid"``: binary (N, 1, *spatial) or
+            multi-label (N, L, *spatial) probabilities p, read as (1 − p, p)
+            (:func:`~pseudosel.functional.class_probs`). Multi-label positions are the
+            (sample, label[, pixel]) entries, and ``group="auto"`` then means one group
+            per label (that label's column across the batch and any spatial positions);
+            ``"sample"`` (all labels of a sample together) and ``"batch"`` keep their
+            meaning.
 
     Returns:
         :class:`~pseudosel.Selection` with soft weights; ``mask`` is the trusted set
@@ -381,7 +392,6 @@ def csl(
         >>> sel.weight.shape, bool(((sel.weight >= 0) & (sel.weight <= 1)).all())
         (torch.Size([2, 8, 8]), True)
     """
-    check_probs(probs)
     check_csl_options(
         alpha=alpha,
         group=group,
@@ -396,9 +406,26 @@ def csl(
         rank_one_guard=rank_one_guard,
     )
     all_valid = valid is None
-    valid = resolve_valid(probs, valid)
-    if validate:
-        check_probability_values(probs, valid)
+    if check_activation(activation) == "sigmoid" and group == "auto":
+        check_probs(probs, min_classes=1)
+        if is_multilabel(probs, activation):
+            return _csl_per_label(
+                probs,
+                valid,
+                validate,
+                alpha=alpha,
+                cluster_rule=cluster_rule,
+                residual=residual,
+                g_scale=g_scale,
+                min_var=min_var,
+                eps=eps,
+                rank_one_guard=rank_one_guard,
+                solver=solver,
+                boundary=boundary,
+                max_points=max_points,
+                seed=seed,
+            )
+    probs, valid = checked_class_probs(probs, valid, activation=activation, validate=validate)
     c, s, labels = csl_features(probs, residual=residual, g_scale=g_scale)
     shape = labels.shape
     c, s, grouped_valid = group_points(c, s, valid, group, probs.dim())
@@ -424,3 +451,23 @@ def csl(
         score=split.score.reshape(shape),
         valid=valid,
     )
+
+
+def _csl_per_label(
+    probs: Tensor, valid: Tensor | None, validate: bool, **options: Any
+) -> Selection:
+    """CSL on a multi-label sigmoid output (N, L, *spatial) with one group per label: the
+    labels go first, (L, 2, N, *spatial), are split as the "sample" groups of that layout,
+    and every field comes back as (N, L, *spatial)."""
+    all_valid = valid is None
+    valid = resolve_valid(probs, valid, activation="sigmoid")
+    if validate:
+        check_sigmoid_values(probs, valid)
+    by_label = csl(
+        two_class(probs.transpose(0, 1), multilabel=True),
+        group="sample",
+        valid=None if all_valid else valid.transpose(0, 1),
+        validate=False,
+        **options,
+    )
+    return Selection(*(field.transpose(0, 1).contiguous() for field in by_label))

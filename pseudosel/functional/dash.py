@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pseudosel.activation import class_probs
 from pseudosel.features import confidence_and_labels, position_blocks
 from pseudosel.selection import Selection
 from pseudosel.validation import check_real, compute_dtype
@@ -60,6 +61,7 @@ def dash_select(
     *,
     use_hard_labels: Tensor | bool = False,
     T: float = 0.5,
+    activation: str = "softmax",
 ) -> Selection:
     """mask = ℓ <= ρ, with ℓ the cross-entropy of p against soft or hard pseudo-labels.
 
@@ -73,6 +75,9 @@ def dash_select(
             ``rho <= rho_min``) picks per call on the device, without a host read; then
             both losses are computed.
         T: the sharpening temperature of the soft targets (> 0). Default 0.5 (USB).
+        activation: ``"softmax"`` (default) or ``"sigmoid"``: binary (N, 1, *spatial) or
+            multi-label (N, L, *spatial) probabilities read as (1 − p, p)
+            (:func:`class_probs`); ``valid`` and the fields are then (N, L, *spatial).
 
     Returns:
         :class:`~pseudosel.Selection`: ``labels`` = argmax p (Dash's consistency loss uses
@@ -91,6 +96,7 @@ def dash_select(
         tensor([ True,  True, False])
     """
     T = check_real("T", T, low=0.0, low_open=True)
+    probs = class_probs(probs, activation)
     confidence, labels = confidence_and_labels(probs)
     dtype = compute_dtype(probs.dtype)
     hard_loss = -torch.log(confidence.to(dtype))

@@ -15,15 +15,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from pseudosel.activation import checked_class_probs
 from pseudosel.features import confidence_and_labels, entropy
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.selection import Selection
-from pseudosel.validation import (
-    check_probability_values,
-    check_probs,
-    check_real,
-    resolve_valid,
-)
+from pseudosel.validation import check_real
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -39,6 +35,7 @@ def entropy_split(
     valid: Tensor | None = None,
     group: ProcessGroup | None = None,
     validate: bool = True,
+    activation: str = "softmax",
 ) -> Selection:
     """Reliable = valid and entropy below the (1 − ``unreliable``)-quantile.
 
@@ -47,6 +44,11 @@ def entropy_split(
         unreliable: share α in [0, 1] of valid positions treated as unreliable. Default 0.2.
         valid: optional bool (N, *spatial).
         group: process group for the global quantile (default group if initialised).
+        validate: check that valid positions hold probabilities (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` (binary (N, 1, *spatial) or
+            multi-label (N, L, *spatial) probabilities read as (1 − p, p); see
+            :func:`~pseudosel.functional.class_probs`). Multi-label: one quantile of the
+            binary entropies over all valid (sample, label) positions.
 
     Returns:
         :class:`~pseudosel.Selection` (hard); score = −entropy. The unreliable set (U2PL's
@@ -59,11 +61,8 @@ def entropy_split(
         >>> entropy_split(probs, 0.5).mask
         tensor([ True, False,  True, False])
     """
-    check_probs(probs)
+    probs, valid = checked_class_probs(probs, valid, activation=activation, validate=validate)
     unreliable = check_real("unreliable", unreliable, low=0.0, high=1.0)
-    valid = resolve_valid(probs, valid)
-    if validate:
-        check_probability_values(probs, valid)
     return split_by_entropy(probs, valid, unreliable, group)
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from pseudosel.activation import class_probs
 from pseudosel.distributed import all_gather_cat, all_reduce_sum
 from pseudosel.functional.threshold import class_threshold_selection
 from pseudosel.selection import Selection
@@ -77,12 +78,21 @@ def flexmatch_thresholds(
 
 @torch.no_grad()
 def flexmatch_select(
-    probs: Tensor, classwise_acc: Tensor, valid: Tensor, *, tau: float, mapping: str
+    probs: Tensor,
+    classwise_acc: Tensor,
+    valid: Tensor,
+    *,
+    tau: float,
+    mapping: str,
+    activation: str = "softmax",
 ) -> Selection:
     """mask = max p >= T(argmax p); score = max p - T(argmax p).
 
     Args:
         probs: (N, K, *spatial); classwise_acc: (K,); valid: bool (N, *spatial).
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
+            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
+            (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -93,6 +103,7 @@ def flexmatch_select(
         >>> sel.mask
         tensor([False,  True])
     """
+    probs = class_probs(probs, activation, selector="flexmatch_select")
     thresholds = flexmatch_thresholds(classwise_acc, tau=tau, mapping=mapping)
     return class_threshold_selection(probs, thresholds, valid)
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor
 
+from pseudosel.activation import class_probs
 from pseudosel.distributed import all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.alignment import masked_class_sums
@@ -62,6 +63,7 @@ def freematch_update(
     use_quantile: bool = False,
     clip_thresh: bool = False,
     group: ProcessGroup | None = None,
+    activation: str = "softmax",
 ) -> FreeMatchState:
     """One EMA step of the FreeMatch statistics on the valid positions of ``probs``.
 
@@ -70,6 +72,9 @@ def freematch_update(
         momentum: EMA momentum m (new = m·old + (1 − m)·batch). Default 0.999.
         use_quantile: batch statistic for τ_t is the 0.8-quantile instead of the mean.
         clip_thresh: clip τ_t to [0, 0.95].
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
+            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
+            (N, L > 1) is refused.
 
     Returns:
         The new state (a batch with no valid position anywhere leaves it unchanged).
@@ -83,6 +88,7 @@ def freematch_update(
         >>> round(float(new.time_p), 4)
         0.6
     """
+    probs = class_probs(probs, activation, selector="freematch_update")
     num_classes = probs.shape[1]
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
@@ -124,8 +130,16 @@ def freematch_update(
 
 
 @torch.no_grad()
-def freematch_select(probs: Tensor, state: FreeMatchState, valid: Tensor) -> Selection:
+def freematch_select(
+    probs: Tensor, state: FreeMatchState, valid: Tensor, *, activation: str = "softmax"
+) -> Selection:
     """mask = max p >= τ_t · p̃_t(ŷ) / max p̃_t; score = max p minus that threshold.
+
+    Args:
+        probs: (N, K, *spatial); state: the current statistics; valid: bool (N, *spatial).
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
+            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
+            (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -135,5 +149,6 @@ def freematch_select(probs: Tensor, state: FreeMatchState, valid: Tensor) -> Sel
         >>> sel.mask  # τ₀ = 1/2
         tensor([True, True])
     """
+    probs = class_probs(probs, activation, selector="freematch_select")
     local = state.p_model / state.p_model.max()
     return class_threshold_selection(probs, state.time_p * local, valid)

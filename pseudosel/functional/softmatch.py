@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor
 
+from pseudosel.activation import class_probs
 from pseudosel.distributed import all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
@@ -65,8 +66,18 @@ def softmatch_update(
     momentum: float = 0.999,
     per_class: bool = False,
     group: ProcessGroup | None = None,
+    activation: str = "softmax",
 ) -> SoftMatchState:
     """One EMA step of μ_t, σ²_t on the valid positions of ``probs`` (N, K, *spatial).
+
+    Args:
+        state: the current statistics; probs: (N, K, *spatial); valid: bool (N, *spatial).
+        momentum: EMA momentum m (new = m·old + (1 − m)·batch). Default 0.999.
+        per_class: (K,) statistics grouped by pseudo-label. Default False.
+        group: process group of the all-reduce (default group, if initialised).
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
+            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
+            (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -77,6 +88,7 @@ def softmatch_update(
         >>> round(float(new.mu), 4), round(float(new.var), 4)
         (0.65, 0.51)
     """
+    probs = class_probs(probs, activation, selector="softmatch_update")
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
     confidence = confidence.to(work).flatten()
@@ -120,9 +132,21 @@ def softmatch_update(
 
 @torch.no_grad()
 def softmatch_select(
-    probs: Tensor, state: SoftMatchState, valid: Tensor, *, n_sigma: float = 2.0
+    probs: Tensor,
+    state: SoftMatchState,
+    valid: Tensor,
+    *,
+    n_sigma: float = 2.0,
+    activation: str = "softmax",
 ) -> Selection:
     """Soft weights; mask = weight == 1 (at or above the mean); score = max p.
+
+    Args:
+        probs: (N, K, *spatial); state: the current statistics; valid: bool (N, *spatial).
+        n_sigma: width factor n_σ (the weights use σ²/n_σ²). Default 2.0.
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
+            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
+            (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -133,6 +157,7 @@ def softmatch_select(
         >>> sel.weight
         tensor([1.0000, 0.1353])
     """
+    probs = class_probs(probs, activation, selector="softmatch_select")
     confidence, labels = confidence_and_labels(probs)
     if state.mu.dim() == 0:
         mu, var = state.mu.to(confidence.dtype), state.var.to(confidence.dtype)

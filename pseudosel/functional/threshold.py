@@ -5,14 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pseudosel.activation import checked_class_probs
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
-from pseudosel.validation import (
-    check_probability_values,
-    check_probs,
-    check_real,
-    resolve_valid,
-)
+from pseudosel.validation import check_real
 
 __all__ = ["class_threshold_selection", "threshold"]
 
@@ -24,6 +20,7 @@ def threshold(
     *,
     valid: Tensor | None = None,
     validate: bool = True,
+    activation: str = "softmax",
 ) -> Selection:
     """FixMatch's hard selection: mask = max_k p_k >= tau.
 
@@ -33,6 +30,12 @@ def threshold(
         tau: confidence threshold in [0, 1]. Default 0.95 (FixMatch, UniMatch).
         valid: optional bool (N, *spatial); False marks ignored positions.
         validate: check that valid positions hold probabilities (default True).
+        activation: ``"softmax"`` (default: ``probs`` are class probabilities) or
+            ``"sigmoid"``: (N, 1, *spatial) binary or (N, L, *spatial) multi-label
+            probabilities p, read as the two classes (1 − p, p)
+            (:func:`~pseudosel.functional.class_probs`). Multi-label: one position per
+            (sample, label), selected when max(p, 1 − p) >= tau — a confident positive
+            (p >= tau, label 1) or a confident negative (p <= 1 − tau, label 0).
 
     Returns:
         :class:`~pseudosel.Selection`: labels = arg-max, weight = mask as float,
@@ -45,12 +48,9 @@ def threshold(
         >>> sel.mask, sel.weight
         (tensor([ True, False]), tensor([1., 0.]))
     """
-    check_probs(probs)
-    tau = check_real("tau", tau, low=0.0, high=1.0)
     all_valid = valid is None
-    valid = resolve_valid(probs, valid)
-    if validate:
-        check_probability_values(probs, valid)
+    probs, valid = checked_class_probs(probs, valid, activation=activation, validate=validate)
+    tau = check_real("tau", tau, low=0.0, high=1.0)
     confidence, labels = confidence_and_labels(probs)
     mask = confidence >= tau
     if all_valid:  # nothing to mask: skip two passes

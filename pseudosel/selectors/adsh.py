@@ -11,7 +11,14 @@ from pseudosel import functional as F
 from pseudosel.distributed import all_reduce_max
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import check_num_classes, checked_inputs
+from pseudosel.selectors.inputs import (
+    check_binary_classes,
+    check_num_classes,
+    check_weighting,
+    options_repr,
+    selector_inputs,
+    weighted,
+)
 from pseudosel.validation import check_real
 
 if TYPE_CHECKING:
@@ -43,6 +50,11 @@ class AdshSelector(nn.Module):
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
         validate: check input values on every call (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
+            sigmoid output p, read as the two classes (1 − p, p) (build with
+            num_classes=2). Multi-label input is refused (docs/binary.md).
+        weighting: ``"soft"`` (default: the selector's own weights; already 0/1 here) or ``"hard"``
+            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Shape:
         probs (N, K) (classification: one record per sample); valid and every Selection
@@ -77,6 +89,8 @@ class AdshSelector(nn.Module):
         calibration_class: int | None = 0,
         process_group: ProcessGroup | None = None,
         validate: bool = True,
+        activation: str = "softmax",
+        weighting: str = "soft",
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
@@ -96,6 +110,8 @@ class AdshSelector(nn.Module):
         self.calibration_class = calibration_class
         self.process_group = process_group
         self.validate = bool(validate)
+        self.activation = check_binary_classes(self.num_classes, activation, "AdshSelector")
+        self.weighting = check_weighting(weighting)
         self.register_buffer("s", F.adsh_init(num_classes, tau_1=self.tau_1).s)
         self.register_buffer("confidence", torch.zeros(num_unlabeled))
         self.register_buffer("prediction", torch.full((num_unlabeled,), -1, dtype=torch.long))
@@ -108,16 +124,26 @@ class AdshSelector(nn.Module):
         """(K,) class-wise thresholds exp(−s)."""
         return F.adsh_thresholds(self.state())
 
+    def _inputs(self, probs: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+        return selector_inputs(
+            probs,
+            valid,
+            self.validate,
+            self.num_classes,
+            activation=self.activation,
+            selector="AdshSelector",
+        )
+
     @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select with the current class-wise thresholds (training and eval mode alike)."""
-        valid = checked_inputs(probs, valid, self.validate, self.num_classes)
-        return F.adsh_select(probs, self.state(), valid)
+        probs, valid = self._inputs(probs, valid)
+        return weighted(F.adsh_select(probs, self.state(), valid), self.weighting)
 
     @torch.no_grad()
     def record(self, probs: Tensor, index: Tensor, valid: Tensor | None = None) -> None:
         """Store the confidence and arg-max of unlabelled samples ``index`` for this pass."""
-        valid = checked_inputs(probs, valid, self.validate, self.num_classes)
+        probs, valid = self._inputs(probs, valid)
         if probs.dim() != 2:
             raise ValueError(
                 f"record takes (N, K) classification probs, got shape {tuple(probs.shape)}"
@@ -158,4 +184,4 @@ class AdshSelector(nn.Module):
         return (
             f"num_classes={self.num_classes}, num_unlabeled={self.num_unlabeled}, "
             f"tau_1={self.tau_1}, calibration_class={self.calibration_class}"
-        )
+        ) + options_repr(self.activation, self.weighting)

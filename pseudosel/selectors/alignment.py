@@ -8,7 +8,12 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
-from pseudosel.selectors.inputs import check_num_classes, checked_inputs
+from pseudosel.selectors.inputs import (
+    check_binary_classes,
+    check_num_classes,
+    options_repr,
+    selector_inputs,
+)
 from pseudosel.validation import check_choice, check_real
 
 if TYPE_CHECKING:
@@ -33,6 +38,11 @@ class DistributionAlignment(nn.Module):
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
         validate: check input values on every call (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
+            sigmoid output p (and labelled batch), read as the two classes (1 − p, p) (build
+            with num_classes=2); the output is then the aligned two-class (N, 2, *spatial)
+            probabilities, to pass to a selector with its default activation. Multi-label
+            input is refused (docs/binary.md).
 
     Buffers:
         ``p_model`` (K,), ``p_target`` (K,), ``initialized`` (bool).
@@ -56,12 +66,16 @@ class DistributionAlignment(nn.Module):
         target: None | str | Tensor = None,
         process_group: ProcessGroup | None = None,
         validate: bool = True,
+        activation: str = "softmax",
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
         self.momentum = check_real("momentum", momentum, low=0.0, high=1.0)
         self.process_group = process_group
         self.validate = bool(validate)
+        self.activation = check_binary_classes(
+            self.num_classes, activation, "DistributionAlignment"
+        )
         self.learn_target, p_target = resolve_target(target, num_classes)
         if p_target is None:
             p_target = torch.full((num_classes,), 1.0 / num_classes)
@@ -82,9 +96,11 @@ class DistributionAlignment(nn.Module):
         valid_labeled: Tensor | None = None,
     ) -> Tensor:
         """Aligned probabilities (N, K, *spatial); updates first in training mode."""
-        valid = checked_inputs(probs, valid, self.validate, self.num_classes)
+        probs, valid = module_inputs(self, probs, valid)
         if self.training:
-            valid_labeled = checked_labelled_inputs(self, probs_labeled, valid_labeled)
+            probs_labeled, valid_labeled = checked_labelled_inputs(
+                self, probs_labeled, valid_labeled
+            )
             new = F.alignment_update(
                 self.state(),
                 probs,
@@ -100,7 +116,10 @@ class DistributionAlignment(nn.Module):
 
     def extra_repr(self) -> str:
         target = "model" if self.learn_target else "fixed"
-        return f"num_classes={self.num_classes}, momentum={self.momentum}, target={target}"
+        return (
+            f"num_classes={self.num_classes}, momentum={self.momentum}, target={target}"
+            + options_repr(self.activation)
+        )
 
 
 def resolve_target(target: object, num_classes: int) -> tuple[bool, Tensor | None]:
@@ -120,16 +139,30 @@ def resolve_target(target: object, num_classes: int) -> tuple[bool, Tensor | Non
     )
 
 
+def module_inputs(module: nn.Module, probs: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """An alignment module's checked input: class probabilities (two classes for a binary
+    sigmoid output) and validity."""
+    return selector_inputs(
+        probs,
+        valid,
+        module.validate,
+        module.num_classes,
+        activation=module.activation,
+        selector=type(module).__name__,
+    )
+
+
 def checked_labelled_inputs(
     module: nn.Module, probs_labeled: Tensor | None, valid_labeled: Tensor | None
-) -> Tensor | None:
-    """The labelled batch's validity for an alignment module's training step: checked when
-    the module learns its target (``probs_labeled`` is then required), else unused."""
+) -> tuple[Tensor | None, Tensor | None]:
+    """The labelled batch (class probabilities) and its validity for an alignment module's
+    training step: checked when the module learns its target (``probs_labeled`` is then
+    required), else unused."""
     if not module.learn_target:
-        return valid_labeled
+        return probs_labeled, valid_labeled
     if probs_labeled is None:
         raise ValueError("probs_labeled is required in training mode with target='model'")
-    return checked_inputs(probs_labeled, valid_labeled, module.validate, module.num_classes)
+    return module_inputs(module, probs_labeled, valid_labeled)
 
 
 def _checked_target(target: Tensor, num_classes: int) -> Tensor:

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
-from pseudosel.selectors.alignment import checked_labelled_inputs, resolve_target
-from pseudosel.selectors.inputs import check_num_classes, checked_inputs
+from pseudosel.selectors.alignment import checked_labelled_inputs, module_inputs, resolve_target
+from pseudosel.selectors.inputs import check_binary_classes, check_num_classes, options_repr
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -37,6 +37,11 @@ class DistributionAlignmentQueue(nn.Module):
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
         validate: check input values on every call (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
+            sigmoid output p (and labelled batch), read as the two classes (1 − p, p) (build
+            with num_classes=2); the output is then the aligned two-class (N, 2, *spatial)
+            probabilities, to pass to a selector with its default activation. Multi-label
+            input is refused (docs/binary.md).
 
     Shape:
         probs (N, K) or (N, K, *spatial); valid (N, *spatial); output like probs.
@@ -68,6 +73,7 @@ class DistributionAlignmentQueue(nn.Module):
         target: None | str | Tensor = None,
         process_group: ProcessGroup | None = None,
         validate: bool = True,
+        activation: str = "softmax",
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
@@ -78,6 +84,9 @@ class DistributionAlignmentQueue(nn.Module):
         self.queue_length = queue_length
         self.process_group = process_group
         self.validate = bool(validate)
+        self.activation = check_binary_classes(
+            self.num_classes, activation, "DistributionAlignmentQueue"
+        )
         self.learn_target, p_target = resolve_target(target, num_classes)
         initial = "model" if self.learn_target else p_target  # "model": USB's zero queue
         state = F.alignment_queue_init(num_classes, queue_length=queue_length, target=initial)
@@ -101,12 +110,8 @@ class DistributionAlignmentQueue(nn.Module):
         valid_labeled: Tensor | None = None,
     ) -> None:
         """Push a batch into the queues, without aligning."""
-        self._update(
-            probs,
-            probs_labeled,
-            checked_inputs(probs, valid, self.validate, self.num_classes),
-            valid_labeled,
-        )
+        probs, valid = module_inputs(self, probs, valid)
+        self._update(probs, probs_labeled, valid, valid_labeled)
 
     @torch.no_grad()
     def forward(
@@ -117,7 +122,7 @@ class DistributionAlignmentQueue(nn.Module):
         valid_labeled: Tensor | None = None,
     ) -> Tensor:
         """Aligned probabilities (N, K, *spatial); pushes the batch first in training mode."""
-        valid = checked_inputs(probs, valid, self.validate, self.num_classes)
+        probs, valid = module_inputs(self, probs, valid)
         if self.training:
             self._update(probs, probs_labeled, valid, valid_labeled)
         return F.align_queue(probs, self.state())
@@ -125,7 +130,7 @@ class DistributionAlignmentQueue(nn.Module):
     def _update(
         self, probs: Tensor, probs_labeled: Tensor | None, valid: Tensor, valid_labeled
     ) -> None:
-        valid_labeled = checked_labelled_inputs(self, probs_labeled, valid_labeled)
+        probs_labeled, valid_labeled = checked_labelled_inputs(self, probs_labeled, valid_labeled)
         new = F.alignment_queue_update(
             self.state(),
             probs,
@@ -139,4 +144,7 @@ class DistributionAlignmentQueue(nn.Module):
 
     def extra_repr(self) -> str:
         target = "model" if self.learn_target else "fixed"
-        return f"num_classes={self.num_classes}, queue_length={self.queue_length}, target={target}"
+        return (
+            f"num_classes={self.num_classes}, queue_length={self.queue_length}, target={target}"
+            + options_repr(self.activation)
+        )

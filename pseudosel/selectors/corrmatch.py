@@ -8,7 +8,12 @@ from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import check_num_classes
+from pseudosel.selectors.inputs import (
+    check_binary_classes,
+    check_num_classes,
+    check_weighting,
+    options_repr,
+)
 from pseudosel.selectors.update_then_select import UpdateThenSelect
 from pseudosel.validation import check_real
 
@@ -36,6 +41,11 @@ class CorrMatchSelector(UpdateThenSelect):
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
         validate: check input values on every call (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
+            sigmoid output p, read as the two classes (1 − p, p) (build with
+            num_classes=2). Multi-label input is refused (docs/binary.md).
+        weighting: ``"soft"`` (default: the selector's own weights) or ``"hard"``
+            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Shape:
         probs (N, K) or (N, K, *spatial); valid and every Selection field (N, *spatial).
@@ -63,6 +73,8 @@ class CorrMatchSelector(UpdateThenSelect):
         momentum: float = 0.999,
         process_group: ProcessGroup | None = None,
         validate: bool = True,
+        activation: str = "softmax",
+        weighting: str = "soft",
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
@@ -70,6 +82,8 @@ class CorrMatchSelector(UpdateThenSelect):
         self.momentum = check_real("momentum", momentum, low=0.0, high=1.0)
         self.process_group = process_group
         self.validate = bool(validate)
+        self.activation = check_binary_classes(self.num_classes, activation, "CorrMatchSelector")
+        self.weighting = check_weighting(weighting)
         self.register_buffer("thresh", F.corrmatch_init(thresh_init=self.thresh_init).thresh)
 
     def state(self) -> F.CorrMatchState:
@@ -92,4 +106,4 @@ class CorrMatchSelector(UpdateThenSelect):
         return (
             f"num_classes={self.num_classes}, thresh_init={self.thresh_init}, "
             f"momentum={self.momentum}"
-        )
+        ) + options_repr(self.activation, self.weighting)

@@ -13,7 +13,8 @@ from pseudosel.features import DEFAULT_RESIDUAL
 from pseudosel.functional.csl import CSL_PRESETS, check_csl_options
 from pseudosel.select import load_csl_variants
 from pseudosel.selection import Selection
-from pseudosel.validation import check_choice
+from pseudosel.selectors.inputs import check_weighting, options_repr, weighted
+from pseudosel.validation import check_activation, check_choice
 
 __all__ = ["CSLSelector"]
 
@@ -26,11 +27,16 @@ class CSLSelector(nn.Module):
     published ICCV code; they are kept in the ``options`` dict. :meth:`preset` builds one
     from a named configuration (``"csl"``, ``"csl_covar"``). ``compile=True`` runs the
     compiled path (:mod:`pseudosel.compiled`: compiled on the first call, batch size
-    dynamic); default False (eager).
+    dynamic); default False (eager). ``activation="sigmoid"`` takes binary (N, 1, *spatial)
+    or multi-label (N, L, *spatial) sigmoid outputs (one group per label by default; see
+    :func:`pseudosel.functional.csl` and docs/binary.md); ``weighting="hard"`` returns the
+    trusted set as 0/1 weights (:meth:`~pseudosel.Selection.hard`); defaults ``"softmax"``
+    and ``"soft"``.
 
     Shape:
         probs (N, K) or (N, K, *spatial) with K >= 2; valid (N, *spatial); every Selection
-        field (N, *spatial).
+        field (N, *spatial). Multi-label sigmoid probs (N, L, *spatial): valid and the
+        fields (N, L, *spatial).
 
     Example:
         >>> import torch
@@ -58,6 +64,8 @@ class CSLSelector(nn.Module):
         max_points: int = 256,
         seed: int = 0,
         compile: bool = False,
+        activation: str = "softmax",
+        weighting: str = "soft",
     ) -> None:
         super().__init__()
         self.options: dict[str, Any] = dict(
@@ -76,6 +84,8 @@ class CSLSelector(nn.Module):
         load_csl_variants(self.options)  # solver="cvxpy" / boundary="max_margin" plug in
         check_csl_options(**self.options)
         self.seed = seed
+        self.activation = check_activation(activation)
+        self.weighting = check_weighting(weighting)
         self.validate = bool(validate)
         self.compile = bool(compile)
         self._select = compiled(F.csl) if self.compile else F.csl
@@ -98,10 +108,20 @@ class CSLSelector(nn.Module):
     @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select on ``probs``; see :func:`pseudosel.functional.csl`."""
-        return self._select(
-            probs, valid=valid, validate=self.validate, seed=self.seed, **self.options
+        selection = self._select(
+            probs,
+            valid=valid,
+            validate=self.validate,
+            seed=self.seed,
+            activation=self.activation,
+            **self.options,
         )
+        return weighted(selection, self.weighting)
 
     def extra_repr(self) -> str:
         options = ", ".join(f"{key}={value!r}" for key, value in self.options.items())
-        return options + (", compile=True" if self.compile else "")
+        return (
+            options
+            + (", compile=True" if self.compile else "")
+            + options_repr(self.activation, self.weighting)
+        )

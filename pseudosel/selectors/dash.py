@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from pseudosel import functional as F
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import checked_inputs
-from pseudosel.validation import check_real
+from pseudosel.selectors.inputs import check_weighting, options_repr, selector_inputs, weighted
+from pseudosel.validation import check_activation, check_real
 
 __all__ = ["DashSelector"]
 
@@ -41,6 +41,12 @@ class DashSelector(nn.Module):
         hard_labels: always use hard pseudo-labels (ℓ = −log max p), also while
             ρ > ρ_min. Default False (USB: soft until ρ reaches ρ_min).
         validate: check that valid positions hold probabilities. Default True.
+        activation: ``"softmax"`` (default: probs are class probabilities) or ``"sigmoid"``:
+            binary (N, 1, *spatial) or multi-label (N, L, *spatial) sigmoid probabilities
+            p, read as (1 − p, p) (docs/binary.md);
+            multi-label: ℓ per (sample, label), one ρ_t for all.
+        weighting: ``"soft"`` (default: the selector's own weights; already 0/1 here) or ``"hard"``
+            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Shape:
         probs (N, K) or (N, K, *spatial); valid and every Selection field (N, *spatial).
@@ -77,6 +83,8 @@ class DashSelector(nn.Module):
         T: float = 0.5,
         hard_labels: bool = False,
         validate: bool = True,
+        activation: str = "softmax",
+        weighting: str = "soft",
     ) -> None:
         super().__init__()
         rho_init = check_real("rho_init", rho_init, low=0.0, low_open=True)
@@ -93,6 +101,8 @@ class DashSelector(nn.Module):
             raise TypeError(f"hard_labels must be a bool, got {type(hard_labels).__name__}")
         self.hard_labels = hard_labels
         self.validate = bool(validate)
+        self.activation = check_activation(activation)
+        self.weighting = check_weighting(weighting)
         init = torch.tensor(rho_init)
         self.register_buffer("rho_init", init)
         self.register_buffer("rho", self._rho_at(torch.tensor(0), init))
@@ -116,7 +126,7 @@ class DashSelector(nn.Module):
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """One Dash step in training mode (update ρ if due, select, count); else select."""
         probs = probs.detach()
-        valid = checked_inputs(probs, valid, self.validate)
+        probs, valid = selector_inputs(probs, valid, self.validate, activation=self.activation)
         if self.training:
             due = self.step % self.update_every == 0
             self.rho.copy_(
@@ -125,10 +135,11 @@ class DashSelector(nn.Module):
             self.update_count.add_(due.long())
             self.step.add_(1)
         hard: Tensor | bool = True if self.hard_labels else self.use_hard_labels
-        return F.dash_select(probs, self.rho, valid, use_hard_labels=hard, T=self.T)
+        selection = F.dash_select(probs, self.rho, valid, use_hard_labels=hard, T=self.T)
+        return weighted(selection, self.weighting)
 
     def extra_repr(self) -> str:
         return (
             f"update_every={self.update_every}, gamma={self.gamma}, c={self.c}, "
             f"rho_min={self.rho_min}, T={self.T}, hard_labels={self.hard_labels}"
-        )
+        ) + options_repr(self.activation, self.weighting)

@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from pseudosel import functional as F
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import checked_inputs
-from pseudosel.validation import check_real
+from pseudosel.selectors.inputs import check_weighting, options_repr, selector_inputs, weighted
+from pseudosel.validation import check_activation, check_real
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -30,6 +30,12 @@ class EntropySplitSelector(nn.Module):
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
         validate: check input values on every call (default True).
+        activation: ``"softmax"`` (default: probs are class probabilities) or ``"sigmoid"``:
+            binary (N, 1, *spatial) or multi-label (N, L, *spatial) sigmoid probabilities
+            p, read as (1 − p, p) (docs/binary.md);
+            multi-label: one quantile over all (sample, label) positions.
+        weighting: ``"soft"`` (default: the selector's own weights; already 0/1 here) or ``"hard"``
+            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Buffers:
         ``step`` (long).
@@ -51,6 +57,8 @@ class EntropySplitSelector(nn.Module):
         alpha0: float = 0.2,
         process_group: ProcessGroup | None = None,
         validate: bool = True,
+        activation: str = "softmax",
+        weighting: str = "soft",
     ) -> None:
         super().__init__()
         if isinstance(total_steps, bool) or not isinstance(total_steps, int):
@@ -61,6 +69,8 @@ class EntropySplitSelector(nn.Module):
         self.alpha0 = check_real("alpha0", alpha0, low=0.0, high=1.0)
         self.process_group = process_group
         self.validate = bool(validate)
+        self.activation = check_activation(activation)
+        self.weighting = check_weighting(weighting)
         self.register_buffer("step", torch.tensor(0))
 
     def unreliable_share(self) -> Tensor:
@@ -71,11 +81,13 @@ class EntropySplitSelector(nn.Module):
     @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Split with α_t; in training mode then advance the step."""
-        valid = checked_inputs(probs, valid, self.validate)
+        probs, valid = selector_inputs(probs, valid, self.validate, activation=self.activation)
         selection = F.split_by_entropy(probs, valid, self.unreliable_share(), self.process_group)
         if self.training:
             self.step.add_(1)
-        return selection
+        return weighted(selection, self.weighting)
 
     def extra_repr(self) -> str:
-        return f"total_steps={self.total_steps}, alpha0={self.alpha0}"
+        return f"total_steps={self.total_steps}, alpha0={self.alpha0}" + options_repr(
+            self.activation, self.weighting
+        )

@@ -11,7 +11,14 @@ from pseudosel import functional as F
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.flexmatch import MAPPINGS
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import check_num_classes, checked_inputs
+from pseudosel.selectors.inputs import (
+    check_binary_classes,
+    check_num_classes,
+    check_weighting,
+    options_repr,
+    selector_inputs,
+    weighted,
+)
 from pseudosel.validation import check_choice, check_real, compute_dtype
 
 if TYPE_CHECKING:
@@ -42,6 +49,11 @@ class FlexMatchSelector(nn.Module):
         mapping: ``"convex"`` (default), ``"linear"`` or ``"concave"``.
         process_group: for the collectives (default: the default group, if initialised).
         validate: check input values on every call (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
+            sigmoid output p, read as the two classes (1 − p, p) (build with
+            num_classes=2). Multi-label input is refused (docs/binary.md).
+        weighting: ``"soft"`` (default: the selector's own weights; already 0/1 here) or ``"hard"``
+            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Buffers:
         ``classwise_acc`` (K,) β; ``counts`` (K + 1,) long σ and the unused count;
@@ -70,6 +82,8 @@ class FlexMatchSelector(nn.Module):
         mapping: str = "convex",
         process_group: ProcessGroup | None = None,
         validate: bool = True,
+        activation: str = "softmax",
+        weighting: str = "soft",
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
@@ -86,6 +100,8 @@ class FlexMatchSelector(nn.Module):
         self.mapping = check_choice("mapping", mapping, MAPPINGS)
         self.process_group = process_group
         self.validate = bool(validate)
+        self.activation = check_binary_classes(self.num_classes, activation, "FlexMatchSelector")
+        self.weighting = check_weighting(weighting)
         self.register_buffer("classwise_acc", torch.zeros(num_classes))
         counts = torch.zeros(num_classes + 1, dtype=torch.long)
         if num_unlabeled is not None:
@@ -101,17 +117,24 @@ class FlexMatchSelector(nn.Module):
 
     def _inputs(
         self, probs: Tensor, index: Tensor | None, valid: Tensor | None, *, recording: bool
-    ) -> Tensor:
-        valid = checked_inputs(probs, valid, self.validate, self.num_classes)
+    ) -> tuple[Tensor, Tensor]:
+        probs, valid = selector_inputs(
+            probs,
+            valid,
+            self.validate,
+            self.num_classes,
+            activation=self.activation,
+            selector="FlexMatchSelector",
+        )
         if self.num_unlabeled is None:
             if index is not None:
                 raise ValueError(
                     "index was given but this FlexMatchSelector is class-wise; build it with "
                     "num_unlabeled=<size of the unlabeled set> for the per-sample curriculum"
                 )
-            return valid
+            return probs, valid
         if index is None and not recording:
-            return valid  # selecting with frozen thresholds needs no sample positions
+            return probs, valid  # selecting with frozen thresholds needs no sample positions
         if index is None:
             raise ValueError(
                 "index (positions of the batch's samples in the unlabeled set, long (N,)) is "
@@ -140,7 +163,7 @@ class FlexMatchSelector(nn.Module):
                     f"index must lie in [0, {self.num_unlabeled}) (num_unlabeled), got values "
                     f"from {int(index.min())} to {int(index.max())}"
                 )
-        return valid
+        return probs, valid
 
     @torch.no_grad()
     def forward(
@@ -150,20 +173,20 @@ class FlexMatchSelector(nn.Module):
 
         ``index`` is required in training mode (per-sample form) and optional in eval mode,
         where nothing is recorded."""
-        valid = self._inputs(probs, index, valid, recording=self.training)
+        probs, valid = self._inputs(probs, index, valid, recording=self.training)
         selection = F.flexmatch_select(
             probs, self.classwise_acc, valid, tau=self.tau, mapping=self.mapping
         )
         if self.training:
             self._record(probs, selection.labels, index, valid)
-        return selection
+        return weighted(selection, self.weighting)
 
     @torch.no_grad()
     def update(
         self, probs: Tensor, index: Tensor | None = None, valid: Tensor | None = None
     ) -> None:
         """Record a batch (store writes or class counts) and recompute β, without selecting."""
-        valid = self._inputs(probs, index, valid, recording=True)
+        probs, valid = self._inputs(probs, index, valid, recording=True)
         self._record(probs, confidence_and_labels(probs)[1], index, valid)
 
     def _record(self, probs: Tensor, labels: Tensor, index: Tensor | None, valid: Tensor):
@@ -190,4 +213,4 @@ class FlexMatchSelector(nn.Module):
         return (
             f"num_classes={self.num_classes}, num_unlabeled={self.num_unlabeled}, "
             f"tau={self.tau}, warmup={self.warmup}, mapping={self.mapping!r}"
-        )
+        ) + options_repr(self.activation, self.weighting)

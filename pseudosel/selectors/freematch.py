@@ -8,7 +8,12 @@ from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import check_num_classes
+from pseudosel.selectors.inputs import (
+    check_binary_classes,
+    check_num_classes,
+    check_weighting,
+    options_repr,
+)
 from pseudosel.selectors.update_then_select import UpdateThenSelect
 from pseudosel.validation import check_real
 
@@ -32,6 +37,11 @@ class FreeMatchSelector(UpdateThenSelect):
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
         validate: check input values on every call (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
+            sigmoid output p, read as the two classes (1 − p, p) (build with
+            num_classes=2). Multi-label input is refused (docs/binary.md).
+        weighting: ``"soft"`` (default: the selector's own weights) or ``"hard"``
+            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Buffers:
         ``time_p`` (0-dim), ``p_model`` (K,), ``label_hist`` (K,); initially 1/K each.
@@ -58,6 +68,8 @@ class FreeMatchSelector(UpdateThenSelect):
         clip_thresh: bool = False,
         process_group: ProcessGroup | None = None,
         validate: bool = True,
+        activation: str = "softmax",
+        weighting: str = "soft",
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
@@ -66,6 +78,8 @@ class FreeMatchSelector(UpdateThenSelect):
         self.clip_thresh = bool(clip_thresh)
         self.process_group = process_group
         self.validate = bool(validate)
+        self.activation = check_binary_classes(self.num_classes, activation, "FreeMatchSelector")
+        self.weighting = check_weighting(weighting)
         state = F.freematch_init(num_classes)
         for name, value in zip(state._fields, state, strict=True):
             self.register_buffer(name, value)
@@ -92,4 +106,4 @@ class FreeMatchSelector(UpdateThenSelect):
         return (
             f"num_classes={self.num_classes}, momentum={self.momentum}, "
             f"use_quantile={self.use_quantile}, clip_thresh={self.clip_thresh}"
-        )
+        ) + options_repr(self.activation, self.weighting)

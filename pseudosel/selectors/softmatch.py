@@ -8,7 +8,12 @@ from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import check_num_classes
+from pseudosel.selectors.inputs import (
+    check_binary_classes,
+    check_num_classes,
+    check_weighting,
+    options_repr,
+)
 from pseudosel.selectors.update_then_select import UpdateThenSelect
 from pseudosel.validation import check_real
 
@@ -32,6 +37,11 @@ class SoftMatchSelector(UpdateThenSelect):
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
         validate: check input values on every call (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
+            sigmoid output p, read as the two classes (1 − p, p) (build with
+            num_classes=2). Multi-label input is refused (docs/binary.md).
+        weighting: ``"soft"`` (default: the selector's own weights) or ``"hard"``
+            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Buffers:
         ``mu``, ``var``: 0-dim (or (K,)); initially 1/K and 1.
@@ -56,6 +66,8 @@ class SoftMatchSelector(UpdateThenSelect):
         per_class: bool = False,
         process_group: ProcessGroup | None = None,
         validate: bool = True,
+        activation: str = "softmax",
+        weighting: str = "soft",
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
@@ -64,6 +76,8 @@ class SoftMatchSelector(UpdateThenSelect):
         self.per_class = bool(per_class)
         self.process_group = process_group
         self.validate = bool(validate)
+        self.activation = check_binary_classes(self.num_classes, activation, "SoftMatchSelector")
+        self.weighting = check_weighting(weighting)
         state = F.softmatch_init(num_classes, per_class=self.per_class)
         self.register_buffer("mu", state.mu)
         self.register_buffer("var", state.var)
@@ -89,4 +103,4 @@ class SoftMatchSelector(UpdateThenSelect):
         return (
             f"num_classes={self.num_classes}, momentum={self.momentum}, "
             f"n_sigma={self.n_sigma}, per_class={self.per_class}"
-        )
+        ) + options_repr(self.activation, self.weighting)

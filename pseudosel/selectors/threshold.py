@@ -8,7 +8,8 @@ from torch import Tensor, nn
 from pseudosel import functional as F
 from pseudosel.compiled import compiled
 from pseudosel.selection import Selection
-from pseudosel.validation import check_real
+from pseudosel.selectors.inputs import check_weighting, options_repr, weighted
+from pseudosel.validation import check_activation, check_real
 
 __all__ = ["ThresholdSelector"]
 
@@ -21,6 +22,11 @@ class ThresholdSelector(nn.Module):
         validate: check input values on every call (default True).
         compile: run the compiled path (:mod:`pseudosel.compiled`): compiled on the first
             call, batch size dynamic. Default False (eager).
+        activation: ``"softmax"`` (default: probs are class probabilities) or ``"sigmoid"``:
+            binary (N, 1, *spatial) or multi-label (N, L, *spatial) sigmoid probabilities
+            p, read as (1 − p, p) (docs/binary.md).
+        weighting: ``"soft"`` (default: the selector's own weights; already 0/1 here) or ``"hard"``
+            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Shape:
         probs (N, K) or (N, K, *spatial); valid (N, *spatial); every Selection field
@@ -34,9 +40,19 @@ class ThresholdSelector(nn.Module):
         tensor([True])
     """
 
-    def __init__(self, tau: float = 0.95, *, validate: bool = True, compile: bool = False):
+    def __init__(
+        self,
+        tau: float = 0.95,
+        *,
+        validate: bool = True,
+        compile: bool = False,
+        activation: str = "softmax",
+        weighting: str = "soft",
+    ):
         super().__init__()
         self.tau = check_real("tau", tau, low=0.0, high=1.0)
+        self.activation = check_activation(activation)
+        self.weighting = check_weighting(weighting)
         self.validate = bool(validate)
         self.compile = bool(compile)
         self._select = compiled(F.threshold) if self.compile else F.threshold
@@ -44,7 +60,14 @@ class ThresholdSelector(nn.Module):
     @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select on ``probs``; see :func:`pseudosel.functional.threshold`."""
-        return self._select(probs, self.tau, valid=valid, validate=self.validate)
+        selection = self._select(
+            probs, self.tau, valid=valid, validate=self.validate, activation=self.activation
+        )
+        return weighted(selection, self.weighting)
 
     def extra_repr(self) -> str:
-        return f"tau={self.tau}" + (", compile=True" if self.compile else "")
+        return (
+            f"tau={self.tau}"
+            + (", compile=True" if self.compile else "")
+            + options_repr(self.activation, self.weighting)
+        )

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import checked_inputs
+from pseudosel.selectors.inputs import selector_inputs, weighted
 
 __all__ = ["UpdateThenSelect"]
 
@@ -15,11 +15,24 @@ class UpdateThenSelect(nn.Module):
     """Selectors whose statistics absorb the batch before selecting (FreeMatch, SoftMatch).
 
     Subclasses give ``state()`` (their buffers as a NamedTuple), ``_advance`` (the new state
-    from a batch) and ``_select``.
+    from a batch) and ``_select``, and set ``activation`` (a binary sigmoid output becomes
+    two classes here; multi-label input is refused) and ``weighting``.
     """
 
     num_classes: int
     validate: bool
+    activation: str
+    weighting: str
+
+    def _inputs(self, probs: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+        return selector_inputs(
+            probs,
+            valid,
+            self.validate,
+            self.num_classes,
+            activation=self.activation,
+            selector=type(self).__name__,
+        )
 
     def state(self) -> tuple[Tensor, ...]:
         raise NotImplementedError
@@ -33,15 +46,15 @@ class UpdateThenSelect(nn.Module):
     @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """In training mode update the statistics, then select; in eval mode select."""
-        valid = checked_inputs(probs, valid, self.validate, self.num_classes)
+        probs, valid = self._inputs(probs, valid)
         if self.training:
             self._update(probs, valid)
-        return self._select(probs, valid)
+        return weighted(self._select(probs, valid), self.weighting)
 
     @torch.no_grad()
     def update(self, probs: Tensor, valid: Tensor | None = None) -> None:
         """Advance the statistics with a batch, without selecting."""
-        self._update(probs, checked_inputs(probs, valid, self.validate, self.num_classes))
+        self._update(*self._inputs(probs, valid))
 
     def _update(self, probs: Tensor, valid: Tensor) -> None:
         for buffer, value in zip(self.state(), self._advance(probs, valid), strict=True):

@@ -1,0 +1,304 @@
+"""Precision-targeted selection (experimental): a threshold certified on held-out labels."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from pseudosel import functional as F
+from pseudosel.functional.precision import DELTA, EPSILON, MIN_COUNT, NUM_CANDIDATES, WINDOW
+from pseudosel.selection import Selection
+from pseudosel.selectors.inputs import (
+    check_binary_classes,
+    check_num_classes,
+    check_weighting,
+    options_repr,
+    selector_inputs,
+    weighted,
+)
+from pseudosel.validation import check_real
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+__all__ = ["PrecisionTargetSelector"]
+
+
+class PrecisionTargetSelector(nn.Module):
+    r"""Experimental: mask = ĉ >= τ(ŷ), with τ the smallest threshold whose precision is
+    certified to be >= 1 − ε with probability >= 1 − δ on held-out labelled data.
+
+    The loop feeds predictions on a labelled set the model was NOT trained on (a held-out
+    split: predictions on training data are over-confident and would certify thresholds
+    that are too low) through :meth:`observe_heldout`, which keeps the last ``window``
+    (confidence, correct, predicted class) pairs in a ring buffer, and calls
+    :meth:`calibrate` after the model has changed. :meth:`calibrate` tests a fixed grid of
+    candidate thresholds from the highest down with a Clopper–Pearson bound on the
+    precision of the held-out points at or above each (fixed-sequence testing: no
+    multiplicity correction) and keeps the lowest certified one; see
+    :mod:`pseudosel.functional.precision` for the rule and its assumption, and
+    docs/precision.md for what the guarantee does and does not say (it needs held-out and
+    unlabelled data exchangeable, and the same model). ``forward`` selects with the current
+    thresholds in training and eval mode alike. Before any held-out data the threshold is
+    ``fallback_tau`` (default: select nothing); when no candidate is certified, nothing is
+    selected.
+
+    Args:
+        num_classes: K >= 2.
+        epsilon: ε in (0, 1): the target precision is 1 − ε. Default 0.05.
+        delta: δ in (0, 1): the allowed probability that the certified threshold's
+            precision is below target. Default 0.05.
+        window: capacity W of the held-out ring buffer. Default 4096.
+        candidates: the threshold grid, fixed in advance: an int G (the G + 1 values 1,
+            1 − 1/G, …, 0; default 1000) or a sequence/1-D tensor of distinct values in
+            [0, 1].
+        per_class: one threshold per predicted class (precision of each class's
+            pseudo-labels), each certified at δ/K so that all hold together. Default False.
+        min_count: the sequence starts at the highest candidate with at least
+            max(``min_count``, ⌈log δ / log(1 − ε)⌉) held-out points at or above it, so
+            that one chance error among the few most confident points does not stop it.
+            Default 100.
+        fallback_tau: the threshold before the first calibration on held-out data. Default
+            None: select nothing (threshold 2); e.g. 0.95 keeps FixMatch's meanwhile.
+        process_group: process group of the all-gather in :meth:`observe_heldout`
+            (default: the default group, when torch.distributed is initialised).
+        validate: check input values on every call (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
+            sigmoid output p, read as the two classes (1 − p, p) (build with
+            num_classes=2). Multi-label input is refused (docs/binary.md).
+        weighting: ``"soft"`` (default; the weight is already the 0/1 mask) or ``"hard"``.
+
+    Shape:
+        probs (N, K) or (N, K, *spatial); valid and every Selection field (N, *spatial);
+        :meth:`observe_heldout`: the same layouts, labels (N, *spatial) long.
+
+    Buffers:
+        ``confidence`` (W,), ``correct`` (W,) bool, ``predicted`` (W,) long: the ring
+        buffer; ``filled`` and ``ptr`` (0-dim long): pairs held and next slot; ``thresh``
+        (K,): the current threshold of each predicted class (all equal unless
+        ``per_class``). DDP: :meth:`observe_heldout` all-gathers each batch's pairs (equal
+        per-rank batch sizes), so every rank holds the window and thresholds one process
+        fed the concatenated batches would hold; :meth:`calibrate` needs no collective.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel import PrecisionTargetSelector
+        >>> selector = PrecisionTargetSelector(10, epsilon=0.1, window=1024)
+        >>> heldout = torch.randn(1000, 10).mul(4).softmax(1)
+        >>> selector.observe_heldout(heldout, heldout.argmax(1))  # all correct here
+        >>> selector.calibrate()
+        >>> float(selector.thresh[0]) < 1
+        True
+        >>> sel = selector(torch.randn(64, 10).mul(4).softmax(1))
+    """
+
+    confidence: Tensor
+    correct: Tensor
+    predicted: Tensor
+    filled: Tensor
+    ptr: Tensor
+    thresh: Tensor
+    candidates: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        epsilon: float = EPSILON,
+        delta: float = DELTA,
+        window: int = WINDOW,
+        candidates: int | Sequence[float] | Tensor = NUM_CANDIDATES,
+        per_class: bool = False,
+        min_count: int = MIN_COUNT,
+        fallback_tau: float | None = None,
+        process_group: ProcessGroup | None = None,
+        validate: bool = True,
+        activation: str = "softmax",
+        weighting: str = "soft",
+    ) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes)
+        self.epsilon = check_real("epsilon", epsilon, low=0.0, high=1.0, low_open=True)
+        self.delta = check_real("delta", delta, low=0.0, high=1.0, low_open=True)
+        for name, value in (("epsilon", self.epsilon), ("delta", self.delta)):
+            if value >= 1:
+                raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+        self.window = _positive_int("window", window)
+        if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 0:
+            raise ValueError(f"min_count must be an int >= 0, got {min_count!r}")
+        self.min_count = min_count
+        self.per_class = bool(per_class)
+        if fallback_tau is not None:
+            fallback_tau = check_real("fallback_tau", fallback_tau, low=0.0, high=1.0)
+        self.fallback_tau = fallback_tau
+        self.process_group = process_group
+        self.validate = bool(validate)
+        self.activation = check_binary_classes(
+            self.num_classes, activation, "PrecisionTargetSelector"
+        )
+        self.weighting = check_weighting(weighting)
+        grid = _candidate_grid(candidates)
+        self.num_candidates = grid.shape[0]
+        self.register_buffer("candidates", grid, persistent=False)  # configuration, not state
+        state = F.precision_target_init(
+            self.num_classes, window=self.window, fallback_tau=fallback_tau
+        )
+        # the window and the thresholds are identical on every rank (observe_heldout
+        # all-gathers each batch before writing it)
+        self.register_buffer("confidence", state.confidence)  # (W,)
+        self.register_buffer("correct", state.correct)  # (W,) bool
+        self.register_buffer("predicted", state.predicted)  # (W,) long
+        self.register_buffer("filled", state.filled)  # () pairs held, <= W
+        self.register_buffer("ptr", state.ptr)  # () next slot to write
+        self.register_buffer("thresh", state.thresh)  # (K,) τ per predicted class
+
+    def state(self) -> F.PrecisionTargetState:
+        """The buffers as a :class:`~pseudosel.functional.PrecisionTargetState`."""
+        return F.PrecisionTargetState(
+            self.confidence, self.correct, self.predicted, self.filled, self.ptr, self.thresh
+        )
+
+    def _inputs(self, probs: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+        return selector_inputs(
+            probs,
+            valid,
+            self.validate,
+            self.num_classes,
+            activation=self.activation,
+            selector="PrecisionTargetSelector",
+        )
+
+    @torch.no_grad()
+    def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
+        """Select with the current thresholds (training and eval mode alike)."""
+        probs, valid = self._inputs(probs, valid)
+        return weighted(F.precision_target_select(probs, self.state(), valid), self.weighting)
+
+    @torch.no_grad()
+    def observe_heldout(
+        self, probs_heldout: Tensor, labels_heldout: Tensor, valid: Tensor | None = None
+    ) -> None:
+        """Push held-out predictions and their true labels into the window.
+
+        Args:
+            probs_heldout: (N, K) or (N, K, *spatial) predictions of the current model on
+                labelled data it was not trained on.
+            labels_heldout: long (N, *spatial) true classes in [0, K) at valid positions.
+            valid: optional bool (N, *spatial); False skips a position (e.g. an ignored
+                pixel, ``labels != 255``).
+        """
+        probs, valid = self._inputs(probs_heldout, valid)
+        _check_labels(labels_heldout, valid, self.num_classes, self.validate)
+        new = F.precision_target_observe(
+            self.state(), probs, labels_heldout, valid, group=self.process_group
+        )
+        self._store(new)
+
+    @torch.no_grad()
+    def calibrate(self) -> None:
+        """Recompute the thresholds from the window (unchanged while it is empty).
+
+        Vectorised over the candidates on the window's device, without host sync.
+        """
+        new = F.precision_target_calibrate(
+            self.state(),
+            self.candidates,
+            epsilon=self.epsilon,
+            delta=self.delta,
+            per_class=self.per_class,
+            min_count=self.min_count,
+        )
+        self.thresh.copy_(new.thresh)
+
+    def reset_running_stats(self) -> None:
+        """Empty the window; thresholds back to ``fallback_tau`` (or select nothing)."""
+        start = F.precision_target_init(
+            self.num_classes, window=self.window, fallback_tau=self.fallback_tau
+        )
+        for buffer, value in zip(self.state(), start, strict=True):
+            buffer.copy_(value)
+
+    def _store(self, new: F.PrecisionTargetState) -> None:
+        for buffer, value in zip(self.state(), new, strict=True):
+            buffer.copy_(value)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, epsilon={self.epsilon}, delta={self.delta}, "
+            f"window={self.window}, candidates={self.num_candidates}, "
+            f"per_class={self.per_class}, min_count={self.min_count}, "
+            f"fallback_tau={self.fallback_tau}"
+        ) + options_repr(self.activation, self.weighting)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _candidate_grid(candidates: int | Sequence[float] | Tensor) -> Tensor:
+    """(G,) float64 thresholds, highest first."""
+    if isinstance(candidates, int) and not isinstance(candidates, bool):
+        return F.precision_candidates(_positive_int("candidates", candidates))
+    if isinstance(candidates, Tensor):
+        values = candidates.detach().to("cpu", torch.float64)
+    elif isinstance(candidates, Sequence) and not isinstance(candidates, str):
+        try:
+            values = torch.tensor([float(v) for v in candidates], dtype=torch.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"candidates must be an int or a sequence of numbers, got {candidates!r}"
+            ) from None
+    else:
+        raise TypeError(
+            "candidates must be an int (grid size) or a sequence / 1-D tensor of thresholds, "
+            f"got {type(candidates).__name__}"
+        )
+    if values.dim() != 1 or values.numel() == 0:
+        raise ValueError(
+            f"candidates must be a non-empty 1-D sequence, got shape {tuple(values.shape)}"
+        )
+    values = values.sort(descending=True).values
+    listed = values.tolist()
+    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in listed):
+        raise ValueError(f"candidates must lie in [0, 1], got {listed}")
+    if len(set(listed)) != len(listed):
+        raise ValueError(f"candidates must be distinct, got {listed}")
+    return values
+
+
+def _check_labels(labels: object, valid: Tensor, num_classes: int, validate: bool) -> None:
+    """labels: integer (N, *spatial) on the device of valid, in [0, K) at valid positions."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"labels_heldout must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise TypeError(
+            f"labels_heldout must be an integer tensor of class indices, got dtype {labels.dtype}"
+        )
+    if tuple(labels.shape) != tuple(valid.shape):
+        raise ValueError(
+            f"labels_heldout must have shape {tuple(valid.shape)} (the positions of "
+            f"probs_heldout), got {tuple(labels.shape)}"
+        )
+    if labels.device != valid.device:
+        raise ValueError(
+            f"labels_heldout must be on {valid.device} like probs_heldout, got {labels.device}"
+        )
+    if not validate:
+        return
+    ok = (((labels >= 0) & (labels < num_classes)) | ~valid).all()
+    message = (
+        f"labels_heldout must hold classes in [0, {num_classes}) at valid positions "
+        "(mark unlabelled positions with valid=False)"
+    )
+    if torch.compiler.is_compiling() or labels.device.type != "cpu":
+        torch._assert_async(ok, message)
+    elif not bool(ok):
+        raise ValueError(message)
