@@ -72,8 +72,9 @@ def baseline(probs: torch.Tensor):
     """Benchmark factory: the reference-style loop on dense input (timed in float32).
 
     Checked on this very input: run in float64, its weights must equal
-    ``pseudosel.functional.csl(probs.double())`` (its defaults are the authors' code) within 1e-6 (in
-    float32 both differ from float64 by rounding only, the loop's SVD more than our kernel).
+    ``pseudosel.functional.csl(probs.double())`` (its defaults are the authors' code) within
+    1e-6 (in float32 both differ from float64 by rounding only, the loop's SVD more than our
+    kernel).
     """
     if probs.dim() != 4:
         return {}, None

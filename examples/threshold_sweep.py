@@ -108,7 +108,8 @@ def summarise(results: dict, seeds: int, done: int, total: int, quick: bool) -> 
             "| --- | ---: | ---: | ---: | ---: |",
         ]
         means = {}
-        for name, by_seed in by_run.items():
+        order = [name for name, _, _ in runs() if name in by_run]  # every τ, then CSL
+        for name, by_seed in ((name, by_run[name]) for name in order):
             finals = [h[-1] for h in by_seed.values()]
             cells = [
                 compare.mean_std([f.get(k) for f in finals]) for k in (metric, "precision", "ratio")

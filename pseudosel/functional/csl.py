@@ -227,14 +227,15 @@ def split_groups(
 
     # pass 2: assignment, and per-cluster counts and feature sums. Each cluster is summed on
     # its own (not as total − other), so a one-point cluster's mean is its point exactly.
-    in_second = torch.empty(groups, size, dtype=torch.bool, device=c.device)
+    # kept as 0/1 floats: compiled CPU code stores bool tensors several times slower
+    second_weight = torch.empty(groups, size, dtype=dtype, device=c.device)
     sums = torch.zeros(groups, 5, dtype=acc, device=c.device)
     for block in blocks:
         cb, sb, ok = points(block)
         second = second_cluster_weights(cb, sb, axes, count, rank_one)
         if ok is not None:
             second.mul_(ok)
-        in_second[:, block] = second > 0
+        second_weight[:, block] = second
         first = (1.0 - second) if ok is None else (ok - second)
         sums += torch.stack(
             (
@@ -261,7 +262,7 @@ def split_groups(
 
     def membership(block: slice, ok: Tensor | None) -> Tensor:
         """Reliable-cluster membership of a block as 0/1: first = valid − second, blended."""
-        second = in_second[:, block].to(dtype)
+        second = second_weight[:, block]
         first = (1.0 - second) if ok is None else (ok - second)
         return torch.addcmul(first, second - first, pick)
 
@@ -313,6 +314,7 @@ def split_groups(
         weight[:, block] = w
         score[:, block] = z
     mask = weight == 1
+    in_second = second_weight > 0
     return GroupSplit(weight, mask, score, in_second, reliable_is_second, center.to(dtype))
 
 
