@@ -302,14 +302,16 @@ def write_outputs(
         f"torch {torch.__version__} · device {device} · {seeds} seed(s) · "
         f"training time {seconds / 60:.1f} min (sum over the finished runs)",
         "",
-        "Settings: FixMatch on digits — labelled digits per class as given, the rest "
-        f"unlabelled, {setting['fixmatch_digits']['options']}; UniMatch (EMA teacher) on "
-        "24x24 digit mosaics — 64 labelled canvases built from the labelled digits, 512 "
-        f"unlabelled, 256 test, {setting['unimatch_mosaics']['options']}. Values are the final "
+        "Settings: FixMatch on digits — `labels_per_class` labelled digits per class, the "
+        f"rest unlabelled, {setting['fixmatch_digits']['options']}; UniMatch (EMA teacher) on "
+        "24x24 digit mosaics — labelled canvases built from the labelled digits (64 labelled, "
+        "512 unlabelled, 256 test unless the options say otherwise), "
+        f"{setting['unimatch_mosaics']['options']}. Values are the final "
         "epoch's, mean ± std over seeds; precision and coverage are measured against the "
         "hidden true labels of the unlabelled data (precision `-`: nothing was selected). "
         "Seeds are paired: the same seed gives every run of a task the same split, "
-        "initialisation and batch order.",
+        "initialisation and batch order (precision_target trains on half the labelled "
+        "digits and calibrates on the other half, so its difference mixes both).",
         "",
     ]
     for task, rows in table.items():
@@ -372,8 +374,14 @@ def execute(items: list, jobs: int, device: str, finished) -> None:
             pool.submit(train_one, task, selector, options, str(folder), device): key
             for key, task, selector, options, folder in items
         }
-        for future in as_completed(pending):
-            finished(pending[future], *future.result())
+        try:
+            for future in as_completed(pending):
+                finished(pending[future], *future.result())
+        except BaseException:
+            # a failed run (or Ctrl-C) stops the job at once: runs not started are dropped,
+            # the finished ones are already written
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def run_all(
@@ -452,7 +460,11 @@ def progress(start: float, remaining: list, trained: dict[str, list[float]], job
 
 def default_jobs() -> int:
     """Parallel runs by default: one per CPU core (as the OS reports them), at most 4."""
-    return max(1, min(4, os.cpu_count() or 1))
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use
+    except AttributeError:  # not on every OS
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def output_folder(out: Path | None, quick: bool) -> Path:

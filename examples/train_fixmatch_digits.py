@@ -47,6 +47,8 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor)
 def heldout_split(images: torch.Tensor, labels: torch.Tensor, per_class: int):
     """((images, labels) trained on, (images, labels) held out): the first ``per_class``
     labelled digits of each class are held out."""
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"heldout_per_class must be an int >= 1, got {per_class!r}")
     held = torch.zeros(len(labels), dtype=torch.bool)
     for k in labels.unique():
         held[(labels == k).nonzero().flatten()[:per_class]] = True
@@ -85,7 +87,10 @@ def train(
     """Train one run; return the per-epoch records (test accuracy, and from the end of the
     warm-up the quality of the selected pseudo-labels against the hidden labels). With
     ``out``, also write ``epochs.json``, ``summary.md``, ``curves.png`` and, for CSL,
-    ``csl_feature_space.png`` there."""
+    ``csl_feature_space.png`` there. ``tau`` is the fixed threshold's τ (selector
+    "threshold" only). The precision-targeted selector holds ``heldout_per_class`` of the
+    labelled digits per class out of training and calibrates on their (un-augmented)
+    predictions at the start of every semi-supervised epoch."""
     torch.manual_seed(seed)
     # two streams, so a seed gives every selector the same batches: ``order_gen`` draws the
     # batches, ``gen`` the augmentations (whose use depends on the selector's phase)

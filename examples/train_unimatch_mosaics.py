@@ -258,7 +258,10 @@ def unlabelled_loss(model, img_u, selection, tmp, feature_dropout, gen, crop):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--selector", default="csl", choices=SELECTORS)
+    # Adsh and the precision-targeted selector need per-sample records or held-out labels,
+    # which this trainer does not provide (the digits trainer does)
+    dense_selectors = [name for name in SELECTORS if name not in ("adsh", "precision_target")]
+    parser.add_argument("--selector", default="csl", choices=dense_selectors)
     parser.add_argument("--tmp", action="store_true", help="Trusted Mask Perturbation view")
     parser.add_argument("--no-feature-dropout", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
