@@ -10,7 +10,7 @@ break. Every selector exposes them through ``validate: bool = True``.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from numbers import Integral, Real
 
 import torch
@@ -247,23 +247,33 @@ def check_probability_values(probs: Tensor, valid: Tensor) -> None:
     row_sum = probs.sum(1).to(work)
     row_min = probs.amin(1).to(work)
     ok_position = (row_min >= 0) & ((row_sum - 1).abs() <= tol)  # NaN compares False
-    ok = (ok_position | ~valid).all()
     hint = (
         "probs must hold probabilities along dim 1 (finite, >= 0, summing to 1 within "
         f"{tol:.3g}); if these are logits pass from_logits=True to select_reliable or apply "
         "softmax(dim=1) first; validate=False skips this check"
     )
-    if torch.compiler.is_compiling() or probs.device.type != "cpu":
+    _require_valid_positions(
+        ok_position,
+        valid,
+        hint,
+        lambda where: f"sum {float(row_sum[where]):.6g}, minimum {float(row_min[where]):.6g}",
+    )
+
+
+def _require_valid_positions(
+    ok_position: Tensor, valid: Tensor, hint: str, describe: Callable[[tuple[int, ...]], str]
+) -> None:
+    """Fail unless ``ok_position`` holds wherever ``valid`` does: a device-side assertion
+    (RuntimeError, no host sync) on other devices and under torch.compile; in CPU eager mode
+    a ValueError naming the first offending position, described by ``describe(where)``."""
+    ok = (ok_position | ~valid).all()
+    if torch.compiler.is_compiling() or ok_position.device.type != "cpu":
         torch._assert_async(ok, hint)
         return
     if bool(ok):
         return
-    bad = (valid & ~ok_position).nonzero()[0]
-    where = tuple(int(i) for i in bad)
-    raise ValueError(
-        f"{hint}. First offending position {where}: sum {float(row_sum[where]):.6g}, "
-        f"minimum {float(row_min[where]):.6g}"
-    )
+    where = tuple(int(i) for i in (valid & ~ok_position).nonzero()[0])
+    raise ValueError(f"{hint}. First offending position {where}: {describe(where)}")
 
 
 def check_sigmoid_values(probs: Tensor, valid: Tensor) -> None:
@@ -284,21 +294,13 @@ def check_sigmoid_values(probs: Tensor, valid: Tensor) -> None:
     """
     values = probs if is_multilabel(probs, "sigmoid") else probs.squeeze(1)
     ok_position = (values >= 0) & (values <= 1)  # NaN compares False
-    ok = (ok_position | ~valid).all()
     # no double quotes: inductor pastes the message of torch._assert_async into C++ as is
     hint = (
         "with activation='sigmoid', probs must hold sigmoid probabilities (finite, in [0, 1]); "
         "if these are logits pass from_logits=True to select_reliable or apply sigmoid "
         "first; validate=False skips this check"
     )
-    if torch.compiler.is_compiling() or probs.device.type != "cpu":
-        torch._assert_async(ok, hint)
-        return
-    if bool(ok):
-        return
-    bad = (valid & ~ok_position).nonzero()[0]
-    where = tuple(int(i) for i in bad)
-    raise ValueError(f"{hint}. First offending position {where}: {float(values[where]):.6g}")
+    _require_valid_positions(ok_position, valid, hint, lambda where: f"{float(values[where]):.6g}")
 
 
 def check_real(

@@ -248,6 +248,23 @@ def min_certifiable(epsilon: float, delta: float) -> int:
 
 
 @torch.no_grad()
+def check_target(epsilon: object, delta: object, min_count: object) -> tuple[float, float, int]:
+    """The checked ``(epsilon, delta, min_count)``: ε and δ in (0, 1), min_count an int >= 0.
+
+    Raises:
+        TypeError / ValueError: naming the argument, what was expected and what was given.
+    """
+    checked = []
+    for name, value in (("epsilon", epsilon), ("delta", delta)):
+        value = check_real(name, value, low=0.0, high=1.0, low_open=True)
+        if value >= 1:
+            raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+        checked.append(value)
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 0:
+        raise ValueError(f"min_count must be an int >= 0, got {min_count!r}")
+    return checked[0], checked[1], min_count
+
+
 def certified_threshold(
     trials: Tensor,
     successes: Tensor,
@@ -286,12 +303,7 @@ def certified_threshold(
         >>> certified_threshold(n, k, candidates, min_count=0)
         tensor(0.8000)
     """
-    epsilon = check_real("epsilon", epsilon, low=0.0, high=1.0, low_open=True)
-    delta = check_real("delta", delta, low=0.0, high=1.0, low_open=True)
-    if epsilon >= 1 or delta >= 1:
-        raise ValueError(f"epsilon and delta must be < 1, got epsilon={epsilon}, delta={delta}")
-    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 0:
-        raise ValueError(f"min_count must be an int >= 0, got {min_count!r}")
+    epsilon, delta, min_count = check_target(epsilon, delta, min_count)
     if iterations is None:
         iterations = 200
     start = max(min_count, min_certifiable(epsilon, delta))

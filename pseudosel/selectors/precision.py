@@ -10,7 +10,14 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
-from pseudosel.functional.precision import DELTA, EPSILON, MIN_COUNT, NUM_CANDIDATES, WINDOW
+from pseudosel.functional.precision import (
+    DELTA,
+    EPSILON,
+    MIN_COUNT,
+    NUM_CANDIDATES,
+    WINDOW,
+    check_target,
+)
 from pseudosel.selection import Selection
 from pseudosel.selectors.inputs import (
     check_binary_classes,
@@ -122,14 +129,8 @@ class PrecisionTargetSelector(nn.Module):
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
-        self.epsilon = check_real("epsilon", epsilon, low=0.0, high=1.0, low_open=True)
-        self.delta = check_real("delta", delta, low=0.0, high=1.0, low_open=True)
-        for name, value in (("epsilon", self.epsilon), ("delta", self.delta)):
-            if value >= 1:
-                raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+        self.epsilon, self.delta, min_count = check_target(epsilon, delta, min_count)
         self.window = _positive_int("window", window)
-        if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 0:
-            raise ValueError(f"min_count must be an int >= 0, got {min_count!r}")
         self.min_count = min_count
         self.per_class = bool(per_class)
         if fallback_tau is not None:
