@@ -384,6 +384,44 @@ def execute(items: list, jobs: int, device: str, finished) -> None:
             raise
 
 
+def train_or_load(
+    runs: list,
+    jobs: int,
+    device: str,
+    record,
+    *,
+    fresh: bool = False,
+    reuse=None,
+) -> None:
+    """Load every finished run, train the others ``jobs`` at a time, and call
+    ``record(key, stored, what)`` for each (the loaded ones first).
+
+    ``runs``: ``(key, task, name, selector, options, folder)``; a run is finished when
+    ``folder`` holds a marker with the same options. ``reuse(key, options)`` may return
+    ``(stored, what)`` for a run found elsewhere, else ``(None, "")``; ``fresh`` ignores
+    both. A trained run's marker is written as soon as it finishes."""
+    to_train = []
+    for key, task, name, selector, options, folder in runs:
+        stored, what = None, "loaded (finished before)"
+        if not fresh:
+            stored = load_finished(folder, options)
+            if stored is None and reuse is not None:
+                stored, what = reuse(key, options)
+        if stored is None:
+            to_train.append(((key, task, name, options, folder), task, selector, options, folder))
+        else:
+            record(key, stored, what)
+
+    def finished(entry: tuple, history: list, seconds: float) -> None:
+        key, task, name, options, folder = entry
+        stored = {"task": task, "run": name, "options": options, "seconds": seconds}
+        stored["history"] = history
+        write_atomic(folder / MARKER, json.dumps(stored, indent=2))
+        record(key, stored, "trained")
+
+    execute(to_train, jobs, device, finished)
+
+
 def run_all(
     seeds: int,
     out: Path,
@@ -420,27 +458,18 @@ def run_all(
         timing = progress(start, remaining, trained_seconds, jobs)
         log(f"[{done}/{len(todo)}] {task} {name} seed{seed} {what} ({timing})")
 
-    to_train = []
+    runs = []
     for item in todo:
         seed, task, name, selector, extra = item
-        folder = out / task / name / f"seed{seed}"
         options = {"seed": seed, **spec[task]["options"], **extra}
-        stored = None if fresh else load_finished(folder, options)
-        if stored is None:
-            to_train.append((item, task, selector, options, folder))
-        else:
-            record(item, stored, "loaded (finished before)")
+        runs.append((item, task, name, selector, options, out / task / name / f"seed{seed}"))
 
-    def finished(item: tuple, history: list, seconds: float) -> None:
-        seed, task, name, _, extra = item
-        options = {"seed": seed, **spec[task]["options"], **extra}
-        stored = {"task": task, "run": name, "options": options, "seconds": seconds}
-        stored["history"] = history
-        write_atomic(out / task / name / f"seed{seed}" / MARKER, json.dumps(stored, indent=2))
-        trained_seconds[task].append(seconds)
-        record(item, stored, "trained")
+    def counted(item: tuple, stored: dict, what: str) -> None:
+        if what == "trained":
+            trained_seconds[item[1]].append(stored["seconds"])
+        record(item, stored, what)
 
-    execute(to_train, jobs, device, finished)
+    train_or_load(runs, jobs, device, counted, fresh=fresh)
     return results, done, len(todo)
 
 

@@ -175,32 +175,28 @@ def run_sweep(
         timing = compare.progress(start, [(s, t) for s, t, *_ in remaining], trained, jobs)
         log(f"[{done}/{len(todo)}] {task} {budget}/class {name} seed{seed} {what} ({timing})")
 
-    to_train = []
-    for item in todo:
-        seed, task, _, name, selector, options = item
-        stored = None if fresh else compare.load_finished(folder_of(item), options)
-        what = "loaded (finished before)"
-        if stored is None and not fresh and reuse is not None:
-            source = reuse / task / main_job_name(name) / f"seed{seed}"
-            stored = compare.load_finished(source, options)
-            what = f"reused from {source}"
-            if stored is not None:  # kept in the sweep's folder too: it stands on its own
-                marker = folder_of(item) / compare.MARKER
-                compare.write_atomic(marker, json.dumps(stored, indent=2))
-        if stored is None:
-            to_train.append((item, task, selector, options, folder_of(item)))
-        else:
-            record(item, stored, what)
+    def from_main_job(item: tuple, options: dict) -> tuple[dict | None, str]:
+        seed, task, _, name, _, _ = item
+        source = reuse / task / main_job_name(name) / f"seed{seed}"
+        stored = compare.load_finished(source, options)
+        if stored is not None:  # kept in the sweep's folder too: it stands on its own
+            compare.write_atomic(folder_of(item) / compare.MARKER, json.dumps(stored, indent=2))
+        return stored, f"reused from {source}"
 
-    def finished(item: tuple, history: list, seconds: float) -> None:
-        seed, task, _, name, _, options = item
-        stored = {"task": task, "run": name, "options": options, "seconds": seconds}
-        stored["history"] = history
-        compare.write_atomic(folder_of(item) / compare.MARKER, json.dumps(stored, indent=2))
-        trained[task].append(seconds)
-        record(item, stored, "trained")
+    def counted(item: tuple, stored: dict, what: str) -> None:
+        if what == "trained":
+            trained[item[1]].append(stored["seconds"])
+        record(item, stored, what)
 
-    compare.execute(to_train, jobs, device, finished)
+    runs = [(item, item[1], item[3], item[4], item[5], folder_of(item)) for item in todo]
+    compare.train_or_load(
+        runs,
+        jobs,
+        device,
+        counted,
+        fresh=fresh,
+        reuse=None if reuse is None else from_main_job,
+    )
     return results
 
 
