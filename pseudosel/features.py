@@ -184,6 +184,12 @@ def _walk_class_planes(flat: Tensor) -> bool:
 
 
 def _class_plane_walk(flat: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """max and arg-max (long) over dim 1 of (n, K, L): see :func:`_class_plane_walk_float`."""
+    m, index = _class_plane_walk_float(flat, dtype)
+    return m, index.to(torch.long)
+
+
+def _class_plane_walk_float(flat: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """max and arg-max over dim 1 of (n, K, L), reading each class plane once.
 
     A running maximum m and its index: class j takes over where p_j > m (strictly, so the
@@ -199,7 +205,7 @@ def _class_plane_walk(flat: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]
         plane = flat[:, j].to(dtype)
         index = torch.where(plane > m, float(j), index)
         m = torch.maximum(m, plane)
-    return m, index.to(torch.long)
+    return m, index
 
 
 def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
@@ -268,7 +274,9 @@ def _spread_of_zeroed(zeroed: Tensor, index: Tensor, residual: str, g_scale: flo
 def _spread_compiled(probs: Tensor, index: Tensor, residual: str, g_scale: float) -> Tensor:
     """:func:`_spread_of_zeroed` without temporaries: masks the compiler fuses."""
     num_classes = probs.shape[1]
-    classes = torch.arange(num_classes, device=probs.device).view(1, -1, 1)
+    # compared in the index's own dtype: a float index (from the plane walk) keeps the
+    # kernel in float vectors, where an int64 one costs two vector compares per class
+    classes = torch.arange(num_classes, device=probs.device, dtype=index.dtype).view(1, -1, 1)
     top = classes == index
     r = torch.where(top, 0.0, probs).sum(1)
     mean = (r / (num_classes - 1)).unsqueeze(1)
@@ -277,6 +285,31 @@ def _spread_compiled(probs: Tensor, index: Tensor, residual: str, g_scale: float
     drift = deviations.sum(1) if residual == "reference" else None
     squares = (deviations * deviations).sum(1)
     return _finish_spread(squares, drift, r, mean.squeeze(1), num_classes, g_scale)
+
+
+def _spread_unrolled(flat: Tensor, index: Tensor, residual: str, g_scale: float) -> Tensor:
+    """:func:`_spread_compiled` with the sums over the classes written out plane by plane,
+    for the compiled plane walk (K <= ``_UNROLL_MAX_CLASSES``): with (n, L) planes the whole
+    feature pass is one pointwise kernel, whose per-position mean and 1 / r are computed
+    once, where reductions over dim 1 recompute them inside the loop over the classes (two
+    divisions per class and position). ``index`` is the walk's float arg-max, (n, L)."""
+    num_classes = flat.shape[1]
+    dtype = compute_dtype(flat.dtype)
+    planes = [flat[:, j].to(dtype) for j in range(num_classes)]
+    tops = [index == j for j in range(num_classes)]
+    r = torch.zeros_like(planes[0])
+    for plane, top in zip(planes, tops):
+        r = r + torch.where(top, 0.0, plane)
+    mean = r / (num_classes - 1)
+    inverse = r.clamp_min(torch.finfo(r.dtype).tiny).reciprocal()
+    squares = torch.zeros_like(r)
+    drift = torch.zeros_like(r) if residual == "reference" else None
+    for plane, top in zip(planes, tops):
+        deviation = torch.where(top, 0.0, (plane - mean) * inverse)
+        squares = squares + deviation * deviation
+        if drift is not None:
+            drift = drift + deviation
+    return _finish_spread(squares, drift, r, mean, num_classes, g_scale)
 
 
 def _finish_spread(
@@ -377,8 +410,9 @@ def csl_features(
         # one fused kernel: the walk, then the spread's sums over the same planes (the
         # compiler reuses the loaded values), so the input is read once
         dtype = compute_dtype(probs.dtype)
-        confidence, labels = _class_plane_walk(flat, dtype)
-        s = _spread_compiled(flat.to(dtype), labels.unsqueeze(1), residual, g_scale)
+        confidence, index = _class_plane_walk_float(flat, dtype)
+        s = _spread_unrolled(flat, index, residual, g_scale)
+        labels = index.to(torch.long)
         return confidence.reshape(shape), s.reshape(shape), labels.reshape(shape)
     if len(blocks) == 1:
         confidence, labels = probs.max(1)

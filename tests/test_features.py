@@ -232,3 +232,30 @@ def test_bad_feature_options_raise():
         csl_features(probs, g_scale=0)
     with pytest.raises(TypeError, match="g_scale must be a real number"):
         csl_features(probs, g_scale="1")
+
+
+@pytest.mark.parametrize("residual", ["theory", "reference"])
+@pytest.mark.parametrize(
+    "scale", [0.01, 1.0, 30.0], ids=["near-uniform", "softmax-randn", "near-one-hot"]
+)
+def test_compiled_features_match_float64_to_a_few_units_in_the_last_place(scale, residual):
+    # Under torch.compile (K <= 64) the features are one pointwise kernel: the plane walk
+    # and the spread's sums written out class by class. Same precision contract as eager.
+    gen = torch.Generator().manual_seed(1)
+    logits = scale * torch.randn(2, 21, 24, 24, generator=gen, dtype=torch.float64)
+    probs = logits.softmax(1).float()
+    probs[0, :, 0, 0] = 0.0
+    probs[0, 3, 0, 0] = probs[0, 5, 0, 0] = 0.5  # a tie: the lower index wins
+    probs[1, :, 0, 0] = torch.tensor([1.0, 1e-9, 2e-9] + [0.0] * 18)  # c rounds to 1
+    compiled = torch.compile(
+        lambda p: csl_features(p, residual=residual, g_scale=0.7), fullgraph=True
+    )
+    c32, s32, labels32 = compiled(probs)
+    c64, s64, labels64 = csl_features(probs.double(), residual=residual, g_scale=0.7)
+    assert labels32[0, 0, 0] == 3
+    assert torch.equal(labels32, labels64) and torch.equal(c32.double(), c64)
+    assert torch.equal(labels32, probs.argmax(1))
+    normal = s64 > 10 * torch.finfo(torch.float32).tiny
+    error = (s32.double() - s64).abs() / s64
+    assert (error[normal] <= 8 * torch.finfo(torch.float32).eps).all()
+    assert ((s32[~normal].double() - s64[~normal]).abs() <= 1e-37).all()
