@@ -58,7 +58,9 @@ def compiled(selector: Callable[..., Selection]) -> Callable[..., Selection]:
         valid = selection.valid
         if kwargs.get("valid") is None:  # built inside the graph: stored, so as bytes too
             valid = _as_bytes(valid, selection.weight.dtype)
-        return selection._replace(mask=_as_bytes(selection.mask, selection.weight.dtype), valid=valid)
+        return selection._replace(
+            mask=_as_bytes(selection.mask, selection.weight.dtype), valid=valid
+        )
 
     compiled_selector = torch.compile(byte_masks, fullgraph=True)
 

@@ -298,13 +298,13 @@ def _spread_unrolled(flat: Tensor, index: Tensor, residual: str, g_scale: float)
     planes = [flat[:, j].to(dtype) for j in range(num_classes)]
     tops = [index == j for j in range(num_classes)]
     r = torch.zeros_like(planes[0])
-    for plane, top in zip(planes, tops):
+    for plane, top in zip(planes, tops, strict=True):
         r = r + torch.where(top, 0.0, plane)
     mean = r / (num_classes - 1)
     inverse = r.clamp_min(torch.finfo(r.dtype).tiny).reciprocal()
     squares = torch.zeros_like(r)
     drift = torch.zeros_like(r) if residual == "reference" else None
-    for plane, top in zip(planes, tops):
+    for plane, top in zip(planes, tops, strict=True):
         deviation = torch.where(top, 0.0, (plane - mean) * inverse)
         squares = squares + deviation * deviation
         if drift is not None:

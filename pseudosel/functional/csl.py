@@ -29,11 +29,13 @@ from pseudosel.functional.separation import (
     AXES_SOLVERS,
     BOUNDARIES,
     VARIANT_MODULES,
+    Axes,
     GroupSplit,
     accumulation_dtype,
     group_blocks,
     group_points,
     second_cluster_weights,
+    stored,
 )
 from pseudosel.selection import Selection
 from pseudosel.validation import (
@@ -220,22 +222,32 @@ def split_groups(
         moments += torch.stack(((cw * cw).sum(-1), (cw * sw).sum(-1), (sw * sw).sum(-1)), -1)
     m11, m12, m22 = moments.unbind(-1)
     moments = torch.stack((torch.stack((m11, m12), -1), torch.stack((m12, m22), -1)), -2)
-    count = valid.sum(-1)
+    if all_valid:
+        count = torch.full((groups,), size, dtype=torch.long, device=c.device)
+    else:
+        count = valid.sum(-1)
     axes_solver = AXES_SOLVERS[solver]
-    axes = axes_solver.axes(moments)
+    axes = Axes(*stored(torch.stack(tuple(axes_solver.axes(moments)), -1)).unbind(-1))
     rank_one = axes_solver.rank_one_ratio if rank_one_guard else None
+
+    def assignment(cb: Tensor, sb: Tensor, ok: Tensor | None) -> Tensor:
+        """Second-cluster membership of a block's points as 0/1 floats (0 where invalid)."""
+        second = second_cluster_weights(cb, sb, axes, count, rank_one)
+        return second if ok is None else second.mul_(ok)
 
     # pass 2: assignment, and per-cluster counts and feature sums. Each cluster is summed on
     # its own (not as total − other), so a one-point cluster's mean is its point exactly.
-    # kept as 0/1 floats: compiled CPU code stores bool tensors several times slower
-    second_weight = torch.empty(groups, size, dtype=dtype, device=c.device)
+    # Eager code stores the assignment for passes 3 and 4 (as 0/1 floats: compiled CPU code
+    # stores bool tensors several times slower); compiled code recomputes it from (c, s),
+    # a few flops per point, cheaper than writing and reading it back.
+    recompute = torch.compiler.is_compiling()
+    second_weight = None if recompute else torch.empty(groups, size, dtype=dtype, device=c.device)
     sums = torch.zeros(groups, 5, dtype=acc, device=c.device)
     for block in blocks:
         cb, sb, ok = points(block)
-        second = second_cluster_weights(cb, sb, axes, count, rank_one)
-        if ok is not None:
-            second.mul_(ok)
-        second_weight[:, block] = second
+        second = assignment(cb, sb, ok)
+        if second_weight is not None:
+            second_weight[:, block] = second
         first = (1.0 - second) if ok is None else (ok - second)
         sums += torch.stack(
             (
@@ -257,12 +269,15 @@ def split_groups(
     reliable_is_second = (sizes[:, 1] > 0) & ((sizes[:, 0] == 0) | (scores[:, 1] > scores[:, 0]))
     center = torch.where(reliable_is_second[:, None], means[:, 1], means[:, 0])  # (G, 2)
     n_reliable = torch.where(reliable_is_second, sizes[:, 1], sizes[:, 0])
-    pick = reliable_is_second.to(dtype)[:, None]
-    center_c, center_s = center[:, 0, None].to(dtype), center[:, 1, None].to(dtype)
+    pick, center_c, center_s = stored(
+        torch.stack(
+            (reliable_is_second.to(dtype), center[:, 0].to(dtype), center[:, 1].to(dtype)), -1
+        )
+    ).split(1, -1)
 
-    def membership(block: slice, ok: Tensor | None) -> Tensor:
+    def membership(block: slice, cb: Tensor, sb: Tensor, ok: Tensor | None) -> Tensor:
         """Reliable-cluster membership of a block as 0/1: first = valid − second, blended."""
-        second = second_weight[:, block]
+        second = assignment(cb, sb, ok) if second_weight is None else second_weight[:, block]
         first = (1.0 - second) if ok is None else (ok - second)
         return torch.addcmul(first, second - first, pick)
 
@@ -271,7 +286,7 @@ def split_groups(
     squares = torch.zeros(groups, 2, dtype=acc, device=c.device)
     for block in blocks:
         cb, sb, ok = points(block)
-        member = membership(block, ok)
+        member = membership(block, cb, sb, ok)
         squares += torch.stack(
             (
                 ((cb - center_c).square_() * member).sum(-1, dtype=acc),
@@ -283,11 +298,19 @@ def split_groups(
         n_reliable[:, None] > 1, squares / (n_reliable - 1).clamp_min(1)[:, None], 0.0
     )
     inv_std = torch.rsqrt(variance.clamp_min(min_var) + eps).to(dtype)
-    scale_c, scale_s = inv_std[:, 0, None], -inv_std[:, 1, None]
     # the means rounded toward the untrusted side: z_c > 0 ⟺ c > μ_c, z_s > 0 ⟺ s < μ_s
     # exactly, as in the wide computation
-    low_c = _round_toward(center[:, 0, None], dtype, upward=False)
-    high_s = _round_toward(center[:, 1, None], dtype, upward=True)
+    low_c, high_s, scale_c, scale_s = stored(
+        torch.stack(
+            (
+                _round_toward(center[:, 0], dtype, upward=False),
+                _round_toward(center[:, 1], dtype, upward=True),
+                inv_std[:, 0],
+                -inv_std[:, 1],
+            ),
+            -1,
+        )
+    ).split(1, -1)
 
     offset = 2 * alpha * torch.finfo(dtype).eps
 
@@ -314,6 +337,8 @@ def split_groups(
         weight[:, block] = w
         score[:, block] = z
     mask = weight == 1
+    if second_weight is None:
+        second_weight = assignment(*points(slice(None)))
     in_second = second_weight > 0
     return GroupSplit(weight, mask, score, in_second, reliable_is_second, center.to(dtype))
 
