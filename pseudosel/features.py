@@ -178,15 +178,17 @@ def _max_and_index(block: Tensor, scratch: Tensor | None = None) -> tuple[Tensor
     """max and arg-max over dim 1 of an (n, K, m) block, lowest index on ties.
 
     Same values as ``block.max(1)``, which on CPU runs at a fraction of the speed of plain
-    reductions: here the arg-max is read off sign(p − max) + 1 (1 exactly at the maxima)
+    reductions: here the arg-max is read off (p == max) as 0/1 in the block's float dtype,
     weighted by K − k, whose maximum marks the lowest tied class. ``scratch``: an optional
-    buffer shaped like ``block`` for the marks (else a fresh temporary).
+    buffer shaped like ``block`` for the marks (else a fresh temporary). (The comparison
+    written straight into a float buffer is one pass; sign(p − max) + 1 took three.)
     """
     k = block.shape[1]
     confidence = block.amax(1)
     reverse = torch.arange(k, 0, -1, dtype=block.dtype, device=block.device).view(1, k, 1)
-    marks = torch.sub(block, confidence.unsqueeze(1), out=scratch)
-    marks = marks.sign_().add_(1).mul_(reverse)
+    if scratch is None:
+        scratch = torch.empty_like(block)
+    marks = torch.eq(block, confidence.unsqueeze(1), out=scratch).mul_(reverse)
     # NaN rows give NaN → an arbitrary integer: clamp keeps labels in range
     index = (k - marks.amax(1)).to(torch.long).clamp_(0, k - 1)
     return confidence, index
@@ -227,6 +229,14 @@ def _class_plane_walk_float(flat: Tensor, dtype: torch.dtype) -> tuple[Tensor, T
     return m, index
 
 
+def _eager_cpu_dense(flat: Tensor) -> bool:
+    """Whether (n, K, L) is dense (L > 1) input on eager CPU, where ``max(1)`` over the
+    non-last class dim runs 4-5x slower than :func:`_max_and_index` (measured at
+    16x21x32x32: 25.6x against 6.8x the ``amax(1)`` floor): the blocked path then serves
+    even a single block. Classification (L = 1) keeps ``max(1)`` over its last dim."""
+    return flat.shape[2] > 1 and flat.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
     """``probs.max(1)``, with the values in the compute dtype; faster on CPU for big inputs.
 
@@ -249,7 +259,7 @@ def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
         confidence, labels = _class_plane_walk(flat, dtype)
         return confidence.reshape(shape), labels.reshape(shape)
     blocks = position_blocks(flat)
-    if len(blocks) == 1:
+    if len(blocks) == 1 and not _eager_cpu_dense(flat):
         confidence, labels = probs.max(1)
         return confidence.to(dtype), labels
     confidence = torch.empty(flat.shape[::2], dtype=dtype)
@@ -434,7 +444,7 @@ def csl_features(
         s = _spread_unrolled(flat, index, residual, g_scale)
         labels = index.to(torch.long)
         return confidence.reshape(shape), s.reshape(shape), labels.reshape(shape)
-    if len(blocks) == 1:
+    if len(blocks) == 1 and not _eager_cpu_dense(flat):
         confidence, labels = probs.max(1)
         confidence = confidence.to(compute_dtype(probs.dtype))
         _, index = _flatten(probs, labels)
