@@ -44,6 +44,7 @@ import pseudosel.functional as F
 
 __all__ = [
     "DEFAULT_SIZES",
+    "allocator_settings",
     "Row",
     "kernels",
     "make_probs",
@@ -277,8 +278,29 @@ class Report:
     quick: bool
     command: str
     busy: bool = False
+    allocator: str = ""
     rows: list[Row] = field(default_factory=list)
     targets: list[dict] = field(default_factory=list)
+
+
+# Environment settings that decide whether memory freed by one call is reused by the next
+# (glibc's malloc hands large freed buffers back to the OS; fresh pages cost a page fault
+# each on first write, which on some machines costs more than reading the input).
+_ALLOCATOR_SETTINGS = (
+    "GLIBC_TUNABLES",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "THP_MEM_ALLOC_ENABLE",
+    "LD_PRELOAD",
+)
+
+
+def allocator_settings() -> str:
+    """The memory-reuse settings this process runs with, or "default" (see
+    docs/performance.md: they move every row that allocates big outputs or temporaries)."""
+    found = [f"{name}={os.environ[name]}" for name in _ALLOCATOR_SETTINGS if os.environ.get(name)]
+    return " ".join(found) or "default"
 
 
 # What --busy runs beside the benchmark: a small 2-thread torch training loop, and a spinner.
@@ -369,6 +391,7 @@ def run(
         quick=quick,
         command=command,
         busy=busy,
+        allocator=allocator_settings(),
     )
     warmup = 1 if quick else 3
     # every input's compiled rows are compiled before any is timed (the --busy passes time
@@ -537,7 +560,8 @@ def markdown(report: Report) -> str:
     """The report as markdown: a header line, the table, the targets."""
     lines = [
         f"{report.date} · {report.device} · {report.machine} · torch {report.torch} · "
-        f"median of {report.repeats}" + (" · quick" if report.quick else ""),
+        f"median of {report.repeats} · allocator: {report.allocator or 'default'}"
+        + (" · quick" if report.quick else ""),
         "",
     ]
     header = (

@@ -51,7 +51,7 @@ def quick_report(tmp_path_factory):
 def test_quick_benchmark_schema(quick_report):
     report, out = quick_report
     assert report["schema"] == "pseudosel-bench/2" and report["quick"] is True
-    for key in ("date", "device", "machine", "torch", "python", "repeats", "command"):
+    for key in ("date", "device", "machine", "torch", "python", "repeats", "command", "allocator"):
         assert report[key] not in (None, "")
     kernels = {row["kernel"] for row in report["rows"]}
     assert {
