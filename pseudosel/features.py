@@ -157,37 +157,38 @@ def _flatten(probs: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tenso
     return probs.reshape(n, k, length), index
 
 
-class _Workspace:
-    """Block-sized scratch buffers allocated once per call and reused for every block.
+class _Scratch:
+    """One block-sized buffer, allocated once per call and reused by every block.
 
     Eager CPU temporaries of a few MB come back from the OS as fresh pages on every
     allocation (glibc hands large freed buffers back), and the page faults cost more than
-    the arithmetic: two reused buffers per call instead of fresh temporaries per block.
+    the arithmetic; one reused buffer per call also keeps the peak memory down.
     """
 
     def __init__(self, flat: Tensor, blocks: list[tuple[slice, slice]], dtype: torch.dtype):
-        self.largest = max(flat[rows, :, cols].numel() for rows, cols in blocks)
-        self.buffers = torch.empty(2, self.largest, dtype=dtype, device=flat.device)
+        largest = max(flat[rows, :, cols].numel() for rows, cols in blocks)
+        self.buffer = torch.empty(largest, dtype=dtype, device=flat.device)
 
-    def like(self, which: int, source: Tensor) -> Tensor:
-        """Buffer ``which`` (0 or 1) viewed with the shape of ``source`` (uninitialised)."""
-        return self.buffers[which, : source.numel()].view(source.shape)
+    def like(self, source: Tensor) -> Tensor:
+        """The buffer viewed with the shape of ``source`` (uninitialised)."""
+        return self.buffer[: source.numel()].view(source.shape)
 
 
 def _max_and_index(block: Tensor, scratch: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """max and arg-max over dim 1 of an (n, K, m) block, lowest index on ties.
 
     Same values as ``block.max(1)``, which on CPU runs at a fraction of the speed of plain
-    reductions: here the arg-max is read off (p == max) as 0/1 in the block's float dtype,
+    reductions: here the arg-max is read off (p == max) as 0/1 in the compute dtype,
     weighted by K − k, whose maximum marks the lowest tied class. ``scratch``: an optional
-    buffer shaped like ``block`` for the marks (else a fresh temporary). (The comparison
-    written straight into a float buffer is one pass; sign(p − max) + 1 took three.)
+    buffer of the compute dtype shaped like ``block`` for the marks (else a fresh one).
+    (The comparison written straight into a float buffer is one pass; sign(p − max) + 1
+    took three.) The confidence is returned in the block's dtype.
     """
     k = block.shape[1]
     confidence = block.amax(1)
-    reverse = torch.arange(k, 0, -1, dtype=block.dtype, device=block.device).view(1, k, 1)
     if scratch is None:
-        scratch = torch.empty_like(block)
+        scratch = torch.empty(block.shape, dtype=compute_dtype(block.dtype), device=block.device)
+    reverse = torch.arange(k, 0, -1, dtype=scratch.dtype, device=block.device).view(1, k, 1)
     marks = torch.eq(block, confidence.unsqueeze(1), out=scratch).mul_(reverse)
     # NaN rows give NaN → an arbitrary integer: clamp keeps labels in range
     index = (k - marks.amax(1)).to(torch.long).clamp_(0, k - 1)
@@ -264,12 +265,10 @@ def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
         return confidence.to(dtype), labels
     confidence = torch.empty(flat.shape[::2], dtype=dtype)
     labels = torch.empty(flat.shape[::2], dtype=torch.long)
-    work = _Workspace(flat, blocks, dtype)
+    scratch = _Scratch(flat, blocks, dtype)
     for rows, cols in blocks:
         block = flat[rows, :, cols]
-        if block.dtype != dtype:
-            block = work.like(0, block).copy_(block)
-        confidence[rows, cols], labels[rows, cols] = _max_and_index(block, work.like(1, block))
+        confidence[rows, cols], labels[rows, cols] = _max_and_index(block, scratch.like(block))
     return confidence.reshape(shape), labels.reshape(shape)
 
 
@@ -456,13 +455,13 @@ def csl_features(
     confidence = torch.empty(flat.shape[::2], dtype=dtype)
     labels = torch.empty(flat.shape[::2], dtype=torch.long)
     s = torch.empty_like(confidence)
-    work = _Workspace(flat, blocks, dtype)
+    scratch = _Scratch(flat, blocks, dtype)
     for rows, cols in blocks:
-        source = flat[rows, :, cols]
-        block = work.like(0, source).copy_(source)
-        c, index = _max_and_index(block, work.like(1, source))
+        block = flat[rows, :, cols]
+        c, index = _max_and_index(block, scratch.like(block))
         index = index.unsqueeze(1)
-        zeroed = block.scatter_(1, index, 0.0)  # the copy, arg-max zeroed
+        # the scratch, done with the marks, becomes the copy with the arg-max zeroed
+        zeroed = scratch.like(block).copy_(block).scatter_(1, index, 0.0)
         confidence[rows, cols], labels[rows, cols] = c, index.squeeze(1)
         s[rows, cols] = _spread_of_zeroed(zeroed, index, residual, g_scale)
     return confidence.reshape(shape), s.reshape(shape), labels.reshape(shape)
