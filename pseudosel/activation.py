@@ -152,12 +152,13 @@ def checked_class_probs(
     check_probs(probs, name=name, min_classes=1 if sigmoid else 2)
     if sigmoid and selector is not None and is_multilabel(probs, activation):
         refuse_multilabel(probs, selector)
+    all_valid = valid is None
     valid = resolve_valid(probs, valid, activation=activation)
     if validate:
         if sigmoid:
             check_sigmoid_values(probs, valid)
         else:
-            check_probability_values(probs, valid)
+            check_probability_values(probs, valid, all_valid=all_valid)
     if not sigmoid:
         return probs, valid
     return two_class(probs, multilabel=is_multilabel(probs, activation)), valid

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pseudosel.functional as F
 from pseudosel import select_reliable
-from pseudosel.validation import resolve_valid, sum_tolerance
+from pseudosel.validation import check_probability_values, resolve_valid, sum_tolerance
 
 SELECTORS = [F.threshold, F.csl]
 
@@ -140,3 +142,37 @@ def test_ignore_index_must_be_an_int(value, with_mask):
     assert not str(error.value).startswith("valid")  # it used to blame valid=
     with pytest.raises(TypeError, match="ignore_index must be an int"):
         resolve_valid(probs, ignore_mask=mask, ignore_index=value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(2, 6),
+    st.integers(0, 3),
+    st.sampled_from([0.0, 0.0, 5e-4, -5e-4, 2e-3, -2e-3, 0.02]),
+    st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.float16]),
+    st.sampled_from(["none", "nan", "inf", "negative"]),
+)
+def test_all_valid_check_agrees_with_the_per_position_check(n, k, size, shift, dtype, bad):
+    # without ignored positions the check reduces to the row sums' extremes and the
+    # smallest entry; it must fail exactly where the per-position check fails, with the
+    # same message (which then names the position)
+    gen = torch.Generator().manual_seed(n * 100 + k * 10 + size)
+    probs = torch.randn(n, k, *([size] * (size > 0)), generator=gen).softmax(1).to(dtype)
+    flat = probs.view(-1)
+    flat[k // 2] = flat[k // 2] + shift
+    if bad != "none":
+        flat[-1] = {"nan": float("nan"), "inf": float("inf"), "negative": -1e-6}[bad]
+    valid = torch.ones(n, *probs.shape[2:], dtype=torch.bool)
+
+    def verdict(all_valid):
+        try:
+            check_probability_values(probs, valid, all_valid=all_valid)
+        except ValueError as error:
+            return str(error)
+        return None
+
+    fast, per_position = verdict(True), verdict(False)
+    assert fast == per_position
+    if bad != "none":
+        assert fast is not None

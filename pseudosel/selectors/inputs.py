@@ -35,9 +35,10 @@ def checked_inputs(
             f"probs has {probs.shape[1]} classes at dim 1 (shape {tuple(probs.shape)}), but "
             f"the selector was built for num_classes={num_classes}"
         )
+    all_valid = valid is None
     valid = resolve_valid(probs, valid)
     if validate:
-        check_probability_values(probs, valid)
+        check_probability_values(probs, valid, all_valid=all_valid)
     return valid
 
 
