@@ -20,6 +20,15 @@ fastest of the forms measured (a compiled ``amax(1) >= τ`` at 8x21x321x321, in 
 ``amax(1)``: 1.86x storing bool, 1.52x uint8 directly, 1.04x float converted with
 ``.bool()`` after the graph, 1.02x float-then-uint8 viewed as bool; at 64x21x32x32 3.28x,
 2.52x, 1.47x, 1.32x). The results are the same tensors either way.
+
+The value check (``validate=True``, the default) is computed inside the graph, fused into
+the selector's pass over the probabilities, but raised on after it: on a CPU a failed check
+raises the same ``ValueError`` as eager mode (naming the first offending position), on a
+GPU it is a device-side assertion (``RuntimeError``, no host synchronisation). A plain
+``torch.compile`` of a selector keeps the assertion inside the graph, where inductor's CPU
+code throws it from inside an OpenMP parallel region for some shapes, which terminates the
+process (measured with torch 2.13: 448x100, 2x70x6x6) — on a CPU, compile through this
+function (or the modules' ``compile=True``).
 """
 
 from __future__ import annotations
@@ -31,7 +40,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pseudosel.activation import checked_class_probs
 from pseudosel.selection import Selection
+from pseudosel.validation import resolve_valid, values_hint, values_ok
 
 __all__ = ["compiled"]
 
@@ -53,26 +64,45 @@ def compiled(selector: Callable[..., Selection]) -> Callable[..., Selection]:
         >>> fast_csl = compiled(F.csl)  # compiles on its first call
     """
 
-    def byte_masks(probs: Tensor, *args: Any, **kwargs: Any) -> Selection:
-        selection = selector(probs, *args, **kwargs)
-        valid = selection.valid
+    def graph(probs: Tensor, *args: Any, validate: bool = True, **kwargs: Any):
+        selection = selector(probs, *args, validate=False, **kwargs)
+        verdict = None
+        if validate:  # the check's verdict as a tensor: raised on after the graph
+            activation = kwargs.get("activation", "softmax")
+            valid = kwargs.get("valid")
+            resolved = resolve_valid(probs, valid, activation=activation)
+            verdict = values_ok(probs, resolved, activation=activation, all_valid=valid is None)
+        valid, as_float = selection.valid, selection.weight.dtype
         if kwargs.get("valid") is None:  # built inside the graph: stored, so as bytes too
-            valid = _as_bytes(valid, selection.weight.dtype)
-        return selection._replace(
-            mask=_as_bytes(selection.mask, selection.weight.dtype), valid=valid
-        )
+            valid = _as_bytes(valid, as_float)
+        return selection._replace(mask=_as_bytes(selection.mask, as_float), valid=valid), verdict
 
-    compiled_selector = torch.compile(byte_masks, fullgraph=True)
+    compiled_graph = torch.compile(graph, fullgraph=True)
 
     @functools.wraps(selector)
-    def call(probs: Tensor, *args: Any, **kwargs: Any) -> Selection:
+    def call(probs: Tensor, *args: Any, validate: bool = True, **kwargs: Any) -> Selection:
         for tensor in (probs, kwargs.get("valid")):
             if isinstance(tensor, Tensor) and tensor.dim() > 0 and tensor.shape[0] > 1:
                 torch._dynamo.maybe_mark_dynamic(tensor, 0)
-        selection = compiled_selector(probs, *args, **kwargs)
+        selection, verdict = compiled_graph(probs, *args, validate=validate, **kwargs)
+        if verdict is not None:
+            _raise_on(verdict, probs, kwargs.get("valid"), kwargs.get("activation", "softmax"))
         return selection._replace(mask=_as_bool(selection.mask), valid=_as_bool(selection.valid))
 
     return call
+
+
+def _raise_on(verdict: Tensor, probs: Tensor, valid: Tensor | None, activation: str) -> None:
+    """After the graph: on a CPU, a failed check raises the ValueError of eager mode (the
+    eager check runs again to name the first offending position); elsewhere the verdict
+    becomes a device-side assertion (RuntimeError, no host synchronisation)."""
+    if verdict.device.type != "cpu":
+        torch._assert_async(verdict, values_hint(probs, activation))
+        return
+    if bool(verdict):
+        return
+    checked_class_probs(probs, valid, activation=activation, validate=True)
+    raise ValueError(values_hint(probs, activation))  # the eager check passed at the boundary
 
 
 def _as_bytes(flags: Tensor, float_dtype: torch.dtype) -> Tensor:

@@ -63,3 +63,45 @@ def test_users_compiled_path_returns_bool_masks_equal_to_eager(selector):
             assert torch.equal(result.mask, eager.mask)
         if "valid" in kwargs:
             assert torch.equal(result.valid, valid)
+
+
+@pytest.mark.parametrize(
+    "selector,shape,masked",
+    [
+        (F.threshold, (2, 70, 6, 6), True),
+        (F.threshold, (448, 100), False),
+        (F.csl, (2, 5, 6, 6), True),
+        (F.csl, (448, 100), False),
+    ],
+    ids=["threshold-70-classes-masked", "threshold-448x100", "csl-planes-masked", "csl-448x100"],
+)
+def test_users_compiled_path_refuses_exactly_what_eager_refuses(selector, shape, masked):
+    # pseudosel.compiled computes the check inside the graph (class planes fused into the
+    # selector's pass for K <= 64) and raises after it: the eager ValueError, naming the
+    # position. (A plain torch.compile asserts inside the graph, and inductor's CPU code
+    # terminates the process on a failure at shapes like 448x100 and 2x70x6x6.)
+    from pseudosel.compiled import compiled
+
+    torch._dynamo.reset()
+    fast = compiled(selector)
+    if len(shape) == 4:
+        probs = smooth_maps(*shape, sharpness=4.0, seed=3)
+    else:
+        probs = classifier_outputs(*shape, seed=3)
+    mask = torch.ones(probs.shape[0], *probs.shape[2:], dtype=torch.bool)
+    mask.view(-1)[-1] = False
+    mask = mask if masked else None
+    fast(probs, valid=mask)
+    for value in (float("nan"), -1e-3, 0.5):
+        bad = probs.clone()
+        bad.view(probs.shape[0], probs.shape[1], -1)[0, 1, 0] = value
+        with pytest.raises(ValueError, match="First offending position") as eager:
+            selector(bad, valid=mask)
+        with pytest.raises(ValueError, match="First offending position") as raised:
+            fast(bad, valid=mask)
+        assert str(raised.value) == str(eager.value)
+        fast(bad, valid=mask, validate=False)
+    if masked:
+        ignored = probs.clone()
+        ignored.view(probs.shape[0], probs.shape[1], -1)[-1, :, -1] = float("nan")
+        fast(ignored, valid=mask)  # an ignored position is not checked

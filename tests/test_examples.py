@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -206,11 +207,13 @@ def test_quick_mode_has_its_own_folder():
 def test_comparison_quick_mode_writes_everything(tmp_path, capsys):
     assert compare_selectors.main(["--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| csl+tmp |" in out and "[7/7] unimatch_mosaics csl+tmp seed0 trained" in out
+    # runs finish in any order when they train side by side (--jobs): no fixed [i/7]
+    assert "| csl+tmp |" in out
+    assert re.search(r"\[\d/7\] unimatch_mosaics csl\+tmp seed0 trained", out)
     marker = tmp_path / "unimatch_mosaics" / "csl+tmp" / "seed0" / "epochs.json"
     before = marker.stat().st_mtime_ns
     assert compare_selectors.main(["--quick", "--out", str(tmp_path)]) == 0
-    assert "[7/7] unimatch_mosaics csl+tmp seed0 loaded" in capsys.readouterr().out
+    assert re.search(r"\[\d/7\] unimatch_mosaics csl\+tmp seed0 loaded", capsys.readouterr().out)
     assert marker.stat().st_mtime_ns == before  # finished runs are not retrained
     results = json.loads((tmp_path / "results.json").read_text())
     for task, rows in results["summary"].items():
