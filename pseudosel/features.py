@@ -73,9 +73,26 @@ def entropy(probs: Tensor) -> Tensor:
     dtype = compute_dtype(probs.dtype)
     flat, _ = _flatten(probs)
     result = torch.empty(flat.shape[::2], dtype=dtype, device=probs.device)
-    for rows, cols in position_blocks(flat):  # cache-sized blocks on eager CPU
-        block = flat[rows, :, cols].to(dtype)
-        result[rows, cols] = -torch.special.xlogy(block, block).sum(1)
+    blocks = position_blocks(flat)  # cache-sized blocks on eager CPU
+    if len(blocks) == 1:
+        # one block (small inputs, GPU, compiled): one xlogy, fewer ops win / it is fused
+        block = flat.to(dtype)
+        result = -torch.special.xlogy(block, block).sum(1)
+        return result.reshape(probs.shape[0], *probs.shape[2:])
+    # p·log(max(p, tiny)): 0 at p = 0 as xlogy, NaN stays NaN (clamp keeps it), and it
+    # differs from p·log(p) only below float's normal range, by less than 2e-36. Written
+    # into one reused scratch buffer: CPU xlogy runs at about a third of the speed of log
+    # (measured at 8x21x321x321: 7.3x the amax(1) floor against 2.8x for log)
+    scratch = _Scratch(flat, blocks, dtype)
+    tiny = torch.finfo(dtype).tiny
+    for rows, cols in blocks:
+        block = flat[rows, :, cols]
+        if block.dtype == dtype:
+            terms = torch.clamp_min(block, tiny, out=scratch.like(block))
+        else:  # half input: widened into the scratch first
+            terms = scratch.like(block).copy_(block).clamp_min_(tiny)
+        terms = terms.log_().mul_(block)
+        result[rows, cols] = terms.sum(1).neg_()
     return result.reshape(probs.shape[0], *probs.shape[2:])
 
 

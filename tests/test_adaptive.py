@@ -395,3 +395,29 @@ def test_distribution_alignment_dense_keeps_shape_and_normalisation():
     aligned = pseudosel.DistributionAlignment(5)(probs, valid=valid)
     assert aligned.shape == probs.shape
     torch.testing.assert_close(aligned.sum(1), torch.ones_like(aligned.sum(1)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_dash_blocked_soft_loss_equals_one_block(monkeypatch, dtype):
+    # eager CPU blocks keep s and e in two reused buffers and sum e·s (s clamped where
+    # p = 0) instead of xlogy(e, e): the same loss as one whole-input block, and finite
+    import pseudosel.features as features
+
+    probs = smooth_maps(3, 6, 14, 15, sharpness=6.0, seed=9).to(dtype)
+    probs[0, :, 0, 0] = torch.tensor([1.0, 0, 0, 0, 0, 0])
+    probs[1, :, 3, 4] = torch.tensor([0.7, 0.3, 0, 0, 0, 0], dtype=torch.float64).to(dtype)
+    valid = torch.ones(3, 14, 15, dtype=torch.bool)
+    rho = torch.tensor(0.4)
+    whole = F.dash_select(probs, rho, valid, T=0.7)
+    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 300)
+    assert len(features.position_blocks(probs.reshape(3, 6, -1))) > 1
+    blocked = F.dash_select(probs, rho, valid, T=0.7)
+    assert torch.isfinite(blocked.score).all()
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    torch.testing.assert_close(blocked.score, whole.score, rtol=tol, atol=tol)
+    # q ∝ p^(1/T): the loss of (0.7, 0.3) is −Σ q·log p
+    second = -(0.7 ** (1 / 0.7) * np.log(0.7) + 0.3 ** (1 / 0.7) * np.log(0.3))
+    second /= 0.7 ** (1 / 0.7) + 0.3 ** (1 / 0.7)
+    assert blocked.score[0, 0, 0] == 0
+    if dtype == torch.float64:
+        np.testing.assert_allclose(blocked.score[1, 3, 4].item(), -second, rtol=1e-12)

@@ -259,3 +259,23 @@ def test_compiled_features_match_float64_to_a_few_units_in_the_last_place(scale,
     error = (s32.double() - s64).abs() / s64
     assert (error[normal] <= 8 * torch.finfo(torch.float32).eps).all()
     assert ((s32[~normal].double() - s64[~normal]).abs() <= 1e-37).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_blocked_entropy_matches_float64_xlogy(monkeypatch, dtype):
+    # eager CPU blocks compute p·log(max(p, tiny)) in a scratch buffer instead of xlogy:
+    # equal to the float64 reference to float32 rounding, 0 at p = 0, NaN kept
+    probs = smooth_maps(3, 7, 20, 30, sharpness=8.0, seed=5).to(dtype)
+    probs[0, :, 0, 0] = torch.tensor([1.0, 0, 0, 0, 0, 0, 0])
+    probs[0, :, 0, 1] = torch.tensor([1.0 - 1e-39, 1e-39, 0, 0, 0, 0, 0]).to(dtype)
+    probs[1, 3, 2, 2] = float("nan")
+    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 700)
+    assert len(features.position_blocks(probs.reshape(3, 7, -1))) > 1
+    result = entropy(probs)
+    wide = probs.double()
+    expected = -torch.special.xlogy(wide, wide).sum(1)
+    assert result.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert torch.isnan(result[1, 2, 2]) and torch.isnan(expected[1, 2, 2])
+    finite = ~torch.isnan(expected)
+    torch.testing.assert_close(result.double()[finite], expected[finite], rtol=1e-6, atol=1e-30)
+    assert result[0, 0, 0] == 0
