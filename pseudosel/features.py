@@ -7,7 +7,10 @@ otherwise. They check shapes and dtypes, not values (the selectors do that).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor
@@ -21,6 +24,7 @@ __all__ = [
     "margin",
     "max_confidence",
     "residual_moments",
+    "shared_features",
 ]
 
 RESIDUAL_VARIANTS = ("theory", "reference")
@@ -255,6 +259,26 @@ def _eager_cpu_dense(flat: Tensor) -> bool:
     return flat.shape[2] > 1 and flat.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
+# Within shared_features(): results of confidence_and_labels by input (eager only).
+_SHARED: ContextVar[dict[tuple[int, int], tuple[Tensor, tuple[Tensor, Tensor]]] | None] = (
+    ContextVar("pseudosel_shared_features", default=None)
+)
+
+
+@contextlib.contextmanager
+def shared_features() -> Iterator[None]:
+    """Within this block, :func:`confidence_and_labels` of the same, unmodified tensor is
+    computed once. A selector step that updates its statistics and then selects reads the
+    arg-max twice otherwise, and on a CPU the arg-max is the dearest part of both. Eager
+    only: not traceable by torch.compile (whose compiler merges the duplicate work itself),
+    and confidence_and_labels ignores it while compiling."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
     """``probs.max(1)``, with the values in the compute dtype; faster on CPU for big inputs.
 
@@ -270,6 +294,16 @@ def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
         >>> confidence_and_labels(torch.tensor([[0.2, 0.5, 0.3], [0.4, 0.2, 0.4]]))
         (tensor([0.5000, 0.4000]), tensor([1, 0]))
     """
+    cache = None if torch.compiler.is_compiling() else _SHARED.get()
+    if cache is None:
+        return _confidence_and_labels(probs)
+    key = (id(probs), probs._version)  # the cached entry holds probs: its id stays unique
+    if key not in cache:
+        cache[key] = (probs, _confidence_and_labels(probs))
+    return cache[key][1]
+
+
+def _confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
     flat, _ = _flatten(probs)
     dtype = compute_dtype(probs.dtype)
     shape = (probs.shape[0], *probs.shape[2:])

@@ -279,3 +279,32 @@ def test_blocked_entropy_matches_float64_xlogy(monkeypatch, dtype):
     finite = ~torch.isnan(expected)
     torch.testing.assert_close(result.double()[finite], expected[finite], rtol=1e-6, atol=1e-30)
     assert result[0, 0, 0] == 0
+
+
+def test_shared_features_compute_the_arg_max_once_per_unmodified_tensor(monkeypatch):
+    import pseudosel
+
+    calls = []
+    original = features._confidence_and_labels
+    monkeypatch.setattr(
+        features, "_confidence_and_labels", lambda p: calls.append(p) or original(p)
+    )
+    probs = smooth_maps(2, 5, 6, 7, seed=1)
+    first = features.confidence_and_labels(probs)
+    features.confidence_and_labels(probs)
+    assert len(calls) == 2  # outside the block: no sharing
+    with features.shared_features():
+        a = features.confidence_and_labels(probs)
+        b = features.confidence_and_labels(probs)
+        assert a[0] is b[0] and a[1] is b[1] and len(calls) == 3
+        assert torch.equal(a[0], first[0]) and torch.equal(a[1], first[1])
+        probs[0, :, 0, 0] = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0])  # modified in place
+        c = features.confidence_and_labels(probs)
+        assert len(calls) == 4 and c[1][0, 0, 0] == 4
+        features.confidence_and_labels(probs.clone())  # another tensor
+        assert len(calls) == 5
+    # a selector step that updates its statistics, then selects: one arg-max
+    for selector in (pseudosel.FreeMatchSelector(5), pseudosel.SoftMatchSelector(5)):
+        calls.clear()
+        selector(probs)
+        assert len(calls) == 1, type(selector).__name__

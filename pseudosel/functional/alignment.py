@@ -43,10 +43,19 @@ def masked_class_sums(probs: Tensor, valid: Tensor, dtype: torch.dtype) -> Tenso
     n, k = probs.shape[:2]
     length = math.prod(probs.shape[2:])  # explicit, so that empty batches reshape too
     flat, keep = probs.reshape(n, k, length), valid.reshape(n, 1, length)
-    # eager CPU: cache-sized blocks, so the zeroed copy never is input-sized
+    # eager CPU: cache-sized blocks, the zeroed copy of each in one reused buffer
     total = torch.zeros(k, dtype=dtype, device=probs.device)
-    for rows, cols in position_blocks(flat):
-        kept = torch.where(keep[rows, :, cols], flat[rows, :, cols], 0.0)
+    blocks = position_blocks(flat)
+    if len(blocks) == 1:
+        return total + torch.where(keep, flat, 0.0).sum((0, 2), dtype=dtype)
+    largest = max(flat[rows, :, cols].numel() for rows, cols in blocks)
+    buffer = torch.empty(largest, dtype=flat.dtype, device=flat.device)
+    zero = torch.zeros((), dtype=flat.dtype)
+    for rows, cols in blocks:
+        block = flat[rows, :, cols]
+        kept = torch.where(
+            keep[rows, :, cols], block, zero, out=buffer[: block.numel()].view(block.shape)
+        )
         total += kept.sum((0, 2), dtype=dtype)
     return total
 
@@ -132,4 +141,6 @@ def align(probs: Tensor, state: AlignmentState, *, activation: str = "softmax") 
     ratio = (state.p_target.to(work) + EPS) / (p_model + EPS)
     shape = (1, -1) + (1,) * (probs.dim() - 2)
     aligned = probs.to(work) * ratio.view(shape)
-    return aligned / aligned.sum(1, keepdim=True).clamp_min(torch.finfo(work).tiny)
+    # normalised in place: one input-sized result, not two (fresh pages cost more than
+    # the arithmetic on a CPU)
+    return aligned.div_(aligned.sum(1, keepdim=True).clamp_min_(torch.finfo(work).tiny))
