@@ -304,7 +304,11 @@ def test_shared_features_compute_the_arg_max_once_per_unmodified_tensor(monkeypa
         features.confidence_and_labels(probs.clone())  # another tensor
         assert len(calls) == 5
     # a selector step that updates its statistics, then selects: one arg-max
-    for selector in (pseudosel.FreeMatchSelector(5), pseudosel.SoftMatchSelector(5)):
+    for selector in (
+        pseudosel.FreeMatchSelector(5),
+        pseudosel.SoftMatchSelector(5),
+        pseudosel.FlexMatchSelector(5),
+    ):
         calls.clear()
         selector(probs)
         assert len(calls) == 1, type(selector).__name__

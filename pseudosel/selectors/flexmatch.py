@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
-from pseudosel.features import confidence_and_labels
+from pseudosel.features import confidence_and_labels, shared_features
 from pseudosel.functional.flexmatch import MAPPINGS
 from pseudosel.selection import Selection
 from pseudosel.selectors.inputs import (
@@ -19,7 +19,7 @@ from pseudosel.selectors.inputs import (
     selector_inputs,
     weighted,
 )
-from pseudosel.validation import check_choice, check_real, compute_dtype
+from pseudosel.validation import check_choice, check_real
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -174,11 +174,17 @@ class FlexMatchSelector(nn.Module):
         ``index`` is required in training mode (per-sample form) and optional in eval mode,
         where nothing is recorded."""
         probs, valid = self._inputs(probs, index, valid, recording=self.training)
+        if torch.compiler.is_compiling():  # the compiler merges the duplicate work itself
+            return self._step(probs, index, valid)
+        with shared_features():  # eager: the selection and the record read one arg-max
+            return self._step(probs, index, valid)
+
+    def _step(self, probs: Tensor, index: Tensor | None, valid: Tensor) -> Selection:
         selection = F.flexmatch_select(
             probs, self.classwise_acc, valid, tau=self.tau, mapping=self.mapping
         )
-        if self.training:
-            self._record(probs, selection.labels, index, valid)
+        if self.training:  # the confidence comes from the shared arg-max pass (eager)
+            self._record(confidence_and_labels(probs)[0], selection.labels, index, valid)
         return weighted(selection, self.weighting)
 
     @torch.no_grad()
@@ -187,10 +193,10 @@ class FlexMatchSelector(nn.Module):
     ) -> None:
         """Record a batch (store writes or class counts) and recompute β, without selecting."""
         probs, valid = self._inputs(probs, index, valid, recording=True)
-        self._record(probs, confidence_and_labels(probs)[1], index, valid)
+        self._record(*confidence_and_labels(probs), index, valid)
 
-    def _record(self, probs: Tensor, labels: Tensor, index: Tensor | None, valid: Tensor):
-        confident = valid & (probs.amax(1).to(compute_dtype(probs.dtype)) >= self.tau)
+    def _record(self, confidence: Tensor, labels: Tensor, index: Tensor | None, valid: Tensor):
+        confident = valid & (confidence >= self.tau)
         if index is None:
             F.flexmatch_record_classes(
                 self.counts, labels, confident, valid, group=self.process_group, inplace=True
