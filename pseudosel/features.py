@@ -271,7 +271,17 @@ def shared_features() -> Iterator[None]:
     computed once. A selector step that updates its statistics and then selects reads the
     arg-max twice otherwise, and on a CPU the arg-max is the dearest part of both. Eager
     only: not traceable by torch.compile (whose compiler merges the duplicate work itself),
-    and confidence_and_labels ignores it while compiling."""
+    and confidence_and_labels ignores it while compiling.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.features import confidence_and_labels, shared_features
+        >>> probs = torch.tensor([[0.2, 0.5, 0.3]])
+        >>> with shared_features():
+        ...     first = confidence_and_labels(probs)
+        ...     confidence_and_labels(probs)[1] is first[1]
+        True
+    """
     token = _SHARED.set({})
     try:
         yield
