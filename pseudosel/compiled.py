@@ -34,6 +34,7 @@ function (or the modules' ``compile=True``).
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -52,7 +53,10 @@ def compiled(selector: Callable[..., Selection]) -> Callable[..., Selection]:
 
     Args:
         selector: a functional selector taking ``probs`` first, e.g.
-            :func:`pseudosel.functional.csl`.
+            :func:`pseudosel.functional.csl`. When it reads only ``probs`` and takes
+            ``valid``, ``validate`` and ``activation`` by keyword (``csl``, ``threshold``),
+            its value check is computed inside the graph and raised after it (see the
+            module docstring); any other selector keeps its own checks.
 
     Returns:
         A function with the same signature and results (up to rounding).
@@ -64,14 +68,20 @@ def compiled(selector: Callable[..., Selection]) -> Callable[..., Selection]:
         >>> fast_csl = compiled(F.csl)  # compiles on its first call
     """
 
-    def graph(probs: Tensor, *args: Any, validate: bool = True, **kwargs: Any):
-        selection = selector(probs, *args, validate=False, **kwargs)
+    checks_after = _checks_after_graph(selector)
+
+    def graph(probs: Tensor, *args: Any, **kwargs: Any):
         verdict = None
-        if validate:  # the check's verdict as a tensor: raised on after the graph
-            activation = kwargs.get("activation", "softmax")
-            valid = kwargs.get("valid")
-            resolved = resolve_valid(probs, valid, activation=activation)
-            verdict = values_ok(probs, resolved, activation=activation, all_valid=valid is None)
+        if checks_after:
+            validate = kwargs.pop("validate", True)
+            selection = selector(probs, *args, validate=False, **kwargs)
+            if validate:  # the check's verdict as a tensor: raised on after the graph
+                activation = kwargs.get("activation", "softmax")
+                valid = kwargs.get("valid")
+                resolved = resolve_valid(probs, valid, activation=activation)
+                verdict = values_ok(probs, resolved, activation=activation, all_valid=valid is None)
+        else:
+            selection = selector(probs, *args, **kwargs)
         valid, as_float = selection.valid, selection.weight.dtype
         if kwargs.get("valid") is None:  # built inside the graph: stored, so as bytes too
             valid = _as_bytes(valid, as_float)
@@ -80,16 +90,33 @@ def compiled(selector: Callable[..., Selection]) -> Callable[..., Selection]:
     compiled_graph = torch.compile(graph, fullgraph=True)
 
     @functools.wraps(selector)
-    def call(probs: Tensor, *args: Any, validate: bool = True, **kwargs: Any) -> Selection:
+    def call(probs: Tensor, *args: Any, **kwargs: Any) -> Selection:
         for tensor in (probs, kwargs.get("valid")):
             if isinstance(tensor, Tensor) and tensor.dim() > 0 and tensor.shape[0] > 1:
                 torch._dynamo.maybe_mark_dynamic(tensor, 0)
-        selection, verdict = compiled_graph(probs, *args, validate=validate, **kwargs)
+        selection, verdict = compiled_graph(probs, *args, **kwargs)
         if verdict is not None:
             _raise_on(verdict, probs, kwargs.get("valid"), kwargs.get("activation", "softmax"))
         return selection._replace(mask=_as_bool(selection.mask), valid=_as_bool(selection.valid))
 
     return call
+
+
+def _checks_after_graph(selector: Callable[..., Selection]) -> bool:
+    """Whether the value check can move out of the graph: the selector reads one
+    probability tensor ``probs`` and takes ``valid``, ``validate`` and ``activation`` by
+    keyword (:func:`~pseudosel.functional.csl`, :func:`~pseudosel.functional.threshold`).
+    Others (no ``validate``, or a second input such as AdaMatch's labelled batch) keep
+    their own checks inside the graph."""
+    try:
+        parameters = inspect.signature(selector).parameters
+    except (TypeError, ValueError):
+        return False
+    keyword_only = {
+        name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    probability_inputs = [name for name in parameters if name.startswith("probs")]
+    return {"valid", "validate", "activation"} <= keyword_only and probability_inputs == ["probs"]
 
 
 def _raise_on(verdict: Tensor, probs: Tensor, valid: Tensor | None, activation: str) -> None:

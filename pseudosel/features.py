@@ -65,7 +65,9 @@ def entropy(probs: Tensor) -> Tensor:
         probs: (N, K, *spatial) probabilities.
 
     Returns:
-        (N, *spatial) entropy in [0, log K] (U2PL's reliability feature).
+        (N, *spatial) entropy in [0, log K] (U2PL's reliability feature). Entries that
+        are not probabilities (negative, infinite; only with validation off) give values
+        that depend on the path taken (NaN, or finite on eager CPU blocks); NaN stays NaN.
 
     Example:
         >>> import torch
@@ -76,7 +78,6 @@ def entropy(probs: Tensor) -> Tensor:
     check_probs(probs)
     dtype = compute_dtype(probs.dtype)
     flat, _ = _flatten(probs)
-    result = torch.empty(flat.shape[::2], dtype=dtype, device=probs.device)
     blocks = position_blocks(flat)  # cache-sized blocks on eager CPU
     if len(blocks) == 1:
         # one block (small inputs, GPU, compiled): one xlogy, fewer ops win / it is fused
@@ -87,6 +88,7 @@ def entropy(probs: Tensor) -> Tensor:
     # differs from p·log(p) only below float's normal range, by less than 2e-36. Written
     # into one reused scratch buffer: CPU xlogy runs at about a third of the speed of log
     # (measured at 8x21x321x321: 7.3x the amax(1) floor against 2.8x for log)
+    result = torch.empty(flat.shape[::2], dtype=dtype, device=probs.device)
     scratch = _Scratch(flat, blocks, dtype)
     tiny = torch.finfo(dtype).tiny
     for rows, cols in blocks:
@@ -271,7 +273,10 @@ def shared_features() -> Iterator[None]:
     computed once. A selector step that updates its statistics and then selects reads the
     arg-max twice otherwise, and on a CPU the arg-max is the dearest part of both. Eager
     only: not traceable by torch.compile (whose compiler merges the duplicate work itself),
-    and confidence_and_labels ignores it while compiling.
+    and confidence_and_labels ignores it while compiling and for inference tensors (made
+    under ``torch.inference_mode``, they have no version counter to tell a modified tensor).
+    Within the block every call returns the same result tensors: do not modify them in
+    place (writes through ``.data`` or a NumPy view are not seen either).
 
     Example:
         >>> import torch
@@ -305,7 +310,7 @@ def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
         (tensor([0.5000, 0.4000]), tensor([1, 0]))
     """
     cache = None if torch.compiler.is_compiling() else _SHARED.get()
-    if cache is None:
+    if cache is None or probs.is_inference():  # inference tensors have no version counter
         return _confidence_and_labels(probs)
     key = (id(probs), probs._version)  # the cached entry holds probs: its id stays unique
     if key not in cache:
@@ -324,8 +329,8 @@ def _confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
     if len(blocks) == 1 and not _eager_cpu_dense(flat):
         confidence, labels = probs.max(1)
         return confidence.to(dtype), labels
-    confidence = torch.empty(flat.shape[::2], dtype=dtype)
-    labels = torch.empty(flat.shape[::2], dtype=torch.long)
+    confidence = torch.empty(flat.shape[::2], dtype=dtype, device=flat.device)
+    labels = torch.empty(flat.shape[::2], dtype=torch.long, device=flat.device)
     scratch = _Scratch(flat, blocks, dtype)
     for rows, cols in blocks:
         block = flat[rows, :, cols]
@@ -513,8 +518,8 @@ def csl_features(
         return confidence, s.reshape(shape), labels
     # Eager CPU, block by block: max, arg-max, residual sums and s in one cache-sized visit
     dtype = compute_dtype(probs.dtype)
-    confidence = torch.empty(flat.shape[::2], dtype=dtype)
-    labels = torch.empty(flat.shape[::2], dtype=torch.long)
+    confidence = torch.empty(flat.shape[::2], dtype=dtype, device=flat.device)
+    labels = torch.empty(flat.shape[::2], dtype=torch.long, device=flat.device)
     s = torch.empty_like(confidence)
     scratch = _Scratch(flat, blocks, dtype)
     for rows, cols in blocks:

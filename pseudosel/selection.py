@@ -25,7 +25,8 @@ class Selection(NamedTuple):
     Attributes:
         labels: long — the pseudo-label of each position (the arg-max class, lowest index on
             ties; for sigmoid outputs 1 = positive, p > 0.5). Defined at ignored positions
-            too; their weight is 0.
+            too (a valid class index; which one is unspecified where the ignored entries
+            are NaN, and may differ between eager and compiled code); their weight is 0.
         weight: float in [0, 1] — what the unlabeled loss multiplies by (0/1 for hard
             selectors). float32 for float16/bfloat16 input, else the input dtype.
         mask: bool — the hard selection (for CSL the trusted set, where weight == 1).

@@ -274,7 +274,7 @@ def probability_vectors_ok(probs: Tensor, valid: Tensor, *, all_valid: bool = Fa
             row_sum, row_min = row_sum + plane, torch.minimum(row_min, plane)
         ok_position = (row_min >= 0) & ((row_sum - 1).abs() <= tol)  # NaN compares False
         return (ok_position | ~valid).all()
-    row_sum = probs.sum(1).to(work)
+    row_sum = probs.sum(1, dtype=work)  # half input summed in float32, as compiled
     if all_valid and row_sum.numel() > 0:
         lowest, highest = torch.aminmax(row_sum)
         return (probs.amin() >= 0) & ((lowest - 1).abs() <= tol) & ((highest - 1).abs() <= tol)
@@ -325,7 +325,7 @@ def check_probability_values(probs: Tensor, valid: Tensor, *, all_valid: bool = 
     if not _passes(probability_vectors_ok(probs, valid, all_valid=all_valid), hint):
         # CPU eager only: the per-position test again, to name the first failure
         work = compute_dtype(probs.dtype)
-        row_sum, row_min = probs.sum(1).to(work), probs.amin(1).to(work)
+        row_sum, row_min = probs.sum(1, dtype=work), probs.amin(1).to(work)
         ok_position = (row_min >= 0) & ((row_sum - 1).abs() <= tol)
         _name_first_failure(
             ok_position,

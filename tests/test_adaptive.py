@@ -421,3 +421,27 @@ def test_dash_blocked_soft_loss_equals_one_block(monkeypatch, dtype):
     assert blocked.score[0, 0, 0] == 0
     if dtype == torch.float64:
         np.testing.assert_allclose(blocked.score[1, 3, 4].item(), -second, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_masked_class_sums_blocked_equal_one_block(monkeypatch, dtype):
+    # eager CPU blocks zero ignored positions into one reused buffer; NaN/Inf there never
+    # reach the sums, and the blocked sums equal the one-block ones
+    import pseudosel.features as features
+    from pseudosel.functional.alignment import masked_class_sums
+
+    probs = smooth_maps(3, 6, 14, 15, sharpness=6.0, seed=4).to(dtype)
+    valid = torch.rand(3, 14, 15, generator=torch.Generator().manual_seed(0)) > 0.3
+    probs[0, :, 1, 1] = float("nan")
+    probs[2, 2, 5, 5] = float("inf")
+    valid[0, 1, 1] = valid[2, 5, 5] = False
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    whole = masked_class_sums(probs, valid, work)
+    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 300)
+    assert len(features.position_blocks(probs.reshape(3, 6, -1))) > 1
+    blocked = masked_class_sums(probs, valid, work)
+    expected = torch.where(valid[:, None], probs.double(), 0.0).sum((0, 2, 3))
+    assert torch.isfinite(blocked).all()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(blocked, whole, rtol=tol, atol=tol)
+    torch.testing.assert_close(blocked.double(), expected, rtol=tol, atol=tol)

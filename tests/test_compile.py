@@ -105,3 +105,37 @@ def test_users_compiled_path_refuses_exactly_what_eager_refuses(selector, shape,
         ignored = probs.clone()
         ignored.view(probs.shape[0], probs.shape[1], -1)[-1, :, -1] = float("nan")
         fast(ignored, valid=mask)  # an ignored position is not checked
+
+
+def test_only_single_input_selectors_move_the_check_after_the_graph():
+    # selectors without validate=, or with a second probability input (AdaMatch's
+    # labelled batch), keep their own checks inside the graph and still compile
+    from pseudosel.compiled import _checks_after_graph, compiled
+
+    assert _checks_after_graph(F.csl) and _checks_after_graph(F.threshold)
+    assert not _checks_after_graph(F.adamatch)
+    assert not _checks_after_graph(F.flexmatch_select)
+    torch._dynamo.reset()
+    probs, labeled = classifier_outputs(64, 10, seed=1), classifier_outputs(16, 10, seed=2)
+    fast = compiled(F.adamatch)(probs, labeled, 0.9)
+    eager = F.adamatch(probs, labeled, 0.9)
+    assert torch.equal(fast.mask, eager.mask) and torch.equal(fast.labels, eager.labels)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_users_compiled_path_checks_half_inputs_as_eager_does(dtype):
+    # half inputs: row sums in float32 on both paths, so the verdicts agree
+    from pseudosel.compiled import compiled
+
+    torch._dynamo.reset()
+    fast = compiled(F.threshold)
+    probs = smooth_maps(2, 7, 5, 5, sharpness=3.0, seed=6).to(dtype)
+    fast(probs)
+    F.threshold(probs)
+    bad = probs.clone()
+    bad[1, 2, 3, 4] = bad[1, 2, 3, 4] + 0.25
+    with pytest.raises(ValueError, match="First offending position") as eager:
+        F.threshold(bad)
+    with pytest.raises(ValueError, match="First offending position") as raised:
+        fast(bad)
+    assert str(raised.value) == str(eager.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 
@@ -308,7 +309,35 @@ def test_shared_features_compute_the_arg_max_once_per_unmodified_tensor(monkeypa
         pseudosel.FreeMatchSelector(5),
         pseudosel.SoftMatchSelector(5),
         pseudosel.FlexMatchSelector(5),
+        pseudosel.CorrMatchSelector(5, momentum=0.9),
     ):
         calls.clear()
         selector(probs)
         assert len(calls) == 1, type(selector).__name__
+
+
+@pytest.mark.parametrize("inside", [True, False], ids=["under-inference-mode", "made-under-it"])
+def test_selector_steps_take_inference_tensors(inside):
+    # teacher outputs are often made under torch.inference_mode: such tensors have no
+    # version counter, so the shared arg-max must not key on it (it is skipped for them)
+    import pseudosel
+
+    probs = smooth_maps(2, 5, 6, 7, seed=2)
+    with torch.inference_mode():
+        teacher = probs.clone()
+    for selector in (
+        pseudosel.FreeMatchSelector(5),
+        pseudosel.SoftMatchSelector(5),
+        pseudosel.FlexMatchSelector(5),
+        pseudosel.CorrMatchSelector(5, momentum=0.9),
+    ):
+        expected = type(selector)(
+            5, **({"momentum": 0.9} if "Corr" in type(selector).__name__ else {})
+        )(probs)
+        context = torch.inference_mode() if inside else contextlib.nullcontext()
+        with context:
+            result = selector(teacher)
+            selector.eval()
+            selector(teacher)
+        assert torch.equal(result.labels, expected.labels), type(selector).__name__
+        assert torch.equal(result.weight, expected.weight), type(selector).__name__

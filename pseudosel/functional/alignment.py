@@ -50,7 +50,7 @@ def masked_class_sums(probs: Tensor, valid: Tensor, dtype: torch.dtype) -> Tenso
         return total + torch.where(keep, flat, 0.0).sum((0, 2), dtype=dtype)
     largest = max(flat[rows, :, cols].numel() for rows, cols in blocks)
     buffer = torch.empty(largest, dtype=flat.dtype, device=flat.device)
-    zero = torch.zeros((), dtype=flat.dtype)
+    zero = torch.zeros((), dtype=flat.dtype, device=flat.device)
     for rows, cols in blocks:
         block = flat[rows, :, cols]
         kept = torch.where(

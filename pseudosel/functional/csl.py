@@ -240,6 +240,10 @@ def split_groups(
     # Eager code stores the assignment for passes 3 and 4 (as 0/1 floats: compiled CPU code
     # stores bool tensors several times slower); compiled code recomputes it from (c, s),
     # a few flops per point, cheaper than writing and reading it back.
+    # (Recomputed, the assignment of a point exactly on the boundary could in principle
+    # differ between the compiler's vector body and scalar tail; the sums and the variance
+    # would then see it in different clusters. Measure-zero, and within the tolerance the
+    # compiled path is held to against eager.)
     recompute = torch.compiler.is_compiling()
     second_weight = None if recompute else torch.empty(groups, size, dtype=dtype, device=c.device)
     sums = torch.zeros(groups, 5, dtype=acc, device=c.device)
