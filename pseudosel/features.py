@@ -319,8 +319,13 @@ def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
-    flat, _ = _flatten(probs)
     dtype = compute_dtype(probs.dtype)
+    if probs.dim() == 2 and not torch.compiler.is_compiling():
+        # classification: max over the last (contiguous) dim is fast; the block and walk
+        # bookkeeping below would cost more than the reduction at these sizes
+        confidence, labels = probs.max(1)
+        return (confidence if confidence.dtype == dtype else confidence.to(dtype)), labels
+    flat, _ = _flatten(probs)
     shape = (probs.shape[0], *probs.shape[2:])
     if _walk_class_planes(flat):
         confidence, labels = _class_plane_walk(flat, dtype)
