@@ -16,7 +16,7 @@ from torch import Tensor
 
 from pseudosel.activation import class_probs
 from pseudosel.distributed import all_reduce_sum
-from pseudosel.features import position_blocks
+from pseudosel.features import BlockScratch, position_blocks
 from pseudosel.validation import compute_dtype
 
 if TYPE_CHECKING:
@@ -48,14 +48,11 @@ def masked_class_sums(probs: Tensor, valid: Tensor, dtype: torch.dtype) -> Tenso
     blocks = position_blocks(flat)
     if len(blocks) == 1:
         return total + torch.where(keep, flat, 0.0).sum((0, 2), dtype=dtype)
-    largest = max(flat[rows, :, cols].numel() for rows, cols in blocks)
-    buffer = torch.empty(largest, dtype=flat.dtype, device=flat.device)
+    scratch = BlockScratch(flat, blocks, flat.dtype)
     zero = torch.zeros((), dtype=flat.dtype, device=flat.device)
     for rows, cols in blocks:
         block = flat[rows, :, cols]
-        kept = torch.where(
-            keep[rows, :, cols], block, zero, out=buffer[: block.numel()].view(block.shape)
-        )
+        kept = torch.where(keep[rows, :, cols], block, zero, out=scratch.like(block))
         total += kept.sum((0, 2), dtype=dtype)
     return total
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from pseudosel.activation import class_probs
-from pseudosel.features import confidence_and_labels, position_blocks
+from pseudosel.features import BlockScratch, confidence_and_labels, position_blocks
 from pseudosel.selection import Selection
 from pseudosel.validation import check_real, compute_dtype
 
@@ -149,13 +149,11 @@ def _soft_loss_terms_blocked(
     and ``spread``, with s and e in two buffers reused by every block: e·s replaces
     xlogy(e, e) (CPU xlogy runs at a third of the speed of log), s = −inf (p = 0) is
     clamped to the lowest float first so that e·s = 0 there, never 0·(−inf) = NaN."""
-    largest = max(flat[rows, :, cols].numel() for rows, cols in blocks)
-    buffers = torch.empty(2, largest, dtype=dtype, device=flat.device)
+    s_scratch, e_scratch = BlockScratch(flat, blocks, dtype), BlockScratch(flat, blocks, dtype)
     lowest = torch.finfo(dtype).min
     for rows, cols in blocks:
         block = flat[rows, :, cols]
-        s = buffers[0, : block.numel()].view(block.shape)
-        e = buffers[1, : block.numel()].view(block.shape)
+        s, e = s_scratch.like(block), e_scratch.like(block)
         s = torch.log(block, out=s) if block.dtype == dtype else s.copy_(block).log_()
         s = s.add_(top[rows, :, cols]).div_(T)
         e = torch.exp(s, out=e)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
-from pseudosel.features import confidence_and_labels, shared_features
+from pseudosel.features import confidence_and_labels, with_shared_features
 from pseudosel.functional.flexmatch import MAPPINGS
 from pseudosel.selection import Selection
 from pseudosel.selectors.inputs import (
@@ -174,10 +174,8 @@ class FlexMatchSelector(nn.Module):
         ``index`` is required in training mode (per-sample form) and optional in eval mode,
         where nothing is recorded."""
         probs, valid = self._inputs(probs, index, valid, recording=self.training)
-        if torch.compiler.is_compiling():  # the compiler merges the duplicate work itself
-            return self._step(probs, index, valid)
-        with shared_features():  # eager: the selection and the record read one arg-max
-            return self._step(probs, index, valid)
+        # the selection and the record read one arg-max
+        return with_shared_features(self._step, probs, index, valid)
 
     def _step(self, probs: Tensor, index: Tensor | None, valid: Tensor) -> Selection:
         selection = F.flexmatch_select(

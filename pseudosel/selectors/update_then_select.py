@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pseudosel.features import shared_features
+from pseudosel.features import with_shared_features
 from pseudosel.selection import Selection
 from pseudosel.selectors.inputs import selector_inputs, weighted
 
@@ -48,10 +48,8 @@ class UpdateThenSelect(nn.Module):
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """In training mode update the statistics, then select; in eval mode select."""
         probs, valid = self._inputs(probs, valid)
-        if torch.compiler.is_compiling():  # the compiler merges the duplicate work itself
-            return self._step(probs, valid)
-        with shared_features():  # eager: the update and the selection read one arg-max
-            return self._step(probs, valid)
+        # the update and the selection read one arg-max
+        return with_shared_features(self._step, probs, valid)
 
     def _step(self, probs: Tensor, valid: Tensor) -> Selection:
         if self.training:
