@@ -22,22 +22,27 @@ equal to ``ignore_index``):
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from pseudosel.distributed import all_reduce_sum
+from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.selection import Selection
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
+from pseudosel.validation import check_labels
 
 __all__ = ["SelectionStats", "as_log_dict", "auroc", "selection_quality"]
 
 
-def _positions(selection: Selection, target: Tensor | None, ignore_index: int):
-    """Validity of positions, and where the target is known (and correct), as bool."""
+def _positions(
+    selection: Selection,
+    target: Tensor | None,
+    ignore_index: int,
+    num_classes: int | None = None,
+    validate: bool = False,
+):
+    """Validity of positions, and where the target is known (and correct), as bool; with
+    ``validate``, known targets out of [0, num_classes) raise (:func:`check_labels`)."""
     if not isinstance(selection, Selection):
         raise TypeError(f"selection must be a pseudosel.Selection, got {type(selection).__name__}")
     valid = selection.valid
@@ -52,6 +57,8 @@ def _positions(selection: Selection, target: Tensor | None, ignore_index: int):
             f"got {tuple(target.shape)}"
         )
     known = valid & (target != ignore_index)
+    if validate:
+        check_labels(target, num_classes, known, ignore_index=ignore_index)
     correct = known & (selection.labels == target.to(selection.labels.device))
     return valid, known, correct
 
@@ -92,21 +99,26 @@ def selection_quality(
     *,
     num_classes: int | None = None,
     ignore_index: int = 255,
+    validate: bool = True,
 ) -> dict[str, Tensor]:
     """Statistics of one batch's selection, and its quality when the true labels are known.
 
     Args:
         selection: a :class:`~pseudosel.Selection`, fields (N, *spatial).
         target: optional true labels (N, *spatial), ``ignore_index`` where unknown.
-        num_classes: K, for the per-class ``accepted`` / ``acceptance`` (K,) tensors.
+        num_classes: K, for the per-class ``accepted`` / ``acceptance`` (K,) tensors and
+            the range check of ``target``.
         ignore_index: the unknown-label value of ``target``. Default 255.
+        validate: check that every known label (valid, not ``ignore_index``) lies in
+            [0, K) ([0, ∞) without ``num_classes``): ``ValueError`` on a CPU, a device-side
+            assertion elsewhere (:func:`~pseudosel.validation.check_labels`). Default True.
 
     Returns:
         dict of tensors (0-dim floats, (K,) per class); see the module docstring for the
         definitions. The target-based entries are present when ``target`` is given; the
         AUROC is exact (:func:`auroc`). Computed on the device without host
-        synchronisation (nothing is read back; which keys are present depends only on
-        the arguments).
+        synchronisation (nothing is read back but, on a CPU, the label check's verdict;
+        which keys are present depends only on the arguments).
 
     Example:
         >>> import torch, pseudosel
@@ -117,7 +129,7 @@ def selection_quality(
         >>> float(quality["ratio"]), float(quality["precision"]), float(quality["accuracy"])
         (0.5, 1.0, 0.5)
     """
-    sums = _batch_sums(selection, target, ignore_index, num_classes, bins=0)
+    sums = _batch_sums(selection, target, ignore_index, num_classes, bins=0, validate=validate)
     return _batch_result(sums, selection, target, ignore_index)
 
 
@@ -150,9 +162,11 @@ def _batch_sums(
     ignore_index: int,
     num_classes: int | None,
     bins: int,
+    validate: bool = False,
 ) -> _Sums:
-    """The update stage: the batch's sums and counts, on the selection's device, no sync."""
-    valid, known, correct = _positions(selection, target, ignore_index)
+    """The update stage: the batch's sums and counts, on the selection's device, no sync
+    (but for the label check with ``validate`` on a CPU)."""
+    valid, known, correct = _positions(selection, target, ignore_index, num_classes, validate)
     device = valid.device
     mask = selection.mask & valid
     weight = torch.where(valid, selection.weight, 0.0).to(torch.float64)
@@ -238,8 +252,9 @@ class SelectionStats(nn.Module):
     from per-class histograms of the score mapped through ½ + atan(score)/π (monotone, so the
     ranking is kept) into ``bins`` bins, exact up to that resolution.
 
-    Neither :meth:`update`, :meth:`forward` nor :meth:`compute` synchronises with the host:
-    they only queue device work (``compute(sync=True)`` adds the all-reduce). Reading the
+    Neither :meth:`update`, :meth:`forward` nor :meth:`compute` synchronises with the host
+    (the label check of ``validate`` is a device-side assertion off the CPU): they only
+    queue device work (``compute(sync=True)`` adds the all-reduce). Reading the
     numbers (``float(v)``, ``as_log_dict(...)`` handed to a logger) is the caller's one host
     read. Whether a target was ever given is known on the host from the calls to
     :meth:`update`, so the target-based keys need no device read either (after
@@ -250,6 +265,10 @@ class SelectionStats(nn.Module):
         bins: score-histogram bins for the AUROC (default 4096; 0 disables it).
         ignore_index: the unknown-label value of targets. Default 255.
         process_group: for the all-reduce in :meth:`compute`.
+        validate: check that every known target label lies in [0, K) ([0, ∞) without
+            ``num_classes``), as :func:`selection_quality` does. Default True (on a CPU
+            the check reads one flag back; ``validate=False`` keeps :meth:`update` free of
+            host reads there too).
 
     Buffers:
         ``counts`` (10,) float64 sums and counts; ``class_valid``, ``class_selected`` (K,);
@@ -280,9 +299,11 @@ class SelectionStats(nn.Module):
         bins: int = 4096,
         ignore_index: int = 255,
         process_group: ProcessGroup | None = None,
+        validate: bool = True,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.validate = bool(validate)
         self.bins = bins
         self.ignore_index = ignore_index
         self.process_group = process_group
@@ -310,13 +331,17 @@ class SelectionStats(nn.Module):
     @torch.no_grad()
     def update(self, selection: Selection, target: Tensor | None = None) -> None:
         """Add one batch (no host synchronisation)."""
-        sums = _batch_sums(selection, target, self.ignore_index, self.num_classes, self.bins)
+        sums = _batch_sums(
+            selection, target, self.ignore_index, self.num_classes, self.bins, self.validate
+        )
         self._add(sums, target is not None)
 
     @torch.no_grad()
     def forward(self, selection: Selection, target: Tensor | None = None) -> dict[str, Tensor]:
         """Update with the batch and return that batch's own :func:`selection_quality`."""
-        sums = _batch_sums(selection, target, self.ignore_index, self.num_classes, self.bins)
+        sums = _batch_sums(
+            selection, target, self.ignore_index, self.num_classes, self.bins, self.validate
+        )
         self._add(sums, target is not None)
         return _batch_result(sums, selection, target, self.ignore_index)
 

@@ -21,6 +21,7 @@ __all__ = [
     "check_activation",
     "check_choice",
     "check_ignore_index",
+    "check_labels",
     "check_probability_values",
     "check_probs",
     "check_real",
@@ -379,6 +380,44 @@ def check_sigmoid_values(probs: Tensor, valid: Tensor) -> None:
         _name_first_failure(
             ok_position, valid, _SIGMOID_HINT, lambda where: f"{float(values[where]):.6g}"
         )
+
+
+def check_labels(
+    labels: Tensor,
+    num_classes: int | None,
+    used: Tensor,
+    *,
+    ignore_index: int,
+    name: str = "target",
+) -> None:
+    """Check that the true labels ``labels`` lie in [0, ``num_classes``) wherever ``used``.
+
+    ``used`` marks the positions whose label is counted (valid, and not ``ignore_index``);
+    elsewhere any value is accepted. Without ``num_classes`` only negative labels are
+    refused. A label out of range would otherwise count as a wrong pseudo-label.
+
+    Raises:
+        ValueError: in CPU eager mode, naming the first offending position and its label.
+        RuntimeError: from the device-side assertion on other devices / under torch.compile.
+
+    Example:
+        >>> import torch
+        >>> used = torch.tensor([True, True])
+        >>> check_labels(torch.tensor([0, 7]), 2, used, ignore_index=255)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: target must hold class labels in [0, 2) or ignore_index=255 ...: 7
+    """
+    upper = "" if num_classes is None else f", {num_classes})"
+    hint = (
+        f"{name} must hold class labels in [0{upper or ', inf)'} or ignore_index="
+        f"{ignore_index} where the label is unknown"
+    )
+    in_range = labels >= 0
+    if num_classes is not None:
+        in_range &= labels < num_classes
+    if not _passes((in_range | ~used).all(), hint):
+        _name_first_failure(in_range, used, hint, lambda where: f"{int(labels[where])}")
 
 
 def check_real(

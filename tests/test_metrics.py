@@ -216,15 +216,17 @@ def test_binned_auroc_is_close_for_continuous_scores():
 
 
 def test_stats_run_without_host_synchronisation():
+    """validate=False: on a CPU the label check reads its verdict back (elsewhere it is a
+    device-side assertion: test_label_check_off_the_cpu_reads_nothing_back)."""
     batches = [random_batch(s, shape, target=t, nothing_selected=n) for s, shape, t, n in BATCHES]
-    stats = SelectionStats(num_classes=4)
+    stats = SelectionStats(num_classes=4, validate=False)
     with forbid_host_sync():
         per_batch = [stats(sel, target) for sel, target in batches[:3]]
         for sel, target in batches[3:]:
             stats.update(sel, target)
         result = stats.compute()
         local = stats.compute(sync=False)
-        quality = [selection_quality(sel, t, num_classes=4) for sel, t in batches]
+        quality = [selection_quality(sel, t, num_classes=4, validate=False) for sel, t in batches]
         logged = as_log_dict(result)
     # read back only outside the guard
     assert_matches_numpy(result, numpy_quality(batches))
@@ -238,7 +240,7 @@ def test_stats_run_without_host_synchronisation():
 def test_update_without_host_synchronisation_with_and_without_bins_and_classes():
     batches = [random_batch(s, shape, target=t) for s, shape, t, _ in BATCHES]
     for options in ({}, {"num_classes": 4, "bins": 0}, {"num_classes": 4, "bins": 128}):
-        stats = SelectionStats(**options)
+        stats = SelectionStats(**options, validate=False)
         with forbid_host_sync():
             for sel, target in batches:
                 stats.update(sel, target)
@@ -285,3 +287,40 @@ def test_metric_errors():
     with pytest.raises(TypeError, match="selection must be a pseudosel.Selection"):
         selection_quality(tuple(sel), target)
     assert np.isfinite([v.numpy() for v in selection_quality(sel, target).values()][0])
+
+
+# ---------------------------------------------------------------- targets out of range
+
+
+@pytest.mark.parametrize(
+    "bad, k, message",
+    [
+        (7, 2, r"in \[0, 2\) or ignore_index=255 .*First offending position \(1,\): 7"),
+        (-1, 2, r"in \[0, 2\) .*: -1"),
+        (-1, None, r"in \[0, inf\) .*: -1"),
+    ],
+)
+def test_targets_out_of_range_are_refused(bad, k, message):
+    sel = pseudosel.select_reliable(torch.tensor([[0.97, 0.03], [0.6, 0.4]]), "threshold")
+    target = torch.tensor([0, bad])
+    with pytest.raises(ValueError, match=message):
+        selection_quality(sel, target, num_classes=k)
+    with pytest.raises(ValueError, match=message):
+        SelectionStats(k).update(sel, target)
+    # equal to the ignore index, the same value is an unknown label
+    assert float(selection_quality(sel, target, num_classes=k, ignore_index=bad)["precision"]) == 1
+    # at a position the selection ignored, any value is accepted (it is never counted)
+    ignored = sel._replace(valid=torch.tensor([True, False]), mask=torch.tensor([True, False]))
+    assert float(selection_quality(ignored, target, num_classes=k)["precision"]) == 1
+    SelectionStats(k, validate=False).update(sel, target)  # the switch turns it off
+
+
+def test_label_check_off_the_cpu_reads_nothing_back(monkeypatch):
+    """Where the check is a device-side assertion (CUDA, torch.compile: here simulated with
+    is_compiling), it reads nothing back and fails through the assertion."""
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    sel, target = random_batch(0, (30,))
+    with forbid_host_sync():
+        selection_quality(sel, target, num_classes=4)
+    with pytest.raises(RuntimeError):
+        selection_quality(sel, torch.full_like(target, 9), num_classes=4)
