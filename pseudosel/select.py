@@ -186,6 +186,7 @@ def _select(
     options: dict[str, Any],
 ) -> Selection:
     if isinstance(method, nn.Module):
+        _refuse_alignment(method)
         inputs = set(inspect.signature(method.forward).parameters) - {"probs", "valid"}
         unknown = sorted(set(options) - inputs)
         if unknown:
@@ -194,7 +195,13 @@ def _select(
                 f"(those are {sorted(inputs) or 'none'}); hyper-parameters are constructor "
                 "arguments of a selector module"
             )
-        return method(probs, valid=valid, **options)
+        selection = method(probs, valid=valid, **options)
+        if not isinstance(selection, Selection):
+            raise TypeError(
+                f"method={type(method).__name__} returned {type(selection).__name__}, not a "
+                "pseudosel.Selection: select_reliable takes selector modules only"
+            )
+        return selection
     if not isinstance(method, str):
         raise TypeError(
             f"method must be a selector name or an nn.Module selector, got {type(method).__name__}"
@@ -211,4 +218,18 @@ def _select(
     with torch.no_grad():
         return SELECTORS[method](
             probs, valid=valid, validate=validate, activation=activation, **options
+        )
+
+
+def _refuse_alignment(method: nn.Module) -> None:
+    """Distribution alignment transforms probabilities; it selects nothing."""
+    from pseudosel.selectors import DistributionAlignment, DistributionAlignmentQueue
+
+    if isinstance(method, (DistributionAlignment, DistributionAlignmentQueue)):
+        name = type(method).__name__
+        raise TypeError(
+            f"method={name} is not a selector: it returns aligned probabilities, not a "
+            f"Selection. Apply it first and select on its output, e.g. "
+            f"select_reliable({name.lower()}(probs), FreeMatchSelector(K)) (docs/choosing.md: "
+            "distribution alignment is used before a selector)"
         )

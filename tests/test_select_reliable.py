@@ -106,3 +106,30 @@ def test_ratio_is_a_tensor():
     ratio = sel.ratio()
     assert isinstance(ratio, torch.Tensor) and ratio.dim() == 0
     assert ratio.item() == 0.5
+
+
+@pytest.mark.parametrize(
+    "alignment",
+    [pseudosel.DistributionAlignment(4), pseudosel.DistributionAlignmentQueue(4)],
+    ids=lambda m: type(m).__name__,
+)
+def test_an_alignment_module_is_refused_with_the_composition(alignment):
+    probs = classifier_outputs(16, 4, seed=0)
+    before = {k: v.clone() for k, v in alignment.state_dict().items()}
+    with pytest.raises(TypeError, match=r"not a selector.*Apply it first.*docs/choosing\.md"):
+        pseudosel.select_reliable(probs, alignment)
+    after = alignment.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # refused before any update
+    # the documented composition works
+    aligned = alignment(probs)
+    sel = pseudosel.select_reliable(aligned, pseudosel.FreeMatchSelector(4))
+    assert isinstance(sel, pseudosel.Selection)
+
+
+def test_a_module_that_returns_no_selection_is_refused():
+    class Probabilities(torch.nn.Module):
+        def forward(self, probs, valid=None):
+            return probs
+
+    with pytest.raises(TypeError, match=r"method=Probabilities returned Tensor, not a"):
+        pseudosel.select_reliable(classifier_outputs(4, 3, seed=0), Probabilities())
