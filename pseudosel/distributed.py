@@ -7,16 +7,18 @@ concatenated in rank order. Raw predictions are never gathered.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-if TYPE_CHECKING:
+if dist.is_available():
     from torch.distributed import ProcessGroup
+else:  # a torch build without distributed support: no groups exist
+    ProcessGroup = Any
 
-__all__ = ["all_gather_cat", "all_reduce_max", "all_reduce_sum", "is_distributed"]
+__all__ = ["ProcessGroup", "all_gather_cat", "all_reduce_max", "all_reduce_sum", "is_distributed"]
 
 
 def is_distributed() -> bool:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
 from pseudosel.activation import checked_class_probs
-from pseudosel.distributed import all_reduce_sum
+from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
 from pseudosel.validation import check_activation, check_probs, check_real, compute_dtype
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = ["adamatch"]
 

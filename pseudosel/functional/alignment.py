@@ -9,18 +9,15 @@ prediction. Means are over valid positions, global under torch.distributed.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from pseudosel.activation import class_probs
-from pseudosel.distributed import all_reduce_sum
+from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import BlockScratch, position_blocks
 from pseudosel.validation import compute_dtype
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = ["AlignmentState", "align", "alignment_update", "masked_class_sums"]
 

@@ -15,18 +15,15 @@ where USB would write a NaN row.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from pseudosel.activation import class_probs
-from pseudosel.distributed import all_reduce_sum
+from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.functional.alignment import masked_class_sums
 from pseudosel.validation import compute_dtype
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = [
     "AlignmentQueueState",

@@ -11,20 +11,17 @@ statistic; an element-wise MAX all-reduce of the (K,) per-class maxima gives the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from pseudosel.activation import class_probs
-from pseudosel.distributed import all_reduce_max
+from pseudosel.distributed import ProcessGroup, all_reduce_max
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.threshold import class_threshold_selection
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = [
     "CorrMatchState",

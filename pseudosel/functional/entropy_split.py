@@ -10,19 +10,15 @@ computes it per rank with numpy on the CPU.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
 from pseudosel.activation import checked_class_probs
+from pseudosel.distributed import ProcessGroup
 from pseudosel.features import confidence_and_labels, entropy
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.selection import Selection
 from pseudosel.validation import check_real
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = ["entropy_split", "split_by_entropy"]
 

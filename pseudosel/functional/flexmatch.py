@@ -20,18 +20,14 @@ full recount of the store.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from pseudosel.activation import class_probs
-from pseudosel.distributed import all_gather_cat, all_reduce_sum
+from pseudosel.distributed import ProcessGroup, all_gather_cat, all_reduce_sum
 from pseudosel.functional.threshold import class_threshold_selection
 from pseudosel.selection import Selection
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = [
     "MAPPINGS",

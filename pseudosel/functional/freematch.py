@@ -10,22 +10,19 @@ all-reduced), so every rank holds the same state.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from pseudosel.activation import class_probs
-from pseudosel.distributed import all_reduce_sum
+from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.alignment import masked_class_sums
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.functional.threshold import class_threshold_selection
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = ["FreeMatchState", "freematch_init", "freematch_select", "freematch_update"]
 

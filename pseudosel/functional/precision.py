@@ -33,19 +33,16 @@ hence the overall precision too. When no candidate is certified: select nothing 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from pseudosel.distributed import all_gather_cat
+from pseudosel.distributed import ProcessGroup, all_gather_cat
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.clopper_pearson import betainc_iterations, binomial_tail
 from pseudosel.selection import Selection
 from pseudosel.validation import check_real
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = [
     "PrecisionTargetState",

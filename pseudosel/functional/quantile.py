@@ -10,15 +10,10 @@ throughout, so there is no host synchronisation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
-from pseudosel.distributed import all_reduce_sum
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
+from pseudosel.distributed import ProcessGroup, all_reduce_sum
 
 __all__ = ["masked_quantile", "order_statistics"]
 

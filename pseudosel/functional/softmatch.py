@@ -16,19 +16,16 @@ and combined from all-reduced (count, Σd, Σd²) under torch.distributed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from pseudosel.activation import class_probs
-from pseudosel.distributed import all_reduce_sum
+from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = ["SoftMatchState", "softmatch_init", "softmatch_select", "softmatch_update"]
 

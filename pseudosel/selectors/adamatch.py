@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
+from pseudosel.distributed import ProcessGroup
 from pseudosel.selection import Selection
 from pseudosel.selectors.inputs import check_weighting, options_repr, weighted
 from pseudosel.validation import check_activation, check_real
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = ["AdaMatchSelector"]
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
-from pseudosel.distributed import all_reduce_max
+from pseudosel.distributed import ProcessGroup, all_reduce_max
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
 from pseudosel.selectors.inputs import (
@@ -20,9 +18,6 @@ from pseudosel.selectors.inputs import (
     weighted,
 )
 from pseudosel.validation import check_real
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = ["AdshSelector"]
 

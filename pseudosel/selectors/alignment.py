@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
+from pseudosel.distributed import ProcessGroup
 from pseudosel.selectors.inputs import (
     check_binary_classes,
     check_num_classes,
@@ -15,9 +14,6 @@ from pseudosel.selectors.inputs import (
     selector_inputs,
 )
 from pseudosel.validation import check_choice, check_real
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = ["DistributionAlignment"]
 

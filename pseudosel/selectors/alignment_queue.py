@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
+from pseudosel.distributed import ProcessGroup
 from pseudosel.selectors.alignment import checked_labelled_inputs, module_inputs, resolve_target
 from pseudosel.selectors.inputs import check_binary_classes, check_num_classes, options_repr
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = ["DistributionAlignmentQueue"]
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel.distributed import ProcessGroup
 from pseudosel.selection import Selection
 from pseudosel.selectors.inputs import (
     check_binary_classes,
@@ -16,9 +15,6 @@ from pseudosel.selectors.inputs import (
 )
 from pseudosel.selectors.update_then_select import UpdateThenSelect
 from pseudosel.validation import check_real
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = ["FreeMatchSelector"]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
+from pseudosel.distributed import ProcessGroup
 from pseudosel.functional.precision import (
     DELTA,
     EPSILON,
@@ -28,9 +28,6 @@ from pseudosel.selectors.inputs import (
     weighted,
 )
 from pseudosel.validation import check_real
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = ["PrecisionTargetSelector"]
 
