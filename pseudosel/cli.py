@@ -37,7 +37,9 @@ first offending sample, and exit status 2.
 
 Stateful selectors (flexmatch, freematch, softmatch, corrmatch, adsh, precision_target)
 first make --passes - 1 warm-up passes over the file that only advance their state; the last
-pass is measured and the table marks them with *. Stateless selectors are measured on one
+pass is measured and the table marks them with *. The passes do not end a selector's own
+warm-up: a row marked ! was still in it when measured (FlexMatch: more samples unused than
+any class has learnt, so its thresholds stay near 0). Stateless selectors are measured on one
 pass. precision_target (experimental) needs held-out labels: it reads the file's labels in
 the first warm-up pass by two-fold cross-fitting (even-indexed samples calibrate the
 threshold applied to the odd ones and vice versa), so it needs --passes >= 2.
@@ -273,6 +275,9 @@ def main(argv: Sequence[str] | None = None, *, extra=()) -> int:
     parser = argparse.ArgumentParser(
         prog="pseudosel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    from pseudosel import __version__
+
+    parser.add_argument("--version", action="version", version=f"pseudosel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _compare_parser(sub)
     _bench_parser(sub)

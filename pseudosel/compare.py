@@ -400,10 +400,9 @@ def make_selector(spec: str, num_classes: int, num_samples: int, dense: bool):
             probs, name, valid=valid, validate=False
         )
     if name == "flexmatch":
-        module = pseudosel.FlexMatchSelector(
-            num_classes, None if dense else num_samples, validate=False
+        return _FlexMatchRunner(
+            pseudosel.FlexMatchSelector(num_classes, None if dense else num_samples, validate=False)
         )
-        return lambda probs, valid, index: module(probs, None if dense else index, valid)
     if name == "adsh":
         if dense:
             raise ValueError("adsh keeps one record per sample: classification (N, K) only")
@@ -470,6 +469,17 @@ class _HeldOutRunner:
         return type(on_even)(
             *(torch.where(even, b, a) for a, b in zip(on_even, on_odd, strict=True))
         )
+
+
+class _FlexMatchRunner:
+    """(probs, valid, index) → Selection for FlexMatch: per-sample with the file's sample
+    index as the unlabelled set's positions, class-wise for dense files."""
+
+    def __init__(self, module: pseudosel.FlexMatchSelector) -> None:
+        self.module = module
+
+    def __call__(self, probs: Tensor, valid: Tensor | None, index: Tensor):
+        return self.module(probs, None if self.module.num_unlabeled is None else index, valid)
 
 
 class _EmaRunner:
@@ -591,7 +601,7 @@ def compare(
         out.mkdir(parents=True, exist_ok=True)
     dense = len(source.shape) > 2
     runners = {spec: make_selector(spec, source.num_classes, source.size, dense) for spec in specs}
-    stats = {spec: SelectionStats(source.num_classes) for spec in specs}
+    stats = {spec: SelectionStats(source.num_classes, ignore_index=ignore_index) for spec in specs}
     stateful = {spec: run for spec, run in runners.items() if is_stateful(spec)}
     warmup = passes - 1 if stateful else 0
     sweep = _Sweep.empty()
@@ -619,6 +629,9 @@ def compare(
                             run(probs, valid, index)
                     if bar is not None:
                         bar.update()
+            # a selector still in its own warm-up when measured (FlexMatch: more samples
+            # unused than any class has learnt) reports warm-up numbers: say so
+            unfinished = {spec for spec, run in stateful.items() if _in_warmup(run)}
             start = 0
             for probs, labels, valid in source.batches(batch_size):
                 index = torch.arange(start, start + probs.shape[0])
@@ -653,6 +666,7 @@ def compare(
             spec: {
                 **{k: v.tolist() for k, v in s.compute().items()},
                 "warmup_passes": warmup if spec in stateful else 0,
+                "in_own_warmup": spec in unfinished,
             }
             for spec, s in stats.items()
         },
@@ -665,6 +679,12 @@ def compare(
             report["plots"] = _plots(report, scatter, out)
             (out / "compare.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _in_warmup(run) -> bool:
+    """Whether a runner's selector module reports its own warm-up as unfinished."""
+    in_warmup = getattr(getattr(run, "module", None), "in_warmup", None)
+    return bool(in_warmup()) if in_warmup is not None else False
 
 
 def _progress_bar(total: int):
@@ -751,7 +771,11 @@ def table(report: dict) -> str:
         ("mean w", "mean_weight"),
     ]
     warmed = [s for s, m in report["selectors"].items() if m.get("warmup_passes", 0) > 0]
-    names = {s: s + ("*" if s in warmed else "") for s in report["selectors"]}
+    unfinished = [s for s, m in report["selectors"].items() if m.get("in_own_warmup")]
+    names = {
+        s: s + ("*" if s in warmed else "") + ("!" if s in unfinished else "")
+        for s in report["selectors"]
+    }
     width = max(len(n) for n in names.values()) + 2
     lines = [f"{'selector':<{width}}" + "".join(f"{h:>12}" for h, _ in columns)]
     lines.append("-" * len(lines[0]))
@@ -765,5 +789,11 @@ def table(report: dict) -> str:
         lines.append(
             f"* stateful: measured on the last of {passes + 1} passes over the file (the first "
             f"{passes} only advance its state; --passes sets the number)"
+        )
+    if unfinished:
+        lines.append(
+            "! still in its own warm-up when measured (FlexMatch: more samples unused than "
+            "any class has learnt, so its thresholds stay near 0): these numbers are its "
+            "warm-up, not its steady state"
         )
     return "\n".join(lines)

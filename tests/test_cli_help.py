@@ -31,3 +31,12 @@ def test_main_help_names_every_command(capsys):
     text = capsys.readouterr().out
     assert "pseudosel compare PREDICTIONS" in text and "pseudosel bench" in text
     assert "python -m pseudosel" in text
+
+
+def test_version(capsys):
+    import pseudosel
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pseudosel {pseudosel.__version__}"

@@ -375,3 +375,60 @@ def test_bad_passes_on_the_command_line(cls_file, capsys):
         main(["compare", str(cls_file[0]), "--passes", "0"])
     assert stop.value.code == 2
     assert "--passes 3" in capsys.readouterr().err
+
+
+def test_ignore_index_reaches_every_statistic(tmp_path):
+    """The same predictions with every fifth label unknown, marked 255 or marked -1 with
+    ignore_index=-1, give the same numbers: the unknown labels never count as wrong."""
+    probs = classifier_outputs(200, 4, seed=5)
+    truth = probs.argmax(1).clone()
+    truth[1::7] = (truth[1::7] + 1) % 4  # some wrong pseudo-labels, so precision < 1
+    unknown = torch.arange(200) % 5 == 0
+    reports = {}
+    for marker in (255, -1):
+        labels = torch.where(unknown, marker, truth)
+        path = tmp_path / f"unknown{marker}.npz"
+        np.savez(path, probs=probs.numpy(), labels=labels.numpy())
+        reports[marker] = compare(
+            path, selectors=["threshold:0.5", "csl"], ignore_index=marker, progress=False
+        )
+    for spec in ("threshold:0.5", "csl"):
+        assert reports[-1]["selectors"][spec] == reports[255]["selectors"][spec], spec
+    # and the numbers are those of the known labels alone
+    known = ~unknown
+    selected = probs.max(1).values >= 0.5
+    expected = float((selected & known & (probs.argmax(1) == truth)).sum()) / float(
+        (selected & known).sum()
+    )
+    assert reports[-1]["selectors"]["threshold:0.5"]["precision"] == pytest.approx(expected)
+
+
+def test_a_selector_still_in_its_own_warmup_is_marked(tmp_path, capsys):
+    """FlexMatch with few samples reaching τ stays in its threshold warm-up (β = σ / unused,
+    thresholds near 0, coverage near 1) through every pass: the table and JSON say so;
+    confident predictions leave it, and the mark goes."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(400, 5, generator=gen)
+    logits[:18, 0] += 12  # only 18 of 400 samples reach τ = 0.95
+    labels = logits.argmax(1)
+    unsure = tmp_path / "unsure.npz"
+    np.savez(unsure, logits=logits.numpy(), labels=labels.numpy())
+    confident = tmp_path / "confident.npz"
+    np.savez(confident, logits=(logits * 20).numpy(), labels=labels.numpy())
+    out = tmp_path / "o"
+    assert main(["compare", str(unsure), "--out", str(out), "--no-plots",
+                 "--selectors", "threshold", "flexmatch"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    report = json.loads((out / "compare.json").read_text())
+    assert report["selectors"]["flexmatch"]["in_own_warmup"] is True
+    assert report["selectors"]["flexmatch"]["ratio"] > 0.9  # its warm-up numbers
+    assert report["selectors"]["threshold"]["in_own_warmup"] is False
+    assert "flexmatch*!" in text and "still in its own warm-up when measured" in text
+    assert main(["compare", str(confident), "--out", str(out), "--no-plots",
+                 "--selectors", "flexmatch"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert (
+        json.loads((out / "compare.json").read_text())["selectors"]["flexmatch"]["in_own_warmup"]
+        is False
+    )
+    assert "!" not in text

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
 from pseudosel import functional as F
+from pseudosel.distributed import ProcessGroup
 from pseudosel.features import confidence_and_labels, with_shared_features
 from pseudosel.functional.flexmatch import MAPPINGS
 from pseudosel.selection import Selection
@@ -20,9 +19,6 @@ from pseudosel.selectors.inputs import (
     weighted,
 )
 from pseudosel.validation import check_choice, check_real
-
-if TYPE_CHECKING:
-    from torch.distributed import ProcessGroup
 
 __all__ = ["FlexMatchSelector"]
 
@@ -114,6 +110,13 @@ class FlexMatchSelector(nn.Module):
     def thresholds(self) -> Tensor:
         """The current class thresholds T(k), (K,)."""
         return F.flexmatch_thresholds(self.classwise_acc, tau=self.tau, mapping=self.mapping)
+
+    def in_warmup(self) -> Tensor:
+        """0-dim bool tensor: FlexMatch's threshold warm-up is still on — more samples (or,
+        class-wise, positions) are unused than any class has learnt, so β = σ / unused and
+        every threshold stays far below τ. Always False with ``warmup=False``."""
+        counts = self.counts
+        return (counts[-1] > counts[:-1].max()) & self.warmup
 
     def _inputs(
         self, probs: Tensor, index: Tensor | None, valid: Tensor | None, *, recording: bool
