@@ -13,8 +13,11 @@ difference to the fixed threshold with a 95% bootstrap confidence interval; writ
 
 Robust to interruption: each run's folder gets its per-epoch JSON and a ``result.json``
 marker as soon as it finishes, and the summary, JSON and plots are refreshed after every run
-(marked "partial: k of n runs" until the last). Re-running the command skips finished runs;
-``--fresh`` trains everything again. ``--quick`` writes to ``results/comparison-quick``.
+(marked "partial: k of n runs" until the last). Re-running the command skips finished runs
+that the same code produced — the marker stores pseudosel's version and a hash of the
+library's sources and of the example modules the trainers import (:func:`code_version`); a
+run made by other code is trained again, and the job says so. ``--fresh`` trains everything
+again. ``--quick`` writes to ``results/comparison-quick``.
 Runs train ``--jobs`` at a time (default: one per CPU core, at most 4), each on one torch
 thread, so the numbers do not depend on ``--jobs``.
 
@@ -25,6 +28,8 @@ thread, so the numbers do not depend on ``--jobs``.
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import math
 import multiprocessing
@@ -46,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_fixmatch_digits  # noqa: E402
 import train_unimatch_mosaics  # noqa: E402
 
+import pseudosel  # noqa: E402
 from pseudosel import viz  # noqa: E402
 
 # task → (module, main metric, [(run name, selector, extra train options)])
@@ -180,15 +186,68 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_finished(folder: Path, options: dict) -> dict | None:
-    """The stored run in ``folder`` if it finished with the same options, else None."""
+def code_sources() -> list[Path]:
+    """Every source that decides a training result: the library (its command-line tools
+    aside) and the example modules the trainers import (data, views, models, the trainers
+    themselves, selector set-up)."""
+    library = Path(pseudosel.__file__).resolve().parent
+    tools = library / "tools"
+    sources = sorted(p for p in library.rglob("*.py") if tools not in p.parents)
+    here = Path(__file__).resolve().parent
+    sources += sorted(
+        Path(module.__file__).resolve()
+        for module in list(sys.modules.values())
+        if getattr(module, "__file__", None)
+        and Path(module.__file__).resolve().parent == here
+        and Path(module.__file__).stem not in ("compare_selectors", "threshold_sweep")
+    )
+    return sources
+
+
+def sources_hash(sources: list[Path]) -> str:
+    """16 hex digits of the SHA-256 of the files' names and contents, in order."""
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@functools.cache
+def code_version() -> dict:
+    """What produced a run: pseudosel's version and :func:`sources_hash` of
+    :func:`code_sources`, stored with every run."""
+    return {"pseudosel": pseudosel.__version__, "sources": sources_hash(code_sources())}
+
+
+def finished_run(folder: Path, options: dict) -> tuple[dict | None, str]:
+    """``(stored, "")`` for the run in ``folder`` when it finished with the same options and
+    was made by this code (:func:`code_version`), else ``(None, why it is not reused)``."""
     try:
         stored = json.loads((folder / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
+    except OSError:
+        return None, ""
+    except ValueError:
+        return None, "its result.json is unreadable"
     if stored.get("options") != options or not stored.get("history"):
-        return None
-    return stored
+        return None, "it ran with other options" if stored.get("history") else ""
+    made_by = stored.get("code")
+    if made_by != code_version():
+        return (
+            None,
+            f"it was made by other code ({_describe(made_by)} -> {_describe(code_version())})",
+        )
+    return stored, ""
+
+
+def _describe(code: dict | None) -> str:
+    if not isinstance(code, dict):
+        return "unrecorded"
+    return f"pseudosel {code.get('pseudosel')}, sources {code.get('sources')}"
+
+
+def load_finished(folder: Path, options: dict) -> dict | None:
+    """The stored run in ``folder`` if it can be reused (:func:`finished_run`), else None."""
+    return finished_run(folder, options)[0]
 
 
 def summarise(results: dict) -> dict:
@@ -402,22 +461,24 @@ def train_or_load(
     both. A trained run's marker is written as soon as it finishes."""
     to_train = []
     for key, task, name, selector, options, folder in runs:
-        stored, what = None, "loaded (finished before)"
+        stored, what, why = None, "loaded (finished before)", ""
         if not fresh:
-            stored = load_finished(folder, options)
+            stored, why = finished_run(folder, options)
             if stored is None and reuse is not None:
                 stored, what = reuse(key, options)
         if stored is None:
-            to_train.append(((key, task, name, options, folder), task, selector, options, folder))
+            entry = (key, task, name, options, folder, why)
+            to_train.append((entry, task, selector, options, folder))
         else:
             record(key, stored, what)
 
     def finished(entry: tuple, history: list, seconds: float) -> None:
-        key, task, name, options, folder = entry
+        key, task, name, options, folder, why = entry
         stored = {"task": task, "run": name, "options": options, "seconds": seconds}
+        stored["code"] = code_version()
         stored["history"] = history
         write_atomic(folder / MARKER, json.dumps(stored, indent=2))
-        record(key, stored, "trained")
+        record(key, stored, "trained" + (f" again: {why}" if why else ""))
 
     execute(to_train, jobs, device, finished)
 
@@ -465,7 +526,7 @@ def run_all(
         runs.append((item, task, name, selector, options, out / task / name / f"seed{seed}"))
 
     def counted(item: tuple, stored: dict, what: str) -> None:
-        if what == "trained":
+        if what.startswith("trained"):
             trained_seconds[item[1]].append(stored["seconds"])
         record(item, stored, what)
 

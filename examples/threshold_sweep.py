@@ -184,7 +184,7 @@ def run_sweep(
         return stored, f"reused from {source}"
 
     def counted(item: tuple, stored: dict, what: str) -> None:
-        if what == "trained":
+        if what.startswith("trained"):
             trained[item[1]].append(stored["seconds"])
         record(item, stored, what)
 

@@ -20,6 +20,8 @@ import train_fixmatch_digits  # noqa: E402
 import train_unimatch_mosaics  # noqa: E402
 from digits_data import BACKGROUND, INK, digit_splits, make_mosaics  # noqa: E402
 
+import pseudosel  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 
@@ -196,6 +198,61 @@ def test_comparison_resumes_and_starts_fresh(tmp_path, monkeypatch):
     calls.clear()
     compare_selectors.run_all(3, tmp_path, False, "cpu", fresh=True, log=lines.append)
     assert len(calls) == total
+
+
+def test_runs_made_by_other_code_are_trained_again(tmp_path, monkeypatch):
+    """A finished run is reused only when this code made it: after a change to pseudosel or
+    to a trainer (another sources hash), the job trains it again and says why."""
+    calls: list = []
+    monkeypatch.setattr(compare_selectors, "plots", lambda results, out: None)
+    monkeypatch.setattr(train_fixmatch_digits, "train", fake_trainer(calls))
+    monkeypatch.setattr(train_unimatch_mosaics, "train", fake_trainer(calls))
+    total = len(compare_selectors.plan(False, 1))
+    compare_selectors.run_all(1, tmp_path, False, "cpu", log=lambda line: None)
+    marker = json.loads(
+        (tmp_path / "fixmatch_digits" / "csl" / "seed0" / "result.json").read_text()
+    )
+    assert marker["code"] == compare_selectors.code_version()
+    assert set(marker["code"]) == {"pseudosel", "sources"}
+    # the same code: everything is loaded
+    calls.clear()
+    lines: list[str] = []
+    compare_selectors.run_all(1, tmp_path, False, "cpu", log=lines.append)
+    assert calls == [] and all("loaded" in line for line in lines)
+    # other code: everything is trained again, with the reason
+    changed = {**compare_selectors.code_version(), "sources": "0123456789abcdef"}
+    monkeypatch.setattr(compare_selectors, "code_version", lambda: changed)
+    lines.clear()
+    compare_selectors.run_all(1, tmp_path, False, "cpu", log=lines.append)
+    assert len(calls) == total
+    assert all("trained again: it was made by other code" in line for line in lines)
+    assert "-> pseudosel" in lines[0] and "sources 0123456789abcdef" in lines[0]
+    # a marker from before the code was recorded counts as other code
+    del marker["code"]
+    folder = tmp_path / "fixmatch_digits" / "csl" / "seed0"
+    (folder / "result.json").write_text(json.dumps(marker))
+    stored, why = compare_selectors.finished_run(folder, marker["options"])
+    assert stored is None and "unrecorded" in why
+
+
+def test_the_code_version_covers_the_library_and_the_trainers(tmp_path):
+    names = {path.name for path in compare_selectors.code_sources()}
+    assert {"csl.py", "flexmatch.py", "selection.py"} <= names  # the library
+    assert {"train_fixmatch_digits.py", "train_unimatch_mosaics.py", "digits_data.py"} <= names
+    assert {"models.py", "views.py", "selectors_by_name.py"} <= names
+    assert "compare_selectors.py" not in names
+    version = compare_selectors.code_version()
+    assert version["pseudosel"] == pseudosel.__version__ and len(version["sources"]) == 16
+    # one changed byte in one source changes the hash
+    copies = []
+    for i, path in enumerate(compare_selectors.code_sources()):
+        copy = tmp_path / f"{i}_{path.name}"
+        copy.write_bytes(path.read_bytes())
+        copies.append(copy)
+    assert compare_selectors.sources_hash(copies) != version["sources"]  # names differ
+    before = compare_selectors.sources_hash(copies)
+    copies[0].write_bytes(copies[0].read_bytes() + b"#")
+    assert compare_selectors.sources_hash(copies) != before
 
 
 def test_quick_mode_has_its_own_folder():
