@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference_loop import baseline  # noqa: E402
 
-from pseudosel.cli import main as cli_main  # noqa: E402
+from pseudosel.tools.cli import main as cli_main  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:

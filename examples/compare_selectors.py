@@ -52,7 +52,7 @@ import train_fixmatch_digits  # noqa: E402
 import train_unimatch_mosaics  # noqa: E402
 
 import pseudosel  # noqa: E402
-from pseudosel import viz  # noqa: E402
+from pseudosel.tools import plots as plotting  # noqa: E402
 
 # task → (module, main metric, [(run name, selector, extra train options)])
 CLASSIFICATION = [
@@ -334,7 +334,7 @@ def plots(results: dict, out: Path) -> list[Path]:
                 bands[name] = [0.0 if math.isnan(s) else s for _, s in stats]
             if curves:
                 paths.append(
-                    viz.plot_curves(
+                    plotting.plot_curves(
                         curves,
                         out / f"{task}_{key}.png",
                         ylabel=label,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from pseudosel import viz
-from pseudosel.compare import feature_space_sample
+from pseudosel.tools import plots as plotting
+from pseudosel.tools.compare import feature_space_sample
 
 QUALITY = ("ratio", "precision", "weighted_precision", "recall", "mean_weight", "auroc")
 
@@ -42,7 +42,7 @@ def write_run(
         setting: what was run (task, selector, seed, epochs, ...), written to the summary.
         history: one dict per epoch.
         metric: the task's main metric key (``test_accuracy`` or ``test_miou``).
-        scatter: :func:`pseudosel.compare.feature_space_sample` of one batch, for CSL runs.
+        scatter: :func:`pseudosel.tools.compare.feature_space_sample` of one batch, for CSL runs.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,14 +65,14 @@ def write_run(
         values = [row.get(key) for row in history]
         if any(v is not None for v in values):
             curves[f"pseudo-label {key}"] = [float("nan") if v is None else v for v in values]
-    viz.plot_curves(
+    plotting.plot_curves(
         curves,
         out / "curves.png",
         ylabel="value",
         title=f"{setting['task']} / {setting['selector']}",
     )
     if scatter is not None:
-        viz.plot_feature_space(
+        plotting.plot_feature_space(
             scatter["confidence"],
             scatter["spread"],
             scatter["correct"],

@@ -103,14 +103,14 @@ def build(
         recalibrates; the other selectors need nothing."""
         if isinstance(module, pseudosel.AdshSelector):
             probs = predict_unlabelled()
-            module.record(probs, torch.arange(len(probs), device=probs.device))
-            module.recompute()
+            module.update(probs, torch.arange(len(probs), device=probs.device))
+            module.calibrate()
         elif isinstance(module, pseudosel.PrecisionTargetSelector):
             if heldout is None:
                 raise ValueError("precision_target needs held-out labelled predictions")
             probs, labels = heldout()
             module.reset_running_stats()
-            module.observe_heldout(probs, labels)
+            module.update_heldout(probs, labels)
             module.calibrate()
 
     select.modules = [m for m in (align, module) if m is not None]  # type: ignore[attr-defined]

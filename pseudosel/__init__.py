@@ -5,8 +5,10 @@ of FixMatch-, UniMatch- and USB-style training; ``pseudosel.functional`` holds t
 selectors and this package the ``nn.Module`` selectors.
 """
 
-from pseudosel import features, functional, masking
+from pseudosel import features, functional, masking, registry
 from pseudosel.losses import weighted_binary_cross_entropy, weighted_cross_entropy
+from pseudosel.registry import available_selectors, register_selector
+from pseudosel.registry import builtin as _builtin  # noqa: F401  (declares the built-ins)
 from pseudosel.schedules import linear_rampup
 from pseudosel.select import select_reliable
 from pseudosel.selection import Selection
@@ -22,6 +24,7 @@ from pseudosel.selectors import (
     FlexMatchSelector,
     FreeMatchSelector,
     PrecisionTargetSelector,
+    Selector,
     SoftMatchSelector,
     ThresholdSelector,
 )
@@ -42,12 +45,16 @@ __all__ = [
     "PrecisionTargetSelector",
     "SoftMatchSelector",
     "Selection",
+    "Selector",
     "ThresholdSelector",
     "__version__",
+    "available_selectors",
     "features",
     "functional",
     "linear_rampup",
     "masking",
+    "register_selector",
+    "registry",
     "select_reliable",
     "weighted_binary_cross_entropy",
     "weighted_cross_entropy",

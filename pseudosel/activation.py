@@ -19,17 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pseudosel.validation import (
-    check_activation,
-    check_probability_values,
-    check_probs,
-    check_sigmoid_values,
-    compute_dtype,
-    is_multilabel,
-    resolve_valid,
-)
+from pseudosel.validation import check_activation, compute_dtype
 
-__all__ = ["apply_activation", "checked_class_probs", "class_probs", "two_class"]
+__all__ = ["apply_activation", "class_probs", "two_class"]
 
 
 def two_class(p: Tensor, *, multilabel: bool) -> Tensor:
@@ -40,23 +32,12 @@ def two_class(p: Tensor, *, multilabel: bool) -> Tensor:
     return torch.cat((1 - p, p), 1)
 
 
-def refuse_multilabel(probs: Tensor, selector: str) -> None:
-    """The error of a selector whose per-class state would mix the labels of a multi-label
-    output."""
-    raise ValueError(
-        f'{selector} does not support multi-label input: with activation="sigmoid", probs '
-        f"of shape {tuple(probs.shape)} holds {probs.shape[1]} independent labels at dim 1, "
-        "and its per-class state would mix them. Binary sigmoid outputs (N, 1, *spatial) "
-        "are supported; for multi-label use threshold, csl, adamatch, entropy_split or "
-        "Dash (docs/binary.md)"
-    )
-
-
 def class_probs(
     probs: Tensor,
     activation: str = "softmax",
     *,
     from_logits: bool = False,
+    multilabel: bool | None = None,
     selector: str | None = None,
 ) -> Tensor:
     """The class probabilities a selector takes, from a softmax or sigmoid output.
@@ -68,6 +49,9 @@ def class_probs(
         activation: ``"softmax"`` (default) or ``"sigmoid"``.
         from_logits: apply the activation first — softmax over dim 1, or the element-wise
             sigmoid — computed in float32 for float16/bfloat16 input.
+        multilabel: for ``"sigmoid"``, whether dim 1 holds L labels; None (default) reads it
+            from the shape, but a 3-D (N, X, Y) input must say
+            (:func:`pseudosel.inputs.check_multilabel`).
         selector: the name of a selector that does not support multi-label input: a
             multi-label ``probs`` then raises ``ValueError`` naming it. None (default)
             accepts both.
@@ -87,16 +71,16 @@ def class_probs(
         >>> class_probs(torch.rand(4, 3), "sigmoid").shape   # 3 labels
         torch.Size([4, 2, 3])
     """
-    activation = check_activation(activation)
-    if activation == "softmax":
-        return apply_activation(probs, activation) if from_logits else probs
-    check_probs(probs, name="logits" if from_logits else "probs", min_classes=1)
-    if from_logits:
-        probs = apply_activation(probs, activation)
-    multilabel = is_multilabel(probs, activation)
-    if multilabel and selector is not None:
-        refuse_multilabel(probs, selector)
-    return two_class(probs, multilabel=multilabel)
+    from pseudosel.inputs import prepare  # the front door builds on this module
+
+    return prepare(
+        probs,
+        from_logits=from_logits,
+        activation=activation,
+        multilabel=multilabel,
+        validate=False,
+        per_class_state=selector,
+    ).probs
 
 
 def apply_activation(logits: Tensor, activation: str) -> Tensor:
@@ -113,52 +97,3 @@ def apply_activation(logits: Tensor, activation: str) -> Tensor:
     if check_activation(activation) == "sigmoid":
         return logits.to(dtype).sigmoid()
     return logits.softmax(1, dtype=dtype)
-
-
-def checked_class_probs(
-    probs: Tensor,
-    valid: Tensor | None,
-    *,
-    activation: str = "softmax",
-    validate: bool = True,
-    selector: str | None = None,
-    name: str = "probs",
-) -> tuple[Tensor, Tensor]:
-    """The checked entry of a selector: shape/dtype checks, the validity mask, the value
-    check (with ``validate``), then :func:`class_probs`.
-
-    Args:
-        probs: the selector's input, as in :func:`class_probs` (no logits).
-        valid: optional bool mask of the positions: (N, *spatial), or (N, L, *spatial) for
-            a multi-label output.
-        activation: ``"softmax"`` (default) or ``"sigmoid"``.
-        validate: check the values: probability vectors along dim 1 (softmax) or
-            probabilities in [0, 1] (sigmoid), at valid positions.
-        selector: a selector without multi-label support (see :func:`class_probs`).
-        name: the argument's name in error messages.
-
-    Returns:
-        ``(class probabilities, valid)``; with ``"softmax"`` the first is ``probs`` itself.
-
-    Example:
-        >>> import torch
-        >>> from pseudosel.activation import checked_class_probs
-        >>> probs, valid = checked_class_probs(torch.rand(4, 3), None, activation="sigmoid")
-        >>> probs.shape, valid.shape
-        (torch.Size([4, 2, 3]), torch.Size([4, 3]))
-    """
-    activation = check_activation(activation)
-    sigmoid = activation == "sigmoid"
-    check_probs(probs, name=name, min_classes=1 if sigmoid else 2)
-    if sigmoid and selector is not None and is_multilabel(probs, activation):
-        refuse_multilabel(probs, selector)
-    all_valid = valid is None
-    valid = resolve_valid(probs, valid, activation=activation)
-    if validate:
-        if sigmoid:
-            check_sigmoid_values(probs, valid)
-        else:
-            check_probability_values(probs, valid, all_valid=all_valid)
-    if not sigmoid:
-        return probs, valid
-    return two_class(probs, multilabel=is_multilabel(probs, activation)), valid

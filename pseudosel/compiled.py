@@ -34,14 +34,14 @@ function (or the modules' ``compile=True``).
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from pseudosel.activation import checked_class_probs
+from pseudosel.inputs import prepare
+from pseudosel.registry import spec_of_function
 from pseudosel.selection import Selection
 from pseudosel.validation import resolve_valid, values_hint, values_ok
 
@@ -53,10 +53,11 @@ def compiled(selector: Callable[..., Selection]) -> Callable[..., Selection]:
 
     Args:
         selector: a functional selector taking ``probs`` first, e.g.
-            :func:`pseudosel.functional.csl`. When it reads only ``probs`` and takes
-            ``valid``, ``validate`` and ``activation`` by keyword (``csl``, ``threshold``),
-            its value check is computed inside the graph and raised after it (see the
-            module docstring); any other selector keeps its own checks.
+            :func:`pseudosel.functional.csl`. When it is a registered stateless selector
+            that reads only ``probs`` (``csl``, ``threshold``, a plug-in's function:
+            :func:`pseudosel.registry.spec_of_function`), its value check is computed
+            inside the graph and raised after it (see the module docstring); any other
+            selector keeps its own checks.
 
     Returns:
         A function with the same signature and results (up to rounding).
@@ -103,20 +104,12 @@ def compiled(selector: Callable[..., Selection]) -> Callable[..., Selection]:
 
 
 def _checks_after_graph(selector: Callable[..., Selection]) -> bool:
-    """Whether the value check can move out of the graph: the selector reads one
-    probability tensor ``probs`` and takes ``valid``, ``validate`` and ``activation`` by
-    keyword (:func:`~pseudosel.functional.csl`, :func:`~pseudosel.functional.threshold`).
-    Others (no ``validate``, or a second input such as AdaMatch's labelled batch) keep
+    """Whether the value check can move out of the graph: ``selector`` is a registered
+    stateless functional selector that reads nothing but ``probs`` (csl, threshold, a
+    plug-in's function). Others (AdaMatch's labelled batch, unregistered functions) keep
     their own checks inside the graph."""
-    try:
-        parameters = inspect.signature(selector).parameters
-    except (TypeError, ValueError):
-        return False
-    keyword_only = {
-        name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-    probability_inputs = [name for name in parameters if name.startswith("probs")]
-    return {"valid", "validate", "activation"} <= keyword_only and probability_inputs == ["probs"]
+    spec = spec_of_function(selector)
+    return spec is not None and not spec.stateful and not spec.needs
 
 
 def _raise_on(verdict: Tensor, probs: Tensor, valid: Tensor | None, activation: str) -> None:
@@ -128,7 +121,7 @@ def _raise_on(verdict: Tensor, probs: Tensor, valid: Tensor | None, activation: 
         return
     if bool(verdict):
         return
-    checked_class_probs(probs, valid, activation=activation, validate=True)
+    prepare(probs, valid, activation=activation, validate=True)
     raise ValueError(values_hint(probs, activation))  # the eager check passed at the boundary
 
 

@@ -353,7 +353,7 @@ def certify(
         valid: optional bool (N, *spatial).
         solver: solver of the 2x2 SDP (default CLARABEL).
         fantope_solver: solver of the Fantope SDP (default SCS, much faster there).
-        **csl_options: ``group``, ``residual``, ``g_scale``, ``rank_one_guard`` as for
+        **csl_options: ``scope``, ``residual``, ``g_scale``, ``rank_one_guard`` as for
             :func:`pseudosel.functional.csl` (same defaults).
 
     Returns:
@@ -383,7 +383,14 @@ def certify(
         g_scale=csl_options.get("g_scale", 1.0),
     )
     guard = csl_options.get("rank_one_guard", False)
-    c, s, ok = group_points(c, s, valid, csl_options.get("group", "auto"), probs.dim())
+    if "group" in csl_options:
+        from pseudosel._deprecation import warn_once
+
+        warn_once(
+            "certify:group", "certify(group=...) is deprecated and will be removed; use scope="
+        )
+    scope = csl_options.get("scope", csl_options.get("group", "auto"))
+    c, s, ok = group_points(c, s, valid, scope, probs.dim())
     c = c.masked_fill(~ok, 0.0).to(torch.float64)
     s = s.masked_fill(~ok, 0.0).to(torch.float64)
     count = ok.sum(-1)

@@ -2,66 +2,21 @@
 
 from __future__ import annotations
 
-import functools
-import importlib
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pseudosel import functional as F
-from pseudosel.activation import apply_activation
-from pseudosel.functional.csl import CSL_PRESETS
-from pseudosel.functional.separation import VARIANT_MODULES
+from pseudosel._deprecation import warn_once
+from pseudosel.functional.separation import load_variants
+from pseudosel.inputs import prepare
+from pseudosel.registry import check_selection, selector_spec
 from pseudosel.selection import WEIGHTINGS, Selection
-from pseudosel.validation import check_activation, check_choice, check_probs, resolve_valid
+from pseudosel.selectors._base import Alignment, Selector
+from pseudosel.validation import check_activation, check_choice
 
-__all__ = ["SELECTORS", "STATEFUL", "select_reliable"]
-
-
-def load_csl_variants(options: dict[str, Any]) -> None:
-    """Import the optional module behind a CSL ``solver=``/``boundary=`` option (e.g.
-    ``solver="cvxpy"`` → :mod:`pseudosel.convex`), which registers it with the split step:
-    functional code never imports the convex layer itself."""
-    for key in ("solver", "boundary"):
-        module = VARIANT_MODULES.get(options.get(key))
-        if module is not None:
-            importlib.import_module(module)
-
-
-def _csl_max_margin(probs: Tensor, **options: Any) -> Selection:
-    """CSL with the experimental max-margin boundary (loads pseudosel.max_margin)."""
-    load_csl_variants({"boundary": "max_margin"})
-    return F.csl(probs, **{"boundary": "max_margin", **options})
-
-
-# Name → stateless functional selector.
-SELECTORS: dict[str, Callable[..., Selection]] = {
-    # CSL as the authors' ICCV 2025 code runs it (CSL_PRESETS["csl"]: F.csl's defaults)
-    "csl": F.csl,
-    # experimental, beyond the paper (needs cvxpy at call time)
-    "csl_max_margin": _csl_max_margin,
-    "threshold": F.threshold,
-    "adamatch": F.adamatch,
-    "entropy_split": F.entropy_split,
-    # CSL as the CoVar code runs it: linear cluster rule (λ = 0.25), g_scale 0.5; options
-    # passed to select_reliable override these
-    "csl_covar": functools.partial(F.csl, **CSL_PRESETS["csl_covar"]),
-}
-# Selectors that keep state across steps: one instance must live through training.
-STATEFUL = {
-    "flexmatch": "FlexMatchSelector",
-    "freematch": "FreeMatchSelector",
-    "softmatch": "SoftMatchSelector",
-    "dash": "DashSelector",
-    "u2pl": "EntropySplitSelector",
-    "corrmatch": "CorrMatchSelector",
-    "adsh": "AdshSelector",
-    # experimental: thresholds certified on held-out labels (observe_heldout, calibrate)
-    "precision_target": "PrecisionTargetSelector",
-}
+__all__ = ["select_reliable"]
 
 
 def select_reliable(
@@ -74,6 +29,8 @@ def select_reliable(
     from_logits: bool = False,
     validate: bool = True,
     activation: str | None = None,
+    multilabel: bool | None = None,
+    num_classes: int | None = None,
     weighting: str | None = None,
     **options: Any,
 ) -> Selection:
@@ -83,14 +40,15 @@ def select_reliable(
 
     Args:
         probs: (N, K) or (N, K, *spatial) probabilities (or logits with ``from_logits``);
-            detached inside, so passing a tensor that requires grad is fine.
+            detached inside, so passing a tensor that requires grad is fine. The class axis
+            is dim 1; channels-last input needs ``probs.movedim(-1, 1)``.
         method: a stateless selector's name — ``"csl"`` (default; the authors' ICCV
             code), ``"csl_covar"`` (CSL as the CoVar code configures it),
             ``"csl_max_margin"`` (experimental), ``"threshold"``, ``"adamatch"`` (pass
-            ``probs_labeled=``) or ``"entropy_split"`` — or a selector
-            module instance such as :class:`~pseudosel.CSLSelector` or
-            :class:`~pseudosel.FlexMatchSelector`; a module brings its own options, state
-            and ``validate`` setting.
+            ``probs_labeled=``), ``"entropy_split"`` or any registered plug-in
+            (:func:`pseudosel.available_selectors`) — or a selector module instance such as
+            :class:`~pseudosel.CSLSelector` or :class:`~pseudosel.FlexMatchSelector`; a
+            module brings its own options, state and ``validate`` setting.
         valid: optional bool (N, *spatial); False marks ignored positions.
         ignore_mask: optional integer (N, *spatial) map, UniMatch's convention: positions
             equal to ``ignore_index`` are ignored. Exclusive with ``valid``.
@@ -105,6 +63,14 @@ def select_reliable(
             every field are then (N, L, *spatial). Which selectors support multi-label:
             docs/binary.md. Default None: ``"softmax"`` for a named method, the module's own
             ``activation`` for a module (an explicit value must match it).
+        multilabel: for ``"sigmoid"``: True when dim 1 holds L labels, False for one binary
+            channel; None (default) reads it from the shape, except that a 3-D (N, X, Y)
+            sigmoid output is refused until it is told (a binary map without its channel
+            dim — pass ``probs.unsqueeze(1)`` — or X labels over Y positions).
+        num_classes: the class count K expected at dim 1 (default None: not checked). With
+            it, channels-last input — K in the last dim — is refused even as logits, whose
+            values cannot show the layout. When dim 1 and the last dim both equal K the
+            input is read as channels-first.
         weighting: ``"soft"`` (the selector's own weights) or ``"hard"`` (weight = mask as
             0/1, :meth:`~pseudosel.Selection.hard`). Default None: ``"soft"`` for a named
             method, the module's own ``weighting`` for a module; ``"hard"`` hardens any
@@ -130,23 +96,63 @@ def select_reliable(
         torch.Size([2, 8, 8])
     """
     activation, weighting = _output_options(method, activation, weighting)
-    sigmoid = activation == "sigmoid"
-    check_probs(probs, name="logits" if from_logits else "probs", min_classes=1 if sigmoid else 2)
-    probs = probs.detach()
-    if from_logits:
-        probs = apply_activation(probs, activation)
-    valid = resolve_valid(
-        probs, valid, ignore_mask=ignore_mask, ignore_index=ignore_index, activation=activation
-    )
-    if weighting == "hard":
-        return _select(probs, method, valid, validate, activation, options).hard()
-    return _select(probs, method, valid, validate, activation, options)
+    if isinstance(method, nn.Module):
+        selection = _select_with_module(
+            method,
+            probs,
+            options,
+            valid=valid,
+            ignore_mask=ignore_mask,
+            ignore_index=ignore_index,
+            from_logits=from_logits,
+            validate=validate,
+            activation=activation,
+            multilabel=multilabel,
+            num_classes=num_classes,
+        )
+    else:
+        spec = selector_spec(method)
+        if spec.stateful:
+            cls = spec.module
+            where = f"pseudosel.{cls.__name__}" if spec.builtin else cls.__qualname__
+            raise ValueError(
+                f"{method!r} keeps state across training steps: create {where}(...) once "
+                f"(or pseudosel.registry.build_selector({method!r}, K)) and pass the "
+                "instance as method="
+            )
+        inputs = prepare(
+            probs,
+            valid,
+            ignore_mask=ignore_mask,
+            ignore_index=ignore_index,
+            from_logits=from_logits,
+            activation=activation,
+            multilabel=multilabel,
+            num_classes=num_classes,
+            validate=False,
+            to_classes=False,
+        )
+        load_variants(options)
+        with torch.no_grad():
+            selection = spec.function(
+                inputs.probs,
+                valid=None if inputs.all_valid else inputs.valid,
+                validate=validate,
+                activation=activation,
+                multilabel=multilabel,
+                **options,
+            )
+    return selection.hard() if weighting == "hard" else selection
 
 
 def _output_options(
     method: str | nn.Module, activation: str | None, weighting: str | None
 ) -> tuple[str, str]:
     """``activation`` and ``weighting`` resolved against a module's own settings."""
+    if not isinstance(method, str | nn.Module):
+        raise TypeError(
+            f"method must be a selector name or an nn.Module selector, got {type(method).__name__}"
+        )
     own_activation = getattr(method, "activation", "softmax")
     own_weighting = getattr(method, "weighting", "soft")
     if activation is None:
@@ -177,59 +183,61 @@ def _output_options(
     return activation, weighting
 
 
-def _select(
-    probs: Tensor,
-    method: str | nn.Module,
-    valid: Tensor,
-    validate: bool,
-    activation: str,
-    options: dict[str, Any],
+def _select_with_module(
+    method: nn.Module, probs: Tensor, options: dict[str, Any], **front_door: Any
 ) -> Selection:
-    if isinstance(method, nn.Module):
-        _refuse_alignment(method)
-        inputs = set(inspect.signature(method.forward).parameters) - {"probs", "valid"}
-        unknown = sorted(set(options) - inputs)
-        if unknown:
-            raise TypeError(
-                f"{unknown} are not per-call inputs of {type(method).__name__}.forward "
-                f"(those are {sorted(inputs) or 'none'}); hyper-parameters are constructor "
-                "arguments of a selector module"
-            )
-        selection = method(probs, valid=valid, **options)
-        if not isinstance(selection, Selection):
-            raise TypeError(
-                f"method={type(method).__name__} returned {type(selection).__name__}, not a "
-                "pseudosel.Selection: select_reliable takes selector modules only"
-            )
-        return selection
-    if not isinstance(method, str):
-        raise TypeError(
-            f"method must be a selector name or an nn.Module selector, got {type(method).__name__}"
-        )
-    if method in STATEFUL:
-        raise ValueError(
-            f"{method!r} keeps state across training steps: create "
-            f"pseudosel.{STATEFUL[method]}(...) once and pass the instance as method="
-        )
-    if method not in SELECTORS:
-        names = ", ".join(repr(name) for name in SELECTORS)
-        raise ValueError(f"method must be one of {names} or a selector module, got {method!r}")
-    load_csl_variants(options)
-    with torch.no_grad():
-        return SELECTORS[method](
-            probs, valid=valid, validate=validate, activation=activation, **options
-        )
-
-
-def _refuse_alignment(method: nn.Module) -> None:
-    """Distribution alignment transforms probabilities; it selects nothing."""
-    from pseudosel.selectors import DistributionAlignment, DistributionAlignmentQueue
-
-    if isinstance(method, (DistributionAlignment, DistributionAlignmentQueue)):
-        name = type(method).__name__
+    """A module instance: a pseudosel :class:`~pseudosel.Selector` runs its own value check
+    and conversion; any other module gets the whole front door here, and its output is
+    checked."""
+    name = type(method).__name__
+    if isinstance(method, Alignment):
         raise TypeError(
             f"method={name} is not a selector: it returns aligned probabilities, not a "
             f"Selection. Apply it first and select on its output, e.g. "
             f"select_reliable({name.lower()}(probs), FreeMatchSelector(K)) (docs/choosing.md: "
             "distribution alignment is used before a selector)"
         )
+    inputs = set(inspect.signature(method.forward).parameters) - {"probs", "valid"}
+    unknown = sorted(set(options) - inputs)
+    if unknown:
+        raise TypeError(
+            f"{unknown} are not per-call inputs of {name}.forward (those are "
+            f"{sorted(inputs) or 'none'}); hyper-parameters are constructor arguments of a "
+            "selector module"
+        )
+    own_check = isinstance(method, Selector)
+    if own_check and front_door["num_classes"] is None:
+        front_door["num_classes"] = method.num_classes
+    if own_check:  # the module checks the values and converts a sigmoid output itself
+        front_door["validate"] = False
+    prepared = prepare(probs, **front_door, to_classes=not own_check)
+    selection = method(prepared.probs, valid=prepared.valid, **options)
+    if not isinstance(selection, Selection):
+        raise TypeError(
+            f"method={name} returned {type(selection).__name__}, not a pseudosel.Selection: "
+            "select_reliable takes selector modules only"
+        )
+    if not own_check:
+        check_selection(name, selection, prepared.probs, prepared.valid)
+    return selection
+
+
+def __getattr__(name: str) -> Any:
+    """``SELECTORS`` and ``STATEFUL``: deprecated views of the registry (warn once)."""
+    from pseudosel.registry import available_selectors
+
+    if name == "SELECTORS":
+        warn_once(
+            "select.SELECTORS",
+            "pseudosel.select.SELECTORS is deprecated and will be removed; use "
+            "pseudosel.available_selectors(stateful=False) and pseudosel.registry.selector_spec",
+        )
+        return {n: selector_spec(n).function for n in available_selectors(stateful=False)}
+    if name == "STATEFUL":
+        warn_once(
+            "select.STATEFUL",
+            "pseudosel.select.STATEFUL is deprecated and will be removed; use "
+            "pseudosel.available_selectors(stateful=True)",
+        )
+        return {n: selector_spec(n).module.__name__ for n in available_selectors(stateful=True)}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

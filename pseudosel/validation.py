@@ -16,6 +16,9 @@ from numbers import Integral, Real
 import torch
 from torch import Tensor
 
+from pseudosel import kernels
+from pseudosel.kernels import planes
+
 __all__ = [
     "ACTIVATIONS",
     "check_activation",
@@ -218,6 +221,16 @@ def _check_position_tensor(
     name: str, tensor: Tensor, probs: Tensor, expected: tuple[int, ...], activation: str
 ) -> None:
     if tuple(tensor.shape) != expected:
+        if (
+            not is_multilabel(probs, activation)
+            and probs.dim() >= 3
+            and tuple(tensor.shape) == tuple(probs.shape[:-1])
+        ):
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)}, probs without its last dim: probs "
+                f"{tuple(probs.shape)} looks channels-last. The class axis must be dim 1; "
+                "use probs.movedim(-1, 1)"
+            )
         where = (
             "one position per (sample, label) of the multi-label sigmoid probs"
             if is_multilabel(probs, activation)
@@ -236,10 +249,6 @@ def sum_tolerance(dtype: torch.dtype) -> float:
     return max(1e-3, 6.0 * torch.finfo(dtype).eps)
 
 
-# Under torch.compile, up to this many classes are checked plane by plane (as the features
-# are walked: pseudosel.features._UNROLL_MAX_CLASSES).
-_UNROLL_MAX_CLASSES = 64
-
 # no double quotes in the hints: inductor pastes the message of torch._assert_async into C++
 _SIGMOID_HINT = (
     "with activation='sigmoid', probs must hold sigmoid probabilities (finite, in [0, 1]); "
@@ -249,7 +258,8 @@ _SIGMOID_HINT = (
 _VALUES_HINT = (
     "probs must hold probabilities along dim 1 (finite, >= 0, summing to 1 within "
     "{tol:.3g}); if these are logits pass from_logits=True to select_reliable or apply "
-    "softmax(dim=1) first; validate=False skips this check"
+    "softmax(dim=1) first; channels-last input needs probs.movedim(-1, 1); validate=False "
+    "skips this check"
 )
 
 
@@ -260,21 +270,15 @@ def probability_vectors_ok(probs: Tensor, valid: Tensor, *, all_valid: bool = Fa
 
     ``all_valid``: promise that ``valid`` is all True (no ignored position), which allows a
     cheaper test: the row sums (one reduction over the class axis), their smallest and
-    largest, and the smallest entry overall (a full reduction, about half the cost of one
-    over the class axis): measured at 8x21x321x321, 1.2-1.6x the ``amax(1)`` floor against
-    3.0-3.6x for per-position masks. Under torch.compile with at most 64 classes the class
-    planes are summed one by one instead: pointwise over the positions, so the compiler
-    fuses the test into the selector's own pass over the probabilities.
+    largest, and the smallest entry overall (a full reduction, cheaper than one over the
+    class axis). Under torch.compile the class planes are summed one by one instead
+    (:func:`pseudosel.kernels.planes.probability_vectors_ok`), fused into the selector's
+    own pass over the probabilities.
     """
+    if kernels.compiling() and planes.unrolls(probs):
+        return planes.probability_vectors_ok(probs, valid)
     tol = sum_tolerance(probs.dtype)
     work = compute_dtype(probs.dtype)
-    if torch.compiler.is_compiling() and 1 < probs.shape[1] <= _UNROLL_MAX_CLASSES:
-        planes = [probs[:, j].to(work) for j in range(probs.shape[1])]
-        row_sum, row_min = planes[0], planes[0]
-        for plane in planes[1:]:
-            row_sum, row_min = row_sum + plane, torch.minimum(row_min, plane)
-        ok_position = (row_min >= 0) & ((row_sum - 1).abs() <= tol)  # NaN compares False
-        return (ok_position | ~valid).all()
     row_sum = probs.sum(1, dtype=work)  # half input summed in float32, as compiled
     if all_valid and row_sum.numel() > 0:
         lowest, highest = torch.aminmax(row_sum)
@@ -325,6 +329,7 @@ def check_probability_values(probs: Tensor, valid: Tensor, *, all_valid: bool = 
     hint = _VALUES_HINT.format(tol=tol)
     if not _passes(probability_vectors_ok(probs, valid, all_valid=all_valid), hint):
         # CPU eager only: the per-position test again, to name the first failure
+        _refuse_channels_last(probs, tol)
         work = compute_dtype(probs.dtype)
         row_sum, row_min = probs.sum(1, dtype=work), probs.amin(1).to(work)
         ok_position = (row_min >= 0) & ((row_sum - 1).abs() <= tol)
@@ -333,6 +338,22 @@ def check_probability_values(probs: Tensor, valid: Tensor, *, all_valid: bool = 
             valid,
             hint,
             lambda where: f"sum {float(row_sum[where]):.6g}, minimum {float(row_min[where]):.6g}",
+        )
+
+
+def _refuse_channels_last(probs: Tensor, tol: float) -> None:
+    """Raise the channels-last error when the rows along the last dim of a failing dense
+    input are probability vectors (dim 1 is then a spatial axis): the logits hint would
+    mislead there."""
+    if probs.dim() < 3 or probs.numel() == 0:
+        return
+    work = compute_dtype(probs.dtype)
+    rows = probs.sum(-1, dtype=work)
+    if bool((probs.amin(-1) >= 0).all()) and bool(((rows - 1).abs() <= tol).all()):
+        raise ValueError(
+            f"probs of shape {tuple(probs.shape)} holds probability vectors along its last "
+            "dim, not along dim 1: it looks channels-last. The class axis must be dim 1; use "
+            "probs.movedim(-1, 1)"
         )
 
 
@@ -387,14 +408,15 @@ def check_labels(
     num_classes: int | None,
     used: Tensor,
     *,
-    ignore_index: int,
+    ignore_index: int | None = None,
     name: str = "target",
 ) -> None:
     """Check that the true labels ``labels`` lie in [0, ``num_classes``) wherever ``used``.
 
-    ``used`` marks the positions whose label is counted (valid, and not ``ignore_index``);
-    elsewhere any value is accepted. Without ``num_classes`` only negative labels are
-    refused. A label out of range would otherwise count as a wrong pseudo-label.
+    ``used`` marks the positions whose label is counted (valid, and not ``ignore_index``
+    when there is one); elsewhere any value is accepted. Without ``num_classes`` only
+    negative labels are refused. A label out of range would otherwise count as a wrong
+    pseudo-label.
 
     Raises:
         ValueError: in CPU eager mode, naming the first offending position and its label.
@@ -406,13 +428,15 @@ def check_labels(
         >>> check_labels(torch.tensor([0, 7]), 2, used, ignore_index=255)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: target must hold class labels in [0, 2) or ignore_index=255 ...: 7
+        ValueError: target must hold classes in [0, 2) or ignore_index=255 ...: 7
     """
-    upper = "" if num_classes is None else f", {num_classes})"
-    hint = (
-        f"{name} must hold class labels in [0{upper or ', inf)'} or ignore_index="
-        f"{ignore_index} where the label is unknown"
+    upper = ", inf)" if num_classes is None else f", {num_classes})"
+    unknown = (
+        " (mark positions without a label with valid=False)"
+        if ignore_index is None
+        else f" or ignore_index={ignore_index} where the label is unknown"
     )
+    hint = f"{name} must hold classes in [0{upper}{unknown}"
     in_range = labels >= 0
     if num_classes is not None:
         in_range &= labels < num_classes

@@ -140,7 +140,7 @@ def reference_csl(
     probs: torch.Tensor,
     *,
     alpha: float = 2.0,
-    group: str = "auto",
+    scope: str = "auto",
     cluster_rule: str = "confidence",
     residual: str = "reference",
     g_scale: float = 1.0,
@@ -154,9 +154,9 @@ def reference_csl(
     shape = (p.shape[0], *p.shape[2:])
     ok = np.ones(shape, dtype=bool) if valid is None else valid.cpu().numpy()
     c, s, labels = reference_features(p, residual, g_scale)
-    if group == "auto":
-        group = "sample" if p.ndim > 2 else "batch"
-    rows = p.shape[0] if group == "sample" else 1
+    if scope == "auto":
+        scope = "sample" if p.ndim > 2 else "batch"
+    rows = p.shape[0] if scope == "sample" else 1
     out = {name: np.zeros((rows, c.size // max(rows, 1))) for name in ("w", "t", "z", "k", "m")}
     for g in range(rows):
         res = reference_split(

@@ -37,8 +37,8 @@ class _AdshEpochs(torch.nn.Module):
 
     def forward(self, probs, index):
         selection = self.adsh(probs)
-        self.adsh.record(probs, index)
-        self.adsh.recompute()
+        self.adsh.update(probs, index)
+        self.adsh.calibrate()
         return selection
 
 
@@ -55,7 +55,7 @@ class _PrecisionHeldout(torch.nn.Module):
 
     def forward(self, probs, heldout, labels, valid):
         selection = self.selector(probs)
-        self.selector.observe_heldout(heldout, labels, valid)
+        self.selector.update_heldout(heldout, labels, valid)
         self.selector.calibrate()
         return selection
 

@@ -1,14 +1,22 @@
 """Every selector of pseudosel, functional and module, behind one calling convention.
 
+The cases are generated from the selector registry (:mod:`pseudosel.registry`): every
+registered name's functional selector, module and explicit-state cores, with the option
+sets its declaration gives for tests (``examples``) — so a selector added to the registry
+joins every "every selector" test (no autograd graph, non-finite values at ignored
+positions, host syncs, ``torch.compile``, fuzzing) without an edit here. The few extra
+cases below are built from classes, not names: the transforms (distribution alignment) and
+the call patterns a declaration does not describe (held-out data, explicit-state cores
+driven by hand).
+
 Each :class:`Case` builds a fresh selector for K classes and a ``step(probs, valid)`` that
 runs one training step the way a loop would: modules in training mode, functional
-stateful cores with their explicit state carried from step to step. Tests that must cover
-"every selector" (no autograd graph, non-finite values at ignored positions, host syncs,
-``torch.compile``, fuzzing) iterate over :data:`CASES`.
+stateful cores with their explicit state carried from step to step.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +26,7 @@ from torch import Tensor, nn
 
 import pseudosel
 import pseudosel.functional as F
-from pseudosel.select import SELECTORS, STATEFUL
+from pseudosel.registry import SelectorSpec, available_selectors, selector_spec
 
 NUM_UNLABELED = 64
 
@@ -32,7 +40,9 @@ class Case:
     ``validate``, passed to the functional selectors (``Selection.hard`` for them).
 
     ``dense``: accepts (N, K, *spatial) input. ``convex``: needs cvxpy (slow; skipped by
-    the fuzz test). ``state(module_or_step)`` is taken from the module's buffers, or from
+    the fuzz test). ``checked``: the step runs pseudosel's front door (bad input raises).
+    ``inputs(probs)``: the per-call inputs a module's ``forward`` takes besides ``probs``
+    and ``valid``. ``state(module_or_step)`` is taken from the module's buffers, or from
     the functional state the step carries (exposed as ``step.state``).
     """
 
@@ -40,6 +50,8 @@ class Case:
     build: Callable[..., tuple[nn.Module | None, Callable[[Tensor, Tensor], Any]]]
     dense: bool = True
     convex: bool = False
+    checked: bool = True
+    inputs: Callable[[Tensor], dict[str, Tensor]] = lambda probs: {}
 
 
 def labeled_batch(k: int, dtype: torch.dtype) -> Tensor:
@@ -54,39 +66,92 @@ def labeled_batch(k: int, dtype: torch.dtype) -> Tensor:
     return (torch.randn(6, k, generator=gen, dtype=torch.float64) * 2).softmax(1).to(dtype)
 
 
-def _module(factory: Callable[[int], nn.Module], **call_kwargs: Callable[..., Any]):
-    """A case built from a module; ``call_kwargs`` give per-call inputs from (probs, valid)."""
+def sample_index(probs: Tensor) -> Tensor:
+    """The batch's positions in an unlabelled set of NUM_UNLABELED samples."""
+    return torch.arange(probs.shape[0], device=probs.device) % NUM_UNLABELED
+
+
+def _per_call_inputs(spec: SelectorSpec, per_sample: bool) -> Callable[[Tensor], dict]:
+    def inputs(probs: Tensor) -> dict[str, Tensor]:
+        found = {}
+        if "index" in spec.needs and per_sample:
+            found["index"] = sample_index(probs)
+        if "labeled" in spec.needs:
+            found["probs_labeled"] = labeled_batch(probs.shape[1], probs.dtype)
+        return found
+
+    return inputs
+
+
+def _configure(module: nn.Module, validate: bool, activation: str, weighting: str) -> None:
+    module.train()
+    module.validate = validate
+    if activation != "softmax":
+        module.activation = activation
+    if weighting != "soft":
+        module.weighting = weighting
+
+
+def _module_case(name: str, make: Callable[[int], nn.Module], **call_inputs: Callable) -> Case:
+    """A case built from a module class (not from a registered name)."""
 
     def build(k: int, validate: bool = True, activation="softmax", weighting="soft"):
-        module = factory(k).train()
-        module.validate = validate
-        if activation != "softmax":
-            module.activation = activation
-        if weighting != "soft":
-            module.weighting = weighting
+        module = make(k)
+        _configure(module, validate, activation, weighting)
 
         def step(probs: Tensor, valid: Tensor):
-            extra = {name: make(probs, valid) for name, make in call_kwargs.items()}
+            extra = {key: make_input(probs) for key, make_input in call_inputs.items()}
             return module(probs, valid=valid, **extra)
 
         return module, step
 
-    return build
+    def inputs(probs: Tensor) -> dict[str, Tensor]:
+        return {key: make_input(probs) for key, make_input in call_inputs.items()}
+
+    return Case(name, build, inputs=inputs)
 
 
-def _named(name: str, **options: Any):
-    """A stateless selector by its name in ``SELECTORS``, called as a function."""
+def _registered_module_case(spec: SelectorSpec, example: str, options: dict) -> Case:
+    """A registered selector's module, built and stepped the way its declaration says."""
+    per_sample = "index" in spec.needs and options.get("num_unlabeled", 0) is not None
+    inputs = _per_call_inputs(spec, per_sample)
+
+    def build(k: int, validate: bool = True, activation="softmax", weighting="soft"):
+        context = {"num_unlabeled": NUM_UNLABELED} if "index" in spec.needs else {}
+        module = spec.build(k, **{**context, **options})
+        _configure(module, validate, activation, weighting)
+
+        def step(probs: Tensor, valid: Tensor):
+            return spec.step(module, probs, valid, **inputs(probs))
+
+        return module, step
+
+    label = spec.module.__name__ + ("" if example == "default" else f"/{example}")
+    dense = spec.dense and not per_sample
+    return Case(label, build, dense=dense, inputs=inputs if spec.train_step is None else _none)
+
+
+def _none(probs: Tensor) -> dict:
+    return {}
+
+
+def _registered_function_case(spec: SelectorSpec, example: str, options: dict) -> Case:
+    """A registered stateless selector called as a function, by its name."""
+    inputs = _per_call_inputs(spec, per_sample=False)
 
     def build(k: int, validate: bool = True, activation="softmax", weighting="soft"):
         extra = {} if activation == "softmax" else {"activation": activation}
 
         def step(probs: Tensor, valid: Tensor):
-            selection = SELECTORS[name](probs, valid=valid, validate=validate, **options, **extra)
+            selection = selector_spec(spec.name).function(
+                probs, valid=valid, validate=validate, **options, **inputs(probs), **extra
+            )
             return selection.hard() if weighting == "hard" else selection
 
         return None, step
 
-    return build
+    label = f"F.{spec.name}" + ("" if example == "default" else f"/{example}")
+    return Case(label, build, convex=bool(spec.requires))
 
 
 class _FunctionalState:
@@ -99,54 +164,74 @@ class _FunctionalState:
         self.weighting = "soft"
 
     def __call__(self, probs: Tensor, valid: Tensor):
-        self.state = self.advance(self.state, probs, valid, **self.options)
-        result = self.select(probs, self.state, valid, **self.options)
+        self.state = self.advance(probs, self.state, valid=valid, **self.options)
+        result = self.select(probs, self.state, valid=valid, **self.options)
         if self.weighting == "hard" and isinstance(result, pseudosel.Selection):
             return result.hard()
         return result
 
 
-def _functional(make: Callable[[int], _FunctionalState]):
-    # the explicit-state cores do not validate
+def _accepted(function: Callable, options: dict) -> dict:
+    parameters = inspect.signature(function).parameters
+    return {key: value for key, value in options.items() if key in parameters}
+
+
+def _functional(make: Callable[[int], _FunctionalState], *, checked: bool = True):
     def build(k: int, validate: bool = True, activation="softmax", weighting="soft"):
         carried = make(k)
         if activation != "softmax":
             carried.options["activation"] = activation
+        if not validate:
+            carried.options["validate"] = False
         carried.weighting = weighting
         return None, carried
 
     return build
 
 
-def _index(probs: Tensor, valid: Tensor) -> Tensor:
-    return torch.arange(probs.shape[0], device=probs.device) % NUM_UNLABELED
+def _cores_case(spec: SelectorSpec) -> Case:
+    """A registered selector's explicit-state cores (init → update → select), state
+    carried by hand, with its first example's options where each stage takes them."""
+    cores = spec.cores
+    options = next(iter(spec.examples.values()))
+    update = _accepted(cores.update, options)
+    select = _accepted(cores.select, options)
+
+    def make(k: int) -> _FunctionalState:
+        return _FunctionalState(
+            cores.init(k),
+            lambda p, s, **o: cores.update(p, s, **update, **o),
+            lambda p, s, **o: cores.select(p, s, **select, **o),
+        )
+
+    return Case(f"F.{spec.name}", _functional(make))
 
 
-def _labeled(probs: Tensor, valid: Tensor) -> Tensor:
-    return labeled_batch(probs.shape[1], probs.dtype)
+def _registry_cases() -> list[Case]:
+    cases: list[Case] = []
+    modules_seen: set[type] = set()
+    for name in available_selectors():
+        spec = selector_spec(name)
+        if spec.function is not None:
+            for example, options in spec.examples.items():
+                cases.append(_registered_function_case(spec, example, dict(options)))
+            if spec.module is not None and spec.module not in modules_seen:
+                modules_seen.add(spec.module)
+                options = dict(next(iter(spec.examples.values())))
+                cases.append(_registered_module_case(spec, "default", options))
+        else:
+            for example, options in spec.examples.items():
+                cases.append(_registered_module_case(spec, example, dict(options)))
+        if spec.cores is not None:
+            cases.append(_cores_case(spec))
+    return cases
 
 
-def _adsh_epoch(k: int, validate: bool = True, activation="softmax", weighting="soft"):
-    """Adsh with its epoch-end recomputation every step: select, record, recompute."""
-    module = pseudosel.AdshSelector(
-        k, NUM_UNLABELED, tau_1=0.6, activation=activation, weighting=weighting
-    ).train()
-    module.validate = validate
-
-    def step(probs: Tensor, valid: Tensor):
-        selection = module(probs, valid=valid)
-        module.record(probs, _index(probs, valid), valid=valid)
-        module.recompute()
-        return selection
-
-    return module, step
-
-
-def _adsh_pass(state: Any, probs: Tensor, valid: Tensor, activation="softmax") -> Any:
+def _adsh_pass(probs: Tensor, state: Any, *, valid: Tensor, activation="softmax", **_) -> Any:
     """Adsh's recomputation from one batch of any layout (ignored positions: label -1)."""
     confidence, labels = F.class_probs(probs, activation).max(1)
     labels = torch.where(valid, labels, -1)
-    return F.adsh_recompute(state, confidence.flatten(), labels.flatten(), tau_1=0.6)
+    return F.adsh_calibrate(confidence.flatten(), labels.flatten(), state, tau_1=0.6)
 
 
 def heldout_labels(probs: Tensor, valid: Tensor, k: int, activation: str = "softmax") -> Tensor:
@@ -172,7 +257,7 @@ def _precision_heldout(k: int, validate: bool = True, activation="softmax", weig
 
     def step(probs: Tensor, valid: Tensor):
         selection = module(probs, valid=valid)
-        module.observe_heldout(probs, heldout_labels(probs, valid, k, activation), valid=valid)
+        module.update_heldout(probs, heldout_labels(probs, valid, k, activation), valid=valid)
         if steps[0] % 2 == 0:
             module.calibrate()
         steps[0] += 1
@@ -181,63 +266,22 @@ def _precision_heldout(k: int, validate: bool = True, activation="softmax", weig
     return module, step
 
 
-def _adamatch(k: int, validate: bool = True, activation="softmax", weighting="soft"):
-    """AdaMatch as a function, with the fixed labelled batch in the layout of ``probs``."""
-
-    def step(probs: Tensor, valid: Tensor):
-        labeled = labeled_batch(probs.shape[1], probs.dtype)
-        selection = F.adamatch(
-            probs, labeled, valid=valid, tau=0.7, validate=validate, activation=activation
-        )
-        return selection.hard() if weighting == "hard" else selection
-
-    return None, step
+def _labeled(probs: Tensor) -> Tensor:
+    return labeled_batch(probs.shape[1], probs.dtype)
 
 
-CASES: list[Case] = [
-    # stateless, by name (every entry of SELECTORS)
-    *[
-        Case(f"F.{name}", _named(name), convex=name == "csl_max_margin")
-        for name in SELECTORS
-        if name != "adamatch"
-    ],
-    Case("F.adamatch", _adamatch),
-    # functional stateful cores, state carried explicitly
+EXTRA_CASES: list[Case] = [
+    # Adsh's forward alone, on any layout (its registered training step is per-sample)
+    _module_case("AdshSelector/forward", lambda k: pseudosel.AdshSelector(k, NUM_UNLABELED)),
+    Case("PrecisionTargetSelector/heldout", _precision_heldout),
+    # explicit-state cores that the declarations do not describe
     Case(
-        "F.freematch",
+        "F.adsh_calibrate",
         _functional(
-            lambda k: _FunctionalState(
-                F.freematch_init(k),
-                lambda s, p, v, **o: F.freematch_update(s, p, v, momentum=0.9, **o),
-                F.freematch_select,
-            )
+            lambda k: _FunctionalState(F.adsh_init(k, tau_1=0.6), _adsh_pass, F.adsh_select),
+            checked=False,
         ),
-    ),
-    Case(
-        "F.softmatch",
-        _functional(
-            lambda k: _FunctionalState(
-                F.softmatch_init(k),
-                lambda s, p, v, **o: F.softmatch_update(s, p, v, momentum=0.9, **o),
-                F.softmatch_select,
-            )
-        ),
-    ),
-    Case(
-        "F.corrmatch",
-        _functional(
-            lambda k: _FunctionalState(
-                F.corrmatch_init(),
-                lambda s, p, v, **o: F.corrmatch_update(s, p, v, momentum=0.9, **o),
-                F.corrmatch_select,
-            )
-        ),
-    ),
-    Case(
-        "F.adsh",
-        _functional(
-            lambda k: _FunctionalState(F.adsh_init(k, tau_1=0.6), _adsh_pass, F.adsh_select)
-        ),
+        checked=False,  # the recomputation reads class_probs directly
     ),
     Case(
         "F.alignment_queue",
@@ -245,7 +289,7 @@ CASES: list[Case] = [
             lambda k: _FunctionalState(
                 F.alignment_queue_init(k, queue_length=3),
                 F.alignment_queue_update,
-                lambda p, s, v, **o: F.align_queue(p, s, **o),
+                lambda p, s, valid, **o: F.align_queue(p, s, valid=valid, **o),
             )
         ),
     ),
@@ -256,73 +300,32 @@ CASES: list[Case] = [
                 F.AlignmentState(
                     torch.full((k,), 1.0 / k), torch.full((k,), 1.0 / k), torch.tensor(False)
                 ),
-                lambda s, p, v, **o: F.alignment_update(s, p, v, momentum=0.9, **o),
-                lambda p, s, v, **o: F.align(p, s, **o),
+                lambda p, s, **o: F.alignment_update(p, s, momentum=0.9, **o),
+                lambda p, s, valid, **o: F.align(p, s, valid=valid, **o),
             )
         ),
     ),
-    # modules (every class in STATEFUL, the stateless modules, and DistributionAlignment)
-    Case("ThresholdSelector", _module(lambda k: pseudosel.ThresholdSelector(0.6))),
-    Case("CSLSelector", _module(lambda k: pseudosel.CSLSelector())),
-    Case(
-        "FlexMatchSelector/per-sample",
-        _module(lambda k: pseudosel.FlexMatchSelector(k, NUM_UNLABELED, tau=0.6), index=_index),
-        dense=False,
+    # the transforms used before a selector
+    _module_case(
+        "DistributionAlignment", lambda k: pseudosel.DistributionAlignment(k, momentum=0.9)
     ),
-    Case(
-        "FlexMatchSelector/class-wise", _module(lambda k: pseudosel.FlexMatchSelector(k, tau=0.6))
-    ),
-    Case("FreeMatchSelector", _module(lambda k: pseudosel.FreeMatchSelector(k, momentum=0.9))),
-    Case(
-        "FreeMatchSelector/quantile",
-        _module(lambda k: pseudosel.FreeMatchSelector(k, use_quantile=True, clip_thresh=True)),
-    ),
-    Case("SoftMatchSelector", _module(lambda k: pseudosel.SoftMatchSelector(k, momentum=0.9))),
-    Case(
-        "SoftMatchSelector/per-class",
-        _module(lambda k: pseudosel.SoftMatchSelector(k, momentum=0.9, per_class=True)),
-    ),
-    Case(
-        "AdaMatchSelector",
-        _module(lambda k: pseudosel.AdaMatchSelector(0.7), probs_labeled=_labeled),
-    ),
-    Case("AdshSelector", _module(lambda k: pseudosel.AdshSelector(k, NUM_UNLABELED))),
-    Case("AdshSelector/epoch", _adsh_epoch, dense=False),
-    Case("CorrMatchSelector", _module(lambda k: pseudosel.CorrMatchSelector(k, momentum=0.9))),
-    Case(
-        "PrecisionTargetSelector",  # no held-out data: the fallback threshold
-        _module(lambda k: pseudosel.PrecisionTargetSelector(k, fallback_tau=0.6)),
-    ),
-    Case("PrecisionTargetSelector/heldout", _precision_heldout),
-    Case("DashSelector", _module(lambda k: pseudosel.DashSelector(0.8, update_every=2))),
-    Case("EntropySplitSelector", _module(lambda k: pseudosel.EntropySplitSelector(5))),
-    Case(
-        "DistributionAlignment", _module(lambda k: pseudosel.DistributionAlignment(k, momentum=0.9))
-    ),
-    Case(
+    _module_case(
         "DistributionAlignmentQueue",
-        _module(lambda k: pseudosel.DistributionAlignmentQueue(k, queue_length=3)),
+        lambda k: pseudosel.DistributionAlignmentQueue(k, queue_length=3),
     ),
-    Case(
+    _module_case(
         "DistributionAlignmentQueue/target=model",
-        _module(
-            lambda k: pseudosel.DistributionAlignmentQueue(k, queue_length=3, target="model"),
-            probs_labeled=_labeled,
-        ),
+        lambda k: pseudosel.DistributionAlignmentQueue(k, queue_length=3, target="model"),
+        probs_labeled=_labeled,
     ),
-    Case(
+    _module_case(
         "DistributionAlignment/target=model",
-        _module(
-            lambda k: pseudosel.DistributionAlignment(k, momentum=0.9, target="model"),
-            probs_labeled=_labeled,
-        ),
+        lambda k: pseudosel.DistributionAlignment(k, momentum=0.9, target="model"),
+        probs_labeled=_labeled,
     ),
 ]
 
-# every stateful name of select_reliable has a module case
-assert {getattr(pseudosel, cls).__name__ for cls in STATEFUL.values()} <= {
-    case.name.split("/")[0] for case in CASES
-}
+CASES: list[Case] = _registry_cases() + EXTRA_CASES
 
 
 def state_of(module: nn.Module | None, step: Callable) -> list[Tensor]:

@@ -18,6 +18,7 @@ from probability_maps import classifier_outputs, smooth_maps
 
 import pseudosel
 import pseudosel.functional as F
+import pseudosel.kernels.blocks as blocks
 
 STEPS = 8
 
@@ -295,7 +296,7 @@ def test_dash_soft_loss_handles_zero_probabilities_and_one_hot_rows():
     probs = torch.tensor(
         [[1.0, 0.0, 0.0], [0.7, 0.3, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64
     )
-    sel = F.dash_select(probs, torch.tensor(0.5), torch.ones(4, dtype=torch.bool))
+    sel = F.dash_select(probs, torch.tensor(0.5), valid=torch.ones(4, dtype=torch.bool))
     # q = p² / Σ p²: (0.49, 0.09) / 0.58 for the second row
     second = -(0.49 * np.log(0.7) + 0.09 * np.log(0.3)) / 0.58
     np.testing.assert_allclose(sel.score.numpy(), [0.0, -second, -np.log(2), 0.0], atol=1e-15)
@@ -308,16 +309,16 @@ def test_dash_functional_phase_flag_tensor_or_bool():
     valid = torch.rand(len(probs), generator=torch.Generator().manual_seed(0)) > 0.2
     rho = torch.tensor(0.6, dtype=torch.float64)
     for flag in (True, False):
-        by_bool = F.dash_select(probs, rho, valid, use_hard_labels=flag)
-        by_tensor = F.dash_select(probs, rho, valid, use_hard_labels=torch.tensor(flag))
+        by_bool = F.dash_select(probs, rho, valid=valid, use_hard_labels=flag)
+        by_tensor = F.dash_select(probs, rho, valid=valid, use_hard_labels=torch.tensor(flag))
         for got, want in zip(by_tensor, by_bool, strict=True):
             assert torch.equal(got, want)
-    soft = F.dash_select(probs, rho, valid)  # default: USB's soft targets
-    hard = F.dash_select(probs, rho, valid, use_hard_labels=True)
+    soft = F.dash_select(probs, rho, valid=valid)  # default: USB's soft targets
+    hard = F.dash_select(probs, rho, valid=valid, use_hard_labels=True)
     assert (soft.score <= hard.score).all()  # ℓ_soft >= ℓ_hard: the soft phase keeps less
     assert not (soft.mask & ~hard.mask).any() and soft.mask.sum() < hard.mask.sum()
     with pytest.raises(ValueError, match=r"T must be in \(0, inf\), got 0"):
-        F.dash_select(probs, rho, valid, T=0)
+        F.dash_select(probs, rho, valid=valid, T=0)
     with pytest.raises(ValueError, match="T must be in"):
         pseudosel.DashSelector(1.0, update_every=1, T=-1.0)
     with pytest.raises(TypeError, match="hard_labels must be a bool"):
@@ -333,7 +334,7 @@ def test_dash_eval_mode_keeps_state_and_phase():
     selector.eval()
     probs = cls_batches(steps=5)[4].float()
     sel = selector(probs)
-    expected = F.dash_select(probs, selector.rho, sel.valid, use_hard_labels=True)
+    expected = F.dash_select(probs, selector.rho, valid=sel.valid, use_hard_labels=True)
     assert torch.equal(sel.mask, expected.mask) and torch.equal(sel.score, expected.score)
     for key, value in selector.state_dict().items():
         assert torch.equal(value, state[key]), key
@@ -349,7 +350,11 @@ def test_dash_builds_no_graph_and_does_not_sync():
         for _ in range(3):
             sel = selector(logits.softmax(1))
         direct = F.dash_select(
-            logits.softmax(1), selector.rho, sel.valid, use_hard_labels=selector.use_hard_labels
+            logits.softmax(1),
+            selector.rho,
+            valid=sel.valid,
+            use_hard_labels=selector.use_hard_labels,
+            validate=False,  # value checks read the host on a CPU (device-side elsewhere)
         )
     assert not sel.score.requires_grad and not sel.weight.requires_grad
     assert not direct.score.requires_grad
@@ -401,17 +406,16 @@ def test_distribution_alignment_dense_keeps_shape_and_normalisation():
 def test_dash_blocked_soft_loss_equals_one_block(monkeypatch, dtype):
     # eager CPU blocks keep s and e in two reused buffers and sum e·s (s clamped where
     # p = 0) instead of xlogy(e, e): the same loss as one whole-input block, and finite
-    import pseudosel.features as features
 
     probs = smooth_maps(3, 6, 14, 15, sharpness=6.0, seed=9).to(dtype)
     probs[0, :, 0, 0] = torch.tensor([1.0, 0, 0, 0, 0, 0])
     probs[1, :, 3, 4] = torch.tensor([0.7, 0.3, 0, 0, 0, 0], dtype=torch.float64).to(dtype)
     valid = torch.ones(3, 14, 15, dtype=torch.bool)
     rho = torch.tensor(0.4)
-    whole = F.dash_select(probs, rho, valid, T=0.7)
-    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 300)
-    assert len(features.position_blocks(probs.reshape(3, 6, -1))) > 1
-    blocked = F.dash_select(probs, rho, valid, T=0.7)
+    whole = F.dash_select(probs, rho, valid=valid, T=0.7)
+    monkeypatch.setattr(blocks, "CPU_BLOCK_ELEMENTS", 300)
+    assert len(blocks.position_blocks(probs.reshape(3, 6, -1))) > 1
+    blocked = F.dash_select(probs, rho, valid=valid, T=0.7)
     assert torch.isfinite(blocked.score).all()
     tol = 1e-12 if dtype == torch.float64 else 2e-6
     torch.testing.assert_close(blocked.score, whole.score, rtol=tol, atol=tol)
@@ -427,7 +431,6 @@ def test_dash_blocked_soft_loss_equals_one_block(monkeypatch, dtype):
 def test_masked_class_sums_blocked_equal_one_block(monkeypatch, dtype):
     # eager CPU blocks zero ignored positions into one reused buffer; NaN/Inf there never
     # reach the sums, and the blocked sums equal the one-block ones
-    import pseudosel.features as features
     from pseudosel.functional.alignment import masked_class_sums
 
     probs = smooth_maps(3, 6, 14, 15, sharpness=6.0, seed=4).to(dtype)
@@ -437,8 +440,8 @@ def test_masked_class_sums_blocked_equal_one_block(monkeypatch, dtype):
     valid[0, 1, 1] = valid[2, 5, 5] = False
     work = torch.float64 if dtype == torch.float64 else torch.float32
     whole = masked_class_sums(probs, valid, work)
-    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 300)
-    assert len(features.position_blocks(probs.reshape(3, 6, -1))) > 1
+    monkeypatch.setattr(blocks, "CPU_BLOCK_ELEMENTS", 300)
+    assert len(blocks.position_blocks(probs.reshape(3, 6, -1))) > 1
     blocked = masked_class_sums(probs, valid, work)
     expected = torch.where(valid[:, None], probs.double(), 0.0).sum((0, 2, 3))
     assert torch.isfinite(blocked).all()

@@ -80,8 +80,8 @@ def test_corrmatch_module_equals_functional():
     for probs, valid in dense_batches(steps=4):
         probs = probs.float()
         got = module(probs, valid=valid)
-        state = F.corrmatch_update(state, probs, valid, momentum=0.9)
-        expected = F.corrmatch_select(probs, state, valid)
+        state = F.corrmatch_update(probs, state, valid=valid, momentum=0.9)
+        expected = F.corrmatch_select(probs, state, valid=valid)
         for a, b in zip(got, expected, strict=True):
             assert torch.equal(a, b)
 
@@ -144,7 +144,7 @@ def test_alignment_queue_module_equals_functional_and_needs_labeled_for_model():
     for probs, valid in dense_batches(steps=5):
         probs = probs.float()
         got = module(probs, valid=valid)
-        state = F.alignment_queue_update(state, probs, valid)
+        state = F.alignment_queue_update(probs, state, valid=valid)
         assert torch.equal(got, F.align_queue(probs, state))
     with pytest.raises(ValueError, match="probs_labeled"):
         pseudosel.DistributionAlignmentQueue(5, target="model")(torch.full((2, 5), 0.2))
@@ -183,8 +183,8 @@ def test_adsh_matches_reference_over_epochs(tau_1, calibration_class):
             np.testing.assert_array_equal(selector(probs).mask.numpy(), ref.mask(probs.numpy()))
         for start in range(0, n, batch):  # the epoch-end pass, in batches, shuffled
             index = order[start : start + batch]
-            selector.record(data[index], index)
-        selector.recompute()
+            selector.update(data[index], index)
+        selector.calibrate()
         ref.epoch_end(data.numpy())
         worst = max(worst, float(np.abs(selector.s.numpy() - ref.s).max()))
     assert (
@@ -204,8 +204,8 @@ def test_adsh_float_rounding_quirk_and_rho_edge_cases():
     for tau_1 in (0.95, 0.995, 0.5):  # ρ = 1/49; m = 0 (ρ = 1); m = 49 (ρ = 48/49)
         selector = pseudosel.AdshSelector(k, 98, tau_1=tau_1).double()
         ref = RefAdsh(k, tau_1=tau_1)
-        selector.record(probs, torch.arange(98))
-        selector.recompute()
+        selector.update(probs, torch.arange(98))
+        selector.calibrate()
         ref.epoch_end(probs.numpy())
         np.testing.assert_allclose(selector.s.numpy(), ref.s, rtol=0, atol=1e-15)
     assert int(49 * (1 / 49)) == 0
@@ -217,9 +217,9 @@ def test_adsh_empty_class_keeps_score_and_ignored_rows_are_not_recorded():
         [[0.97, 0.02, 0.01], [0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]],
         dtype=torch.float64,
     )
-    selector.record(probs, torch.arange(4), valid=torch.tensor([True, True, True, False]))
+    selector.update(probs, torch.arange(4), valid=torch.tensor([True, True, True, False]))
     assert selector.prediction.tolist() == [0, 0, 1, -1]
-    selector.recompute()
+    selector.calibrate()
     # ρ = 0 (one head sample passes) → every class takes its last entry; class 2 unseen
     torch.testing.assert_close(
         selector.thresholds()[:2], torch.tensor([0.9, 0.7], dtype=torch.float64)
@@ -231,11 +231,11 @@ def test_adsh_empty_class_keeps_score_and_ignored_rows_are_not_recorded():
 def test_adsh_module_equals_functional():
     data = imbalanced_set(50, 4, 2).float()
     selector = pseudosel.AdshSelector(4, 50)
-    selector.record(data, torch.arange(50))
-    selector.recompute()
+    selector.update(data, torch.arange(50))
+    selector.calibrate()
     conf, labels = data.max(1)
-    state = F.adsh_recompute(F.adsh_init(4), conf, labels)
+    state = F.adsh_calibrate(conf, labels, F.adsh_init(4))
     assert torch.equal(selector.s, state.s)
     valid = torch.ones(50, dtype=torch.bool)
-    for a, b in zip(selector(data), F.adsh_select(data, state, valid), strict=True):
+    for a, b in zip(selector(data), F.adsh_select(data, state, valid=valid), strict=True):
         assert torch.equal(a, b)

@@ -87,7 +87,7 @@ def test_pseudosel_bench_command_without_the_benchmarks_folder(tmp_path):
         [
             sys.executable,
             "-m",
-            "pseudosel.cli",
+            "pseudosel.tools.cli",
             "bench",
             "--quick",
             "--no-compile",

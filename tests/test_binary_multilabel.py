@@ -211,11 +211,11 @@ def test_multilabel_csl_splits_each_label_on_its_own():
         torch.testing.assert_close(alone.weight, sel.weight[:, label], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(alone.score, sel.score[:, label], rtol=1e-12, atol=1e-12)
     # "sample" and "batch" keep their meaning: a sample's labels together, or everything
-    per_sample = F.csl(p, activation="sigmoid", group="sample")
+    per_sample = F.csl(p, activation="sigmoid", scope="sample")
     stacked = F.class_probs(p, "sigmoid")  # (40, 2, 4): a dense two-class input
-    assert_identical(per_sample, F.csl(stacked, group="sample"), "group=sample")
-    batch_wide = F.csl(p, activation="sigmoid", group="batch")
-    assert_identical(batch_wide, F.csl(stacked, group="batch"), "group=batch")
+    assert_identical(per_sample, F.csl(stacked, scope="sample"), "scope=sample")
+    batch_wide = F.csl(p, activation="sigmoid", scope="batch")
+    assert_identical(batch_wide, F.csl(stacked, scope="batch"), "scope=batch")
 
 
 def test_multilabel_csl_module_and_dense_layout():
@@ -223,7 +223,7 @@ def test_multilabel_csl_module_and_dense_layout():
     sel = pseudosel.CSLSelector(activation="sigmoid")(p)
     assert sel.weight.shape == (2, 3, 6, 5)
     for label in range(3):  # per label: that label's pixels over the whole batch, one group
-        alone = F.csl(p[:, label : label + 1], activation="sigmoid", group="batch")
+        alone = F.csl(p[:, label : label + 1], activation="sigmoid", scope="batch")
         assert torch.equal(alone.mask, sel.mask[:, label])
         torch.testing.assert_close(alone.weight, sel.weight[:, label], rtol=1e-12, atol=1e-12)
 
@@ -276,11 +276,11 @@ def test_selectors_with_per_class_state_refuse_multilabel_by_name(make):
 @pytest.mark.parametrize(
     "call",
     [
-        lambda p, v: F.freematch_update(F.freematch_init(2), p, v, activation="sigmoid"),
-        lambda p, v: F.freematch_select(p, F.freematch_init(2), v, activation="sigmoid"),
-        lambda p, v: F.softmatch_update(F.softmatch_init(2), p, v, activation="sigmoid"),
-        lambda p, v: F.corrmatch_select(p, F.corrmatch_init(), v, activation="sigmoid"),
-        lambda p, v: F.adsh_select(p, F.adsh_init(2), v, activation="sigmoid"),
+        lambda p, v: F.freematch_update(p, F.freematch_init(2), valid=v, activation="sigmoid"),
+        lambda p, v: F.freematch_select(p, F.freematch_init(2), valid=v, activation="sigmoid"),
+        lambda p, v: F.softmatch_update(p, F.softmatch_init(2), valid=v, activation="sigmoid"),
+        lambda p, v: F.corrmatch_select(p, F.corrmatch_init(), valid=v, activation="sigmoid"),
+        lambda p, v: F.adsh_select(p, F.adsh_init(2), valid=v, activation="sigmoid"),
         lambda p, v: F.align_queue(p, F.alignment_queue_init(2), activation="sigmoid"),
     ],
 )
@@ -390,8 +390,9 @@ def sigmoid_inputs(draw):
 )
 def test_sigmoid_selections_have_the_documented_shapes_and_ranges(inputs, method, weighting):
     p, valid = inputs
+    multilabel = p.shape[1] > 1  # said, so that a 3-D (N, L, X) input is not ambiguous
     sel = pseudosel.select_reliable(
-        p, method, valid=valid, activation="sigmoid", weighting=weighting
+        p, method, valid=valid, activation="sigmoid", weighting=weighting, multilabel=multilabel
     )
     positions = tuple(valid.shape)
     expected_dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
@@ -407,7 +408,7 @@ def test_sigmoid_selections_have_the_documented_shapes_and_ranges(inputs, method
     if weighting == "hard":
         assert torch.equal(sel.weight, sel.mask.to(sel.weight.dtype))
     # labels: 1 exactly where the positive class has the larger probability
-    two = F.class_probs(p, "sigmoid")
+    two = F.class_probs(p, "sigmoid", multilabel=multilabel)
     assert torch.equal(sel.labels, (two[:, 1] > two[:, 0]).long())
 
 

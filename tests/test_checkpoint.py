@@ -36,9 +36,9 @@ class AdshEpochs(torch.nn.Module):
 
     def forward(self, probs, index):
         selection = self.adsh(probs)
-        self.adsh.record(probs, index)
+        self.adsh.update(probs, index)
         if int(index[0]) % 2 == 0:
-            self.adsh.recompute()
+            self.adsh.calibrate()
         return selection
 
 
@@ -57,7 +57,7 @@ class PrecisionHeldout(torch.nn.Module):
         labels = probs.argmax(1)
         labels = torch.where(torch.arange(labels.numel()).view(labels.shape) % 5 == 0,
                              (labels + 1) % 5, labels)  # fmt: skip
-        self.selector.observe_heldout(probs, labels, valid)
+        self.selector.update_heldout(probs, labels, valid)
         self.selector.calibrate()
         return selection
 

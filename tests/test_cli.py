@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pseudosel import benchmark
-from pseudosel.cli import main
+from pseudosel.tools import bench as benchmark
+from pseudosel.tools.cli import main
 
 
 def run_module(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -65,12 +65,18 @@ def test_compare_help_states_the_input_format(capsys):
         (["bench", "--device", "gpu0"], r"argument --device: 'gpu0' is not a torch device"),
         (
             ["compare", "p.npz", "--selectors", "threshold:abc"],
-            r"argument --selectors: 'threshold:abc': tau 'abc' is not a number in \[0, 1\]; "
-            r"write e\.g\. threshold:0\.9",
+            r"argument --selectors: 'threshold:abc': tau 'abc' is not a number; "
+            r"write e\.g\. threshold:0\.95",
         ),
-        (["compare", "p.npz", "--selectors", "threshold:1.5"], r"--selectors: .*tau '1.5'"),
+        (
+            ["compare", "p.npz", "--selectors", "threshold:1.5"],
+            r"--selectors: .*tau '1.5' is refused by threshold: tau must be in \[0, 1\], got 1.5",
+        ),
         (["compare", "p.npz", "--selectors", "threshold:nan"], r"--selectors: .*tau 'nan'"),
-        (["compare", "p.npz", "--selectors", "csl:0.5"], r"--selectors: only threshold takes"),
+        (
+            ["compare", "p.npz", "--selectors", "csl:0.5"],
+            r"--selectors: 'csl:0.5': csl takes no bare value .*e\.g\. csl:alpha=2\.0",
+        ),
         (["compare", "p.npz", "--selectors", "fixmatch"], r"--selectors: unknown selector"),
         (["compare", "p.npz", "--batch-size", "0"], r"--batch-size: '0' is not a positive"),
         (["compare", "p.npz", "--ignore-index", "x"], r"--ignore-index: 'x' is not an integer"),
@@ -112,11 +118,11 @@ def test_benchmark_run_checks_every_size_before_timing():
 
 
 def test_parse_selector():
-    from pseudosel.compare import parse_selector
+    from pseudosel.tools.compare import parse_selector
 
-    assert parse_selector("threshold") == ("threshold", None)
-    assert parse_selector("threshold:0.8") == ("threshold", 0.8)
-    assert parse_selector("freematch") == ("freematch", None)
+    assert parse_selector("threshold") == ("threshold", {})
+    assert parse_selector("threshold:0.8") == ("threshold", {"tau": 0.8})
+    assert parse_selector("freematch") == ("freematch", {})
     with pytest.raises(ValueError, match="tau '' is not a number"):
         parse_selector("threshold:")
     with pytest.raises(TypeError, match="selector spec must be a string"):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pseudosel.cli import main
+from pseudosel.tools.cli import main
 
 # reST literals and roles, Markdown code spans, emphasis and links, leftover HTML
 MARKUP = re.compile(r"``|`|:[a-z]+:`|\*\*|(?<!\w)\*\w[^*\n]*\*(?!\w)|\]\(|</?[a-z]+>")

@@ -14,8 +14,8 @@ import pytest
 import torch
 from probability_maps import classifier_outputs, smooth_maps
 
-from pseudosel.cli import main
-from pseudosel.compare import PredictionFile, compare
+from pseudosel.tools.cli import main
+from pseudosel.tools.compare import PredictionFile, compare
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ def test_command_line_entry_point(cls_file, tmp_path):
         [
             sys.executable,
             "-m",
-            "pseudosel.cli",
+            "pseudosel.tools.cli",
             "compare",
             str(path),
             "--no-plots",
@@ -305,8 +305,11 @@ def test_uint8_ignore_mask_with_a_negative_ignore_index_is_refused(dense_file, t
 
 def test_selector_specs_are_checked_before_reading(cls_file):
     path, _, _ = cls_file
-    with pytest.raises(ValueError, match=r"'threshold:abc': tau 'abc' is not a number in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"'threshold:abc': tau 'abc' is not a number; write e"):
         compare(path, selectors=["threshold:abc"], progress=False)
+    # the selector's own range check, before the file is even opened
+    with pytest.raises(ValueError, match=r"tau '1\.5' is refused .*tau must be in \[0, 1\]"):
+        compare(path.with_name("missing.npz"), selectors=["threshold:1.5"], progress=False)
     with pytest.raises(TypeError, match="selectors must be a list"):
         compare(path, selectors="csl", progress=False)
 

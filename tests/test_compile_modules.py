@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 from probability_maps import classifier_outputs, smooth_maps
-from selector_zoo import CASES, labeled_batch
+from selector_zoo import CASES
 
 import pseudosel
 
@@ -28,14 +28,6 @@ def _batch(case, step: int):
     return probs, valid < 0.8
 
 
-def _call_inputs(case, probs):
-    if case.name.startswith("FlexMatchSelector/per-sample"):
-        return {"index": torch.arange(probs.shape[0])}
-    if case.name.startswith("AdaMatch") or case.name.endswith("target=model"):
-        return {"probs_labeled": labeled_batch(probs.shape[1], probs.dtype)}
-    return {}
-
-
 @pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: c.name)
 def test_compiled_training_step_equals_eager(case):
     torch._dynamo.reset()
@@ -44,7 +36,7 @@ def test_compiled_training_step_equals_eager(case):
     compiled = torch.compile(compiled_module, fullgraph=True)
     for step in range(3):
         probs, valid = _batch(case, step)
-        extra = _call_inputs(case, probs)
+        extra = case.inputs(probs)
         expected = eager(probs, valid=valid, **extra)
         result = compiled(probs, valid=valid, **extra)
         expected = expected if isinstance(expected, tuple) else (expected,)

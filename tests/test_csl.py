@@ -34,12 +34,12 @@ def assert_matches_reference(probs, valid=None, *, atol, **options):
     return sel, ref
 
 
-def assert_same_clusters(probs, valid=None, group="sample", **options):
+def assert_same_clusters(probs, valid=None, scope="sample", **options):
     """Cluster assignment identical to the reference's SVD split except at near-ties."""
     c, s, _ = csl_features(
         probs, residual=options.get("residual", "reference"), g_scale=options.get("g_scale", 1.0)
     )
-    rows = probs.shape[0] if group == "sample" else 1
+    rows = probs.shape[0] if scope == "sample" else 1
     ok = torch.ones_like(c, dtype=torch.bool) if valid is None else valid
     split = split_groups(
         c.reshape(rows, -1),
@@ -47,7 +47,7 @@ def assert_same_clusters(probs, valid=None, group="sample", **options):
         ok.reshape(rows, -1),
         rank_one_guard=options.get("rank_one_guard", False),
     )
-    ref = reference_csl(probs, valid=valid, group=group, **options)
+    ref = reference_csl(probs, valid=valid, scope=scope, **options)
     ours = split.in_second.reshape(ref.cluster.shape).numpy().astype(int)
     near_tie = np.abs(ref.tie_margin) < 1e-5  # relative gap between the two projections
     considered = (ref.cluster >= 0) & ~near_tie
@@ -72,7 +72,7 @@ def test_dense_matches_reference(sharpness, _, dtype, atol):
 def test_classification_batch_group_matches_reference(dtype, atol):
     probs = classifier_outputs(256, 10, seed=5, dtype=dtype)
     assert_matches_reference(probs, atol=atol)
-    assert_same_clusters(probs, group="batch")
+    assert_same_clusters(probs, scope="batch")
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_classification_batch_group_matches_reference(dtype, atol):
         {"g_scale": 0.5},
         {"min_var": 1e-3},
         {"eps": 1e-4},
-        {"group": "batch"},
+        {"scope": "batch"},
     ],
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
 )
@@ -263,7 +263,7 @@ def test_two_classes_reduce_to_one_cluster_on_confidence(rank_one_guard):
 
 
 def test_classification_sample_groups_are_single_points():
-    sel = F.csl(classifier_outputs(6, 4, seed=0), group="sample")
+    sel = F.csl(classifier_outputs(6, 4, seed=0), scope="sample")
     assert torch.equal(sel.weight, torch.ones(6))
 
 
@@ -295,29 +295,28 @@ def test_half_precision_inputs_match_float64_on_the_rounded_probabilities(dtype,
 @pytest.fixture
 def tiny_blocks(monkeypatch):
     """Force the eager CPU block loops (features and split) on small inputs."""
-    import pseudosel.features as features
-    import pseudosel.functional.separation as separation
+    import pseudosel.kernels.blocks as blocks
 
-    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 1000)
-    monkeypatch.setattr(separation, "_CPU_BLOCK_POSITIONS", 100)
+    monkeypatch.setattr(blocks, "CPU_BLOCK_ELEMENTS", 1000)
+    monkeypatch.setattr(blocks, "CPU_BLOCK_POSITIONS", 100)
 
 
 @pytest.mark.parametrize("valid_kind", ["all", "masked"])
-@pytest.mark.parametrize("group", ["sample", "batch"])
-def test_blocked_eager_path_matches_reference(tiny_blocks, valid_kind, group):
-    from pseudosel.functional.separation import group_blocks
+@pytest.mark.parametrize("scope", ["sample", "batch"])
+def test_blocked_eager_path_matches_reference(tiny_blocks, valid_kind, scope):
+    from pseudosel.kernels.blocks import group_blocks
 
-    assert len(group_blocks(3, 480, torch.device("cpu"))) == 4  # really blocked, and capped
+    assert len(group_blocks(3, 480)) == 4  # really blocked, and capped
     probs = smooth_maps(3, 21, 24, 20, sharpness=6.0, seed=21, dtype=torch.float64)
     valid = None
     if valid_kind == "masked":
         valid = torch.rand(3, 24, 20, generator=torch.Generator().manual_seed(2)) > 0.3
-    sel, _ = assert_matches_reference(probs, valid, atol=1e-9, group=group)
-    assert_same_clusters(probs, valid, group=group)
+    sel, _ = assert_matches_reference(probs, valid, atol=1e-9, scope=scope)
+    assert_same_clusters(probs, valid, scope=scope)
     for rule in ("linear", "neglog"):
-        assert_matches_reference(probs, valid, atol=1e-9, group=group, cluster_rule=rule)
-    assert_matches_reference(probs, valid, atol=1e-9, group=group, residual="theory", g_scale=0.5)
-    assert_matches_reference(probs, valid, atol=1e-9, group=group, rank_one_guard=True)
+        assert_matches_reference(probs, valid, atol=1e-9, scope=scope, cluster_rule=rule)
+    assert_matches_reference(probs, valid, atol=1e-9, scope=scope, residual="theory", g_scale=0.5)
+    assert_matches_reference(probs, valid, atol=1e-9, scope=scope, rank_one_guard=True)
 
 
 def test_two_classes_with_the_reference_residual():

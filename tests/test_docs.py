@@ -31,6 +31,7 @@ PAGES = [
     "performance",
     "choosing",
     "precision",
+    "plugins",
     "faq",
     "api",
 ]

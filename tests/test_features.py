@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from probability_maps import classifier_outputs, smooth_maps
 
 import pseudosel.features as features
+import pseudosel.kernels.blocks as blocks
 from pseudosel.features import csl_features, entropy, margin, max_confidence, residual_moments
 
 
@@ -162,7 +163,7 @@ def test_blocked_cpu_path_equals_one_pass(monkeypatch, shape):
     probs = (torch.randn(shape, generator=gen) * 4).softmax(1)
     labels = probs.argmax(1)
     r_one, q_one = residual_moments(probs, labels)
-    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 512)
+    monkeypatch.setattr(blocks, "CPU_BLOCK_ELEMENTS", 512)
     r_blocks, q_blocks = residual_moments(probs, labels)
     torch.testing.assert_close(r_blocks, r_one, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(q_blocks, q_one, rtol=1e-6, atol=1e-7)
@@ -175,8 +176,8 @@ def test_blocked_features_equal_one_pass(monkeypatch, dtype, residual):
     probs[0, :, 0, 0] = torch.tensor([0.3, 0.3, 0.1, 0.1, 0.1, 0.05, 0.05])  # a tie
     one_pass = csl_features(probs, residual=residual, g_scale=0.7)
     confidence_one, labels_one = features.confidence_and_labels(probs)
-    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 700)
-    assert len(features.position_blocks(probs.reshape(3, 7, -1))) == 16  # blocked, capped
+    monkeypatch.setattr(blocks, "CPU_BLOCK_ELEMENTS", 700)
+    assert len(blocks.position_blocks(probs.reshape(3, 7, -1))) == 16  # blocked, capped
     blocked = csl_features(probs, residual=residual, g_scale=0.7)
     assert torch.equal(blocked[0], one_pass[0]) and torch.equal(blocked[2], one_pass[2])
     torch.testing.assert_close(blocked[1], one_pass[1], rtol=1e-5, atol=1e-7)
@@ -270,8 +271,8 @@ def test_blocked_entropy_matches_float64_xlogy(monkeypatch, dtype):
     probs[0, :, 0, 0] = torch.tensor([1.0, 0, 0, 0, 0, 0, 0])
     probs[0, :, 0, 1] = torch.tensor([1.0 - 1e-39, 1e-39, 0, 0, 0, 0, 0]).to(dtype)
     probs[1, 3, 2, 2] = float("nan")
-    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 700)
-    assert len(features.position_blocks(probs.reshape(3, 7, -1))) > 1
+    monkeypatch.setattr(blocks, "CPU_BLOCK_ELEMENTS", 700)
+    assert len(blocks.position_blocks(probs.reshape(3, 7, -1))) > 1
     result = entropy(probs)
     wide = probs.double()
     expected = -torch.special.xlogy(wide, wide).sum(1)

@@ -18,15 +18,6 @@ from selector_zoo import CASES, outputs_of, state_of
 
 FUZZ_CASES = int(os.environ.get("PSEUDOSEL_FUZZ_CASES", "300"))
 CANDIDATES = [case for case in CASES if not case.convex]
-# the explicit-state functional cores take checked inputs (no checks of their own)
-UNCHECKED = {
-    "F.freematch",
-    "F.softmatch",
-    "F.alignment",
-    "F.corrmatch",
-    "F.adsh",
-    "F.alignment_queue",
-}
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 
@@ -102,7 +93,7 @@ def test_fuzz(seed):
         if rng.random() < 0.3 and probs.numel():  # poison at ignored positions
             probs = probs.clone()
             probs.movedim(1, -1)[~valid] = rng.choice([float("nan"), float("inf"), -1.0])
-        if case.name not in UNCHECKED and rng.random() < 0.1:
+        if case.checked and rng.random() < 0.1:
             bad_probs, bad_valid, argument = _bad_input(rng, probs, valid)
             if bad_probs.numel() and (argument != "from_logits" or valid.any()):
                 with pytest.raises((ValueError, TypeError), match=argument):

@@ -35,10 +35,10 @@ def test_modules_check_options_at_construction():
 
 
 def test_modules_are_stateless_and_printable():
-    selector = pseudosel.CSLSelector(group="batch")
+    selector = pseudosel.CSLSelector(scope="batch")
     assert selector.state_dict() == {}
-    assert "group='batch'" in repr(selector) and "alpha=2.0" in repr(selector)
-    assert selector.options["group"] == "batch"
+    assert "scope='batch'" in repr(selector) and "alpha=2.0" in repr(selector)
+    assert selector.options["scope"] == "batch"
     assert "tau=0.95" in repr(pseudosel.ThresholdSelector())
 
 

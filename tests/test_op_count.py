@@ -14,8 +14,7 @@ from probability_maps import classifier_outputs, smooth_maps
 from selector_zoo import CASES
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import pseudosel.features as features
-import pseudosel.functional.separation as separation
+import pseudosel.kernels.blocks as blocks
 
 
 class CountOps(TorchDispatchMode):
@@ -38,8 +37,8 @@ def _count(case, probs, valid) -> int:
 
 @pytest.fixture
 def small_budgets(monkeypatch):
-    monkeypatch.setattr(features, "_CPU_BLOCK_ELEMENTS", 256)
-    monkeypatch.setattr(separation, "_CPU_BLOCK_POSITIONS", 32)
+    monkeypatch.setattr(blocks, "CPU_BLOCK_ELEMENTS", 256)
+    monkeypatch.setattr(blocks, "CPU_BLOCK_POSITIONS", 32)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.convex], ids=lambda c: c.name)

@@ -197,7 +197,7 @@ def test_thresholds_equal_the_reference_on_random_windows(
     draw = {"ties": _ties, "smooth": _smooth, "sharp": _sharp}[conf]
     for step, size in enumerate(sizes):
         probs, labels, valid = _window(draw, k, size, seed + step, correctness)
-        module.observe_heldout(probs, labels, valid)
+        module.update_heldout(probs, labels, valid)
         ref.observe(_rows(probs, labels, valid))
         module.calibrate()
         ref.calibrate()
@@ -215,7 +215,7 @@ def test_default_grid_and_window_against_the_reference(per_class):
     )  # fmt: skip
     for step in range(3):
         probs, labels, valid = _window(_sharp, 4, 400, step, "calibrated")
-        module.observe_heldout(probs, labels, valid)
+        module.update_heldout(probs, labels, valid)
         ref.observe(_rows(probs, labels, valid))
     module.calibrate()
     ref.calibrate()
@@ -227,7 +227,7 @@ def test_float32_module_compares_in_its_own_dtype():
     """float32 buffers: the reference fed the float32-rounded confidences agrees."""
     module = pseudosel.PrecisionTargetSelector(3, window=500, candidates=200, min_count=10)
     probs, labels, valid = _window(_ties, 3, 500, 7, "calibrated")
-    module.observe_heldout(probs.float(), labels, valid)
+    module.update_heldout(probs.float(), labels, valid)
     module.calibrate()
     ref = RefPrecisionTarget(
         3, window=500, candidates=torch.tensor(module.candidates.tolist()).float().tolist(),
@@ -255,11 +255,11 @@ def test_the_window_keeps_the_last_valid_pairs_in_order(window, sizes, seed):
     stream: deque = deque(maxlen=window)
     parts = [_window(_smooth, 3, size, seed + i, "calibrated") for i, size in enumerate(sizes)]
     for probs, labels, valid in parts:
-        module.observe_heldout(probs, labels, valid)
+        module.update_heldout(probs, labels, valid)
         for p, y, v in zip(probs, labels, valid, strict=True):
             if v:
                 stream.append((float(p.max()), int(p.argmax()) == int(y), int(p.argmax())))
-    whole.observe_heldout(*(torch.cat(field) for field in zip(*parts, strict=True)))
+    whole.update_heldout(*(torch.cat(field) for field in zip(*parts, strict=True)))
     total = sum(int(valid.sum()) for _, _, valid in parts)
     assert int(module.filled) == min(total, window) and int(module.ptr) == total % window
     order = [(int(module.ptr) - len(stream) + i) % window for i in range(len(stream))]
@@ -277,7 +277,7 @@ def test_dense_heldout_with_ignored_pixels():
     labels = probs.argmax(1)
     valid = torch.ones(2, 3, 5, dtype=torch.bool)
     valid[0, 0] = False
-    module.observe_heldout(probs, labels, valid)
+    module.update_heldout(probs, labels, valid)
     assert int(module.filled) == 25
     expected = probs.amax(1)[valid]  # flattened position order
     assert torch.equal(module.confidence[:25], expected)
@@ -301,7 +301,7 @@ def test_before_any_heldout_data_the_fallback_applies():
 def test_no_certified_candidate_selects_nothing_and_reset_restores_the_fallback():
     module = pseudosel.PrecisionTargetSelector(3, window=200, fallback_tau=0.9)
     probs, labels, valid = _window(_smooth, 3, 200, 0, "none")  # every prediction wrong
-    module.observe_heldout(probs, labels, valid)
+    module.update_heldout(probs, labels, valid)
     module.calibrate()
     assert module.thresh.tolist() == [NOTHING] * 3
     sel = module(probs)
@@ -332,15 +332,15 @@ def test_module_equals_functional():
     for step in range(4):
         probs, labels, valid = _window(_smooth, 5, 120, step, "calibrated")
         probs = probs.float()
-        module.observe_heldout(probs, labels, valid)
+        module.update_heldout(probs, labels, valid)
         module.calibrate()
-        state = F.precision_target_observe(state, probs, labels, valid)
+        state = F.precision_target_update(probs, labels, state, valid=valid)
         state = F.precision_target_calibrate(state, grid, per_class=True, min_count=10)
         for a, b in zip(module.state(), state, strict=True):
             assert torch.equal(a, b)
         test = probs[:50]
         for a, b in zip(
-            module(test), F.precision_target_select(test, state, torch.ones(50, dtype=bool)),
+            module(test), F.precision_target_select(test, state, valid=torch.ones(50, dtype=bool)),
             strict=True,
         ):  # fmt: skip
             assert torch.equal(a, b)
@@ -354,11 +354,11 @@ def test_state_dict_resume_gives_identical_thresholds_and_selections():
     straight, first = make(), make()
     expected = []
     for t, (probs, labels, valid) in enumerate(batches):
-        straight.observe_heldout(probs.float(), labels, valid)
+        straight.update_heldout(probs.float(), labels, valid)
         straight.calibrate()
         expected.append(tuple(straight(probs.float())))
         if t < 4:
-            first.observe_heldout(probs.float(), labels, valid)
+            first.update_heldout(probs.float(), labels, valid)
             first.calibrate()
     buffer = io.BytesIO()
     torch.save(first.state_dict(), buffer)
@@ -367,7 +367,7 @@ def test_state_dict_resume_gives_identical_thresholds_and_selections():
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
     assert "candidates" not in resumed.state_dict()  # configuration, rebuilt by __init__
     for t, (probs, labels, valid) in list(enumerate(batches))[4:]:
-        resumed.observe_heldout(probs.float(), labels, valid)
+        resumed.update_heldout(probs.float(), labels, valid)
         resumed.calibrate()
         for a, b in zip(resumed(probs.float()), expected[t], strict=True):
             assert torch.equal(a, b)
@@ -382,7 +382,7 @@ def test_observe_calibrate_and_forward_never_read_the_device():
                     torch.empty(0, dtype=torch.bool)))  # fmt: skip
     with forbid_host_sync():
         for probs, labels, valid in batches:
-            module.observe_heldout(probs.float(), labels, valid)
+            module.update_heldout(probs.float(), labels, valid)
             module.calibrate()
             module(probs.float(), valid)
 
@@ -391,7 +391,7 @@ def test_grad_requiring_inputs_build_no_graph_and_deepcopy_works():
     module = pseudosel.PrecisionTargetSelector(3, window=64, min_count=0)
     logits = torch.randn(40, 3, requires_grad=True)
     labels = torch.randint(0, 3, (40,))
-    module.observe_heldout(logits.softmax(1), labels)
+    module.update_heldout(logits.softmax(1), labels)
     module.calibrate()
     sel = module(logits.softmax(1))
     assert not any(t.requires_grad for t in sel)
@@ -412,7 +412,7 @@ def test_extra_repr_and_eval_mode():
     text = repr(module)
     assert "epsilon=0.1" in text and "per_class=True" in text and "window=4096" in text
     probs = torch.tensor([[0.9, 0.05, 0.05]])
-    module.observe_heldout(probs, torch.tensor([0]))  # eval mode: observing still works
+    module.update_heldout(probs, torch.tensor([0]))  # eval mode: observing still works
     assert int(module.filled) == 1
 
 
@@ -442,19 +442,19 @@ def test_bad_heldout_inputs_name_the_argument():
     module = pseudosel.PrecisionTargetSelector(3)
     probs = torch.full((4, 3), 1 / 3)
     with pytest.raises(TypeError, match="labels_heldout.*integer.*float32"):
-        module.observe_heldout(probs, torch.zeros(4))
+        module.update_heldout(probs, torch.zeros(4))
     with pytest.raises(ValueError, match=r"labels_heldout must have shape \(4,\).*\(5,\)"):
-        module.observe_heldout(probs, torch.zeros(5, dtype=torch.long))
+        module.update_heldout(probs, torch.zeros(5, dtype=torch.long))
     with pytest.raises(ValueError, match=r"labels_heldout must hold classes in \[0, 3\)"):
-        module.observe_heldout(probs, torch.tensor([0, 1, 2, 3]))
+        module.update_heldout(probs, torch.tensor([0, 1, 2, 3]))
     # an out-of-range label at an ignored position is not read
-    module.observe_heldout(probs, torch.tensor([0, 1, 2, 255]), torch.tensor([1, 1, 1, 0]).bool())
+    module.update_heldout(probs, torch.tensor([0, 1, 2, 255]), torch.tensor([1, 1, 1, 0]).bool())
     with pytest.raises(ValueError, match="classes at dim 1"):
-        module.observe_heldout(torch.full((4, 5), 0.2), torch.zeros(4, dtype=torch.long))
+        module.update_heldout(torch.full((4, 5), 0.2), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="from_logits"):
-        module.observe_heldout(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
+        module.update_heldout(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
     with pytest.raises(TypeError, match="labels_heldout must be a torch.Tensor"):
-        module.observe_heldout(probs, [0, 1, 2, 0])
+        module.update_heldout(probs, [0, 1, 2, 0])
 
 
 def test_binary_sigmoid_heldout_equals_the_two_class_form():
@@ -462,8 +462,8 @@ def test_binary_sigmoid_heldout_equals_the_two_class_form():
     labels = (torch.rand(300, generator=torch.Generator().manual_seed(1)) < p[:, 0]).long()
     sigmoid = pseudosel.PrecisionTargetSelector(2, activation="sigmoid", min_count=10)
     explicit = pseudosel.PrecisionTargetSelector(2, min_count=10)
-    sigmoid.observe_heldout(p, labels)
-    explicit.observe_heldout(torch.cat((1 - p, p), 1), labels)
+    sigmoid.update_heldout(p, labels)
+    explicit.update_heldout(torch.cat((1 - p, p), 1), labels)
     sigmoid.calibrate()
     explicit.calibrate()
     for a, b in zip(sigmoid.state_dict().values(), explicit.state_dict().values(), strict=True):
@@ -601,8 +601,8 @@ def calibrated_file(tmp_path):
 
 
 def test_compare_cross_fits_the_files_labels(calibrated_file):
-    from pseudosel.compare import compare
     from pseudosel.metrics import SelectionStats
+    from pseudosel.tools.compare import compare
 
     path, probs, labels = calibrated_file
     report = compare(path, selectors=["precision_target"], progress=False, batch_size=50)
@@ -615,7 +615,7 @@ def test_compare_cross_fits_the_files_labels(calibrated_file):
     for part in (index % 2 == 0, index % 2 == 1):
         fold = pseudosel.PrecisionTargetSelector(6, window=300)
         held = known & part
-        fold.observe_heldout(probs, torch.where(held, labels, 0), held)
+        fold.update_heldout(probs, torch.where(held, labels, 0), held)
         fold.calibrate()
         folds.append(fold)
     on_even, on_odd = folds[0](probs), folds[1](probs)
@@ -629,8 +629,8 @@ def test_compare_cross_fits_the_files_labels(calibrated_file):
 
 
 def test_compare_needs_a_warmup_pass_for_precision_target(calibrated_file, tmp_path, capsys):
-    from pseudosel.cli import main
-    from pseudosel.compare import compare
+    from pseudosel.tools.cli import main
+    from pseudosel.tools.compare import compare
 
     path = calibrated_file[0]
     with pytest.raises(ValueError, match="passes must be >= 2"):
@@ -644,7 +644,7 @@ def test_compare_needs_a_warmup_pass_for_precision_target(calibrated_file, tmp_p
 def test_compare_dense_file(tmp_path):
     from probability_maps import smooth_maps
 
-    from pseudosel.compare import compare
+    from pseudosel.tools.compare import compare
 
     probs = smooth_maps(4, 3, 12, 12, sharpness=4.0, seed=1)
     confidence, predicted = probs.max(1)

@@ -59,12 +59,12 @@ def check_selection(sel: pseudosel.Selection, probs: torch.Tensor, valid: torch.
     st.sampled_from(["auto", "sample", "batch"]),
     st.sampled_from(["confidence", "linear", "neglog"]),
 )
-def test_csl_properties(inputs, group, rule):
+def test_csl_properties(inputs, scope, rule):
     probs, valid = inputs
-    sel = F.csl(probs, valid=valid, group=group, cluster_rule=rule)
+    sel = F.csl(probs, valid=valid, scope=scope, cluster_rule=rule)
     check_selection(sel, probs, valid)
     # each group with a valid position trusts at least one of them (its best point)
-    if group == "sample" and probs.dim() > 2 and probs.shape[0] > 0:
+    if scope == "sample" and probs.dim() > 2 and probs.shape[0] > 0:
         has_valid = valid.flatten(1).any(1)
         assert (sel.mask.flatten(1).any(1) | ~has_valid).all()
 

@@ -140,7 +140,7 @@ def test_wheel_holds_the_package_only(dist):
     assert package <= set(names), sorted(package - set(names))
     assert f"\nVersion: {VERSION}\n" in metadata
     assert "Requires-Dist: torch>=" in metadata and "[torch]" not in metadata
-    assert "pseudosel = pseudosel.cli:main" in entry_points
+    assert "pseudosel = pseudosel.tools.cli:main" in entry_points
 
 
 def test_sdist_holds_what_the_build_needs_and_no_more(dist):

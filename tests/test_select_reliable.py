@@ -64,7 +64,9 @@ def test_input_that_requires_grad_gives_detached_results():
 def test_errors_name_the_argument():
     probs = classifier_outputs(4, 3, seed=0)
     with pytest.raises(
-        ValueError, match="method must be one of 'csl', 'csl_max_margin', 'threshold', .*'fixmatch'"
+        ValueError,
+        match="unknown selector 'fixmatch'; registered: 'csl', 'csl_covar', 'csl_max_margin', "
+        "'threshold', .*register_selector",
     ):
         pseudosel.select_reliable(probs, "fixmatch")
     with pytest.raises(TypeError, match="method must be a selector name.*int"):

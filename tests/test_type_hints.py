@@ -14,12 +14,16 @@ import pseudosel
 
 # modules that import optional heavy packages at import time (tested where they are used)
 OPTIONAL = {"pseudosel.integrations.usb"}
+# deprecated aliases that warn when imported; their names are pseudosel.tools' (covered)
+DEPRECATED = {"pseudosel.benchmark", "pseudosel.cli", "pseudosel.compare", "pseudosel.viz"}
 
 
 def _public_modules() -> list[str]:
     names = ["pseudosel"]
     for info in pkgutil.walk_packages(pseudosel.__path__, "pseudosel."):
-        if info.name not in OPTIONAL and not info.name.split(".")[-1].startswith("_"):
+        if info.name in OPTIONAL | DEPRECATED:
+            continue
+        if not info.name.split(".")[-1].startswith("_"):
             names.append(info.name)
     return names
 

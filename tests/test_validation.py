@@ -77,7 +77,7 @@ def test_tolerance_is_dtype_aware():
     [
         ({"alpha": 0.0}, r"alpha must be in \(0, inf\), got 0.0"),
         ({"alpha": float("inf")}, r"alpha must be in \(0, inf\), got inf"),
-        ({"group": "image"}, "group must be one of 'auto', 'sample', 'batch', got 'image'"),
+        ({"scope": "image"}, "scope must be one of 'auto', 'sample', 'batch', got 'image'"),
         ({"cluster_rule": "mean"}, "cluster_rule must be one of 'confidence', 'linear', 'neglog'"),
         ({"residual": None}, "residual must be one of 'theory', 'reference', got None"),
         ({"g_scale": -1}, r"g_scale must be in \(0, inf\)"),

@@ -6,6 +6,7 @@ from pseudosel.activation import class_probs
 from pseudosel.functional.adamatch import adamatch
 from pseudosel.functional.adsh import (
     AdshState,
+    adsh_calibrate,
     adsh_init,
     adsh_recompute,
     adsh_select,
@@ -31,15 +32,18 @@ from pseudosel.functional.corrmatch import (
     corrmatch_select,
     corrmatch_update,
 )
-from pseudosel.functional.csl import csl
+from pseudosel.functional.csl import csl, csl_covar, csl_max_margin
 from pseudosel.functional.dash import dash_rho, dash_select
 from pseudosel.functional.entropy_split import entropy_split, split_by_entropy
 from pseudosel.functional.flexmatch import (
+    FlexMatchState,
     flexmatch_classwise_acc,
+    flexmatch_init,
     flexmatch_record_classes,
     flexmatch_record_samples,
     flexmatch_select,
     flexmatch_thresholds,
+    flexmatch_update,
 )
 from pseudosel.functional.freematch import (
     FreeMatchState,
@@ -56,6 +60,7 @@ from pseudosel.functional.precision import (
     precision_target_init,
     precision_target_observe,
     precision_target_select,
+    precision_target_update,
 )
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.functional.softmatch import (
@@ -65,16 +70,19 @@ from pseudosel.functional.softmatch import (
     softmatch_update,
 )
 from pseudosel.functional.threshold import class_threshold_selection, threshold
+from pseudosel.functional.top_ratio import top_ratio
 
 __all__ = [
     "AdshState",
     "AlignmentQueueState",
     "AlignmentState",
     "CorrMatchState",
+    "FlexMatchState",
     "FreeMatchState",
     "PrecisionTargetState",
     "SoftMatchState",
     "adamatch",
+    "adsh_calibrate",
     "adsh_init",
     "adsh_recompute",
     "adsh_select",
@@ -96,14 +104,18 @@ __all__ = [
     "corrmatch_select",
     "corrmatch_update",
     "csl",
+    "csl_covar",
+    "csl_max_margin",
     "dash_rho",
     "dash_select",
     "entropy_split",
     "flexmatch_classwise_acc",
+    "flexmatch_init",
     "flexmatch_record_classes",
     "flexmatch_record_samples",
     "flexmatch_select",
     "flexmatch_thresholds",
+    "flexmatch_update",
     "freematch_init",
     "freematch_select",
     "freematch_update",
@@ -114,9 +126,11 @@ __all__ = [
     "precision_target_init",
     "precision_target_observe",
     "precision_target_select",
+    "precision_target_update",
     "softmatch_init",
     "softmatch_select",
     "softmatch_update",
     "split_by_entropy",
     "threshold",
+    "top_ratio",
 ]

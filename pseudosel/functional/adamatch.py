@@ -5,16 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pseudosel.activation import checked_class_probs
+from pseudosel._deprecation import renamed_keywords
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
+from pseudosel.inputs import prepare
 from pseudosel.selection import Selection
-from pseudosel.validation import check_activation, check_probs, check_real, compute_dtype
+from pseudosel.validation import check_real, compute_dtype
 
 __all__ = ["adamatch"]
 
 
 @torch.no_grad()
+@renamed_keywords("adamatch", group="process_group")
 def adamatch(
     probs: Tensor,
     probs_labeled: Tensor,
@@ -22,9 +24,10 @@ def adamatch(
     *,
     valid: Tensor | None = None,
     valid_labeled: Tensor | None = None,
-    group: ProcessGroup | None = None,
+    process_group: ProcessGroup | None = None,
     validate: bool = True,
     activation: str = "softmax",
+    multilabel: bool | None = None,
 ) -> Selection:
     """mask = max p >= τ · mean(max p over the labeled batch) (AdaMatch, USB).
 
@@ -38,13 +41,14 @@ def adamatch(
         tau: relative threshold in [0, 1]. Default 0.95.
         valid: optional bool (N, *spatial) mask of ``probs``.
         valid_labeled: optional bool (M, *spatial') mask of ``probs_labeled``.
-        group: process group for the labelled mean (default group, if initialised).
+        process_group: process group of the labelled mean (default group, if initialised).
         validate: check that valid positions hold probabilities (default True).
         activation: ``"softmax"`` (default) or ``"sigmoid"``: both inputs are binary
             (·, 1, *spatial) or multi-label (·, L, *spatial) probabilities, read as
             (1 − p, p) (:func:`~pseudosel.functional.class_probs`). Multi-label: one cutoff,
             τ times the mean of max(p, 1 − p) over all valid labelled (sample, label)
             positions.
+        multilabel: for ``"sigmoid"``, as in :func:`~pseudosel.functional.threshold`.
 
     Returns:
         :class:`~pseudosel.Selection`; score = max p.
@@ -56,20 +60,22 @@ def adamatch(
         >>> adamatch(torch.tensor([[0.78, 0.22], [0.74, 0.26]]), labeled).mask
         tensor([ True, False])
     """
-    minimum = 1 if check_activation(activation) == "sigmoid" else 2
-    check_probs(probs, min_classes=minimum)
-    check_probs(probs_labeled, name="probs_labeled", min_classes=minimum)
-    if probs_labeled.shape[1] != probs.shape[1]:
-        raise ValueError(
-            f"probs_labeled must have the {probs.shape[1]} classes of probs at dim 1, "
-            f"got shape {tuple(probs_labeled.shape)}"
-        )
     tau = check_real("tau", tau, low=0.0, high=1.0)
-    probs, valid = checked_class_probs(probs, valid, activation=activation, validate=validate)
-    probs_labeled, valid_labeled = checked_class_probs(
+    classes = probs.shape[1] if isinstance(probs, Tensor) and probs.dim() >= 2 else None
+    probs, valid, _ = prepare(
+        probs, valid, activation=activation, multilabel=multilabel, validate=validate
+    )
+    if isinstance(probs_labeled, Tensor) and probs_labeled.dim() >= 2:
+        if probs_labeled.shape[1] != classes:
+            raise ValueError(
+                f"probs_labeled must have the {classes} classes of probs at dim 1, got shape "
+                f"{tuple(probs_labeled.shape)}"
+            )
+    probs_labeled, valid_labeled, _ = prepare(
         probs_labeled,
         valid_labeled,
         activation=activation,
+        multilabel=multilabel,
         validate=validate,
         name="probs_labeled",
     )
@@ -77,7 +83,7 @@ def adamatch(
     labeled_conf = probs_labeled.amax(1).to(work)
     labeled_sum = torch.where(valid_labeled, labeled_conf, 0.0).sum()  # NaN/Inf stay out
     stats = torch.stack((labeled_sum, valid_labeled.sum().to(work)))
-    all_reduce_sum(stats, group)
+    all_reduce_sum(stats, process_group)
     cutoff = torch.where(stats[1] > 0, tau * stats[0] / stats[1].clamp_min(1), tau)
     confidence, labels = confidence_and_labels(probs)
     mask = valid & (confidence >= cutoff)

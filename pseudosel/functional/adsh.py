@@ -14,7 +14,7 @@ its long-tailed data sets):
     j_k = ⌊n_k · ρ⌋ − 1 (float64, as Python computes it); j_k = −1 means the last entry
     s_k = −log C_k[j_k]  for every class with n_k > 0; other classes keep s_k.
 
-``adsh_recompute`` takes the whole pass as flat (confidence, label) vectors, label −1 for
+``adsh_calibrate`` takes the whole pass as flat (confidence, label) vectors, label −1 for
 entries to skip, and returns the same s as USB when fed the same confidences.
 """
 
@@ -25,11 +25,19 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from pseudosel.activation import class_probs
+from pseudosel._deprecation import keyword_valid, warn_once
 from pseudosel.functional.threshold import class_threshold_selection
+from pseudosel.inputs import prepare
 from pseudosel.selection import Selection
 
-__all__ = ["AdshState", "adsh_init", "adsh_recompute", "adsh_select", "adsh_thresholds"]
+__all__ = [
+    "AdshState",
+    "adsh_calibrate",
+    "adsh_init",
+    "adsh_recompute",
+    "adsh_select",
+    "adsh_thresholds",
+]
 
 TAU_1 = 0.95
 
@@ -63,10 +71,10 @@ def adsh_thresholds(state: AdshState) -> Tensor:
 
 
 @torch.no_grad()
-def adsh_recompute(
-    state: AdshState,
+def adsh_calibrate(
     confidence: Tensor,
     labels: Tensor,
+    state: AdshState,
     *,
     tau_1: float = TAU_1,
     calibration_class: int | None = 0,
@@ -76,16 +84,17 @@ def adsh_recompute(
     Args:
         confidence: (M,) max probability per unlabelled sample.
         labels: (M,) long arg-max per sample; −1 marks entries that take no part.
+        state: the current scores (kept for a class with no entry).
         tau_1: τ₁, the confidence the calibration class is held to. Default 0.95 (USB).
         calibration_class: c; default 0 as in USB; None takes the class predicted most
             often in the pass (lowest index on ties), the paper's "majority class".
 
     Example:
         >>> import torch
-        >>> from pseudosel.functional import adsh_init, adsh_recompute
+        >>> from pseudosel.functional import adsh_calibrate, adsh_init
         >>> conf = torch.tensor([0.99, 0.97, 0.90, 0.80, 0.70, 0.60])
         >>> labels = torch.tensor([0, 0, 0, 0, 1, 1])
-        >>> new = adsh_recompute(adsh_init(2), conf, labels)
+        >>> new = adsh_calibrate(conf, labels, adsh_init(2))
         >>> torch.exp(-new.s)  # ρ = 1/4: class 0 keeps its top 1, class 1 ⌊2/4⌋ − 1 → last
         tensor([0.9900, 0.6000])
     """
@@ -121,14 +130,41 @@ def adsh_recompute(
     return AdshState(torch.where(counts > 0, s, state.s))
 
 
+def adsh_recompute(
+    state: AdshState,
+    confidence: Tensor,
+    labels: Tensor,
+    *,
+    tau_1: float = TAU_1,
+    calibration_class: int | None = 0,
+) -> AdshState:
+    """Deprecated (warns once): ``adsh_calibrate(confidence, labels, state, ...)``."""
+    warn_once(
+        "adsh_recompute",
+        "adsh_recompute(state, confidence, labels) is deprecated and will be removed; use "
+        "adsh_calibrate(confidence, labels, state)",
+    )
+    return adsh_calibrate(
+        confidence, labels, state, tau_1=tau_1, calibration_class=calibration_class
+    )
+
+
 @torch.no_grad()
+@keyword_valid("adsh_select", 2)
 def adsh_select(
-    probs: Tensor, state: AdshState, valid: Tensor, *, activation: str = "softmax"
+    probs: Tensor,
+    state: AdshState,
+    *,
+    valid: Tensor | None = None,
+    validate: bool = True,
+    activation: str = "softmax",
 ) -> Selection:
     """mask = max p >= exp(−s(ŷ)); score = max p minus that threshold.
 
     Args:
-        probs: (N, K, *spatial); state: the current scores; valid: bool (N, *spatial).
+        probs: (N, K, *spatial); state: the current scores; valid: optional bool
+            (N, *spatial).
+        validate: check that valid positions hold probabilities (default True).
         activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
             sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
             (N, L > 1) is refused.
@@ -136,10 +172,16 @@ def adsh_select(
     Example:
         >>> import torch
         >>> from pseudosel.functional import adsh_init, adsh_select
-        >>> sel = adsh_select(torch.tensor([[0.9, 0.1], [0.3, 0.7]]), adsh_init(2),
-        ...                   torch.ones(2, dtype=torch.bool))
+        >>> sel = adsh_select(torch.tensor([[0.9, 0.1], [0.3, 0.7]]), adsh_init(2))
         >>> sel.mask  # exp(−0.95) ≈ 0.387
         tensor([True, True])
     """
-    probs = class_probs(probs, activation, selector="adsh_select")
+    probs, valid, _ = prepare(
+        probs,
+        valid,
+        activation=activation,
+        num_classes=state.s.shape[0],
+        validate=validate,
+        per_class_state="adsh_select",
+    )
     return class_threshold_selection(probs, adsh_thresholds(state), valid)

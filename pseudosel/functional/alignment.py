@@ -8,15 +8,17 @@ prediction. Means are over valid positions, global under torch.distributed.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from pseudosel.activation import class_probs
+from pseudosel import kernels
+from pseudosel._deprecation import renamed_keywords, state_after_input
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
-from pseudosel.features import BlockScratch, position_blocks
+from pseudosel.inputs import Inputs, prepare
+from pseudosel.kernels import cpu
+from pseudosel.kernels.blocks import flatten
 from pseudosel.validation import compute_dtype
 
 __all__ = ["AlignmentState", "align", "alignment_update", "masked_class_sums"]
@@ -37,21 +39,32 @@ def masked_class_sums(probs: Tensor, valid: Tensor, dtype: torch.dtype) -> Tenso
 
     Ignored positions are replaced by 0 before the sum (not multiplied by 0), so NaN or Inf
     there — padding, ignore regions — never reach the statistic."""
-    n, k = probs.shape[:2]
-    length = math.prod(probs.shape[2:])  # explicit, so that empty batches reshape too
-    flat, keep = probs.reshape(n, k, length), valid.reshape(n, 1, length)
-    # eager CPU: cache-sized blocks, the zeroed copy of each in one reused buffer
-    total = torch.zeros(k, dtype=dtype, device=probs.device)
-    blocks = position_blocks(flat)
-    if len(blocks) == 1:
-        return total + torch.where(keep, flat, 0.0).sum((0, 2), dtype=dtype)
-    scratch = BlockScratch(flat, blocks, flat.dtype)
-    zero = torch.zeros((), dtype=flat.dtype, device=flat.device)
-    for rows, cols in blocks:
-        block = flat[rows, :, cols]
-        kept = torch.where(keep[rows, :, cols], block, zero, out=scratch.like(block))
-        total += kept.sum((0, 2), dtype=dtype)
-    return total
+    flat, keep = flatten(probs), flatten(valid.unsqueeze(1))
+    if kernels.eager_cpu(probs) and cpu.blocked(probs):
+        return cpu.masked_class_sums(flat, keep, dtype)
+    total = torch.zeros(probs.shape[1], dtype=dtype, device=probs.device)
+    return total + torch.where(keep, flat, 0.0).sum((0, 2), dtype=dtype)
+
+
+def prepared(
+    probs: Tensor,
+    valid: Tensor | None,
+    state: tuple[Tensor, ...],
+    validate: bool,
+    activation: str,
+    function: str,
+    name: str = "probs",
+) -> Inputs:
+    """The front door for an alignment core: K from the state, binary outputs only."""
+    return prepare(
+        probs,
+        valid,
+        activation=activation,
+        num_classes=state.p_model.shape[-1],
+        validate=validate,
+        per_class_state=function,
+        name=name,
+    )
 
 
 def _class_mean(probs: Tensor, valid: Tensor, group) -> tuple[Tensor, Tensor]:
@@ -64,24 +77,28 @@ def _class_mean(probs: Tensor, valid: Tensor, group) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
+@state_after_input("alignment_update", AlignmentState)
+@renamed_keywords("alignment_update", group="process_group")
 def alignment_update(
-    state: AlignmentState,
     probs: Tensor,
-    valid: Tensor,
+    state: AlignmentState,
     *,
+    valid: Tensor | None = None,
     momentum: float = 0.999,
     probs_labeled: Tensor | None = None,
     valid_labeled: Tensor | None = None,
-    group: ProcessGroup | None = None,
+    process_group: ProcessGroup | None = None,
+    validate: bool = True,
     activation: str = "softmax",
 ) -> AlignmentState:
     """One EMA step of p_model (and of p_target when ``probs_labeled`` is given).
 
     Args:
-        state: the current distributions; probs: (N, K, *spatial); valid: bool
+        probs: (N, K, *spatial); state: the current distributions; valid: optional bool
             (N, *spatial); likewise the labelled pair.
         momentum: EMA momentum m (new = m·old + (1 − m)·batch). Default 0.999.
-        group: process group of the all-reduce (default group, if initialised).
+        process_group: process group of the all-reduce (default group, if initialised).
+        validate: check that valid positions hold probabilities (default True).
         activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
             sigmoid output (both inputs), read as (1 − p, p) (:func:`class_probs`);
             multi-label input (N, L > 1) is refused.
@@ -91,34 +108,46 @@ def alignment_update(
         >>> from pseudosel.functional import AlignmentState, alignment_update
         >>> state = AlignmentState(torch.full((2,), 0.5), torch.full((2,), 0.5),
         ...                        torch.tensor(False))
-        >>> new = alignment_update(state, torch.tensor([[0.8, 0.2]]), torch.tensor([True]))
+        >>> new = alignment_update(torch.tensor([[0.8, 0.2]]), state)
         >>> new.p_model, bool(new.initialized)  # the first batch sets p_model
         (tensor([0.8000, 0.2000]), True)
     """
-    probs = class_probs(probs, activation, selector="alignment_update")
+    probs, valid, _ = prepared(probs, valid, state, validate, activation, "alignment_update")
     if probs_labeled is not None:
-        probs_labeled = class_probs(probs_labeled, activation, selector="alignment_update")
+        probs_labeled, valid_labeled, _ = prepared(
+            probs_labeled, valid_labeled, state, validate, activation, "alignment_update",
+            name="probs_labeled",
+        )  # fmt: skip
     m = momentum
     dtype = state.p_model.dtype
-    mean, count = _class_mean(probs, valid, group)
+    mean, count = _class_mean(probs, valid, process_group)
     mean = mean.to(dtype)
     p_model = torch.where(state.initialized, state.p_model * m + (1 - m) * mean, mean)
     p_model = torch.where(count > 0, p_model, state.p_model)
     initialized = state.initialized | (count > 0)
     p_target = state.p_target
-    if probs_labeled is not None and valid_labeled is not None:
-        mean_lb, count_lb = _class_mean(probs_labeled, valid_labeled, group)
+    if probs_labeled is not None:
+        mean_lb, count_lb = _class_mean(probs_labeled, valid_labeled, process_group)
         updated = p_target * m + (1 - m) * mean_lb.to(dtype)
         p_target = torch.where(count_lb > 0, updated, p_target)
     return AlignmentState(p_model, p_target, initialized)
 
 
 @torch.no_grad()
-def align(probs: Tensor, state: AlignmentState, *, activation: str = "softmax") -> Tensor:
+def align(
+    probs: Tensor,
+    state: AlignmentState,
+    *,
+    valid: Tensor | None = None,
+    validate: bool = True,
+    activation: str = "softmax",
+) -> Tensor:
     """Aligned probabilities, (N, K, *spatial), in the compute dtype of ``probs``.
 
     Before any update (``initialized`` False) p_model is taken as p_target: no change.
-    A binary sigmoid input (N, 1, *spatial) with ``activation="sigmoid"`` gives aligned
+    ``valid`` (optional bool (N, *spatial)) limits the value check (``validate``) to the
+    valid positions; every position is aligned. A binary sigmoid input (N, 1, *spatial)
+    with ``activation="sigmoid"`` gives aligned
     two-class probabilities (N, 2, *spatial), to pass to a selector as they are.
 
     Example:
@@ -129,7 +158,7 @@ def align(probs: Tensor, state: AlignmentState, *, activation: str = "softmax") 
         >>> align(torch.tensor([[0.8, 0.2]]), state)
         tensor([[0.5000, 0.5000]])
     """
-    probs = class_probs(probs, activation, selector="align")
+    probs = prepared(probs, valid, state, validate, activation, "align").probs
     work = compute_dtype(probs.dtype)
     p_model = torch.where(state.initialized, state.p_model, state.p_target).to(work)
     ratio = (state.p_target.to(work) + EPS) / (p_model + EPS)

@@ -20,9 +20,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from pseudosel.activation import class_probs
+from pseudosel._deprecation import renamed_keywords, state_after_input
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
-from pseudosel.functional.alignment import masked_class_sums
+from pseudosel.functional.alignment import masked_class_sums, prepared
 from pseudosel.validation import compute_dtype
 
 __all__ = [
@@ -91,21 +91,27 @@ def _push(queue: Tensor, ptr: Tensor, probs: Tensor, valid: Tensor, group) -> tu
 
 
 @torch.no_grad()
+@state_after_input("alignment_queue_update", AlignmentQueueState)
+@renamed_keywords("alignment_queue_update", group="process_group")
 def alignment_queue_update(
-    state: AlignmentQueueState,
     probs: Tensor,
-    valid: Tensor,
+    state: AlignmentQueueState,
     *,
+    valid: Tensor | None = None,
     probs_labeled: Tensor | None = None,
     valid_labeled: Tensor | None = None,
-    group: ProcessGroup | None = None,
+    process_group: ProcessGroup | None = None,
+    validate: bool = True,
     activation: str = "softmax",
 ) -> AlignmentQueueState:
     """Push the batch mean into Q_model (and the labelled mean into Q_target when
     ``probs_labeled`` is given: ``target="model"``).
 
     Args:
-        probs: (N, K, *spatial); valid: bool (N, *spatial); likewise the labelled pair.
+        probs: (N, K, *spatial); state: the current queues; valid: optional bool
+            (N, *spatial); likewise the labelled pair.
+        process_group: process group of the all-reduce (default group, if initialised).
+        validate: check that valid positions hold probabilities (default True).
         activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
             sigmoid output (both inputs), read as (1 − p, p) (:func:`class_probs`);
             multi-label input (N, L > 1) is refused.
@@ -114,29 +120,39 @@ def alignment_queue_update(
         >>> import torch
         >>> from pseudosel.functional import alignment_queue_init, alignment_queue_update
         >>> state = alignment_queue_init(2, queue_length=2)
-        >>> state = alignment_queue_update(state, torch.tensor([[0.8, 0.2]]),
-        ...                                torch.tensor([True]))
+        >>> state = alignment_queue_update(torch.tensor([[0.8, 0.2]]), state)
         >>> state.p_model, int(state.p_model_ptr)
         (tensor([[0.8000, 0.2000],
                 [0.0000, 0.0000]]), 1)
     """
-    probs = class_probs(probs, activation, selector="alignment_queue_update")
-    if probs_labeled is not None:
-        probs_labeled = class_probs(probs_labeled, activation, selector="alignment_queue_update")
-    p_model, p_model_ptr = _push(state.p_model, state.p_model_ptr, probs, valid, group)
+    function = "alignment_queue_update"
+    probs, valid, _ = prepared(probs, valid, state, validate, activation, function)
+    p_model, p_model_ptr = _push(state.p_model, state.p_model_ptr, probs, valid, process_group)
     p_target, p_target_ptr = state.p_target, state.p_target_ptr
-    if probs_labeled is not None and valid_labeled is not None:
-        p_target, p_target_ptr = _push(p_target, p_target_ptr, probs_labeled, valid_labeled, group)
+    if probs_labeled is not None:
+        probs_labeled, valid_labeled, _ = prepared(
+            probs_labeled, valid_labeled, state, validate, activation, function, "probs_labeled"
+        )
+        p_target, p_target_ptr = _push(
+            p_target, p_target_ptr, probs_labeled, valid_labeled, process_group
+        )
     return AlignmentQueueState(p_model, p_model_ptr, p_target, p_target_ptr)
 
 
 @torch.no_grad()
 def align_queue(
-    probs: Tensor, state: AlignmentQueueState, *, activation: str = "softmax"
+    probs: Tensor,
+    state: AlignmentQueueState,
+    *,
+    valid: Tensor | None = None,
+    validate: bool = True,
+    activation: str = "softmax",
 ) -> Tensor:
     """Aligned probabilities (N, K, *spatial), in the compute dtype of ``probs``.
 
-    A binary sigmoid input (N, 1, *spatial) with ``activation="sigmoid"`` gives aligned
+    ``valid`` (optional bool (N, *spatial)) limits the value check (``validate``) to the
+    valid positions; every position is aligned. A binary sigmoid input (N, 1, *spatial)
+    with ``activation="sigmoid"`` gives aligned
     two-class probabilities (N, 2, *spatial), to pass to a selector as they are.
 
     Example:
@@ -147,7 +163,7 @@ def align_queue(
         >>> align_queue(torch.tensor([[0.8, 0.2]]), state)
         tensor([[0.5000, 0.5000]])
     """
-    probs = class_probs(probs, activation, selector="align_queue")
+    probs = prepared(probs, valid, state, validate, activation, "align_queue").probs
     work = compute_dtype(probs.dtype)
     p_target = state.p_target.to(work).mean(0)
     p_model = state.p_model.to(work).mean(0)

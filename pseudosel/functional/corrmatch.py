@@ -16,10 +16,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from pseudosel.activation import class_probs
+from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_input
 from pseudosel.distributed import ProcessGroup, all_reduce_max
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.threshold import class_threshold_selection
+from pseudosel.inputs import prepare
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
 
@@ -55,7 +56,10 @@ def corrmatch_init(
 
 
 @torch.no_grad()
-def corrmatch_class_max(probs: Tensor, valid: Tensor, group: ProcessGroup | None = None) -> Tensor:
+@renamed_keywords("corrmatch_class_max", group="process_group")
+def corrmatch_class_max(
+    probs: Tensor, valid: Tensor, process_group: ProcessGroup | None = None
+) -> Tensor:
     """(K,) maximum confidence among the valid positions predicted as each class, over all
     ranks (MAX all-reduce); −1 for a class predicted nowhere.
 
@@ -71,24 +75,29 @@ def corrmatch_class_max(probs: Tensor, valid: Tensor, group: ProcessGroup | None
     class_max = torch.full(
         (probs.shape[1],), ABSENT, dtype=kept.dtype, device=probs.device
     ).scatter_reduce(0, labels.flatten(), kept.flatten(), reduce="amax")
-    return all_reduce_max(class_max, group)
+    return all_reduce_max(class_max, process_group)
 
 
 @torch.no_grad()
+@state_after_input("corrmatch_update", CorrMatchState)
+@renamed_keywords("corrmatch_update", group="process_group")
 def corrmatch_update(
-    state: CorrMatchState,
     probs: Tensor,
-    valid: Tensor,
+    state: CorrMatchState,
     *,
+    valid: Tensor | None = None,
     momentum: float = 0.999,
-    group: ProcessGroup | None = None,
+    process_group: ProcessGroup | None = None,
+    validate: bool = True,
     activation: str = "softmax",
 ) -> CorrMatchState:
     """One EMA step of τ on the valid positions of ``probs`` (all ranks under DDP).
 
     Args:
-        probs: (N, K, *spatial); valid: bool (N, *spatial).
+        probs: (N, K, *spatial); state: the current τ; valid: optional bool (N, *spatial).
         momentum: m in τ ← m·τ + (1 − m)·batch (weight of the OLD value). Default 0.999.
+        process_group: process group of the collectives (default group, if initialised).
+        validate: check that valid positions hold probabilities (default True).
         activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
             sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
             (N, L > 1) is refused.
@@ -100,13 +109,14 @@ def corrmatch_update(
         >>> import torch
         >>> from pseudosel.functional import corrmatch_init, corrmatch_update
         >>> probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
-        >>> new = corrmatch_update(corrmatch_init(), probs, torch.ones(3, dtype=torch.bool),
-        ...                        momentum=0.5)
+        >>> new = corrmatch_update(probs, corrmatch_init(), momentum=0.5)
         >>> round(float(new.thresh), 4)  # 0.5·0.85 + 0.5·(0.9 + 0.7)/2
         0.825
     """
-    probs = class_probs(probs, activation, selector="corrmatch_update")
-    class_max = corrmatch_class_max(probs, valid, group)
+    probs, valid, _ = prepare(
+        probs, valid, activation=activation, validate=validate, per_class_state="corrmatch_update"
+    )
+    class_max = corrmatch_class_max(probs, valid, process_group)
     present = class_max >= 0
     count = present.sum()
     batch = torch.where(present, class_max, 0.0).sum() / count.clamp_min(1)
@@ -116,13 +126,20 @@ def corrmatch_update(
 
 
 @torch.no_grad()
+@keyword_valid("corrmatch_select", 2)
 def corrmatch_select(
-    probs: Tensor, state: CorrMatchState, valid: Tensor, *, activation: str = "softmax"
+    probs: Tensor,
+    state: CorrMatchState,
+    *,
+    valid: Tensor | None = None,
+    validate: bool = True,
+    activation: str = "softmax",
 ) -> Selection:
     """mask = max p >= τ_t; score = max p − τ_t (0 at ignored positions).
 
     Args:
-        probs: (N, K, *spatial); state: the current τ; valid: bool (N, *spatial).
+        probs: (N, K, *spatial); state: the current τ; valid: optional bool (N, *spatial).
+        validate: check that valid positions hold probabilities (default True).
         activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
             sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
             (N, L > 1) is refused.
@@ -130,10 +147,11 @@ def corrmatch_select(
     Example:
         >>> import torch
         >>> from pseudosel.functional import corrmatch_init, corrmatch_select
-        >>> sel = corrmatch_select(torch.tensor([[0.9, 0.1], [0.4, 0.6]]), corrmatch_init(),
-        ...                        torch.ones(2, dtype=torch.bool))
+        >>> sel = corrmatch_select(torch.tensor([[0.9, 0.1], [0.4, 0.6]]), corrmatch_init())
         >>> sel.mask
         tensor([ True, False])
     """
-    probs = class_probs(probs, activation, selector="corrmatch_select")
+    probs, valid, _ = prepare(
+        probs, valid, activation=activation, validate=validate, per_class_state="corrmatch_select"
+    )
     return class_threshold_selection(probs, state.thresh.expand(probs.shape[1]), valid)

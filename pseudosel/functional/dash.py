@@ -22,8 +22,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pseudosel.activation import class_probs
-from pseudosel.features import BlockScratch, confidence_and_labels, position_blocks
+from pseudosel import kernels
+from pseudosel._deprecation import keyword_valid
+from pseudosel.features import confidence_and_labels
+from pseudosel.inputs import prepare
+from pseudosel.kernels import cpu
+from pseudosel.kernels.blocks import flatten
 from pseudosel.selection import Selection
 from pseudosel.validation import check_real, compute_dtype
 
@@ -54,21 +58,24 @@ def dash_rho(
 
 
 @torch.no_grad()
+@keyword_valid("dash_select", 2)
 def dash_select(
     probs: Tensor,
     rho: Tensor,
-    valid: Tensor,
     *,
+    valid: Tensor | None = None,
     use_hard_labels: Tensor | bool = False,
     T: float = 0.5,
+    validate: bool = True,
     activation: str = "softmax",
+    multilabel: bool | None = None,
 ) -> Selection:
     """mask = ℓ <= ρ, with ℓ the cross-entropy of p against soft or hard pseudo-labels.
 
     Args:
         probs: (N, K, *spatial) probabilities.
         rho: 0-dim threshold ρ_t (see :func:`dash_rho`).
-        valid: bool (N, *spatial); False positions are never selected.
+        valid: optional bool (N, *spatial); False positions are never selected.
         use_hard_labels: False (default, USB while ρ > ρ_min): ℓ = −Σ_k q_k·log p_k with
             q = softmax(log p / T), the cross-entropy against ``softmax(logits / T)``.
             True (USB once ρ reaches ρ_min): ℓ = −log max p. A 0-dim bool tensor (such as
@@ -78,6 +85,8 @@ def dash_select(
         activation: ``"softmax"`` (default) or ``"sigmoid"``: binary (N, 1, *spatial) or
             multi-label (N, L, *spatial) probabilities read as (1 − p, p)
             (:func:`class_probs`); ``valid`` and the fields are then (N, L, *spatial).
+        validate: check that valid positions hold probabilities (default True).
+        multilabel: for ``"sigmoid"``, as in :func:`~pseudosel.functional.threshold`.
 
     Returns:
         :class:`~pseudosel.Selection`: ``labels`` = argmax p (Dash's consistency loss uses
@@ -89,14 +98,15 @@ def dash_select(
         >>> import torch
         >>> from pseudosel.functional import dash_select
         >>> probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.5, 0.5]])
-        >>> valid = torch.ones(3, dtype=torch.bool)
-        >>> dash_select(probs, torch.tensor(0.6), valid).mask  # soft: ℓ = 0.13, 0.64, 0.69
+        >>> dash_select(probs, torch.tensor(0.6)).mask  # soft: ℓ = 0.13, 0.64, 0.69
         tensor([ True, False, False])
-        >>> dash_select(probs, torch.tensor(0.6), valid, use_hard_labels=True).mask
+        >>> dash_select(probs, torch.tensor(0.6), use_hard_labels=True).mask
         tensor([ True,  True, False])
     """
     T = check_real("T", T, low=0.0, low_open=True)
-    probs = class_probs(probs, activation)
+    probs, valid, _ = prepare(
+        probs, valid, activation=activation, multilabel=multilabel, validate=validate
+    )
     confidence, labels = confidence_and_labels(probs)
     dtype = compute_dtype(probs.dtype)
     hard_loss = -torch.log(confidence.to(dtype))
@@ -106,21 +116,7 @@ def dash_select(
         # With s = (log p − log ĉ) / T <= 0, e = exp(s) and Z = Σ e: q = e / Z,
         # log p = T·s + log ĉ and Σ q = 1, so ℓ = −Σ q·log p = −log ĉ − T·Σ e·s / Z, where
         # e·s = xlogy(e, e) is 0 when e = 0 (p = 0 or underflow), never 0·(−inf) = NaN.
-        # Eager CPU: cache-sized blocks in two reused buffers; else the whole input at once.
-        flat = probs.reshape(probs.shape[0], probs.shape[1], -1) if probs.numel() else None
-        z = torch.zeros_like(hard_loss)
-        spread = torch.zeros_like(hard_loss)
-        if flat is not None:
-            top = hard_loss.reshape(flat.shape[0], 1, flat.shape[2])
-            z_flat, spread_flat = z.view(flat.shape[0], -1), spread.view(flat.shape[0], -1)
-            blocks = position_blocks(flat)
-            if len(blocks) > 1:  # eager CPU: two reused buffers, and e·s instead of xlogy
-                _soft_loss_terms_blocked(flat, blocks, top, T, dtype, z_flat, spread_flat)
-            else:
-                e = flat.log() if flat.dtype == dtype else flat.to(dtype).log_()
-                e = e.add_(top).div_(T).exp_()
-                z_flat.copy_(e.sum(1))
-                spread_flat.copy_(e.xlogy_(e).sum(1))
+        z, spread = _soft_loss_terms(probs, hard_loss, T, dtype)
         soft_loss = hard_loss - T * spread / z
         if isinstance(use_hard_labels, bool):
             loss = soft_loss
@@ -136,26 +132,15 @@ def dash_select(
     )
 
 
-def _soft_loss_terms_blocked(
-    flat: Tensor,
-    blocks: list[tuple[slice, slice]],
-    top: Tensor,
-    T: float,
-    dtype: torch.dtype,
-    z: Tensor,
-    spread: Tensor,
-) -> None:
-    """Z = Σ e and Σ e·s of :func:`dash_select`'s soft loss, block by block into (n, L) ``z``
-    and ``spread``, with s and e in two buffers reused by every block: e·s replaces
-    xlogy(e, e) (CPU xlogy runs at a third of the speed of log), s = −inf (p = 0) is
-    clamped to the lowest float first so that e·s = 0 there, never 0·(−inf) = NaN."""
-    s_scratch, e_scratch = BlockScratch(flat, blocks, dtype), BlockScratch(flat, blocks, dtype)
-    lowest = torch.finfo(dtype).min
-    for rows, cols in blocks:
-        block = flat[rows, :, cols]
-        s, e = s_scratch.like(block), e_scratch.like(block)
-        s = torch.log(block, out=s) if block.dtype == dtype else s.copy_(block).log_()
-        s = s.add_(top[rows, :, cols]).div_(T)
-        e = torch.exp(s, out=e)
-        z[rows, cols] = e.sum(1)
-        spread[rows, cols] = s.clamp_min_(lowest).mul_(e).sum(1)
+def _soft_loss_terms(
+    probs: Tensor, hard_loss: Tensor, T: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """Z = Σ_k e_k and Σ_k e_k·s_k over the classes, (N, *spatial) each, with
+    s = (log p − log ĉ) / T and e = exp(s); ``hard_loss`` = −log ĉ."""
+    top = hard_loss.unsqueeze(1)
+    if kernels.eager_cpu(probs) and cpu.blocked(probs):
+        flat, shape = flatten(probs), hard_loss.shape
+        z, spread = cpu.dash_soft_loss_terms(flat, top.reshape(flat.shape[0], 1, -1), T, dtype)
+        return z.reshape(shape), spread.reshape(shape)
+    e = ((probs.to(dtype).log() + top) / T).exp()
+    return e.sum(1), torch.special.xlogy(e, e).sum(1)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pseudosel.activation import checked_class_probs
+from pseudosel._deprecation import renamed_keywords, warn_once
 from pseudosel.distributed import ProcessGroup
 from pseudosel.features import confidence_and_labels, entropy
 from pseudosel.functional.quantile import masked_quantile
+from pseudosel.inputs import prepare
 from pseudosel.selection import Selection
 from pseudosel.validation import check_real
 
@@ -24,27 +25,32 @@ __all__ = ["entropy_split", "split_by_entropy"]
 
 
 @torch.no_grad()
+@renamed_keywords("entropy_split", group="process_group")
 def entropy_split(
     probs: Tensor,
-    unreliable: float = 0.2,
+    unreliable: float | Tensor = 0.2,
     *,
     valid: Tensor | None = None,
-    group: ProcessGroup | None = None,
+    process_group: ProcessGroup | None = None,
     validate: bool = True,
     activation: str = "softmax",
+    multilabel: bool | None = None,
 ) -> Selection:
-    """Reliable = valid and entropy below the (1 − ``unreliable``)-quantile.
+    """Reliable = valid and entropy below the (1 − ``unreliable``)-quantile (U2PL).
 
     Args:
         probs: (N, K, *spatial) probabilities.
-        unreliable: share α in [0, 1] of valid positions treated as unreliable. Default 0.2.
+        unreliable: share α in [0, 1] of valid positions treated as unreliable, a float or
+            a 0-dim tensor (U2PL's annealed α_t: :class:`~pseudosel.EntropySplitSelector`).
+            Default 0.2.
         valid: optional bool (N, *spatial).
-        group: process group for the global quantile (default group if initialised).
+        process_group: process group of the global quantile (default group if initialised).
         validate: check that valid positions hold probabilities (default True).
         activation: ``"softmax"`` (default) or ``"sigmoid"`` (binary (N, 1, *spatial) or
             multi-label (N, L, *spatial) probabilities read as (1 − p, p); see
             :func:`~pseudosel.functional.class_probs`). Multi-label: one quantile of the
             binary entropies over all valid (sample, label) positions.
+        multilabel: for ``"sigmoid"``, as in :func:`~pseudosel.functional.threshold`.
 
     Returns:
         :class:`~pseudosel.Selection` (hard); score = −entropy. The unreliable set (U2PL's
@@ -57,27 +63,14 @@ def entropy_split(
         >>> entropy_split(probs, 0.5).mask
         tensor([ True, False,  True, False])
     """
-    probs, valid = checked_class_probs(probs, valid, activation=activation, validate=validate)
-    unreliable = check_real("unreliable", unreliable, low=0.0, high=1.0)
-    return split_by_entropy(probs, valid, unreliable, group)
-
-
-@torch.no_grad()
-def split_by_entropy(
-    probs: Tensor, valid: Tensor, unreliable: float | Tensor, group=None
-) -> Selection:
-    """The unchecked core of :func:`entropy_split`; ``unreliable`` may be a 0-dim tensor.
-
-    Example:
-        >>> import torch
-        >>> from pseudosel.functional import split_by_entropy
-        >>> probs = torch.tensor([[0.9, 0.1], [0.5, 0.5]])
-        >>> split_by_entropy(probs, torch.ones(2, dtype=torch.bool), torch.tensor(0.5)).mask
-        tensor([ True, False])
-    """
+    if not isinstance(unreliable, Tensor):
+        unreliable = check_real("unreliable", unreliable, low=0.0, high=1.0)
+    probs, valid, _ = prepare(
+        probs, valid, activation=activation, multilabel=multilabel, validate=validate
+    )
     uncertainty = entropy(probs)
-    cut = masked_quantile(uncertainty, valid, 1.0 - unreliable, group).to(uncertainty.dtype)
-    mask = valid & (uncertainty < cut)
+    cut = masked_quantile(uncertainty, valid, 1.0 - unreliable, process_group)
+    mask = valid & (uncertainty < cut.to(uncertainty.dtype))
     return Selection(
         labels=confidence_and_labels(probs)[1],
         weight=mask.to(uncertainty.dtype),
@@ -85,3 +78,16 @@ def split_by_entropy(
         score=torch.where(valid, -uncertainty, 0.0),
         valid=valid,
     )
+
+
+def split_by_entropy(
+    probs: Tensor, valid: Tensor, unreliable: float | Tensor, group: ProcessGroup | None = None
+) -> Selection:
+    """Deprecated (warns once): ``entropy_split(probs, unreliable, valid=valid,
+    process_group=group, validate=False)``."""
+    warn_once(
+        "split_by_entropy",
+        "split_by_entropy is deprecated and will be removed; use entropy_split(probs, "
+        "unreliable, valid=valid, process_group=group, validate=False)",
+    )
+    return entropy_split(probs, unreliable, valid=valid, process_group=group, validate=False)

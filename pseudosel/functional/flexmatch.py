@@ -11,34 +11,73 @@ the published behaviour. A step selects with the current thresholds, then record
 For dense input (no sample index per pixel) the class-wise form counts confident positions
 per class cumulatively, and unconfident valid positions as "unused".
 
-State: ``counts`` (K + 1,) long — σ(0..K-1) and, last, the unused count; ``classwise_acc``
-(K,) — β as last computed; and in the per-sample form ``store`` (num_unlabeled,) long,
--1 = no pseudo-label yet. Counts change by O(batch) deltas per step and always equal a
-full recount of the store.
+State (:class:`FlexMatchState`): ``classwise_acc`` (K,) — β as last computed; ``counts``
+(K + 1,) long — σ(0..K-1) and, last, the unused count; and in the per-sample form
+``selected_label`` (num_unlabeled,) long, -1 = no pseudo-label yet (empty in the class-wise
+form). Counts change by O(batch) deltas per step and always equal a full recount of the
+store.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from pseudosel.activation import class_probs
+from pseudosel._deprecation import keyword_valid, renamed_keywords, warn_once
 from pseudosel.distributed import ProcessGroup, all_gather_cat, all_reduce_sum
+from pseudosel.features import confidence_and_labels
 from pseudosel.functional.threshold import class_threshold_selection
+from pseudosel.inputs import prepare
 from pseudosel.selection import Selection
+from pseudosel.validation import check_choice, check_real
 
 __all__ = [
     "MAPPINGS",
+    "FlexMatchState",
     "flexmatch_classwise_acc",
+    "flexmatch_init",
     "flexmatch_record_classes",
     "flexmatch_record_samples",
     "flexmatch_select",
     "flexmatch_thresholds",
+    "flexmatch_update",
 ]
 
 MAPPINGS = ("convex", "linear", "concave")
+
+
+class FlexMatchState(NamedTuple):
+    """classwise_acc: (K,) β; counts: (K + 1,) long σ and the unused count;
+    selected_label: (num_unlabeled,) long store, -1 = unused — (0,) in the class-wise form."""
+
+    classwise_acc: Tensor
+    counts: Tensor
+    selected_label: Tensor
+
+
+def flexmatch_init(
+    num_classes: int, num_unlabeled: int | None = None, *, device=None
+) -> FlexMatchState:
+    """The published initial state: β = 0, every sample unused (per-sample form, with
+    ``num_unlabeled``), or no count yet (class-wise form, ``num_unlabeled=None``).
+
+    Example:
+        >>> from pseudosel.functional import flexmatch_init
+        >>> flexmatch_init(2, 3).counts
+        tensor([0, 0, 3])
+    """
+    counts = torch.zeros(num_classes + 1, dtype=torch.long, device=device)
+    if num_unlabeled is not None:
+        counts[-1] = num_unlabeled
+    size = 0 if num_unlabeled is None else num_unlabeled
+    return FlexMatchState(
+        torch.zeros(num_classes, device=device),
+        counts,
+        torch.full((size,), -1, dtype=torch.long, device=device),
+    )
 
 
 @torch.no_grad()
@@ -73,35 +112,131 @@ def flexmatch_thresholds(
 
 
 @torch.no_grad()
+@keyword_valid("flexmatch_select", 2)
 def flexmatch_select(
     probs: Tensor,
-    classwise_acc: Tensor,
-    valid: Tensor,
+    state: FlexMatchState,
     *,
-    tau: float,
-    mapping: str,
+    valid: Tensor | None = None,
+    tau: float = 0.95,
+    mapping: str = "convex",
+    validate: bool = True,
     activation: str = "softmax",
 ) -> Selection:
     """mask = max p >= T(argmax p); score = max p - T(argmax p).
 
     Args:
-        probs: (N, K, *spatial); classwise_acc: (K,); valid: bool (N, *spatial).
+        probs: (N, K, *spatial); state: the current :class:`FlexMatchState` (its β is read);
+            valid: optional bool (N, *spatial).
+        tau: the base threshold τ. Default 0.95.
+        mapping: ``"convex"`` (default), ``"linear"`` or ``"concave"``
+            (:func:`flexmatch_thresholds`).
+        validate: check that valid positions hold probabilities (default True).
         activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
             sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
             (N, L > 1) is refused.
 
     Example:
         >>> import torch
-        >>> from pseudosel.functional import flexmatch_select
-        >>> probs = torch.tensor([[0.5, 0.5], [0.2, 0.8]])
-        >>> sel = flexmatch_select(probs, torch.tensor([1.0, 0.0]), torch.ones(2, dtype=torch.bool),
-        ...                        tau=0.95, mapping="convex")
-        >>> sel.mask
+        >>> from pseudosel.functional import flexmatch_init, flexmatch_select
+        >>> state = flexmatch_init(2)._replace(classwise_acc=torch.tensor([1.0, 0.0]))
+        >>> flexmatch_select(torch.tensor([[0.5, 0.5], [0.2, 0.8]]), state).mask
         tensor([False,  True])
     """
-    probs = class_probs(probs, activation, selector="flexmatch_select")
-    thresholds = flexmatch_thresholds(classwise_acc, tau=tau, mapping=mapping)
+    if isinstance(state, Tensor):  # the old signature passed β itself
+        warn_once(
+            "flexmatch_select:classwise_acc",
+            "flexmatch_select(probs, classwise_acc, ...) is deprecated and will be removed; "
+            "pass the FlexMatchState (flexmatch_init, flexmatch_update)",
+        )
+        state = FlexMatchState(state, state.new_zeros(0, dtype=torch.long), state.new_zeros(0))
+    probs, valid, _ = prepare(
+        probs,
+        valid,
+        activation=activation,
+        num_classes=state.classwise_acc.shape[0],
+        validate=validate,
+        per_class_state="flexmatch_select",
+    )
+    thresholds = flexmatch_thresholds(state.classwise_acc, tau=tau, mapping=mapping)
     return class_threshold_selection(probs, thresholds, valid)
+
+
+@torch.no_grad()
+@renamed_keywords("flexmatch_update", group="process_group")
+def flexmatch_update(
+    probs: Tensor,
+    state: FlexMatchState,
+    *,
+    valid: Tensor | None = None,
+    index: Tensor | None = None,
+    tau: float = 0.95,
+    warmup: bool = True,
+    process_group: ProcessGroup | None = None,
+    inplace: bool = False,
+    validate: bool = True,
+    activation: str = "softmax",
+) -> FlexMatchState:
+    """Record a batch: the samples (or positions) whose confidence passes the FIXED τ
+    store their arg-max, and β is recomputed from the counts.
+
+    Per-sample form (``state.selected_label`` holds the unlabelled set; ``index`` required):
+    sample ``index[i]`` stores its label, the counts move with it (:func:`flexmatch_init`).
+    Class-wise form (empty store, ``index=None``): confident valid positions count for their
+    class, the other valid positions as unused. Under torch.distributed every rank applies
+    every rank's writes (per-sample: gathered in rank order, equal batch sizes) or sums
+    (class-wise), so all ranks hold the same state.
+
+    Args:
+        probs: (N, K, *spatial) probabilities ((N, K) in the per-sample form).
+        state: the current :class:`FlexMatchState`.
+        valid: optional bool (N, *spatial); ignored positions record nothing.
+        index: (N,) long positions of the samples in the unlabelled set (per-sample form).
+        tau: the fixed τ a confidence must pass to be recorded. Default 0.95.
+        warmup: FlexMatch's threshold warm-up, β = σ / max(max σ, unused). Default True.
+        process_group: process group of the collectives (default group, if initialised).
+        inplace: write into ``state``'s tensors (O(batch) per step); else into copies.
+        validate: check that valid positions hold probabilities (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` (binary outputs only).
+
+    Returns:
+        The new :class:`FlexMatchState`.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.functional import flexmatch_init, flexmatch_update
+        >>> state = flexmatch_update(torch.tensor([[0.97, 0.03], [0.6, 0.4]]),
+        ...                          flexmatch_init(2, 4), index=torch.tensor([0, 1]))
+        >>> state.selected_label, state.counts
+        (tensor([ 0, -1, -1, -1]), tensor([1, 0, 3]))
+    """
+    probs, valid, _ = prepare(
+        probs,
+        valid,
+        activation=activation,
+        num_classes=state.classwise_acc.shape[0],
+        validate=validate,
+        per_class_state="flexmatch_update",
+    )
+    confidence, labels = confidence_and_labels(probs)
+    confident = valid & (confidence >= tau)
+    store, counts = state.selected_label, state.counts
+    if index is None:
+        counts = _record_classes(counts, labels, confident, valid, process_group, inplace)
+    else:
+        store, counts = _record_samples(
+            store, counts, labels, confident, index, process_group, inplace
+        )
+    classwise_acc = flexmatch_classwise_acc(counts, state.classwise_acc, warmup=warmup)
+    if inplace:
+        state.classwise_acc.copy_(classwise_acc)
+        classwise_acc = state.classwise_acc
+    return FlexMatchState(classwise_acc, counts, store)
+
+
+def check_flexmatch_options(tau: object, mapping: object) -> tuple[float, str]:
+    """``tau`` in [0, 1] and ``mapping`` one of :data:`MAPPINGS`."""
+    return check_real("tau", tau, low=0.0, high=1.0), check_choice("mapping", mapping, MAPPINGS)
 
 
 @torch.no_grad()
@@ -130,16 +265,14 @@ def flexmatch_classwise_acc(counts: Tensor, previous: Tensor, *, warmup: bool = 
     return torch.where(informative, beta, previous)
 
 
-@torch.no_grad()
-def flexmatch_record_samples(
+def _record_samples(
     store: Tensor,
     counts: Tensor,
     labels: Tensor,
     confident: Tensor,
     index: Tensor,
-    *,
-    group: ProcessGroup | None = None,
-    inplace: bool = False,
+    process_group: ProcessGroup | None,
+    inplace: bool,
 ) -> tuple[Tensor, Tensor]:
     """Write the labels of confident samples into the per-sample store; update the counts.
 
@@ -163,15 +296,14 @@ def flexmatch_record_samples(
 
     Example:
         >>> import torch
-        >>> from pseudosel.functional import flexmatch_record_samples
         >>> store, counts = torch.full((4,), -1), torch.tensor([0, 0, 4])
-        >>> flexmatch_record_samples(store, counts, torch.tensor([1, 0]),
-        ...                          torch.tensor([True, True]), torch.tensor([3, 0]))
+        >>> _record_samples(store, counts, torch.tensor([1, 0]), torch.tensor([True, True]),
+        ...                 torch.tensor([3, 0]), None, False)
         (tensor([ 0, -1, -1,  1]), tensor([1, 1, 2]))
     """
-    index = all_gather_cat(index, group)
-    labels = all_gather_cat(labels, group)
-    confident = all_gather_cat(confident, group)
+    index = all_gather_cat(index, process_group)
+    labels = all_gather_cat(labels, process_group)
+    confident = all_gather_cat(confident, process_group)
     if not inplace:
         store, counts = store.clone(), counts.clone()
     batch = index.shape[0]
@@ -197,15 +329,13 @@ def flexmatch_record_samples(
     return store, counts
 
 
-@torch.no_grad()
-def flexmatch_record_classes(
+def _record_classes(
     counts: Tensor,
     labels: Tensor,
     confident: Tensor,
     valid: Tensor,
-    *,
-    group: ProcessGroup | None = None,
-    inplace: bool = False,
+    process_group: ProcessGroup | None,
+    inplace: bool,
 ) -> Tensor:
     """Class-wise form: add confident positions per class and unconfident valid ones.
 
@@ -217,15 +347,49 @@ def flexmatch_record_classes(
 
     Example:
         >>> import torch
-        >>> from pseudosel.functional import flexmatch_record_classes
         >>> labels = torch.tensor([[0, 1], [1, 1]])
         >>> confident = torch.tensor([[True, False], [True, True]])
-        >>> flexmatch_record_classes(torch.zeros(3, dtype=torch.long), labels, confident,
-        ...                          torch.ones(2, 2, dtype=torch.bool))
+        >>> _record_classes(torch.zeros(3, dtype=torch.long), labels, confident,
+        ...                 torch.ones(2, 2, dtype=torch.bool), None, False)
         tensor([1, 2, 1])
     """
     num_classes = counts.shape[0] - 1
     slot = torch.where(confident, labels, num_classes).flatten()
     delta = torch.zeros_like(counts).index_add_(0, slot, valid.flatten().to(counts.dtype))
-    all_reduce_sum(delta, group)
+    all_reduce_sum(delta, process_group)
     return counts.add_(delta) if inplace else counts + delta
+
+
+def flexmatch_record_samples(
+    store: Tensor,
+    counts: Tensor,
+    labels: Tensor,
+    confident: Tensor,
+    index: Tensor,
+    *,
+    group: ProcessGroup | None = None,
+    inplace: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Deprecated (warns once): the per-sample record is part of :func:`flexmatch_update`."""
+    warn_once(
+        "flexmatch_record_samples",
+        "flexmatch_record_samples is deprecated and will be removed; use flexmatch_update",
+    )
+    return _record_samples(store, counts, labels, confident, index, group, inplace)
+
+
+def flexmatch_record_classes(
+    counts: Tensor,
+    labels: Tensor,
+    confident: Tensor,
+    valid: Tensor,
+    *,
+    group: ProcessGroup | None = None,
+    inplace: bool = False,
+) -> Tensor:
+    """Deprecated (warns once): the class-wise record is part of :func:`flexmatch_update`."""
+    warn_once(
+        "flexmatch_record_classes",
+        "flexmatch_record_classes is deprecated and will be removed; use flexmatch_update",
+    )
+    return _record_classes(counts, labels, confident, valid, group, inplace)

@@ -15,12 +15,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from pseudosel.activation import class_probs
+from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_input
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.alignment import masked_class_sums
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.functional.threshold import class_threshold_selection
+from pseudosel.inputs import prepare
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
 
@@ -51,24 +52,31 @@ def freematch_init(num_classes: int, *, dtype=torch.float32, device=None) -> Fre
 
 
 @torch.no_grad()
+@state_after_input("freematch_update", FreeMatchState)
+@renamed_keywords("freematch_update", group="process_group")
 def freematch_update(
-    state: FreeMatchState,
     probs: Tensor,
-    valid: Tensor,
+    state: FreeMatchState,
     *,
+    valid: Tensor | None = None,
     momentum: float = 0.999,
     use_quantile: bool = False,
     clip_thresh: bool = False,
-    group: ProcessGroup | None = None,
+    process_group: ProcessGroup | None = None,
+    validate: bool = True,
     activation: str = "softmax",
 ) -> FreeMatchState:
     """One EMA step of the FreeMatch statistics on the valid positions of ``probs``.
 
     Args:
-        probs: (N, K, *spatial); valid: bool (N, *spatial).
+        probs: (N, K, *spatial) probabilities.
+        state: the current statistics.
+        valid: optional bool (N, *spatial); False marks ignored positions.
         momentum: EMA momentum m (new = m·old + (1 − m)·batch). Default 0.999.
         use_quantile: batch statistic for τ_t is the 0.8-quantile instead of the mean.
         clip_thresh: clip τ_t to [0, 0.95].
+        process_group: process group of the collectives (default group, if initialised).
+        validate: check that valid positions hold probabilities (default True).
         activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
             sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
             (N, L > 1) is refused.
@@ -81,11 +89,18 @@ def freematch_update(
         >>> from pseudosel.functional import freematch_init, freematch_update
         >>> state = freematch_init(2)
         >>> probs = torch.tensor([[0.9, 0.1], [0.5, 0.5]])
-        >>> new = freematch_update(state, probs, torch.ones(2, dtype=torch.bool), momentum=0.5)
+        >>> new = freematch_update(probs, state, momentum=0.5)
         >>> round(float(new.time_p), 4)
         0.6
     """
-    probs = class_probs(probs, activation, selector="freematch_update")
+    probs, valid, _ = prepare(
+        probs,
+        valid,
+        activation=activation,
+        num_classes=state.p_model.shape[0],
+        validate=validate,
+        per_class_state="freematch_update",
+    )
     num_classes = probs.shape[1]
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
@@ -103,13 +118,13 @@ def freematch_update(
             hist,
         )
     )
-    all_reduce_sum(stats, group)
+    all_reduce_sum(stats, process_group)
     conf_sum, count = stats[0], stats[1]
     p_sum, hist = stats[2 : 2 + num_classes], stats[2 + num_classes :]
     seen = count > 0
     count = count.clamp_min(1)
     if use_quantile:
-        batch_time = masked_quantile(confidence, valid, QUANTILE, group).to(work)
+        batch_time = masked_quantile(confidence, valid, QUANTILE, process_group).to(work)
     else:
         batch_time = conf_sum / count
     m = momentum
@@ -127,13 +142,21 @@ def freematch_update(
 
 
 @torch.no_grad()
+@keyword_valid("freematch_select", 2)
 def freematch_select(
-    probs: Tensor, state: FreeMatchState, valid: Tensor, *, activation: str = "softmax"
+    probs: Tensor,
+    state: FreeMatchState,
+    *,
+    valid: Tensor | None = None,
+    validate: bool = True,
+    activation: str = "softmax",
 ) -> Selection:
     """mask = max p >= τ_t · p̃_t(ŷ) / max p̃_t; score = max p minus that threshold.
 
     Args:
-        probs: (N, K, *spatial); state: the current statistics; valid: bool (N, *spatial).
+        probs: (N, K, *spatial); state: the current statistics; valid: optional bool
+            (N, *spatial).
+        validate: check that valid positions hold probabilities (default True).
         activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
             sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
             (N, L > 1) is refused.
@@ -141,11 +164,17 @@ def freematch_select(
     Example:
         >>> import torch
         >>> from pseudosel.functional import freematch_init, freematch_select
-        >>> sel = freematch_select(torch.tensor([[0.9, 0.1], [0.4, 0.6]]), freematch_init(2),
-        ...                        torch.ones(2, dtype=torch.bool))
+        >>> sel = freematch_select(torch.tensor([[0.9, 0.1], [0.4, 0.6]]), freematch_init(2))
         >>> sel.mask  # τ₀ = 1/2
         tensor([True, True])
     """
-    probs = class_probs(probs, activation, selector="freematch_select")
+    probs, valid, _ = prepare(
+        probs,
+        valid,
+        activation=activation,
+        num_classes=state.p_model.shape[0],
+        validate=validate,
+        per_class_state="freematch_select",
+    )
     local = state.p_model / state.p_model.max()
     return class_threshold_selection(probs, state.time_p * local, valid)

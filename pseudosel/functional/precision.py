@@ -38,11 +38,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from pseudosel._deprecation import keyword_valid, renamed_keywords, warn_once
 from pseudosel.distributed import ProcessGroup, all_gather_cat
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.clopper_pearson import betainc_iterations, binomial_tail
+from pseudosel.inputs import prepare
 from pseudosel.selection import Selection
-from pseudosel.validation import check_real
+from pseudosel.validation import check_labels, check_real
 
 __all__ = [
     "PrecisionTargetState",
@@ -53,6 +55,7 @@ __all__ = [
     "precision_target_init",
     "precision_target_observe",
     "precision_target_select",
+    "precision_target_update",
 ]
 
 EPSILON = 0.05
@@ -118,13 +121,17 @@ def precision_candidates(num: int = NUM_CANDIDATES, *, dtype=torch.float64, devi
 
 
 @torch.no_grad()
-def precision_target_observe(
-    state: PrecisionTargetState,
+@renamed_keywords("precision_target_update", group="process_group")
+def precision_target_update(
     probs: Tensor,
     labels: Tensor,
-    valid: Tensor,
+    state: PrecisionTargetState,
     *,
-    group: ProcessGroup | None = None,
+    valid: Tensor | None = None,
+    process_group: ProcessGroup | None = None,
+    validate: bool = True,
+    activation: str = "softmax",
+    labels_name: str = "labels",
 ) -> PrecisionTargetState:
     """Push the valid held-out positions of a batch into the window (oldest out first).
 
@@ -134,22 +141,37 @@ def precision_target_observe(
     positions than the window holds, the last ones (in flattened order) are kept.
 
     Args:
-        probs: (N, K, *spatial) held-out probabilities; labels: (N, *spatial) long true
-            classes; valid: bool (N, *spatial) (labels at invalid positions are not read).
+        probs: (N, K, *spatial) held-out probabilities.
+        labels: (N, *spatial) integer true classes in [0, K) at valid positions.
+        state: the current window and thresholds.
+        valid: optional bool (N, *spatial) (labels at invalid positions are not read).
+        process_group: process group of the all-gather (default group, if initialised).
+        validate: check the probabilities and the labels' range (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` (binary outputs only).
+        labels_name: the labels' name in error messages.
 
     Returns:
         The new state (thresholds unchanged: call :func:`precision_target_calibrate`).
 
     Example:
         >>> import torch
-        >>> from pseudosel.functional import precision_target_init, precision_target_observe
+        >>> from pseudosel.functional import precision_target_init, precision_target_update
         >>> state = precision_target_init(2, window=3)
         >>> probs = torch.tensor([[0.9, 0.1], [0.3, 0.7]])
-        >>> state = precision_target_observe(state, probs, torch.tensor([0, 0]),
-        ...                                  torch.tensor([True, True]))
+        >>> state = precision_target_update(probs, torch.tensor([0, 0]), state)
         >>> state.confidence, state.correct, int(state.filled), int(state.ptr)
         (tensor([0.9000, 0.7000, 0.0000]), tensor([ True, False, False]), 2, 2)
     """
+    num_classes = state.thresh.shape[0]
+    probs, valid, _ = prepare(
+        probs,
+        valid,
+        activation=activation,
+        num_classes=num_classes,
+        validate=validate,
+        per_class_state="precision_target_update",
+    )
+    check_label_tensor(labels, valid, num_classes, validate=validate, name=labels_name)
     confidence, predicted = confidence_and_labels(probs)
     # one gather for the four per-position fields (float64 holds the class ids exactly)
     rows = torch.stack(
@@ -161,7 +183,7 @@ def precision_target_observe(
         ),
         dim=1,
     )
-    rows = all_gather_cat(rows, group)
+    rows = all_gather_cat(rows, process_group)
     keep = rows[:, 3] > 0
     window = state.confidence.shape[0]
     order = keep.long().cumsum(0)  # 1-based rank of each valid pair in the batch
@@ -181,6 +203,45 @@ def precision_target_observe(
         ptr=(state.ptr + total) % window,
         thresh=state.thresh,
     )
+
+
+def precision_target_observe(
+    state: PrecisionTargetState,
+    probs: Tensor,
+    labels: Tensor,
+    valid: Tensor,
+    *,
+    group: ProcessGroup | None = None,
+) -> PrecisionTargetState:
+    """Deprecated (warns once): ``precision_target_update(probs, labels, state, ...)``."""
+    warn_once(
+        "precision_target_observe",
+        "precision_target_observe(state, probs, labels, valid) is deprecated and will be "
+        "removed; use precision_target_update(probs, labels, state, valid=valid)",
+    )
+    return precision_target_update(
+        probs, labels, state, valid=valid, process_group=group, validate=False
+    )
+
+
+def check_label_tensor(
+    labels: object, valid: Tensor, num_classes: int, *, validate: bool, name: str = "labels"
+) -> None:
+    """``labels``: an integer tensor shaped and placed like the positions, and with
+    ``validate`` holding classes in [0, K) at the valid positions."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"{name} must be an integer tensor of class indices, got {labels.dtype}")
+    if tuple(labels.shape) != tuple(valid.shape):
+        raise ValueError(
+            f"{name} must have shape {tuple(valid.shape)} (the positions of probs), got "
+            f"{tuple(labels.shape)}"
+        )
+    if labels.device != valid.device:
+        raise ValueError(f"{name} must be on {valid.device} like probs, got {labels.device}")
+    if validate:
+        check_labels(labels, num_classes, valid, name=name)
 
 
 @torch.no_grad()
@@ -342,11 +403,10 @@ def precision_target_calibrate(
     Example:
         >>> import torch
         >>> from pseudosel.functional import (precision_candidates, precision_target_calibrate,
-        ...                                   precision_target_init, precision_target_observe)
+        ...                                   precision_target_init, precision_target_update)
         >>> probs = torch.tensor([[0.97, 0.03]] * 200 + [[0.6, 0.4]] * 200)
         >>> labels = torch.tensor([0] * 300 + [1] * 100)  # right at 0.97, half right at 0.6
-        >>> state = precision_target_observe(precision_target_init(2, window=512), probs,
-        ...                                  labels, torch.ones(400, dtype=torch.bool))
+        >>> state = precision_target_update(probs, labels, precision_target_init(2, window=512))
         >>> precision_target_calibrate(state, precision_candidates(100)).thresh
         tensor([0.6100, 0.6100])
     """
@@ -375,18 +435,39 @@ def precision_target_calibrate(
 
 
 @torch.no_grad()
-def precision_target_select(probs: Tensor, state: PrecisionTargetState, valid: Tensor) -> Selection:
+@keyword_valid("precision_target_select", 2)
+def precision_target_select(
+    probs: Tensor,
+    state: PrecisionTargetState,
+    *,
+    valid: Tensor | None = None,
+    validate: bool = True,
+    activation: str = "softmax",
+) -> Selection:
     """mask = max p >= thresh(arg-max); weight = mask as float; score = max p (0 if ignored).
+
+    Args:
+        probs: (N, K, *spatial); state: the current thresholds; valid: optional bool
+            (N, *spatial).
+        validate: check that valid positions hold probabilities (default True).
+        activation: ``"softmax"`` (default) or ``"sigmoid"`` (binary outputs only).
 
     Example:
         >>> import torch
         >>> from pseudosel.functional import precision_target_init, precision_target_select
         >>> state = precision_target_init(2, fallback_tau=0.8)
-        >>> sel = precision_target_select(torch.tensor([[0.9, 0.1], [0.3, 0.7]]), state,
-        ...                               torch.ones(2, dtype=torch.bool))
+        >>> sel = precision_target_select(torch.tensor([[0.9, 0.1], [0.3, 0.7]]), state)
         >>> sel.mask, sel.score
         (tensor([ True, False]), tensor([0.9000, 0.7000]))
     """
+    probs, valid, _ = prepare(
+        probs,
+        valid,
+        activation=activation,
+        num_classes=state.thresh.shape[0],
+        validate=validate,
+        per_class_state="precision_target_select",
+    )
     confidence, labels = confidence_and_labels(probs)
     mask = valid & (confidence >= state.thresh.to(confidence.dtype)[labels])
     return Selection(

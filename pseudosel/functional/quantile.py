@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pseudosel._deprecation import renamed_keywords
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 
 __all__ = ["masked_quantile", "order_statistics"]
@@ -64,16 +65,17 @@ def _pick_digit(histogram: Tensor, rank: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
+@renamed_keywords("order_statistics", group="process_group")
 def order_statistics(
-    values: Tensor, valid: Tensor, ranks: Tensor, group: ProcessGroup | None = None
+    values: Tensor, valid: Tensor, ranks: Tensor, process_group: ProcessGroup | None = None
 ) -> Tensor:
-    """The ``ranks``-th smallest valid values (0-based), over all ranks of ``group``.
+    """The ``ranks``-th smallest valid values (0-based), over all ranks of ``process_group``.
 
     Args:
         values: any-shape float tensor.
         valid: bool tensor of the same shape; only True positions count.
         ranks: (R,) long tensor of 0-based ranks into the global sorted valid values.
-        group: process group (default: the default group, if initialised).
+        process_group: process group (default: the default group, if initialised).
 
     Returns:
         (R,) tensor, float64 for float64 values, else float32. Ranks outside [0, count) are
@@ -86,14 +88,14 @@ def order_statistics(
     matching = weight.expand(count, -1)  # per requested rank: elements sharing its prefix
     prefix = torch.zeros(count, dtype=torch.int64, device=keys.device)
     total = weight.sum()
-    all_reduce_sum(total, group)
+    all_reduce_sum(total, process_group)
     rest = torch.minimum(ranks.clamp(min=0), (total - 1).clamp(min=0))
     for position in range(rounds):
         digits = _digit(keys, width, position)
         histogram = torch.zeros(count, _BINS, dtype=torch.int64, device=keys.device)
         for row in range(count):  # count is 1 or 2
             histogram[row].index_add_(0, digits, matching[row])
-        all_reduce_sum(histogram, group)
+        all_reduce_sum(histogram, process_group)
         chosen, rest = _pick_digit(histogram, rest)
         top = chosen - _TOP_BIT if position == 0 else chosen
         prefix = prefix + top * (1 << (width - _DIGIT_BITS * (position + 1)))
@@ -103,8 +105,9 @@ def order_statistics(
 
 
 @torch.no_grad()
+@renamed_keywords("masked_quantile", group="process_group")
 def masked_quantile(
-    values: Tensor, valid: Tensor, q: float | Tensor, group: ProcessGroup | None = None
+    values: Tensor, valid: Tensor, q: float | Tensor, process_group: ProcessGroup | None = None
 ) -> Tensor:
     """Quantile ``q`` of the valid values, linear interpolation (numpy's default method).
 
@@ -115,6 +118,7 @@ def masked_quantile(
     Args:
         values: float tensor; valid: bool of the same shape; q in [0, 1] (a number or a
             0-dim tensor).
+        process_group: process group (default: the default group, if initialised).
 
     Returns:
         0-dim tensor, float64 for float64 values else float32 (0 when nothing is valid).
@@ -127,10 +131,10 @@ def masked_quantile(
         tensor(2.5000)
     """
     count = valid.sum().to(torch.int64)
-    all_reduce_sum(count, group)
+    all_reduce_sum(count, process_group)
     h = (count - 1).clamp(min=0).to(torch.float64) * q
     lower = h.floor()
     ranks = torch.stack((lower, lower + 1)).to(torch.int64)
-    low_value, high_value = order_statistics(values, valid, ranks, group).unbind(0)
+    low_value, high_value = order_statistics(values, valid, ranks, process_group).unbind(0)
     fraction = (h - lower).to(low_value.dtype)
     return low_value + fraction * (high_value - low_value)

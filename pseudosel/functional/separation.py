@@ -9,6 +9,7 @@ closed form for a symmetric 2x2 matrix.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -19,25 +20,17 @@ from torch import Tensor
 __all__ = [
     "RANK_ONE_RATIO",
     "Axes",
+    "GroupSplit",
     "accumulation_dtype",
     "assign_second_cluster",
-    "group_blocks",
     "principal_axes",
     "second_cluster_weights",
     "second_moments",
-    "stored",
 ]
 
 # With the optional rank-one guard, λ₂ at or below this fraction of λ₁ counts as "all points
 # on one ray": no second cluster. Not in the paper nor the authors' code (they always split).
 RANK_ONE_RATIO = 1e-12
-# Eager CPU passes over (G, n) group data in blocks of about this many positions in total:
-# smaller blocks keep the float64 temporaries small enough to be reused from the heap
-# instead of mapped fresh (page faults) on every op; measured on 8x321x321 positions, eager
-# CSL 26.8x the read-once floor with blocks of 4M positions, 19.9x with these.
-_CPU_BLOCK_POSITIONS = 1 << 17
-# ... in at most this many blocks: the op count per call must not grow with the input.
-_CPU_MAX_BLOCKS = 4
 
 
 class Axes(NamedTuple):
@@ -67,17 +60,17 @@ class GroupSplit(NamedTuple):
 
 
 def group_points(
-    c: Tensor, s: Tensor, valid: Tensor, group: str, ndim: int
+    c: Tensor, s: Tensor, valid: Tensor, scope: str, ndim: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Reshape (N, *spatial) features and validity to (G, n): one row per group.
+    """Reshape (N, *spatial) features and validity to (G, n): one row per boundary.
 
-    ``group="auto"`` is ``"sample"`` for dense input (``ndim`` > 2), ``"batch"`` otherwise.
+    ``scope="auto"`` is ``"sample"`` for dense input (``ndim`` > 2), ``"batch"`` otherwise.
     """
-    if group == "auto":
-        group = "sample" if ndim > 2 else "batch"
+    if scope == "auto":
+        scope = "sample" if ndim > 2 else "batch"
     shape = c.shape
     # explicit sizes, so that an empty batch reshapes too
-    rows, size = (shape[0], math.prod(shape[1:])) if group == "sample" else (1, c.numel())
+    rows, size = (shape[0], math.prod(shape[1:])) if scope == "sample" else (1, c.numel())
     return c.reshape(rows, size), s.reshape(rows, size), valid.reshape(rows, size)
 
 
@@ -100,6 +93,16 @@ BOUNDARIES: dict[str, Callable[..., GroupSplit] | None] = {"paper": None}
 VARIANT_MODULES = {"cvxpy": "pseudosel.convex", "max_margin": "pseudosel.max_margin"}
 
 
+def load_variants(options: dict) -> None:
+    """Import the optional module behind a CSL ``solver=``/``boundary=`` option (e.g.
+    ``solver="cvxpy"`` → :mod:`pseudosel.convex`), which registers it here: functional code
+    never imports the convex layer itself."""
+    for key in ("solver", "boundary"):
+        module = VARIANT_MODULES.get(options.get(key))
+        if module is not None:
+            importlib.import_module(module)
+
+
 def register_axes_solver(name: str, axes: Callable[[Tensor], Axes], rank_one_ratio: float):
     """Make ``csl(solver=name)`` compute its directions with ``axes``."""
     AXES_SOLVERS[name] = AxesSolver(axes, rank_one_ratio)
@@ -108,38 +111,6 @@ def register_axes_solver(name: str, axes: Callable[[Tensor], Axes], rank_one_rat
 def register_boundary(name: str, refine: Callable[..., GroupSplit]) -> None:
     """Make ``csl(boundary=name)`` refine the paper's split with ``refine``."""
     BOUNDARIES[name] = refine
-
-
-def group_blocks(groups: int, size: int, device: torch.device) -> list[slice]:
-    """Column slices over (G, n) group data: a few blocks in eager CPU, else one slice.
-
-    Blocks of memory, not of samples: their count depends on G·n only, and is at most
-    ``_CPU_MAX_BLOCKS``, so the number of torch ops per call stays bounded."""
-    if (
-        torch.compiler.is_compiling()
-        or device.type != "cpu"
-        or groups * size <= _CPU_BLOCK_POSITIONS
-    ):
-        return [slice(None)]
-    wanted = min(-(-groups * size // _CPU_BLOCK_POSITIONS), _CPU_MAX_BLOCKS, size)
-    step = -(-size // wanted)
-    return [slice(i, i + step) for i in range(0, size, step)]
-
-
-def stored(values: Tensor) -> Tensor:
-    """``values`` unchanged; under torch.compile, computed once into a buffer.
-
-    Per-group scalars (the split directions, the reliable cluster's centre and scales) are
-    small pointwise expressions of per-group sums, and inductor inlines such expressions
-    into every loop that reads them — into the passes over the positions, where they are
-    then recomputed every 16 positions (atan2, sincos, hypot and sqrt in the assignment:
-    1.26 ms instead of 0.43 ms for that pass at 8x321x321 positions on a 2-core CPU). A
-    reduction's output is always stored, so the values go through one that changes nothing:
-    the max over 16 copies (exact; keeps −0.0 and NaN).
-    """
-    if not torch.compiler.is_compiling():
-        return values
-    return values.unsqueeze(0).expand(16, *values.shape).amax(0)
 
 
 def accumulation_dtype(device: torch.device) -> torch.dtype:
@@ -244,3 +215,75 @@ def second_cluster_weights(
 
 
 register_axes_solver("closed_form", principal_axes, RANK_ONE_RATIO)
+
+
+# The λ of CoVar's cluster rules (CSL_SPEC.md §4).
+LINEAR_RULE_LAMBDA = 0.25
+NEGLOG_RULE_LAMBDA = 0.5
+
+
+def rule_score(means: Tensor, cluster_rule: str, eps: float) -> Tensor:
+    """(G, 2 clusters, 2 features) cluster means → (G, 2) score; the higher is more reliable:
+    ``"confidence"`` mean c (the ICCV code), ``"linear"`` mean c − 0.25·mean s, ``"neglog"``
+    mean c − 0.5·log(mean s + eps) (both CoVar)."""
+    conf, spread = means[..., 0], means[..., 1]
+    if cluster_rule == "confidence":
+        return conf
+    if cluster_rule == "linear":
+        return conf - LINEAR_RULE_LAMBDA * spread
+    return conf - NEGLOG_RULE_LAMBDA * torch.log(spread + eps)
+
+
+def reliable_cluster(
+    sizes: Tensor, cluster_sums: Tensor, cluster_rule: str, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Which cluster is reliable, its mean (c, s) and its size.
+
+    Args:
+        sizes: (G, 2) points per cluster.
+        cluster_sums: (G, 2 clusters, 2 features) sums of (c, s) per cluster (each summed
+            on its own, so a one-point cluster's mean is its point exactly).
+        cluster_rule: see :func:`rule_score`. Ties and empty clusters never win over
+            cluster 1.
+        eps: see :func:`rule_score`.
+
+    Returns:
+        ``(reliable_is_second (G,) bool, center (G, 2), n_reliable (G,))``.
+    """
+    means = cluster_sums / sizes.clamp_min(1)[..., None]
+    scores = rule_score(means, cluster_rule, eps)
+    reliable_is_second = (sizes[:, 1] > 0) & ((sizes[:, 0] == 0) | (scores[:, 1] > scores[:, 0]))
+    center = torch.where(reliable_is_second[:, None], means[:, 1], means[:, 0])
+    n_reliable = torch.where(reliable_is_second, sizes[:, 1], sizes[:, 0])
+    return reliable_is_second, center, n_reliable
+
+
+def round_toward(value: Tensor, dtype: torch.dtype, upward: bool) -> Tensor:
+    """``value`` rounded to ``dtype`` toward +inf (``upward``) or −inf, not to nearest.
+
+    For x in ``dtype``: x > v ⟺ x > round_down(v) and x < v ⟺ x < round_up(v), so the
+    z-scores' signs (the trusted set) computed in ``dtype`` are those of the wide means.
+    """
+    if value.dtype == dtype:
+        return value
+    rounded = value.to(dtype)
+    wide = rounded.to(value.dtype)
+    missed = wide < value if upward else wide > value
+    toward = torch.full_like(rounded, math.inf if upward else -math.inf)
+    return torch.where(missed, torch.nextafter(rounded, toward), rounded)
+
+
+def z_score_scales(
+    center: Tensor, variance: Tensor, min_var: float, eps: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The per-group constants of the z-scores z_c = (c − μ_c)/σ_c, z_s = (μ_s − s)/σ_s in
+    the points' ``dtype``: μ_c rounded down and μ_s rounded up (so that z_c > 0 ⟺ c > μ_c
+    and z_s > 0 ⟺ s < μ_s exactly, as in the wide computation), 1/σ_c and −1/σ_s, each
+    (G,), with σ² = max(variance, min_var) + eps."""
+    inv_std = torch.rsqrt(variance.clamp_min(min_var) + eps).to(dtype)
+    return (
+        round_toward(center[:, 0], dtype, upward=False),
+        round_toward(center[:, 1], dtype, upward=True),
+        inv_std[:, 0],
+        -inv_std[:, 1],
+    )

@@ -21,9 +21,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from pseudosel.activation import class_probs
+from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_input
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
+from pseudosel.inputs import prepare
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
 
@@ -55,23 +56,28 @@ def softmatch_init(
 
 
 @torch.no_grad()
+@state_after_input("softmatch_update", SoftMatchState)
+@renamed_keywords("softmatch_update", group="process_group")
 def softmatch_update(
-    state: SoftMatchState,
     probs: Tensor,
-    valid: Tensor,
+    state: SoftMatchState,
     *,
+    valid: Tensor | None = None,
     momentum: float = 0.999,
     per_class: bool = False,
-    group: ProcessGroup | None = None,
+    process_group: ProcessGroup | None = None,
+    validate: bool = True,
     activation: str = "softmax",
 ) -> SoftMatchState:
     """One EMA step of μ_t, σ²_t on the valid positions of ``probs`` (N, K, *spatial).
 
     Args:
-        state: the current statistics; probs: (N, K, *spatial); valid: bool (N, *spatial).
+        probs: (N, K, *spatial); state: the current statistics; valid: optional bool
+            (N, *spatial).
         momentum: EMA momentum m (new = m·old + (1 − m)·batch). Default 0.999.
         per_class: (K,) statistics grouped by pseudo-label. Default False.
-        group: process group of the all-reduce (default group, if initialised).
+        process_group: process group of the all-reduce (default group, if initialised).
+        validate: check that valid positions hold probabilities (default True).
         activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
             sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
             (N, L > 1) is refused.
@@ -81,11 +87,13 @@ def softmatch_update(
         >>> from pseudosel.functional import softmatch_init, softmatch_update
         >>> probs = torch.tensor([[0.9, 0.1], [0.7, 0.3]], dtype=torch.float64)
         >>> state = softmatch_init(2, dtype=torch.float64)
-        >>> new = softmatch_update(state, probs, torch.ones(2, dtype=torch.bool), momentum=0.5)
+        >>> new = softmatch_update(probs, state, momentum=0.5)
         >>> round(float(new.mu), 4), round(float(new.var), 4)
         (0.65, 0.51)
     """
-    probs = class_probs(probs, activation, selector="softmatch_update")
+    probs, valid, _ = prepare(
+        probs, valid, activation=activation, validate=validate, per_class_state="softmatch_update"
+    )
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
     confidence = confidence.to(work).flatten()
@@ -103,7 +111,7 @@ def softmatch_update(
     else:  # plain sums (an index_add into one bucket also trips inductor's CPU codegen)
         stats = torch.stack((weight.sum(), deviation.sum(), (deviation * deviation).sum()))
         stats = stats.unsqueeze(1)
-    all_reduce_sum(stats, group)
+    all_reduce_sum(stats, process_group)
     wide = torch.float64 if stats.device.type != "mps" else torch.float32
     count, first, second = stats.to(wide).unbind(0)
     safe = count.clamp_min(1)
@@ -128,19 +136,23 @@ def softmatch_update(
 
 
 @torch.no_grad()
+@keyword_valid("softmatch_select", 2)
 def softmatch_select(
     probs: Tensor,
     state: SoftMatchState,
-    valid: Tensor,
     *,
+    valid: Tensor | None = None,
     n_sigma: float = 2.0,
+    validate: bool = True,
     activation: str = "softmax",
 ) -> Selection:
     """Soft weights; mask = weight == 1 (at or above the mean); score = max p.
 
     Args:
-        probs: (N, K, *spatial); state: the current statistics; valid: bool (N, *spatial).
+        probs: (N, K, *spatial); state: the current statistics; valid: optional bool
+            (N, *spatial).
         n_sigma: width factor n_σ (the weights use σ²/n_σ²). Default 2.0.
+        validate: check that valid positions hold probabilities (default True).
         activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
             sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
             (N, L > 1) is refused.
@@ -149,12 +161,13 @@ def softmatch_select(
         >>> import torch
         >>> from pseudosel.functional import SoftMatchState, softmatch_select
         >>> state = SoftMatchState(torch.tensor(0.8), torch.tensor(0.01))
-        >>> sel = softmatch_select(torch.tensor([[0.9, 0.1], [0.7, 0.3]]), state,
-        ...                        torch.ones(2, dtype=torch.bool))
+        >>> sel = softmatch_select(torch.tensor([[0.9, 0.1], [0.7, 0.3]]), state)
         >>> sel.weight
         tensor([1.0000, 0.1353])
     """
-    probs = class_probs(probs, activation, selector="softmatch_select")
+    probs, valid, _ = prepare(
+        probs, valid, activation=activation, validate=validate, per_class_state="softmatch_select"
+    )
     confidence, labels = confidence_and_labels(probs)
     if state.mu.dim() == 0:
         mu, var = state.mu.to(confidence.dtype), state.var.to(confidence.dtype)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pseudosel.activation import checked_class_probs
 from pseudosel.features import confidence_and_labels
+from pseudosel.inputs import prepare
 from pseudosel.selection import Selection
 from pseudosel.validation import check_real
 
@@ -21,6 +21,7 @@ def threshold(
     valid: Tensor | None = None,
     validate: bool = True,
     activation: str = "softmax",
+    multilabel: bool | None = None,
 ) -> Selection:
     """FixMatch's hard selection: mask = max_k p_k >= tau.
 
@@ -36,6 +37,8 @@ def threshold(
             (:func:`~pseudosel.functional.class_probs`). Multi-label: one position per
             (sample, label), selected when max(p, 1 − p) >= tau — a confident positive
             (p >= tau, label 1) or a confident negative (p <= 1 − tau, label 0).
+        multilabel: for ``"sigmoid"``: dim 1 holds labels (True) or one binary channel
+            (False); None (default) reads it from the shape (3-D input must say).
 
     Returns:
         :class:`~pseudosel.Selection`: labels = arg-max, weight = mask as float,
@@ -48,9 +51,10 @@ def threshold(
         >>> sel.mask, sel.weight
         (tensor([ True, False]), tensor([1., 0.]))
     """
-    all_valid = valid is None
-    probs, valid = checked_class_probs(probs, valid, activation=activation, validate=validate)
     tau = check_real("tau", tau, low=0.0, high=1.0)
+    probs, valid, all_valid = prepare(
+        probs, valid, activation=activation, multilabel=multilabel, validate=validate
+    )
     confidence, labels = confidence_and_labels(probs)
     mask = confidence >= tau
     if all_valid:  # nothing to mask: skip two passes

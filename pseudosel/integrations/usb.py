@@ -14,6 +14,12 @@ floats. Register it in place of the algorithm's own hook (USB keeps hooks by nam
     algorithm = get_algorithm(config, net_builder, tb_log, logger)  # fixmatch, flexmatch, ...
     algorithm.register_hook(PseudoselMaskingHook("csl"), "MaskingHook")
 
+Every registered selector works by name, plug-ins included: what the hook needs to know about
+one — stateless or stateful, the per-call inputs it needs, the USB settings it reads and the
+USB attributes that hold its state — comes from its :class:`~pseudosel.registry.SelectorSpec`
+(``spec.needs`` and ``spec.usb``, a :class:`~pseudosel.registry.UsbMapping`). This module
+holds no list of selector names.
+
 Importing this module imports semilearn (``import pseudosel`` does not). Settings come from
 the algorithm unless given as options, the state of a stateful selector lives where the
 algorithm's checkpoint code looks for it, and every checkpoint also carries the hook's own
@@ -25,14 +31,19 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 import pseudosel
-from pseudosel.select import SELECTORS
+from pseudosel.registry import (
+    MISSING,
+    SelectorSpec,
+    UsbMapping,
+    available_selectors,
+    selector_spec,
+)
 from pseudosel.selection import Selection
 
 _INSTALL = (
@@ -63,10 +74,17 @@ __all__ = ["CHECKPOINT_KEY", "PseudoselMaskingHook"]
 #: Key of the hooks' state in the dictionary that ``algorithm.get_save_dict()`` returns.
 CHECKPOINT_KEY = "pseudosel_masking_hook"
 
-_MISSING = object()
+#: What USB's FreeMatch algorithm reads from itself in its fairness loss; its own masking
+#: hook sets them after every masking call, and so does this one.
+_FREEMATCH_LOSS_READS = ("p_model", "label_hist", "time_p")
+#: Attributes of the hook itself (USB's register_hook sets name and priority): a selector's
+#: USB mapping cannot claim them.
+_OWN_ATTRIBUTES = frozenset(
+    {"selector", "soft", "options", "module", "selection", "name", "priority"}
+)
 
 
-def _setting(algorithm: Any, name: str, default: Any = _MISSING) -> Any:
+def _setting(algorithm: Any, name: str, default: Any = MISSING) -> Any:
     """A USB setting: the algorithm's attribute, else ``algorithm.args.<name>``."""
     value = getattr(algorithm, name, None)
     if value is None:
@@ -74,136 +92,78 @@ def _setting(algorithm: Any, name: str, default: Any = _MISSING) -> Any:
     return default if value is None else value
 
 
-# Stateful selectors the hook builds itself: name -> (class, {keyword: read from USB}).
-# Readers return _MISSING when the algorithm has no such setting (the selector's default).
-_Readers = dict[str, Callable[[Any], Any]]
-_STATEFUL: dict[str, tuple[type[nn.Module], _Readers]] = {
-    "flexmatch": (
-        pseudosel.FlexMatchSelector,
-        {
-            "num_classes": lambda alg: alg.num_classes,
-            "num_unlabeled": lambda alg: _setting(alg, "ulb_dest_len"),
-            "tau": lambda alg: _setting(alg, "p_cutoff"),
-            "warmup": lambda alg: _setting(alg, "thresh_warmup"),
-        },
-    ),
-    "freematch": (
-        pseudosel.FreeMatchSelector,
-        {
-            "num_classes": lambda alg: alg.num_classes,
-            "momentum": lambda alg: _setting(alg, "ema_p"),
-            "use_quantile": lambda alg: _setting(alg, "use_quantile"),
-            "clip_thresh": lambda alg: _setting(alg, "clip_thresh"),
-        },
-    ),
-    "softmatch": (
-        pseudosel.SoftMatchSelector,
-        {
-            "num_classes": lambda alg: alg.num_classes,
-            "momentum": lambda alg: _setting(alg, "ema_p"),
-            "n_sigma": lambda alg: _setting(alg, "n_sigma"),
-            "per_class": lambda alg: _setting(alg, "per_class"),
-        },
-    ),
-    "dash": (
-        pseudosel.DashSelector,
-        {
-            "rho_init": lambda alg: _setting(alg, "rho_init"),
-            # USB's Dash moves rho every 10 epochs
-            "update_every": lambda alg: (
-                10 * alg.num_iter_per_epoch
-                if getattr(alg, "num_iter_per_epoch", None)
-                else _MISSING
-            ),
-            "gamma": lambda alg: _setting(alg, "gamma"),
-            "c": lambda alg: _setting(alg, "C"),
-            "rho_min": lambda alg: _setting(alg, "rho_min"),
-            "T": lambda alg: _setting(alg, "T"),
-        },
-    ),
-    "u2pl": (
-        pseudosel.EntropySplitSelector,
-        {"total_steps": lambda alg: getattr(alg, "num_train_iter", None) or _MISSING},
-    ),
-}
-# Stateless names whose threshold is USB's p_cutoff.
-_P_CUTOFF = {"threshold": "tau", "adamatch": "tau"}
-
-# State that USB algorithms read from their masking hook (get_save_dict, load_model):
-# attribute -> (selector class, buffer) — and the value USB's own hook starts from.
-_USB_STATE: dict[str, tuple[type[nn.Module], str]] = {
-    "classwise_acc": (pseudosel.FlexMatchSelector, "classwise_acc"),  # FlexMatch
-    "selected_label": (pseudosel.FlexMatchSelector, "selected_label"),
-    "p_model": (pseudosel.FreeMatchSelector, "p_model"),  # FreeMatch
-    "time_p": (pseudosel.FreeMatchSelector, "time_p"),
-    "label_hist": (pseudosel.FreeMatchSelector, "label_hist"),
-    "prob_max_mu_t": (pseudosel.SoftMatchSelector, "mu"),  # SoftMatch
-    "prob_max_var_t": (pseudosel.SoftMatchSelector, "var"),
-    "rho_init": (pseudosel.DashSelector, "rho_init"),  # Dash
-    "rho": (pseudosel.DashSelector, "rho"),
-    "rho_update_cnt": (pseudosel.DashSelector, "update_count"),
-}
+def _usb_settings(spec: SelectorSpec, algorithm: Any) -> dict[str, Any]:
+    """The selector's keywords read from the algorithm as ``spec.usb.settings`` says; a
+    setting the algorithm does not have is left out (the selector's default applies)."""
+    settings: dict[str, Any] = {}
+    for keyword, source in (spec.usb.settings if spec.usb is not None else {}).items():
+        value = source(algorithm) if callable(source) else _setting(algorithm, source)
+        if value is not MISSING:
+            settings[keyword] = value
+    return settings
 
 
-def _usb_initial(name: str, algorithm: Any) -> Any:
-    """What USB's own masking hook holds before its first call."""
-    k = algorithm.num_classes
-    ulb = _setting(algorithm, "ulb_dest_len", 0)
-    return {
-        "classwise_acc": lambda: torch.zeros(k),
-        "selected_label": lambda: torch.full((ulb,), -1, dtype=torch.long),
-        "p_model": lambda: torch.full((k,), 1.0 / k),
-        "time_p": lambda: torch.tensor(1.0 / k),
-        "label_hist": lambda: torch.full((k,), 1.0 / k),
-        "prob_max_mu_t": lambda: torch.tensor(1.0 / k),
-        "prob_max_var_t": lambda: torch.tensor(1.0),
-        "rho_init": lambda: None,
-        "rho": lambda: None,
-        "rho_update_cnt": lambda: 0,
-    }[name]()
+def _usb_mappings() -> list[tuple[SelectorSpec, UsbMapping]]:
+    """Every registered selector that declares a USB mapping, with it (registry order)."""
+    specs = [selector_spec(name) for name in available_selectors()]
+    return [(spec, spec.usb) for spec in specs if spec.usb is not None]
+
+
+def _registered_mapping(module: nn.Module) -> UsbMapping | None:
+    """The USB mapping of the first registered stateful selector whose module class
+    ``module`` is an instance of (a module given to the hook as it is)."""
+    for spec, usb in _usb_mappings():
+        if spec.stateful and spec.module is not None and isinstance(module, spec.module):
+            return usb
+    return None
 
 
 class PseudoselMaskingHook(MaskingHook):
     """A USB masking hook backed by a pseudosel selector.
 
     Args:
-        selector: a selector name or a selector module instance.
+        selector: a registered selector's name (:func:`pseudosel.available_selectors`,
+            plug-ins included) or a selector module instance.
 
-            - stateless names (``"csl"``, ``"csl_covar"``, ``"csl_max_margin"``,
-              ``"threshold"``, ``"adamatch"``, ``"entropy_split"``) run through
-              :func:`pseudosel.select_reliable`; ``"threshold"`` and ``"adamatch"`` take
-              their τ from the algorithm's ``p_cutoff``; ``"adamatch"`` uses the labelled
-              predictions USB's AdaMatch passes.
-            - stateful names (``"flexmatch"``, ``"freematch"``, ``"softmatch"``, ``"dash"``,
-              ``"u2pl"``) build their module on the first call, from the algorithm:
-              ``num_classes``; ``p_cutoff`` → ``tau`` and ``thresh_warmup`` → ``warmup`` and
-              ``args.ulb_dest_len`` → ``num_unlabeled`` (FlexMatch); ``ema_p`` →
-              ``momentum``, ``use_quantile``, ``clip_thresh`` (FreeMatch); ``ema_p`` →
-              ``momentum``, ``n_sigma``, ``per_class`` (SoftMatch); ``rho_init``, ``gamma``,
-              ``C`` → ``c``, ``rho_min``, ``T`` and ``10 * num_iter_per_epoch`` →
-              ``update_every`` (Dash); ``num_train_iter`` → ``total_steps`` (U2PL). A setting
-              the algorithm does not have keeps the selector's default.
+            - a stateless name runs through :func:`pseudosel.select_reliable`;
+            - a stateful name builds its module on the first call with
+              :meth:`SelectorSpec.build <pseudosel.registry.SelectorSpec.build>`:
+              ``num_classes`` from the algorithm, ``num_unlabeled`` from
+              ``args.ulb_dest_len`` when it needs the batch's ``idx_ulb``, and steps it with
+              :meth:`SelectorSpec.step <pseudosel.registry.SelectorSpec.step>`;
+            - either way the keywords in the selector's USB mapping (``spec.usb.settings``)
+              are read from the algorithm (its attribute, else ``algorithm.args``): e.g.
+              τ ← ``p_cutoff`` for ``"threshold"``, ``"adamatch"`` and ``"flexmatch"``,
+              ``momentum`` ← ``ema_p`` for ``"freematch"`` (docs/usb.md lists the built-in
+              mappings). A setting the algorithm does not have keeps the selector's default;
+            - a selector that needs the labelled predictions (``"labeled"`` in
+              ``spec.needs``, e.g. ``"adamatch"``) gets those USB's AdaMatch passes; one that
+              needs held-out data (``"heldout"``) is refused: USB passes none;
             - a module (e.g. ``pseudosel.FlexMatchSelector(10, 50_000)``) is used as given.
         soft: return ``selection.weight`` (True, default) or ``selection.mask`` as floats.
         **options: keyword options of a named selector; they override the settings read
             from the algorithm and reach the selector (its function or its constructor)
             unchanged. An option it does not take is a ``TypeError``.
 
-    ``"flexmatch"`` needs the batch's ``idx_ulb`` for the per-sample curriculum; USB's
-    FlexMatch passes it. Inside an algorithm that does not (FixMatch, ...), it falls back to
-    FlexMatch's class-wise form (counts of confident predictions per class) and warns once.
+    A selector that needs the batch's ``idx_ulb`` (FlexMatch's per-sample curriculum, Adsh)
+    needs an algorithm that passes it (USB's FlexMatch does). Inside one that does not
+    (FixMatch, ...), a :class:`~pseudosel.FlexMatchSelector` falls back to FlexMatch's
+    class-wise form (counts of confident predictions per class) and warns once; others are
+    refused.
 
-    State. Inside FlexMatch, FreeMatch, SoftMatch and Dash the hook exposes the attributes
-    that the algorithm's ``get_save_dict``/``load_model`` read from its masking hook
-    (``classwise_acc``, ``selected_label``; ``p_model``, ``time_p``, ``label_hist``;
-    ``prob_max_mu_t``, ``prob_max_var_t``; ``rho_init``, ``rho``, ``rho_update_cnt``) and
-    keeps what FreeMatch's loss and Dash's pseudo-labels read from the algorithm
-    (``algorithm.p_model``/``label_hist``/``time_p``; ``algorithm.use_hard_label``). In every
-    algorithm the checkpoint also holds :meth:`state_dict` under :data:`CHECKPOINT_KEY`
-    (``get_save_dict``/``load_model`` are wrapped on the algorithm instance when the hook
-    first sees it, or by :meth:`attach`). A run resumed with USB's ``resume``/``load_path``
-    settings is restored on the first call; call :meth:`attach` before ``load_model`` when
-    you load by hand.
+    State. The hook exposes, as attributes, the USB names that the registered selectors'
+    mappings declare (``spec.usb.state``: ``classwise_acc``, ``selected_label`` for
+    FlexMatch; ``p_model``, ``time_p``, ``label_hist`` for FreeMatch; ...), which the
+    algorithms' ``get_save_dict``/``load_model`` read and assign on their masking hook; they
+    map to the selector's buffers, or hold what USB's own hook starts from
+    (``spec.usb.initial``). Inside USB's FreeMatch it keeps FreeMatch's statistics for the
+    fairness loss (``algorithm.p_model``/``label_hist``/``time_p``) whatever the selector;
+    inside USB's Dash a Dash selector follows ``algorithm.it`` and sets
+    ``algorithm.use_hard_label``. In every algorithm the checkpoint also holds
+    :meth:`state_dict` under :data:`CHECKPOINT_KEY` (``get_save_dict``/``load_model`` are
+    wrapped on the algorithm instance when the hook first sees it, or by :meth:`attach`). A
+    run resumed with USB's ``resume``/``load_path`` settings is restored on the first call;
+    call :meth:`attach` before ``load_model`` when you load by hand.
 
     Attributes:
         module: the selector module (None until the first call for a named selector that
@@ -225,33 +185,38 @@ class PseudoselMaskingHook(MaskingHook):
 
     def __init__(self, selector: str | nn.Module = "csl", *, soft: bool = True, **options: Any):
         super().__init__()
+        spec: SelectorSpec | None = None
         if isinstance(selector, nn.Module):
             if options:
                 raise TypeError(
                     f"options {sorted(options)} are for a selector given by name; configure "
                     f"the {type(selector).__name__} instance itself"
                 )
+            usb = _registered_mapping(selector)
+            needs = _needs_of_module(selector)
         elif isinstance(selector, str):
-            if selector not in SELECTORS and selector not in _STATEFUL:
-                names = ", ".join(repr(n) for n in [*SELECTORS, *_STATEFUL])
-                raise ValueError(f"selector must be one of {names} or a module, got {selector!r}")
-            if selector in SELECTORS:
-                _check_options(selector, SELECTORS[selector], options)
-            else:
-                _check_options(selector, _STATEFUL[selector][0], options)
+            spec = _usable_spec(selector)
+            _check_options(spec, options)
+            _check_usb_attributes(spec)
+            usb, needs = spec.usb, spec.needs
         else:
             raise TypeError(
                 f"selector must be a name or an nn.Module, got {type(selector).__name__}"
             )
         if not isinstance(soft, bool):
             raise TypeError(f"soft must be a bool, got {type(soft).__name__}")
+        _define_usb_attributes()  # a plug-in registered since the import brings its own
         self.selector = selector
         self.soft = soft
         self.options = options
         self.module: nn.Module | None = selector if isinstance(selector, nn.Module) else None
         self.selection: Selection | None = None
+        self._spec = spec  # None for a module instance
+        self._usb = usb  # the selector's USB mapping, if it has one
+        self._inputs_needed = needs  # per-call inputs besides probs (registry.NEEDS)
         self._algorithm: Any = None
         self._freematch_statistics: pseudosel.FreeMatchSelector | None = None
+        self._statistics_usb: UsbMapping | None = None
         self._usb_values: dict[str, Any] = {}  # USB attributes no selector holds
         self._pending_usb: dict[str, Any] = {}  # assigned before the module existed
         self._pending_state: dict[str, Any] | None = None
@@ -276,7 +241,7 @@ class PseudoselMaskingHook(MaskingHook):
             raise ValueError("logits_x_ulb is required: USB passes the unlabelled predictions")
         self._meet(algorithm)
         probs = _probabilities(algorithm, logits_x_ulb, softmax_x_ulb)
-        if self.module is None and self.selector in _STATEFUL:
+        if self.module is None and self._builds_module():
             self._build(algorithm, idx_ulb)
         if self._freematch_statistics is not None:
             self._freematch_statistics.to(probs.device).update(probs)
@@ -347,9 +312,10 @@ class PseudoselMaskingHook(MaskingHook):
 
     # --------------------------------------------------------------------- USB's attributes
     def _usb_get(self, name: str) -> Any:
-        holder = self._holder(name)
-        if holder is not None:
-            return getattr(holder, _USB_STATE[name][1]).detach().clone()
+        held = self._held(name)
+        if held is not None:
+            module, buffer = held
+            return getattr(module, buffer).detach().clone()
         for values in (self._pending_usb, self._usb_values):
             if name in values:
                 return values[name]
@@ -357,35 +323,50 @@ class PseudoselMaskingHook(MaskingHook):
             raise AttributeError(
                 f"{name} is not known before the hook's first call (it needs the algorithm)"
             )
-        self._usb_values[name] = _usb_initial(name, self._algorithm)
+        self._usb_values[name] = self._usb_initial(name)
         return self._usb_values[name]
 
     def _usb_set(self, name: str, value: Any) -> None:
         self._restored = True
-        holder = self._holder(name)
-        if holder is None:
+        held = self._held(name)
+        if held is None:
             # kept for the module built on the first call, or as the plain value USB saves
             settled = self._algorithm is not None and (
-                self.module is not None or self.selector not in _STATEFUL
+                self.module is not None or not self._builds_module()
             )
             (self._usb_values if settled else self._pending_usb)[name] = value
             return
         if value is None:
             return
-        buffer = getattr(holder, _USB_STATE[name][1])
+        module, buffer_name = held
+        buffer = getattr(module, buffer_name)
         buffer.copy_(torch.as_tensor(value).to(buffer.device, buffer.dtype))
-        if name == "selected_label":  # FlexMatch's counts follow from the store
-            _recount(holder)
+        if isinstance(module, pseudosel.FlexMatchSelector) and module.num_unlabeled is not None:
+            _recount(module)  # FlexMatch's counts follow from its per-sample store
 
-    def _holder(self, name: str) -> nn.Module | None:
-        cls = _USB_STATE[name][0]
-        for module in (self.module, self._freematch_statistics):
-            if isinstance(module, cls):
-                if cls is pseudosel.FlexMatchSelector and module.num_unlabeled is None:
-                    if name == "selected_label":
-                        continue  # the class-wise form keeps no per-sample store
-                return module
+    def _held(self, name: str) -> tuple[nn.Module, str] | None:
+        """The module and buffer that hold USB's attribute ``name``, per the USB mapping of
+        the selector (or of FreeMatch's statistics); None when neither holds it (FlexMatch's
+        class-wise form, for one, has no per-sample store)."""
+        for module, usb in (
+            (self.module, self._usb),
+            (self._freematch_statistics, self._statistics_usb),
+        ):
+            if module is None or usb is None or name not in usb.state:
+                continue
+            if isinstance(getattr(module, usb.state[name], None), Tensor):
+                return module, usb.state[name]
         return None
+
+    def _usb_initial(self, name: str) -> Any:
+        """What USB's own masking hook holds under ``name`` before its first call: the
+        selector's ``usb.initial`` first, else any registered selector's."""
+        mappings = [usb for _, usb in _usb_mappings()]
+        for usb in [self._usb, *mappings]:
+            if usb is not None and name in usb.initial:
+                num_unlabeled = _setting(self._algorithm, "ulb_dest_len", 0)
+                return usb.initial[name](self._algorithm.num_classes, num_unlabeled)
+        raise AttributeError(f"no registered selector declares an initial value of USB's {name}")
 
     # ------------------------------------------------------------------------------ helpers
     def _meet(self, algorithm: Any) -> None:
@@ -394,13 +375,14 @@ class PseudoselMaskingHook(MaskingHook):
             return
         self._algorithm = algorithm
         self.attach(algorithm)
-        keeps_freematch_statistics = self.selector == "freematch" or isinstance(
-            self.selector, pseudosel.FreeMatchSelector
-        )
-        if isinstance(algorithm, FreeMatch) and not keeps_freematch_statistics:
-            # FreeMatch's fairness loss reads p_model/label_hist that its hook keeps
-            cls, readers = _STATEFUL["freematch"]
-            self._freematch_statistics = cls(**_settings(readers, algorithm, {}))
+        if isinstance(algorithm, FreeMatch) and not self._keeps_freematch_statistics():
+            # FreeMatch's fairness loss reads p_model/label_hist that its hook keeps. The one
+            # name looked up here: USB's FreeMatch algorithm's own selector.
+            freematch = selector_spec("freematch")
+            self._freematch_statistics = freematch.build(
+                algorithm.num_classes, **_usb_settings(freematch, algorithm)
+            )
+            self._statistics_usb = freematch.usb
         self._apply_pending()
         if not self._restored and self._is_stateful():
             self._resume(algorithm)
@@ -423,42 +405,80 @@ class PseudoselMaskingHook(MaskingHook):
                 stacklevel=3,
             )
 
+    def _builds_module(self) -> bool:
+        """A stateful name: its module is built on the first call."""
+        return self._spec is not None and self._spec.stateful
+
+    def _keeps_freematch_statistics(self) -> bool:
+        if self._spec is not None:
+            module = self._spec.module
+            return self._spec.stateful and issubclass(module, pseudosel.FreeMatchSelector)
+        return isinstance(self.selector, pseudosel.FreeMatchSelector)
+
     def _is_stateful(self) -> bool:
         if isinstance(self.selector, nn.Module):
             return any(True for _ in self.selector.buffers())
-        return self.selector in _STATEFUL
+        return self._builds_module()
 
     def _describe(self) -> str:
         return self.selector if isinstance(self.selector, str) else type(self.selector).__name__
 
     def _build(self, algorithm: Any, idx_ulb: Tensor | None) -> None:
-        cls, readers = _STATEFUL[self.selector]
-        kwargs = _settings(readers, algorithm, self.options)
-        if self.selector == "flexmatch" and "num_unlabeled" not in self.options:
+        """Build the named selector's module from the algorithm's settings and the options."""
+        spec = self._spec
+        options = {**_usb_settings(spec, algorithm), **self.options}
+        num_unlabeled = options.pop("num_unlabeled", None)
+        if "index" in spec.needs and "num_unlabeled" not in self.options:
             if idx_ulb is None:
-                warnings.warn(
-                    f"{type(algorithm).__name__} passes no idx_ulb to its masking hook: "
-                    "'flexmatch' runs FlexMatch's class-wise form (cumulative counts of "
-                    "confident predictions per class) instead of the per-sample curriculum. "
-                    "For that, run USB's FlexMatch algorithm (it passes idx_ulb); to choose "
-                    "the class-wise form silently, pass num_unlabeled=None",
-                    stacklevel=4,
-                )
-                kwargs["num_unlabeled"] = None
-            elif "num_unlabeled" not in kwargs:
-                raise ValueError(
-                    "'flexmatch' needs the size of the unlabelled set for its per-sample "
-                    "curriculum: set ulb_dest_len in the config (USB sets args.ulb_dest_len "
-                    "when it builds the dataset) or pass num_unlabeled="
-                )
-        if self.selector == "dash" and "rho_init" not in kwargs:
-            raise TypeError(
-                f"'dash' needs rho_init (the mean labelled loss after warm-up): USB's Dash "
-                f"sets algorithm.rho_init; inside {type(algorithm).__name__} pass "
-                "PseudoselMaskingHook('dash', rho_init=...)"
+                self._fall_back_to_class_wise(algorithm)  # or refuse
+                num_unlabeled = None
+            else:
+                if num_unlabeled is None:
+                    num_unlabeled = _setting(algorithm, "ulb_dest_len", None)
+                if num_unlabeled is None:
+                    raise ValueError(
+                        f"{spec.name!r} needs the size of the unlabelled set for its "
+                        "per-sample state: set ulb_dest_len in the config (USB sets "
+                        "args.ulb_dest_len when it builds the dataset) or pass num_unlabeled="
+                    )
+        given = {*options, "num_classes"}
+        if num_unlabeled is not None:
+            given.add("num_unlabeled")
+        missing = _required_arguments(spec.module) - given
+        if missing:
+            first = sorted(missing)[0]
+            sources = spec.usb.settings if spec.usb is not None else {}
+            where = (
+                f" (read from the algorithm's {sources[first]} setting)"
+                if isinstance(sources.get(first), str)
+                else ""
             )
-        self.module = cls(**kwargs)
+            raise TypeError(
+                f"{spec.name!r} needs {', '.join(sorted(missing))}{where}, which "
+                f"{type(algorithm).__name__} does not provide: pass "
+                f"PseudoselMaskingHook({spec.name!r}, {first}=...)"
+            )
+        self.module = spec.build(algorithm.num_classes, num_unlabeled=num_unlabeled, **options)
         self._apply_pending()
+
+    def _fall_back_to_class_wise(self, algorithm: Any) -> None:
+        """The algorithm passes no idx_ulb: a FlexMatch selector falls back to its class-wise
+        form (built with ``num_unlabeled=None``) with a warning; any other is refused."""
+        spec = self._spec
+        if not issubclass(spec.module, pseudosel.FlexMatchSelector):
+            raise ValueError(
+                f"{spec.name!r} needs the batch's positions in the unlabelled set (idx_ulb), "
+                f"and {type(algorithm).__name__} passes no idx_ulb to its masking hook: use an "
+                "algorithm that passes it, such as USB's FlexMatch"
+            )
+        warnings.warn(
+            f"{type(algorithm).__name__} passes no idx_ulb to its masking hook: "
+            f"{spec.name!r} runs FlexMatch's class-wise form (cumulative counts of confident "
+            "predictions per class) instead of the per-sample curriculum. For that, run "
+            "USB's FlexMatch algorithm (it passes idx_ulb); to choose the class-wise form "
+            "silently, pass num_unlabeled=None",
+            stacklevel=5,
+        )
 
     def _apply_pending(self) -> None:
         """Hand state assigned before its module existed to the modules that exist now."""
@@ -482,47 +502,104 @@ class PseudoselMaskingHook(MaskingHook):
         idx_ulb: Tensor | None,
     ) -> Selection:
         inputs: dict[str, Any] = {}
-        uses_labelled = self.selector == "adamatch" or isinstance(
-            self.module, pseudosel.AdaMatchSelector
-        )
-        if uses_labelled:
+        if "labeled" in self._inputs_needed:
             if logits_x_lb is None:
                 raise ValueError(
-                    f"'adamatch' needs the labelled predictions, and "
+                    f"{self._describe()!r} needs the labelled predictions, and "
                     f"{type(algorithm).__name__} passes no logits_x_lb to its masking hook: "
                     "use USB's AdaMatch algorithm"
                 )
             inputs["probs_labeled"] = _probabilities(algorithm, logits_x_lb, softmax_x_lb)
-        if self.module is None:  # a stateless name
-            options = dict(self.options)
-            if self.selector in _P_CUTOFF:
-                cutoff = _setting(algorithm, "p_cutoff")
-                if cutoff is not _MISSING:
-                    options.setdefault(_P_CUTOFF[self.selector], cutoff)
-            return pseudosel.select_reliable(probs, self.selector, **inputs, **options)
         module = self.module
+        if module is None:  # a stateless name
+            options = {**_usb_settings(self._spec, algorithm), **self.options}
+            return pseudosel.select_reliable(probs, self._spec.name, **inputs, **options)
         if next(iter(module.buffers()), probs).device != probs.device:
             module.to(probs.device)
-        if isinstance(module, pseudosel.FlexMatchSelector) and module.num_unlabeled is not None:
+        # a module built with num_unlabeled=None (FlexMatch's class-wise form) takes no
+        # positions; one without that attribute takes them when it needs them
+        per_sample = getattr(module, "num_unlabeled", "absent") is not None
+        if "index" in self._inputs_needed and per_sample:
             if idx_ulb is None:
                 raise ValueError(
-                    f"this FlexMatchSelector keeps a per-sample curriculum and needs idx_ulb, "
+                    f"this {type(module).__name__} keeps per-sample state and needs idx_ulb, "
                     f"which {type(algorithm).__name__} does not pass: build it with "
-                    "num_unlabeled=None for the class-wise form"
+                    "num_unlabeled=None for its index-free (class-wise) form"
                 )
             inputs["index"] = idx_ulb.to(probs.device).long()
         if isinstance(module, pseudosel.DashSelector) and isinstance(algorithm, Dash):
             module.step.fill_(int(algorithm.it))  # USB's Dash schedules rho on algorithm.it
+        if self._spec is not None:
+            return self._spec.step(module, probs, None, **inputs)
         return pseudosel.select_reliable(probs, module, **inputs)
 
     def _publish(self, algorithm: Any) -> None:
         """Set what the algorithm itself reads after the masking call."""
-        statistics = self._holder("p_model")
-        if isinstance(algorithm, FreeMatch) and statistics is not None:
-            for name in ("p_model", "time_p", "label_hist"):
-                setattr(algorithm, name, getattr(statistics, name).detach().clone())
+        held = all(self._held(name) is not None for name in _FREEMATCH_LOSS_READS)
+        if isinstance(algorithm, FreeMatch) and held:
+            for name in _FREEMATCH_LOSS_READS:
+                setattr(algorithm, name, self._usb_get(name))
         if isinstance(algorithm, Dash) and isinstance(self.module, pseudosel.DashSelector):
             algorithm.use_hard_label = bool(self.module.use_hard_labels)
+
+
+def _usable_spec(name: str) -> SelectorSpec:
+    """The spec of ``name``, refused when USB cannot run it."""
+    try:
+        spec = selector_spec(name)
+    except ValueError:
+        names = ", ".join(repr(n) for n in available_selectors())
+        raise ValueError(
+            f"selector must be one of {names} (pseudosel.available_selectors()) or a module, "
+            f"got {name!r}"
+        ) from None
+    if "heldout" in spec.needs:
+        raise ValueError(
+            f"selector {name!r} needs held-out labelled predictions (needs="
+            f"{sorted(spec.needs)}), which USB's algorithms do not pass to their masking "
+            "hook: build its module yourself, feed it with update_heldout, and pass the "
+            "instance"
+        )
+    if not spec.classification:
+        raise ValueError(
+            f"selector {name!r} takes dense input (N, K, *spatial) only, and USB's masking "
+            "hook passes classification predictions (N, K)"
+        )
+    return spec
+
+
+def _needs_of_module(module: nn.Module) -> frozenset[str]:
+    """The per-call inputs a module instance takes, read from its ``forward`` arguments:
+    ``index`` (the batch's positions, USB's ``idx_ulb``) and ``probs_labeled`` (the labelled
+    predictions), named as in ``SelectorSpec.needs``."""
+    arguments = inspect.signature(module.forward).parameters
+    return frozenset(
+        need
+        for need, argument in (("index", "index"), ("labeled", "probs_labeled"))
+        if argument in arguments
+    )
+
+
+def _check_options(spec: SelectorSpec, options: dict[str, Any]) -> None:
+    """Options a named selector does not take are a TypeError now, not at the first step
+    (unless its function or constructor takes ``**options``: then it answers itself)."""
+    target = spec.module if spec.stateful else spec.function
+    parameters = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = set(parameters) - {"probs", "valid", "self"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(
+            f"{unknown} are not options of selector {spec.name!r} (it takes {sorted(accepted)})"
+        )
+
+
+def _required_arguments(cls: type[nn.Module]) -> set[str]:
+    """The constructor arguments of ``cls`` without a default."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    parameters = inspect.signature(cls).parameters.values()
+    return {p.name for p in parameters if p.kind in kinds and p.default is p.empty}
 
 
 def _usb_property(name: str) -> property:
@@ -533,27 +610,39 @@ def _usb_property(name: str) -> property:
     )
 
 
-for _name in _USB_STATE:
-    setattr(PseudoselMaskingHook, _name, _usb_property(_name))
+def _define_usb_attributes() -> None:
+    """One property on the hook class per USB attribute that a registered selector's mapping
+    declares (``usb.state``, ``usb.initial``): USB's algorithms read and assign them on
+    their masking hook. Run at import and by every new hook (a plug-in may have registered
+    since). A name that is the hook's own attribute is skipped here and refused when a hook
+    is built for that selector (:func:`_check_usb_attributes`)."""
+    for _, usb in _usb_mappings():
+        for name in (*usb.state, *usb.initial):
+            if not _is_hook_attribute(name):
+                setattr(PseudoselMaskingHook, name, _usb_property(name))
 
 
-def _check_options(name: str, target: Callable[..., Any], options: dict[str, Any]) -> None:
-    accepted = set(inspect.signature(target).parameters) - {"probs", "valid", "self"}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise TypeError(
-            f"{unknown} are not options of selector {name!r} (it takes {sorted(accepted)})"
-        )
+def _is_hook_attribute(name: str) -> bool:
+    """``name`` belongs to the hook itself (not a USB attribute property)."""
+    if isinstance(getattr(PseudoselMaskingHook, name, None), property):
+        return False
+    return name.startswith("_") or name in _OWN_ATTRIBUTES or hasattr(PseudoselMaskingHook, name)
 
 
-def _settings(readers: _Readers, algorithm: Any, options: dict[str, Any]) -> dict[str, Any]:
-    kwargs = {}
-    for keyword, read in readers.items():
-        value = read(algorithm)
-        if value is not _MISSING:
-            kwargs[keyword] = value
-    kwargs.update(options)
-    return kwargs
+def _check_usb_attributes(spec: SelectorSpec) -> None:
+    """Refuse a USB mapping that claims one of the hook's own attributes."""
+    usb = spec.usb if spec.usb is not None else UsbMapping()
+    for name in (*usb.state, *usb.initial):
+        if _is_hook_attribute(name):
+            raise ValueError(
+                f"selector {spec.name!r} declares the USB attribute {name!r} (usb.state or "
+                "usb.initial), which is an attribute of the masking hook itself; a USB "
+                "mapping names what USB's algorithms read from their masking hook "
+                "(classwise_acc, p_model, ...)"
+            )
+
+
+_define_usb_attributes()
 
 
 def _probabilities(algorithm: Any, logits: Tensor, softmax: bool) -> Tensor:

@@ -10,6 +10,7 @@ State round-trips through ``state_dict`` exactly. Selection never builds an auto
 inputs are detached and buffers never carry history.
 """
 
+from pseudosel.selectors._base import Alignment, Selector
 from pseudosel.selectors.adamatch import AdaMatchSelector
 from pseudosel.selectors.adsh import AdshSelector
 from pseudosel.selectors.alignment import DistributionAlignment
@@ -26,6 +27,7 @@ from pseudosel.selectors.threshold import ThresholdSelector
 
 __all__ = [
     "AdaMatchSelector",
+    "Alignment",
     "AdshSelector",
     "CSLSelector",
     "CorrMatchSelector",
@@ -36,6 +38,7 @@ __all__ = [
     "FlexMatchSelector",
     "FreeMatchSelector",
     "PrecisionTargetSelector",
+    "Selector",
     "SoftMatchSelector",
     "ThresholdSelector",
 ]

@@ -1,35 +1,33 @@
-"""AdaMatch's relative threshold as a module."""
+"""AdaMatch's relative threshold as a module. Maths: functional.adamatch."""
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import check_weighting, options_repr, weighted
-from pseudosel.validation import check_activation, check_real
+from pseudosel.selectors._base import Selector
+from pseudosel.validation import check_real
 
 __all__ = ["AdaMatchSelector"]
 
 
-class AdaMatchSelector(nn.Module):
+class AdaMatchSelector(Selector):
     """AdaMatch's relative threshold τ · mean labeled confidence. Stateless.
 
     ``forward(probs, probs_labeled, valid=None, valid_labeled=None)``; with
     :func:`~pseudosel.select_reliable`, pass ``probs_labeled=`` as an option.
 
+    Options shared by every selector module (``validate``, ``activation``, ``multilabel``,
+    ``weighting``): :mod:`pseudosel.selectors._base`; a sigmoid output applies to both
+    inputs.
+
     Args:
         tau: relative threshold in [0, 1]. Default 0.95.
         process_group: process group of the labelled mean (default: the default group,
             when torch.distributed is initialised).
-        validate: check input values on every call (default True).
-        activation: ``"softmax"`` (default: probs are class probabilities) or ``"sigmoid"``:
-            binary (N, 1, *spatial) or multi-label (N, L, *spatial) sigmoid probabilities
-            p, read as (1 − p, p), both inputs (docs/binary.md).
-        weighting: ``"soft"`` (default: the selector's own weights; already 0/1 here) or ``"hard"``
-            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Shape:
         probs (N, K, *spatial), probs_labeled (M, K, *spatial'); valid and every Selection
@@ -50,14 +48,14 @@ class AdaMatchSelector(nn.Module):
         process_group: ProcessGroup | None = None,
         validate: bool = True,
         activation: str = "softmax",
+        multilabel: bool | None = None,
         weighting: str = "soft",
     ) -> None:
-        super().__init__()
+        super().__init__(
+            validate=validate, activation=activation, multilabel=multilabel, weighting=weighting
+        )
         self.tau = check_real("tau", tau, low=0.0, high=1.0)
-        self.activation = check_activation(activation)
-        self.weighting = check_weighting(weighting)
         self.process_group = process_group
-        self.validate = bool(validate)
 
     @torch.no_grad()
     def forward(
@@ -74,11 +72,12 @@ class AdaMatchSelector(nn.Module):
             self.tau,
             valid=valid,
             valid_labeled=valid_labeled,
-            group=self.process_group,
+            process_group=self.process_group,
             validate=self.validate,
             activation=self.activation,
+            multilabel=self.multilabel,
         )
-        return weighted(selection, self.weighting)
+        return self.finish(selection)
 
     def extra_repr(self) -> str:
-        return f"tau={self.tau}" + options_repr(self.activation, self.weighting)
+        return f"tau={self.tau}" + self.input_repr()

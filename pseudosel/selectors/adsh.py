@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._deprecation import warn_once
 from pseudosel.distributed import ProcessGroup, all_reduce_max
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import (
-    check_binary_classes,
-    check_num_classes,
-    check_weighting,
-    options_repr,
-    selector_inputs,
-    weighted,
-)
+from pseudosel.selectors._base import Selector, check_positive_int
 from pseudosel.validation import check_real
 
 __all__ = ["AdshSelector"]
 
 
-class AdshSelector(nn.Module):
+class AdshSelector(Selector):
     r"""Adsh: mask = ĉ >= exp(−s(ŷ)), s recomputed per epoch from sorted confidences.
 
     Guo & Li, ICML 2022, as USB's ``AdaptiveThresholdingHook`` runs it. ``forward`` selects
     with the current scores in both modes (Adsh changes no state per step). Once per epoch
-    the loop feeds the unlabelled data through :meth:`record` (USB: an eval-mode pass over
-    the whole unlabelled set) and calls :meth:`recompute`, which gives the same scores as
+    the loop feeds the unlabelled data through :meth:`update` (USB: an eval-mode pass over
+    the whole unlabelled set) and calls :meth:`calibrate`, which gives the same scores as
     USB for the same confidences: per class the confidences are sorted, the calibration
     class fixes the kept fraction ρ against τ₁, and s_k = −log of the entry at ⌊n_k·ρ⌋ − 1.
     Maths and quirks: :mod:`pseudosel.functional.adsh`. Batched rather than one sweep at
@@ -36,20 +30,18 @@ class AdshSelector(nn.Module):
     unlabelled set; record each sample once per pass (a duplicate index keeps one of its
     records, which one is unspecified).
 
+    Options shared by every selector module (``validate``, ``activation``, ``weighting``):
+    :mod:`pseudosel.selectors._base`; a sigmoid output must be binary (build with
+    num_classes=2).
+
     Args:
         num_classes: K >= 2.
-        num_unlabeled: size of the unlabelled set (indices of :meth:`record`).
+        num_unlabeled: size of the unlabelled set (indices of :meth:`update`).
         tau_1: τ₁. Default 0.95 (USB's ``--adsh_tau_1``); also the initial score.
         calibration_class: the class held to τ₁: 0 as in USB (default), or None for the
             class predicted most often in the pass.
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
-        validate: check input values on every call (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
-            sigmoid output p, read as the two classes (1 − p, p) (build with
-            num_classes=2). Multi-label input is refused (docs/binary.md).
-        weighting: ``"soft"`` (default: the selector's own weights; already 0/1 here) or ``"hard"``
-            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Shape:
         probs (N, K) (classification: one record per sample); valid and every Selection
@@ -57,7 +49,7 @@ class AdshSelector(nn.Module):
 
     Buffers:
         ``s`` (K,) scores, τ₁ at start; ``confidence`` (num_unlabeled,) and ``prediction``
-        (num_unlabeled,) long, −1 = not recorded in this pass. DDP: :meth:`recompute`
+        (num_unlabeled,) long, −1 = not recorded in this pass. DDP: :meth:`calibrate`
         MAX-all-reduces the records (ranks may record disjoint or identical samples), so
         every rank gets the same scores.
 
@@ -66,14 +58,16 @@ class AdshSelector(nn.Module):
         >>> from pseudosel import AdshSelector
         >>> selector = AdshSelector(10, num_unlabeled=100)
         >>> probs = torch.randn(100, 10).mul(3).softmax(1)
-        >>> selector.record(probs, torch.arange(100))
-        >>> selector.recompute()
+        >>> selector.update(probs, torch.arange(100))
+        >>> selector.calibrate()
         >>> sel = selector(probs)
     """
 
     s: Tensor
     confidence: Tensor
     prediction: Tensor
+
+    per_class_state = True
 
     def __init__(
         self,
@@ -87,12 +81,10 @@ class AdshSelector(nn.Module):
         activation: str = "softmax",
         weighting: str = "soft",
     ) -> None:
-        super().__init__()
-        self.num_classes = check_num_classes(num_classes)
-        if isinstance(num_unlabeled, bool) or not isinstance(num_unlabeled, int):
-            raise TypeError(f"num_unlabeled must be an int, got {type(num_unlabeled).__name__}")
-        if num_unlabeled < 1:
-            raise ValueError(f"num_unlabeled must be >= 1, got {num_unlabeled}")
+        super().__init__(
+            num_classes=num_classes, validate=validate, activation=activation, weighting=weighting
+        )
+        self.num_unlabeled = check_positive_int("num_unlabeled", num_unlabeled)
         if calibration_class is not None and not (
             isinstance(calibration_class, int) and 0 <= calibration_class < num_classes
         ):
@@ -100,13 +92,9 @@ class AdshSelector(nn.Module):
                 f"calibration_class must be None or an int in [0, {num_classes}), got "
                 f"{calibration_class!r}"
             )
-        self.num_unlabeled = num_unlabeled
         self.tau_1 = check_real("tau_1", tau_1, low=0.0, high=1.0)
         self.calibration_class = calibration_class
         self.process_group = process_group
-        self.validate = bool(validate)
-        self.activation = check_binary_classes(self.num_classes, activation, "AdshSelector")
-        self.weighting = check_weighting(weighting)
         self.register_buffer("s", F.adsh_init(num_classes, tau_1=self.tau_1).s)
         self.register_buffer("confidence", torch.zeros(num_unlabeled))
         self.register_buffer("prediction", torch.full((num_unlabeled,), -1, dtype=torch.long))
@@ -119,29 +107,19 @@ class AdshSelector(nn.Module):
         """(K,) class-wise thresholds exp(−s)."""
         return F.adsh_thresholds(self.state())
 
-    def _inputs(self, probs: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
-        return selector_inputs(
-            probs,
-            valid,
-            self.validate,
-            self.num_classes,
-            activation=self.activation,
-            selector="AdshSelector",
-        )
-
     @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select with the current class-wise thresholds (training and eval mode alike)."""
-        probs, valid = self._inputs(probs, valid)
-        return weighted(F.adsh_select(probs, self.state(), valid), self.weighting)
+        probs, valid, _ = self.prepare(probs, valid)
+        return self.finish(F.adsh_select(probs, self.state(), valid=valid, validate=False))
 
     @torch.no_grad()
-    def record(self, probs: Tensor, index: Tensor, valid: Tensor | None = None) -> None:
+    def update(self, probs: Tensor, index: Tensor, valid: Tensor | None = None) -> None:
         """Store the confidence and arg-max of unlabelled samples ``index`` for this pass."""
-        probs, valid = self._inputs(probs, valid)
+        probs, valid, _ = self.prepare(probs, valid)
         if probs.dim() != 2:
             raise ValueError(
-                f"record takes (N, K) classification probs, got shape {tuple(probs.shape)}"
+                f"update takes (N, K) classification probs, got shape {tuple(probs.shape)}"
             )
         if index.dtype != torch.long or tuple(index.shape) != (probs.shape[0],):
             raise ValueError(
@@ -158,15 +136,15 @@ class AdshSelector(nn.Module):
         self.prediction.index_copy_(0, index, labels)
 
     @torch.no_grad()
-    def recompute(self, *, reset: bool = True) -> None:
+    def calibrate(self, *, reset: bool = True) -> None:
         """New scores from this pass's records (USB's ``after_train_epoch``); then, with
         ``reset``, forget the records for the next pass."""
         all_reduce_max(self.confidence, self.process_group)
         all_reduce_max(self.prediction, self.process_group)
-        new = F.adsh_recompute(
-            self.state(),
+        new = F.adsh_calibrate(
             self.confidence,
             self.prediction,
+            self.state(),
             tau_1=self.tau_1,
             calibration_class=self.calibration_class,
         )
@@ -175,8 +153,24 @@ class AdshSelector(nn.Module):
             self.confidence.zero_()
             self.prediction.fill_(-1)
 
+    def record(self, probs: Tensor, index: Tensor, valid: Tensor | None = None) -> None:
+        """Deprecated alias of :meth:`update` (warns once)."""
+        warn_once(
+            "AdshSelector.record",
+            "AdshSelector.record is deprecated and will be removed; use update",
+        )
+        self.update(probs, index, valid)
+
+    def recompute(self, *, reset: bool = True) -> None:
+        """Deprecated alias of :meth:`calibrate` (warns once)."""
+        warn_once(
+            "AdshSelector.recompute",
+            "AdshSelector.recompute is deprecated and will be removed; use calibrate",
+        )
+        self.calibrate(reset=reset)
+
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, num_unlabeled={self.num_unlabeled}, "
             f"tau_1={self.tau_1}, calibration_class={self.calibration_class}"
-        ) + options_repr(self.activation, self.weighting)
+        ) + self.input_repr()

@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
-from pseudosel.selectors.inputs import (
-    check_binary_classes,
-    check_num_classes,
-    options_repr,
-    selector_inputs,
-)
-from pseudosel.validation import check_choice, check_real
+from pseudosel.selectors._base import Alignment, check_momentum
+from pseudosel.validation import check_choice
 
 __all__ = ["DistributionAlignment"]
 
 
-class DistributionAlignment(nn.Module):
+class DistributionAlignment(Alignment):
     """Distribution alignment of probabilities (a transform, used before a selector).
 
     ``forward(probs, probs_labeled=None, valid=None, valid_labeled=None)`` returns aligned
     probabilities of the same shape. In training mode it first updates p_model (the EMA of
     the mean unlabeled prediction; the first batch sets it) and, with ``target="model"``,
     p_target from ``probs_labeled``.
+
+    Options shared by every selector module (``validate``, ``activation``):
+    :mod:`pseudosel.selectors._base`; a binary sigmoid output (and labelled batch) gives the
+    aligned two-class (N, 2, *spatial) probabilities, to pass to a selector with its default
+    activation (build with num_classes=2).
 
     Args:
         num_classes: K.
@@ -33,12 +33,6 @@ class DistributionAlignment(nn.Module):
             probability vector.
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
-        validate: check input values on every call (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
-            sigmoid output p (and labelled batch), read as the two classes (1 − p, p) (build
-            with num_classes=2); the output is then the aligned two-class (N, 2, *spatial)
-            probabilities, to pass to a selector with its default activation. Multi-label
-            input is refused (docs/binary.md).
 
     Buffers:
         ``p_model`` (K,), ``p_target`` (K,), ``initialized`` (bool).
@@ -64,14 +58,9 @@ class DistributionAlignment(nn.Module):
         validate: bool = True,
         activation: str = "softmax",
     ) -> None:
-        super().__init__()
-        self.num_classes = check_num_classes(num_classes)
-        self.momentum = check_real("momentum", momentum, low=0.0, high=1.0)
+        super().__init__(num_classes=num_classes, validate=validate, activation=activation)
+        self.momentum = check_momentum(momentum)
         self.process_group = process_group
-        self.validate = bool(validate)
-        self.activation = check_binary_classes(
-            self.num_classes, activation, "DistributionAlignment"
-        )
         self.learn_target, p_target = resolve_target(target, num_classes)
         if p_target is None:
             p_target = torch.full((num_classes,), 1.0 / num_classes)
@@ -92,29 +81,28 @@ class DistributionAlignment(nn.Module):
         valid_labeled: Tensor | None = None,
     ) -> Tensor:
         """Aligned probabilities (N, K, *spatial); updates first in training mode."""
-        probs, valid = module_inputs(self, probs, valid)
+        probs, valid, _ = self.prepare(probs, valid)
         if self.training:
-            probs_labeled, valid_labeled = checked_labelled_inputs(
-                self, probs_labeled, valid_labeled
-            )
+            probs_labeled, valid_labeled = labelled_inputs(self, probs_labeled, valid_labeled)
             new = F.alignment_update(
-                self.state(),
                 probs,
-                valid,
+                self.state(),
+                valid=valid,
                 momentum=self.momentum,
-                probs_labeled=probs_labeled if self.learn_target else None,
-                valid_labeled=valid_labeled if self.learn_target else None,
-                group=self.process_group,
+                probs_labeled=probs_labeled,
+                valid_labeled=valid_labeled,
+                process_group=self.process_group,
+                validate=False,
             )
             for buffer, value in zip(self.state(), new, strict=True):
                 buffer.copy_(value)
-        return F.align(probs, self.state())
+        return F.align(probs, self.state(), validate=False)
 
     def extra_repr(self) -> str:
         target = "model" if self.learn_target else "fixed"
         return (
             f"num_classes={self.num_classes}, momentum={self.momentum}, target={target}"
-            + options_repr(self.activation)
+            + self.input_repr()
         )
 
 
@@ -135,30 +123,18 @@ def resolve_target(target: object, num_classes: int) -> tuple[bool, Tensor | Non
     )
 
 
-def module_inputs(module: nn.Module, probs: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
-    """An alignment module's checked input: class probabilities (two classes for a binary
-    sigmoid output) and validity."""
-    return selector_inputs(
-        probs,
-        valid,
-        module.validate,
-        module.num_classes,
-        activation=module.activation,
-        selector=type(module).__name__,
-    )
-
-
-def checked_labelled_inputs(
-    module: nn.Module, probs_labeled: Tensor | None, valid_labeled: Tensor | None
+def labelled_inputs(
+    module: Alignment, probs_labeled: Tensor | None, valid_labeled: Tensor | None
 ) -> tuple[Tensor | None, Tensor | None]:
     """The labelled batch (class probabilities) and its validity for an alignment module's
-    training step: checked when the module learns its target (``probs_labeled`` is then
-    required), else unused."""
+    training step when the module learns its target (``probs_labeled`` is then required),
+    else ``(None, None)``: a fixed target reads no labelled batch."""
     if not module.learn_target:
-        return probs_labeled, valid_labeled
+        return None, None
     if probs_labeled is None:
         raise ValueError("probs_labeled is required in training mode with target='model'")
-    return module_inputs(module, probs_labeled, valid_labeled)
+    probs_labeled, valid_labeled, _ = module.prepare(probs_labeled, valid_labeled, "probs_labeled")
+    return probs_labeled, valid_labeled
 
 
 def _checked_target(target: Tensor, num_classes: int) -> Tensor:

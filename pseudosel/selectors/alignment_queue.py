@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
-from pseudosel.selectors.alignment import checked_labelled_inputs, module_inputs, resolve_target
-from pseudosel.selectors.inputs import check_binary_classes, check_num_classes, options_repr
+from pseudosel.selectors._base import Alignment, check_positive_int
+from pseudosel.selectors.alignment import labelled_inputs, resolve_target
 
 __all__ = ["DistributionAlignmentQueue"]
 
 
-class DistributionAlignmentQueue(nn.Module):
+class DistributionAlignmentQueue(Alignment):
     r"""Distribution alignment against a queue of recent batch means (USB's
     ``DistAlignQueueHook``, used by SimMatch and CoMatch).
 
@@ -24,6 +24,11 @@ class DistributionAlignmentQueue(nn.Module):
     Both queues start as in USB (Q_model zeros; a learned Q_target zeros) and are averaged
     over all L rows, zero rows included. Maths: :mod:`pseudosel.functional.alignment_queue`.
 
+    Options shared by every selector module (``validate``, ``activation``):
+    :mod:`pseudosel.selectors._base`; a binary sigmoid output (and labelled batch) gives the
+    aligned two-class (N, 2, *spatial) probabilities, to pass to a selector with its default
+    activation (build with num_classes=2).
+
     Args:
         num_classes: K >= 2.
         queue_length: L. Default 128 (the hook's default; SimMatch and CoMatch pass
@@ -32,12 +37,6 @@ class DistributionAlignmentQueue(nn.Module):
             (queue of labelled batch means) or a (K,) probability vector.
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
-        validate: check input values on every call (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
-            sigmoid output p (and labelled batch), read as the two classes (1 − p, p) (build
-            with num_classes=2); the output is then the aligned two-class (N, 2, *spatial)
-            probabilities, to pass to a selector with its default activation. Multi-label
-            input is refused (docs/binary.md).
 
     Shape:
         probs (N, K) or (N, K, *spatial); valid (N, *spatial); output like probs.
@@ -71,18 +70,9 @@ class DistributionAlignmentQueue(nn.Module):
         validate: bool = True,
         activation: str = "softmax",
     ) -> None:
-        super().__init__()
-        self.num_classes = check_num_classes(num_classes)
-        if isinstance(queue_length, bool) or not isinstance(queue_length, int):
-            raise TypeError(f"queue_length must be an int, got {type(queue_length).__name__}")
-        if queue_length < 1:
-            raise ValueError(f"queue_length must be >= 1, got {queue_length}")
-        self.queue_length = queue_length
+        super().__init__(num_classes=num_classes, validate=validate, activation=activation)
+        self.queue_length = check_positive_int("queue_length", queue_length)
         self.process_group = process_group
-        self.validate = bool(validate)
-        self.activation = check_binary_classes(
-            self.num_classes, activation, "DistributionAlignmentQueue"
-        )
         self.learn_target, p_target = resolve_target(target, num_classes)
         initial = "model" if self.learn_target else p_target  # "model": USB's zero queue
         state = F.alignment_queue_init(num_classes, queue_length=queue_length, target=initial)
@@ -106,7 +96,7 @@ class DistributionAlignmentQueue(nn.Module):
         valid_labeled: Tensor | None = None,
     ) -> None:
         """Push a batch into the queues, without aligning."""
-        probs, valid = module_inputs(self, probs, valid)
+        probs, valid, _ = self.prepare(probs, valid)
         self._update(probs, probs_labeled, valid, valid_labeled)
 
     @torch.no_grad()
@@ -118,22 +108,23 @@ class DistributionAlignmentQueue(nn.Module):
         valid_labeled: Tensor | None = None,
     ) -> Tensor:
         """Aligned probabilities (N, K, *spatial); pushes the batch first in training mode."""
-        probs, valid = module_inputs(self, probs, valid)
+        probs, valid, _ = self.prepare(probs, valid)
         if self.training:
             self._update(probs, probs_labeled, valid, valid_labeled)
-        return F.align_queue(probs, self.state())
+        return F.align_queue(probs, self.state(), validate=False)
 
     def _update(
         self, probs: Tensor, probs_labeled: Tensor | None, valid: Tensor, valid_labeled
     ) -> None:
-        probs_labeled, valid_labeled = checked_labelled_inputs(self, probs_labeled, valid_labeled)
+        probs_labeled, valid_labeled = labelled_inputs(self, probs_labeled, valid_labeled)
         new = F.alignment_queue_update(
-            self.state(),
             probs,
-            valid,
-            probs_labeled=probs_labeled if self.learn_target else None,
-            valid_labeled=valid_labeled if self.learn_target else None,
-            group=self.process_group,
+            self.state(),
+            valid=valid,
+            probs_labeled=probs_labeled,
+            valid_labeled=valid_labeled,
+            process_group=self.process_group,
+            validate=False,
         )
         for buffer, value in zip(self.state(), new, strict=True):
             buffer.copy_(value)
@@ -142,5 +133,5 @@ class DistributionAlignmentQueue(nn.Module):
         target = "model" if self.learn_target else "fixed"
         return (
             f"num_classes={self.num_classes}, queue_length={self.queue_length}, target={target}"
-            + options_repr(self.activation)
+            + self.input_repr()
         )

@@ -7,13 +7,7 @@ from torch import Tensor
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import (
-    check_binary_classes,
-    check_num_classes,
-    check_weighting,
-    options_repr,
-)
-from pseudosel.selectors.update_then_select import UpdateThenSelect
+from pseudosel.selectors._base import UpdateThenSelect, check_momentum
 from pseudosel.validation import check_real
 
 __all__ = ["CorrMatchSelector"]
@@ -29,6 +23,10 @@ class CorrMatchSelector(UpdateThenSelect):
     confidence filter); in eval mode it selects with the frozen τ. Maths:
     :mod:`pseudosel.functional.corrmatch`.
 
+    Options shared by every selector module (``validate``, ``activation``, ``weighting``):
+    :mod:`pseudosel.selectors._base`; a sigmoid output must be binary (build with
+    num_classes=2).
+
     Args:
         num_classes: K >= 2.
         thresh_init: τ₀. Default 0.85 (CorrMatch's configs).
@@ -36,12 +34,6 @@ class CorrMatchSelector(UpdateThenSelect):
             BatchNorm's ``momentum``). Default 0.999 (CorrMatch).
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
-        validate: check input values on every call (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
-            sigmoid output p, read as the two classes (1 − p, p) (build with
-            num_classes=2). Multi-label input is refused (docs/binary.md).
-        weighting: ``"soft"`` (default: the selector's own weights) or ``"hard"``
-            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Shape:
         probs (N, K) or (N, K, *spatial); valid and every Selection field (N, *spatial).
@@ -72,14 +64,12 @@ class CorrMatchSelector(UpdateThenSelect):
         activation: str = "softmax",
         weighting: str = "soft",
     ) -> None:
-        super().__init__()
-        self.num_classes = check_num_classes(num_classes)
+        super().__init__(
+            num_classes=num_classes, validate=validate, activation=activation, weighting=weighting
+        )
         self.thresh_init = check_real("thresh_init", thresh_init, low=0.0, high=1.0)
-        self.momentum = check_real("momentum", momentum, low=0.0, high=1.0)
+        self.momentum = check_momentum(momentum)
         self.process_group = process_group
-        self.validate = bool(validate)
-        self.activation = check_binary_classes(self.num_classes, activation, "CorrMatchSelector")
-        self.weighting = check_weighting(weighting)
         self.register_buffer("thresh", F.corrmatch_init(thresh_init=self.thresh_init).thresh)
 
     def state(self) -> F.CorrMatchState:
@@ -92,14 +82,19 @@ class CorrMatchSelector(UpdateThenSelect):
 
     def _advance(self, probs: Tensor, valid: Tensor) -> F.CorrMatchState:
         return F.corrmatch_update(
-            self.state(), probs, valid, momentum=self.momentum, group=self.process_group
+            probs,
+            self.state(),
+            valid=valid,
+            momentum=self.momentum,
+            process_group=self.process_group,
+            validate=False,
         )
 
     def _select(self, probs: Tensor, valid: Tensor) -> Selection:
-        return F.corrmatch_select(probs, self.state(), valid)
+        return F.corrmatch_select(probs, self.state(), valid=valid, validate=False)
 
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, thresh_init={self.thresh_init}, "
             f"momentum={self.momentum}"
-        ) + options_repr(self.activation, self.weighting)
+        ) + self.input_repr()

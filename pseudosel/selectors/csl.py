@@ -5,21 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._deprecation import renamed_keywords
 from pseudosel.compiled import compiled
 from pseudosel.features import DEFAULT_RESIDUAL
 from pseudosel.functional.csl import CSL_PRESETS, check_csl_options
-from pseudosel.select import load_csl_variants
+from pseudosel.functional.separation import load_variants
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import check_weighting, options_repr, weighted
-from pseudosel.validation import check_activation, check_choice
+from pseudosel.selectors._base import Selector
+from pseudosel.validation import check_choice
 
 __all__ = ["CSLSelector"]
 
 
-class CSLSelector(nn.Module):
+class CSLSelector(Selector):
     """CSL, the convex-separation selector (ICCV 2025): per-image boundary, soft weights.
 
     Stateless: every call splits each group (image, or batch for (N, K) input) afresh.
@@ -27,11 +28,12 @@ class CSLSelector(nn.Module):
     published ICCV code; they are kept in the ``options`` dict. :meth:`preset` builds one
     from a named configuration (``"csl"``, ``"csl_covar"``). ``compile=True`` runs the
     compiled path (:mod:`pseudosel.compiled`: compiled on the first call, batch size
-    dynamic); default False (eager). ``activation="sigmoid"`` takes binary (N, 1, *spatial)
-    or multi-label (N, L, *spatial) sigmoid outputs (one group per label by default; see
-    :func:`pseudosel.functional.csl` and docs/binary.md); ``weighting="hard"`` returns the
-    trusted set as 0/1 weights (:meth:`~pseudosel.Selection.hard`); defaults ``"softmax"``
-    and ``"soft"``.
+    dynamic); default False (eager). ``validate``, ``activation``, ``multilabel`` and
+    ``weighting`` are the options every selector module shares
+    (:mod:`pseudosel.selectors._base`): ``activation="sigmoid"`` takes binary
+    (N, 1, *spatial) or multi-label (N, L, *spatial) sigmoid outputs (one boundary per label
+    by default; docs/binary.md), ``weighting="hard"`` returns the trusted set as 0/1
+    weights.
 
     Shape:
         probs (N, K) or (N, K, *spatial) with K >= 2; valid (N, *spatial); every Selection
@@ -47,11 +49,12 @@ class CSLSelector(nn.Module):
         torch.Size([2, 16, 16])
     """
 
+    @renamed_keywords("CSLSelector", group="scope")
     def __init__(
         self,
         *,
         alpha: float = 2.0,
-        group: str = "auto",
+        scope: str = "auto",
         cluster_rule: str = "confidence",
         residual: str = DEFAULT_RESIDUAL,
         g_scale: float = 1.0,
@@ -65,12 +68,15 @@ class CSLSelector(nn.Module):
         seed: int = 0,
         compile: bool = False,
         activation: str = "softmax",
+        multilabel: bool | None = None,
         weighting: str = "soft",
     ) -> None:
-        super().__init__()
+        super().__init__(
+            validate=validate, activation=activation, multilabel=multilabel, weighting=weighting
+        )
         self.options: dict[str, Any] = dict(
             alpha=alpha,
-            group=group,
+            scope=scope,
             cluster_rule=cluster_rule,
             residual=residual,
             g_scale=g_scale,
@@ -81,12 +87,9 @@ class CSLSelector(nn.Module):
             boundary=boundary,
             max_points=max_points,
         )
-        load_csl_variants(self.options)  # solver="cvxpy" / boundary="max_margin" plug in
+        load_variants(self.options)  # solver="cvxpy" / boundary="max_margin" plug in
         check_csl_options(**self.options)
         self.seed = seed
-        self.activation = check_activation(activation)
-        self.weighting = check_weighting(weighting)
-        self.validate = bool(validate)
         self.compile = bool(compile)
         self._select = compiled(F.csl) if self.compile else F.csl
 
@@ -114,14 +117,11 @@ class CSLSelector(nn.Module):
             validate=self.validate,
             seed=self.seed,
             activation=self.activation,
+            multilabel=self.multilabel,
             **self.options,
         )
-        return weighted(selection, self.weighting)
+        return self.finish(selection)
 
     def extra_repr(self) -> str:
         options = ", ".join(f"{key}={value!r}" for key, value in self.options.items())
-        return (
-            options
-            + (", compile=True" if self.compile else "")
-            + options_repr(self.activation, self.weighting)
-        )
+        return options + (", compile=True" if self.compile else "") + self.input_repr()

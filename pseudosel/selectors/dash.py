@@ -5,17 +5,17 @@ functional.dash."""
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import check_weighting, options_repr, selector_inputs, weighted
-from pseudosel.validation import check_activation, check_real
+from pseudosel.selectors._base import Selector, check_positive_int
+from pseudosel.validation import check_real
 
 __all__ = ["DashSelector"]
 
 
-class DashSelector(nn.Module):
+class DashSelector(Selector):
     """Dash: keep positions with pseudo-label loss ℓ <= ρ_t; ρ decays every ``update_every`` steps.
 
     As in USB, ℓ is the cross-entropy of p against the soft target softmax(logits / T)
@@ -30,6 +30,10 @@ class DashSelector(nn.Module):
     ρ (on the device, no host read), then positions are selected, then ``step`` advances.
     In eval mode ``forward`` selects with the current ρ and phase.
 
+    Options shared by every selector module (``validate``, ``activation``, ``multilabel``,
+    ``weighting``): :mod:`pseudosel.selectors._base`; multi-label: ℓ per (sample, label),
+    one ρ_t for all.
+
     Args:
         rho_init: ρ_init, the mean labeled cross-entropy after warm-up (> 0). Can be reset
             later through the ``rho_init`` buffer.
@@ -40,13 +44,6 @@ class DashSelector(nn.Module):
         T: temperature of the soft targets (> 0). Default 0.5 (USB).
         hard_labels: always use hard pseudo-labels (ℓ = −log max p), also while
             ρ > ρ_min. Default False (USB: soft until ρ reaches ρ_min).
-        validate: check that valid positions hold probabilities. Default True.
-        activation: ``"softmax"`` (default: probs are class probabilities) or ``"sigmoid"``:
-            binary (N, 1, *spatial) or multi-label (N, L, *spatial) sigmoid probabilities
-            p, read as (1 − p, p) (docs/binary.md);
-            multi-label: ℓ per (sample, label), one ρ_t for all.
-        weighting: ``"soft"`` (default: the selector's own weights; already 0/1 here) or ``"hard"``
-            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Shape:
         probs (N, K) or (N, K, *spatial); valid and every Selection field (N, *spatial).
@@ -84,15 +81,14 @@ class DashSelector(nn.Module):
         hard_labels: bool = False,
         validate: bool = True,
         activation: str = "softmax",
+        multilabel: bool | None = None,
         weighting: str = "soft",
     ) -> None:
-        super().__init__()
+        super().__init__(
+            validate=validate, activation=activation, multilabel=multilabel, weighting=weighting
+        )
         rho_init = check_real("rho_init", rho_init, low=0.0, low_open=True)
-        if isinstance(update_every, bool) or not isinstance(update_every, int):
-            raise TypeError(f"update_every must be an int, got {type(update_every).__name__}")
-        if update_every < 1:
-            raise ValueError(f"update_every must be >= 1, got {update_every}")
-        self.update_every = update_every
+        self.update_every = check_positive_int("update_every", update_every)
         self.gamma = check_real("gamma", gamma, low=0.0, low_open=True)
         self.c = check_real("c", c, low=0.0, low_open=True)
         self.rho_min = check_real("rho_min", rho_min, low=0.0)
@@ -100,9 +96,6 @@ class DashSelector(nn.Module):
         if not isinstance(hard_labels, bool):
             raise TypeError(f"hard_labels must be a bool, got {type(hard_labels).__name__}")
         self.hard_labels = hard_labels
-        self.validate = bool(validate)
-        self.activation = check_activation(activation)
-        self.weighting = check_weighting(weighting)
         init = torch.tensor(rho_init)
         self.register_buffer("rho_init", init)
         self.register_buffer("rho", self._rho_at(torch.tensor(0), init))
@@ -125,8 +118,7 @@ class DashSelector(nn.Module):
     @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """One Dash step in training mode (update ρ if due, select, count); else select."""
-        probs = probs.detach()
-        probs, valid = selector_inputs(probs, valid, self.validate, activation=self.activation)
+        probs, valid, _ = self.prepare(probs, valid)
         if self.training:
             due = self.step % self.update_every == 0
             self.rho.copy_(
@@ -135,11 +127,13 @@ class DashSelector(nn.Module):
             self.update_count.add_(due.long())
             self.step.add_(1)
         hard: Tensor | bool = True if self.hard_labels else self.use_hard_labels
-        selection = F.dash_select(probs, self.rho, valid, use_hard_labels=hard, T=self.T)
-        return weighted(selection, self.weighting)
+        selection = F.dash_select(
+            probs, self.rho, valid=valid, use_hard_labels=hard, T=self.T, validate=False
+        )
+        return self.finish(selection)
 
     def extra_repr(self) -> str:
         return (
             f"update_every={self.update_every}, gamma={self.gamma}, c={self.c}, "
             f"rho_min={self.rho_min}, T={self.T}, hard_labels={self.hard_labels}"
-        ) + options_repr(self.activation, self.weighting)
+        ) + self.input_repr()

@@ -1,37 +1,35 @@
-"""U2PL's reliable/unreliable split by entropy, step count in a buffer."""
+"""U2PL's reliable/unreliable split by entropy, step count in a buffer. Maths:
+functional.entropy_split."""
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import check_weighting, options_repr, selector_inputs, weighted
-from pseudosel.validation import check_activation, check_real
+from pseudosel.selectors._base import Selector, check_positive_int
+from pseudosel.validation import check_real
 
 __all__ = ["EntropySplitSelector"]
 
 
-class EntropySplitSelector(nn.Module):
+class EntropySplitSelector(Selector):
     """U2PL's reliable/unreliable split by entropy percentile, α_t annealed over training.
 
     α_t = α₀·(1 − min(t, T)/T) at step t (counted by training-mode calls); reliable = valid
     positions with entropy below the global (1 − α_t)-quantile.
+
+    Options shared by every selector module (``validate``, ``activation``, ``multilabel``,
+    ``weighting``): :mod:`pseudosel.selectors._base`; multi-label: one quantile over all
+    (sample, label) positions.
 
     Args:
         total_steps: T, the step at which α reaches 0.
         alpha0: initial unreliable share α₀ in [0, 1]. Default 0.2 (U2PL).
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
-        validate: check input values on every call (default True).
-        activation: ``"softmax"`` (default: probs are class probabilities) or ``"sigmoid"``:
-            binary (N, 1, *spatial) or multi-label (N, L, *spatial) sigmoid probabilities
-            p, read as (1 − p, p) (docs/binary.md);
-            multi-label: one quantile over all (sample, label) positions.
-        weighting: ``"soft"`` (default: the selector's own weights; already 0/1 here) or ``"hard"``
-            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Buffers:
         ``step`` (long).
@@ -54,19 +52,15 @@ class EntropySplitSelector(nn.Module):
         process_group: ProcessGroup | None = None,
         validate: bool = True,
         activation: str = "softmax",
+        multilabel: bool | None = None,
         weighting: str = "soft",
     ) -> None:
-        super().__init__()
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int):
-            raise TypeError(f"total_steps must be an int, got {type(total_steps).__name__}")
-        if total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-        self.total_steps = total_steps
+        super().__init__(
+            validate=validate, activation=activation, multilabel=multilabel, weighting=weighting
+        )
+        self.total_steps = check_positive_int("total_steps", total_steps)
         self.alpha0 = check_real("alpha0", alpha0, low=0.0, high=1.0)
         self.process_group = process_group
-        self.validate = bool(validate)
-        self.activation = check_activation(activation)
-        self.weighting = check_weighting(weighting)
         self.register_buffer("step", torch.tensor(0))
 
     def unreliable_share(self) -> Tensor:
@@ -77,13 +71,18 @@ class EntropySplitSelector(nn.Module):
     @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Split with α_t; in training mode then advance the step."""
-        probs, valid = selector_inputs(probs, valid, self.validate, activation=self.activation)
-        selection = F.split_by_entropy(probs, valid, self.unreliable_share(), self.process_group)
+        selection = F.entropy_split(
+            probs,
+            self.unreliable_share(),
+            valid=valid,
+            process_group=self.process_group,
+            validate=self.validate,
+            activation=self.activation,
+            multilabel=self.multilabel,
+        )
         if self.training:
             self.step.add_(1)
-        return weighted(selection, self.weighting)
+        return self.finish(selection)
 
     def extra_repr(self) -> str:
-        return f"total_steps={self.total_steps}, alpha0={self.alpha0}" + options_repr(
-            self.activation, self.weighting
-        )
+        return f"total_steps={self.total_steps}, alpha0={self.alpha0}" + self.input_repr()

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
-from pseudosel.features import confidence_and_labels, with_shared_features
-from pseudosel.functional.flexmatch import MAPPINGS
+from pseudosel.features import with_shared_features
+from pseudosel.functional.flexmatch import check_flexmatch_options
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import (
-    check_binary_classes,
-    check_num_classes,
-    check_weighting,
-    options_repr,
-    selector_inputs,
-    weighted,
-)
-from pseudosel.validation import check_choice, check_real
+from pseudosel.selectors._base import Selector, check_positive_int
 
 __all__ = ["FlexMatchSelector"]
 
 
-class FlexMatchSelector(nn.Module):
+class FlexMatchSelector(Selector):
     """FlexMatch's curriculum thresholds T(k) = τ·M(β(k)), held in buffers.
 
     Two forms (see :mod:`pseudosel.functional.flexmatch`):
@@ -37,6 +29,10 @@ class FlexMatchSelector(nn.Module):
     batch (as USB); in eval mode it only selects. Under torch.distributed all ranks apply
     every rank's writes, so they hold the same state.
 
+    Options shared by every selector module (``validate``, ``activation``, ``weighting``):
+    :mod:`pseudosel.selectors._base`; a sigmoid output must be binary (build with
+    num_classes=2).
+
     Args:
         num_classes: K.
         num_unlabeled: size of the unlabeled set (per-sample form), or None.
@@ -44,12 +40,6 @@ class FlexMatchSelector(nn.Module):
         warmup: FlexMatch's threshold warm-up (β divided by max(max σ, unused)). Default True.
         mapping: ``"convex"`` (default), ``"linear"`` or ``"concave"``.
         process_group: for the collectives (default: the default group, if initialised).
-        validate: check input values on every call (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
-            sigmoid output p, read as the two classes (1 − p, p) (build with
-            num_classes=2). Multi-label input is refused (docs/binary.md).
-        weighting: ``"soft"`` (default: the selector's own weights; already 0/1 here) or ``"hard"``
-            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Buffers:
         ``classwise_acc`` (K,) β; ``counts`` (K + 1,) long σ and the unused count;
@@ -68,6 +58,8 @@ class FlexMatchSelector(nn.Module):
     counts: Tensor
     selected_label: Tensor
 
+    per_class_state = True
+
     def __init__(
         self,
         num_classes: int,
@@ -81,31 +73,26 @@ class FlexMatchSelector(nn.Module):
         activation: str = "softmax",
         weighting: str = "soft",
     ) -> None:
-        super().__init__()
-        self.num_classes = check_num_classes(num_classes)
+        super().__init__(
+            num_classes=num_classes, validate=validate, activation=activation, weighting=weighting
+        )
         if num_unlabeled is not None:
-            if isinstance(num_unlabeled, bool) or not isinstance(num_unlabeled, int):
-                raise TypeError(
-                    f"num_unlabeled must be an int or None, got {type(num_unlabeled).__name__}"
-                )
-            if num_unlabeled < 1:
-                raise ValueError(f"num_unlabeled must be >= 1, got {num_unlabeled}")
+            num_unlabeled = check_positive_int("num_unlabeled", num_unlabeled)
         self.num_unlabeled = num_unlabeled
-        self.tau = check_real("tau", tau, low=0.0, high=1.0)
+        self.tau, self.mapping = check_flexmatch_options(tau, mapping)
         self.warmup = bool(warmup)
-        self.mapping = check_choice("mapping", mapping, MAPPINGS)
         self.process_group = process_group
-        self.validate = bool(validate)
-        self.activation = check_binary_classes(self.num_classes, activation, "FlexMatchSelector")
-        self.weighting = check_weighting(weighting)
-        self.register_buffer("classwise_acc", torch.zeros(num_classes))
-        counts = torch.zeros(num_classes + 1, dtype=torch.long)
+        start = F.flexmatch_init(num_classes, num_unlabeled)
+        self.register_buffer("classwise_acc", start.classwise_acc)
         if num_unlabeled is not None:
-            counts[-1] = num_unlabeled
-            self.register_buffer(
-                "selected_label", torch.full((num_unlabeled,), -1, dtype=torch.long)
-            )
-        self.register_buffer("counts", counts)
+            self.register_buffer("selected_label", start.selected_label)
+        self.register_buffer("counts", start.counts)
+
+    def state(self) -> F.FlexMatchState:
+        """The buffers as a :class:`~pseudosel.functional.FlexMatchState` (the store is
+        empty in the class-wise form)."""
+        store = self.selected_label if self.num_unlabeled is not None else self.counts[:0]
+        return F.FlexMatchState(self.classwise_acc, self.counts, store)
 
     def thresholds(self) -> Tensor:
         """The current class thresholds T(k), (K,)."""
@@ -121,14 +108,7 @@ class FlexMatchSelector(nn.Module):
     def _inputs(
         self, probs: Tensor, index: Tensor | None, valid: Tensor | None, *, recording: bool
     ) -> tuple[Tensor, Tensor]:
-        probs, valid = selector_inputs(
-            probs,
-            valid,
-            self.validate,
-            self.num_classes,
-            activation=self.activation,
-            selector="FlexMatchSelector",
-        )
+        probs, valid, _ = self.prepare(probs, valid)
         if self.num_unlabeled is None:
             if index is not None:
                 raise ValueError(
@@ -158,14 +138,7 @@ class FlexMatchSelector(nn.Module):
                 f"{tuple(index.shape)} on {index.device}"
             )
         if self.validate:
-            in_range = ((index >= 0) & (index < self.num_unlabeled)).all()
-            if torch.compiler.is_compiling() or index.device.type != "cpu":
-                torch._assert_async(in_range, "index out of range [0, num_unlabeled)")
-            elif not bool(in_range):
-                raise ValueError(
-                    f"index must lie in [0, {self.num_unlabeled}) (num_unlabeled), got values "
-                    f"from {int(index.min())} to {int(index.max())}"
-                )
+            check_index(index, self.num_unlabeled)
         return probs, valid
 
     @torch.no_grad()
@@ -182,11 +155,11 @@ class FlexMatchSelector(nn.Module):
 
     def _step(self, probs: Tensor, index: Tensor | None, valid: Tensor) -> Selection:
         selection = F.flexmatch_select(
-            probs, self.classwise_acc, valid, tau=self.tau, mapping=self.mapping
+            probs, self.state(), valid=valid, tau=self.tau, mapping=self.mapping, validate=False
         )
-        if self.training:  # the confidence comes from the shared arg-max pass (eager)
-            self._record(confidence_and_labels(probs)[0], selection.labels, index, valid)
-        return weighted(selection, self.weighting)
+        if self.training:  # the arg-max comes from the shared pass (eager)
+            self._record(probs, index, valid)
+        return self.finish(selection)
 
     @torch.no_grad()
     def update(
@@ -194,30 +167,36 @@ class FlexMatchSelector(nn.Module):
     ) -> None:
         """Record a batch (store writes or class counts) and recompute β, without selecting."""
         probs, valid = self._inputs(probs, index, valid, recording=True)
-        self._record(*confidence_and_labels(probs), index, valid)
+        self._record(probs, index, valid)
 
-    def _record(self, confidence: Tensor, labels: Tensor, index: Tensor | None, valid: Tensor):
-        confident = valid & (confidence >= self.tau)
-        if index is None:
-            F.flexmatch_record_classes(
-                self.counts, labels, confident, valid, group=self.process_group, inplace=True
-            )
-        else:
-            F.flexmatch_record_samples(
-                self.selected_label,
-                self.counts,
-                labels,
-                confident,
-                index,
-                group=self.process_group,
-                inplace=True,
-            )
-        self.classwise_acc.copy_(
-            F.flexmatch_classwise_acc(self.counts, self.classwise_acc, warmup=self.warmup)
+    def _record(self, probs: Tensor, index: Tensor | None, valid: Tensor) -> None:
+        F.flexmatch_update(
+            probs,
+            self.state(),
+            valid=valid,
+            index=index,
+            tau=self.tau,
+            warmup=self.warmup,
+            process_group=self.process_group,
+            inplace=True,
+            validate=False,
         )
 
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, num_unlabeled={self.num_unlabeled}, "
             f"tau={self.tau}, warmup={self.warmup}, mapping={self.mapping!r}"
-        ) + options_repr(self.activation, self.weighting)
+        ) + self.input_repr()
+
+
+def check_index(index: Tensor, num_unlabeled: int) -> None:
+    """Sample positions in [0, num_unlabeled): ``ValueError`` on a CPU, a device-side
+    assertion elsewhere."""
+    in_range = ((index >= 0) & (index < num_unlabeled)).all()
+    if torch.compiler.is_compiling() or index.device.type != "cpu":
+        torch._assert_async(in_range, "index out of range [0, num_unlabeled)")
+    elif not bool(in_range):
+        raise ValueError(
+            f"index must lie in [0, {num_unlabeled}) (num_unlabeled), got values from "
+            f"{int(index.min())} to {int(index.max())}"
+        )

@@ -7,14 +7,7 @@ from torch import Tensor
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import (
-    check_binary_classes,
-    check_num_classes,
-    check_weighting,
-    options_repr,
-)
-from pseudosel.selectors.update_then_select import UpdateThenSelect
-from pseudosel.validation import check_real
+from pseudosel.selectors._base import UpdateThenSelect, check_momentum
 
 __all__ = ["FreeMatchSelector"]
 
@@ -25,6 +18,10 @@ class FreeMatchSelector(UpdateThenSelect):
     In training mode ``forward`` first updates the statistics with the batch, then selects
     (USB's order); in eval mode it selects with frozen statistics.
 
+    Options shared by every selector module (``validate``, ``activation``, ``weighting``):
+    :mod:`pseudosel.selectors._base`; a sigmoid output must be binary (build with
+    num_classes=2).
+
     Args:
         num_classes: K.
         momentum: EMA momentum. Default 0.999.
@@ -32,12 +29,6 @@ class FreeMatchSelector(UpdateThenSelect):
         clip_thresh: clip τ_t to [0, 0.95] (off).
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
-        validate: check input values on every call (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
-            sigmoid output p, read as the two classes (1 − p, p) (build with
-            num_classes=2). Multi-label input is refused (docs/binary.md).
-        weighting: ``"soft"`` (default: the selector's own weights) or ``"hard"``
-            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Buffers:
         ``time_p`` (0-dim), ``p_model`` (K,), ``label_hist`` (K,); initially 1/K each.
@@ -67,15 +58,13 @@ class FreeMatchSelector(UpdateThenSelect):
         activation: str = "softmax",
         weighting: str = "soft",
     ) -> None:
-        super().__init__()
-        self.num_classes = check_num_classes(num_classes)
-        self.momentum = check_real("momentum", momentum, low=0.0, high=1.0)
+        super().__init__(
+            num_classes=num_classes, validate=validate, activation=activation, weighting=weighting
+        )
+        self.momentum = check_momentum(momentum)
         self.use_quantile = bool(use_quantile)
         self.clip_thresh = bool(clip_thresh)
         self.process_group = process_group
-        self.validate = bool(validate)
-        self.activation = check_binary_classes(self.num_classes, activation, "FreeMatchSelector")
-        self.weighting = check_weighting(weighting)
         state = F.freematch_init(num_classes)
         for name, value in zip(state._fields, state, strict=True):
             self.register_buffer(name, value)
@@ -86,20 +75,21 @@ class FreeMatchSelector(UpdateThenSelect):
 
     def _advance(self, probs: Tensor, valid: Tensor) -> F.FreeMatchState:
         return F.freematch_update(
-            self.state(),
             probs,
-            valid,
+            self.state(),
+            valid=valid,
             momentum=self.momentum,
             use_quantile=self.use_quantile,
             clip_thresh=self.clip_thresh,
-            group=self.process_group,
+            process_group=self.process_group,
+            validate=False,
         )
 
     def _select(self, probs: Tensor, valid: Tensor) -> Selection:
-        return F.freematch_select(probs, self.state(), valid)
+        return F.freematch_select(probs, self.state(), valid=valid, validate=False)
 
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, momentum={self.momentum}, "
             f"use_quantile={self.use_quantile}, clip_thresh={self.clip_thresh}"
-        ) + options_repr(self.activation, self.weighting)
+        ) + self.input_repr()

@@ -6,9 +6,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._deprecation import warn_once
 from pseudosel.distributed import ProcessGroup
 from pseudosel.functional.precision import (
     DELTA,
@@ -19,26 +20,19 @@ from pseudosel.functional.precision import (
     check_target,
 )
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import (
-    check_binary_classes,
-    check_num_classes,
-    check_weighting,
-    options_repr,
-    selector_inputs,
-    weighted,
-)
+from pseudosel.selectors._base import Selector, check_positive_int
 from pseudosel.validation import check_real
 
 __all__ = ["PrecisionTargetSelector"]
 
 
-class PrecisionTargetSelector(nn.Module):
+class PrecisionTargetSelector(Selector):
     r"""Experimental: mask = ĉ >= τ(ŷ), with τ the smallest threshold whose precision is
     certified to be >= 1 − ε with probability >= 1 − δ on held-out labelled data.
 
     The loop feeds predictions on a labelled set the model was NOT trained on (a held-out
     split: predictions on training data are over-confident and would certify thresholds
-    that are too low) through :meth:`observe_heldout`, which keeps the last ``window``
+    that are too low) through :meth:`update_heldout`, which keeps the last ``window``
     (confidence, correct, predicted class) pairs in a ring buffer, and calls
     :meth:`calibrate` after the model has changed. :meth:`calibrate` tests a fixed grid of
     candidate thresholds from the highest down with a Clopper–Pearson bound on the
@@ -50,6 +44,10 @@ class PrecisionTargetSelector(nn.Module):
     thresholds in training and eval mode alike. Before any held-out data the threshold is
     ``fallback_tau`` (default: select nothing); when no candidate is certified, nothing is
     selected.
+
+    Options shared by every selector module (``validate``, ``activation``, ``weighting``):
+    :mod:`pseudosel.selectors._base`; a sigmoid output must be binary (build with
+    num_classes=2).
 
     Args:
         num_classes: K >= 2.
@@ -68,23 +66,18 @@ class PrecisionTargetSelector(nn.Module):
             Default 100.
         fallback_tau: the threshold before the first calibration on held-out data. Default
             None: select nothing (threshold 2); e.g. 0.95 keeps FixMatch's meanwhile.
-        process_group: process group of the all-gather in :meth:`observe_heldout`
+        process_group: process group of the all-gather in :meth:`update_heldout`
             (default: the default group, when torch.distributed is initialised).
-        validate: check input values on every call (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
-            sigmoid output p, read as the two classes (1 − p, p) (build with
-            num_classes=2). Multi-label input is refused (docs/binary.md).
-        weighting: ``"soft"`` (default; the weight is already the 0/1 mask) or ``"hard"``.
 
     Shape:
         probs (N, K) or (N, K, *spatial); valid and every Selection field (N, *spatial);
-        :meth:`observe_heldout`: the same layouts, labels (N, *spatial) long.
+        :meth:`update_heldout`: the same layouts, labels (N, *spatial) long.
 
     Buffers:
         ``confidence`` (W,), ``correct`` (W,) bool, ``predicted`` (W,) long: the ring
         buffer; ``filled`` and ``ptr`` (0-dim long): pairs held and next slot; ``thresh``
         (K,): the current threshold of each predicted class (all equal unless
-        ``per_class``). DDP: :meth:`observe_heldout` all-gathers each batch's pairs (equal
+        ``per_class``). DDP: :meth:`update_heldout` all-gathers each batch's pairs (equal
         per-rank batch sizes), so every rank holds the window and thresholds one process
         fed the concatenated batches would hold; :meth:`calibrate` needs no collective.
 
@@ -93,7 +86,7 @@ class PrecisionTargetSelector(nn.Module):
         >>> from pseudosel import PrecisionTargetSelector
         >>> selector = PrecisionTargetSelector(10, epsilon=0.1, window=1024)
         >>> heldout = torch.randn(1000, 10).mul(4).softmax(1)
-        >>> selector.observe_heldout(heldout, heldout.argmax(1))  # all correct here
+        >>> selector.update_heldout(heldout, heldout.argmax(1))  # all correct here
         >>> selector.calibrate()
         >>> float(selector.thresh[0]) < 1
         True
@@ -107,6 +100,8 @@ class PrecisionTargetSelector(nn.Module):
     ptr: Tensor
     thresh: Tensor
     candidates: Tensor
+
+    per_class_state = True
 
     def __init__(
         self,
@@ -124,28 +119,24 @@ class PrecisionTargetSelector(nn.Module):
         activation: str = "softmax",
         weighting: str = "soft",
     ) -> None:
-        super().__init__()
-        self.num_classes = check_num_classes(num_classes)
+        super().__init__(
+            num_classes=num_classes, validate=validate, activation=activation, weighting=weighting
+        )
         self.epsilon, self.delta, min_count = check_target(epsilon, delta, min_count)
-        self.window = _positive_int("window", window)
+        self.window = check_positive_int("window", window)
         self.min_count = min_count
         self.per_class = bool(per_class)
         if fallback_tau is not None:
             fallback_tau = check_real("fallback_tau", fallback_tau, low=0.0, high=1.0)
         self.fallback_tau = fallback_tau
         self.process_group = process_group
-        self.validate = bool(validate)
-        self.activation = check_binary_classes(
-            self.num_classes, activation, "PrecisionTargetSelector"
-        )
-        self.weighting = check_weighting(weighting)
         grid = _candidate_grid(candidates)
         self.num_candidates = grid.shape[0]
         self.register_buffer("candidates", grid, persistent=False)  # configuration, not state
         state = F.precision_target_init(
             self.num_classes, window=self.window, fallback_tau=fallback_tau
         )
-        # the window and the thresholds are identical on every rank (observe_heldout
+        # the window and the thresholds are identical on every rank (update_heldout
         # all-gathers each batch before writing it)
         self.register_buffer("confidence", state.confidence)  # (W,)
         self.register_buffer("correct", state.correct)  # (W,) bool
@@ -160,24 +151,15 @@ class PrecisionTargetSelector(nn.Module):
             self.confidence, self.correct, self.predicted, self.filled, self.ptr, self.thresh
         )
 
-    def _inputs(self, probs: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
-        return selector_inputs(
-            probs,
-            valid,
-            self.validate,
-            self.num_classes,
-            activation=self.activation,
-            selector="PrecisionTargetSelector",
-        )
-
     @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select with the current thresholds (training and eval mode alike)."""
-        probs, valid = self._inputs(probs, valid)
-        return weighted(F.precision_target_select(probs, self.state(), valid), self.weighting)
+        probs, valid, _ = self.prepare(probs, valid)
+        selection = F.precision_target_select(probs, self.state(), valid=valid, validate=False)
+        return self.finish(selection)
 
     @torch.no_grad()
-    def observe_heldout(
+    def update_heldout(
         self, probs_heldout: Tensor, labels_heldout: Tensor, valid: Tensor | None = None
     ) -> None:
         """Push held-out predictions and their true labels into the window.
@@ -189,12 +171,28 @@ class PrecisionTargetSelector(nn.Module):
             valid: optional bool (N, *spatial); False skips a position (e.g. an ignored
                 pixel, ``labels != 255``).
         """
-        probs, valid = self._inputs(probs_heldout, valid)
-        _check_labels(labels_heldout, valid, self.num_classes, self.validate)
-        new = F.precision_target_observe(
-            self.state(), probs, labels_heldout, valid, group=self.process_group
+        new = F.precision_target_update(
+            probs_heldout,
+            labels_heldout,
+            self.state(),
+            valid=valid,
+            process_group=self.process_group,
+            validate=self.validate,
+            activation=self.activation,
+            labels_name="labels_heldout",
         )
         self._store(new)
+
+    def observe_heldout(
+        self, probs_heldout: Tensor, labels_heldout: Tensor, valid: Tensor | None = None
+    ) -> None:
+        """Deprecated alias of :meth:`update_heldout` (warns once)."""
+        warn_once(
+            "PrecisionTargetSelector.observe_heldout",
+            "PrecisionTargetSelector.observe_heldout is deprecated and will be removed; use "
+            "update_heldout",
+        )
+        self.update_heldout(probs_heldout, labels_heldout, valid)
 
     @torch.no_grad()
     def calibrate(self) -> None:
@@ -230,21 +228,13 @@ class PrecisionTargetSelector(nn.Module):
             f"window={self.window}, candidates={self.num_candidates}, "
             f"per_class={self.per_class}, min_count={self.min_count}, "
             f"fallback_tau={self.fallback_tau}"
-        ) + options_repr(self.activation, self.weighting)
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+        ) + self.input_repr()
 
 
 def _candidate_grid(candidates: int | Sequence[float] | Tensor) -> Tensor:
     """(G,) float64 thresholds, highest first."""
     if isinstance(candidates, int) and not isinstance(candidates, bool):
-        return F.precision_candidates(_positive_int("candidates", candidates))
+        return F.precision_candidates(check_positive_int("candidates", candidates))
     if isinstance(candidates, Tensor):
         values = candidates.detach().to("cpu", torch.float64)
     elif isinstance(candidates, Sequence) and not isinstance(candidates, str):
@@ -270,33 +260,3 @@ def _candidate_grid(candidates: int | Sequence[float] | Tensor) -> Tensor:
     if len(set(listed)) != len(listed):
         raise ValueError(f"candidates must be distinct, got {listed}")
     return values
-
-
-def _check_labels(labels: object, valid: Tensor, num_classes: int, validate: bool) -> None:
-    """labels: integer (N, *spatial) on the device of valid, in [0, K) at valid positions."""
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels_heldout must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise TypeError(
-            f"labels_heldout must be an integer tensor of class indices, got dtype {labels.dtype}"
-        )
-    if tuple(labels.shape) != tuple(valid.shape):
-        raise ValueError(
-            f"labels_heldout must have shape {tuple(valid.shape)} (the positions of "
-            f"probs_heldout), got {tuple(labels.shape)}"
-        )
-    if labels.device != valid.device:
-        raise ValueError(
-            f"labels_heldout must be on {valid.device} like probs_heldout, got {labels.device}"
-        )
-    if not validate:
-        return
-    ok = (((labels >= 0) & (labels < num_classes)) | ~valid).all()
-    message = (
-        f"labels_heldout must hold classes in [0, {num_classes}) at valid positions "
-        "(mark unlabelled positions with valid=False)"
-    )
-    if torch.compiler.is_compiling() or labels.device.type != "cpu":
-        torch._assert_async(ok, message)
-    elif not bool(ok):
-        raise ValueError(message)

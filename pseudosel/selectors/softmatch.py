@@ -7,13 +7,7 @@ from torch import Tensor
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
 from pseudosel.selection import Selection
-from pseudosel.selectors.inputs import (
-    check_binary_classes,
-    check_num_classes,
-    check_weighting,
-    options_repr,
-)
-from pseudosel.selectors.update_then_select import UpdateThenSelect
+from pseudosel.selectors._base import UpdateThenSelect, check_momentum
 from pseudosel.validation import check_real
 
 __all__ = ["SoftMatchSelector"]
@@ -25,6 +19,10 @@ class SoftMatchSelector(UpdateThenSelect):
     In training mode ``forward`` updates μ_t, σ²_t with the batch, then weighs (USB's
     order). Usually combined with :class:`DistributionAlignment` before it, as in USB.
 
+    Options shared by every selector module (``validate``, ``activation``, ``weighting``):
+    :mod:`pseudosel.selectors._base`; a sigmoid output must be binary (build with
+    num_classes=2).
+
     Args:
         num_classes: K.
         momentum: EMA momentum. Default 0.999.
@@ -32,12 +30,6 @@ class SoftMatchSelector(UpdateThenSelect):
         per_class: keep (K,) statistics, grouped by pseudo-label. Default False.
         process_group: process group of the collectives (default: the default group, when
             torch.distributed is initialised).
-        validate: check input values on every call (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"``: a binary (N, 1, *spatial)
-            sigmoid output p, read as the two classes (1 − p, p) (build with
-            num_classes=2). Multi-label input is refused (docs/binary.md).
-        weighting: ``"soft"`` (default: the selector's own weights) or ``"hard"``
-            (weight = mask as 0/1, :meth:`~pseudosel.Selection.hard`).
 
     Buffers:
         ``mu``, ``var``: 0-dim (or (K,)); initially 1/K and 1.
@@ -65,15 +57,13 @@ class SoftMatchSelector(UpdateThenSelect):
         activation: str = "softmax",
         weighting: str = "soft",
     ) -> None:
-        super().__init__()
-        self.num_classes = check_num_classes(num_classes)
-        self.momentum = check_real("momentum", momentum, low=0.0, high=1.0)
+        super().__init__(
+            num_classes=num_classes, validate=validate, activation=activation, weighting=weighting
+        )
+        self.momentum = check_momentum(momentum)
         self.n_sigma = check_real("n_sigma", n_sigma, low=0.0, low_open=True)
         self.per_class = bool(per_class)
         self.process_group = process_group
-        self.validate = bool(validate)
-        self.activation = check_binary_classes(self.num_classes, activation, "SoftMatchSelector")
-        self.weighting = check_weighting(weighting)
         state = F.softmatch_init(num_classes, per_class=self.per_class)
         self.register_buffer("mu", state.mu)
         self.register_buffer("var", state.var)
@@ -84,19 +74,22 @@ class SoftMatchSelector(UpdateThenSelect):
 
     def _advance(self, probs: Tensor, valid: Tensor) -> F.SoftMatchState:
         return F.softmatch_update(
-            self.state(),
             probs,
-            valid,
+            self.state(),
+            valid=valid,
             momentum=self.momentum,
             per_class=self.per_class,
-            group=self.process_group,
+            process_group=self.process_group,
+            validate=False,
         )
 
     def _select(self, probs: Tensor, valid: Tensor) -> Selection:
-        return F.softmatch_select(probs, self.state(), valid, n_sigma=self.n_sigma)
+        return F.softmatch_select(
+            probs, self.state(), valid=valid, n_sigma=self.n_sigma, validate=False
+        )
 
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, momentum={self.momentum}, "
             f"n_sigma={self.n_sigma}, per_class={self.per_class}"
-        ) + options_repr(self.activation, self.weighting)
+        ) + self.input_repr()

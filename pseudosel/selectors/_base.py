@@ -1,0 +1,222 @@
+"""What every selector module shares: its common options, the front door, the result's
+weighting — and the base of the selectors that update their statistics before selecting.
+
+A selector module stores its own hyper-parameters and buffers; the options below are the
+same for all of them, and are documented once here rather than in every class:
+
+- ``validate``: check the input values on every call (default True; the value check is the
+  one read of the data, :func:`pseudosel.inputs.prepare`);
+- ``activation``: ``"softmax"`` (default: dim 1 holds K class probabilities) or
+  ``"sigmoid"``: dim 1 holds positive-class probabilities p, read as the two classes
+  (1 − p, p) — a binary output (N, 1, *spatial), or for the selectors that take it a
+  multi-label output (N, L, *spatial) (docs/binary.md). Selectors with per-class state take
+  binary outputs only (build them with ``num_classes=2``);
+- ``multilabel``: for ``"sigmoid"``, whether dim 1 holds L labels (None: from the shape;
+  needed for 3-D input, see :func:`~pseudosel.inputs.check_multilabel`);
+- ``weighting``: ``"soft"`` (default: the selector's own weights) or ``"hard"`` (weight =
+  mask as 0/1, :meth:`~pseudosel.Selection.hard`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from pseudosel.inputs import Inputs, prepare
+from pseudosel.kernels.shared import with_shared_features
+from pseudosel.selection import WEIGHTINGS, Selection
+from pseudosel.validation import check_activation, check_choice, check_real
+
+__all__ = ["Alignment", "CheckedModule", "Selector", "UpdateThenSelect", "check_positive_int"]
+
+
+def check_num_classes(num_classes: object) -> int:
+    """``num_classes``: an int >= 2 (a binary sigmoid output is two classes)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+    if num_classes < 2:
+        raise ValueError(
+            f"num_classes must be >= 2, got {num_classes} (a binary sigmoid output is two "
+            'classes: num_classes=2 with activation="sigmoid")'
+        )
+    return num_classes
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """An int >= 1 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def check_momentum(momentum: object) -> float:
+    """An EMA momentum in [0, 1] (the weight of the OLD value, as in the published code)."""
+    return check_real("momentum", momentum, low=0.0, high=1.0)
+
+
+class CheckedModule(nn.Module):
+    """A module with the shared input options: ``validate``, ``activation``, ``multilabel``
+    and, for per-class modules, ``num_classes`` (see the module docstring).
+
+    ``per_class_state`` (class attribute): True for modules whose per-class state would mix
+    the labels of a multi-label output — they take binary sigmoid outputs only.
+    """
+
+    per_class_state: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        num_classes: int | None = None,
+        validate: bool = True,
+        activation: str = "softmax",
+        multilabel: bool | None = None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.num_classes = None if num_classes is None else check_num_classes(num_classes)
+        self.validate = bool(validate)
+        self.activation = check_activation(activation)
+        if self.activation == "sigmoid" and self.num_classes not in (None, 2):
+            raise ValueError(
+                'activation="sigmoid" reads a binary output (N, 1, *spatial) as two classes '
+                f"(1 - p, p), so {name} needs num_classes=2, got num_classes={num_classes}; "
+                f"multi-label outputs are not supported by {name} (docs/binary.md)"
+            )
+        if multilabel is not None and not isinstance(multilabel, bool):
+            raise TypeError(f"multilabel must be None, True or False, got {multilabel!r}")
+        if multilabel and self.per_class_state:
+            raise ValueError(f"{name} does not support multi-label input (docs/binary.md)")
+        self.multilabel = multilabel
+
+    def prepare(self, probs: Tensor, valid: Tensor | None = None, name: str = "probs") -> Inputs:
+        """This module's front door: :func:`pseudosel.inputs.prepare` with its options."""
+        return prepare(
+            probs,
+            valid,
+            activation=self.activation,
+            multilabel=self.multilabel,
+            num_classes=self.num_classes,
+            validate=self.validate,
+            per_class_state=type(self).__name__ if self.per_class_state else None,
+            name=name,
+        )
+
+    def input_repr(self) -> str:
+        """The non-default shared options, for ``extra_repr``."""
+        parts = [f", activation={self.activation!r}"] if self.activation != "softmax" else []
+        if self.multilabel is not None:
+            parts.append(f", multilabel={self.multilabel}")
+        return "".join(parts)
+
+
+class Selector(CheckedModule):
+    """Base of the selector modules: the shared options (module docstring) and
+    :meth:`finish`, which applies ``weighting`` to the result. Subclasses keep an explicit
+    ``forward`` signature (:func:`~pseudosel.select_reliable` passes per-call inputs by
+    name) and return a :class:`~pseudosel.Selection`.
+
+    A user's own stateful selector subclasses it to get the front door
+    (:meth:`~CheckedModule.prepare`) and the shared options (docs/plugins.md):
+
+    Example:
+        >>> import torch, pseudosel
+        >>> class RunningMean(pseudosel.Selector):
+        ...     def __init__(self, momentum=0.9, **shared):
+        ...         super().__init__(**shared)
+        ...         self.momentum = momentum
+        ...         self.register_buffer("mean", torch.tensor(0.5))
+        ...     def forward(self, probs, valid=None):
+        ...         probs, valid, _ = self.prepare(probs, valid)
+        ...         confidence, labels = probs.max(1)
+        ...         if self.training:
+        ...             batch = confidence[valid].mean()
+        ...             self.mean.mul_(self.momentum).add_((1 - self.momentum) * batch)
+        ...         mask = valid & (confidence >= self.mean)
+        ...         return self.finish(pseudosel.Selection(
+        ...             labels, mask.float(), mask, confidence - self.mean, valid))
+        >>> RunningMean(momentum=0.5)(torch.tensor([[0.9, 0.1], [0.55, 0.45]])).mask
+        tensor([ True, False])
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int | None = None,
+        validate: bool = True,
+        activation: str = "softmax",
+        multilabel: bool | None = None,
+        weighting: str = "soft",
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes, validate=validate, activation=activation, multilabel=multilabel
+        )
+        self.weighting = check_choice("weighting", weighting, WEIGHTINGS)
+
+    def finish(self, selection: Selection) -> Selection:
+        """``selection`` as it is (``weighting="soft"``), or :meth:`~pseudosel.Selection.hard`."""
+        return selection.hard() if self.weighting == "hard" else selection
+
+    def input_repr(self) -> str:
+        weighting = f", weighting={self.weighting!r}" if self.weighting != "soft" else ""
+        return super().input_repr() + weighting
+
+
+class Alignment(CheckedModule):
+    """Base of the distribution-alignment modules: transforms used *before* a selector
+    (they return aligned probabilities, not a Selection; :func:`~pseudosel.select_reliable`
+    refuses them). Per-class state: binary sigmoid outputs only."""
+
+    per_class_state = True
+
+
+class UpdateThenSelect(Selector):
+    """Selectors whose statistics absorb the batch before selecting (FreeMatch, SoftMatch,
+    CorrMatch): in training mode ``forward`` updates, then selects; in eval mode it selects.
+
+    Subclasses give ``state()`` (their buffers as the functional core's state NamedTuple),
+    ``_advance(probs, valid)`` (the new state from a prepared batch) and
+    ``_select(probs, valid)``.
+    """
+
+    per_class_state = True
+
+    def state(self) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def _advance(self, probs: Tensor, valid: Tensor) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def _select(self, probs: Tensor, valid: Tensor) -> Selection:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
+        """In training mode update the statistics, then select; in eval mode select."""
+        inputs = self.prepare(probs, valid)
+        # the update and the selection read one arg-max
+        return with_shared_features(self._step, inputs.probs, inputs.valid)
+
+    def _step(self, probs: Tensor, valid: Tensor) -> Selection:
+        if self.training:
+            self._store(self._advance(probs, valid))
+        return self.finish(self._select(probs, valid))
+
+    @torch.no_grad()
+    def update(self, probs: Tensor, valid: Tensor | None = None) -> None:
+        """Advance the statistics with a batch, without selecting."""
+        inputs = self.prepare(probs, valid)
+        self._store(self._advance(inputs.probs, inputs.valid))
+
+    def _store(self, new: tuple[Tensor, ...]) -> None:
+        for buffer, value in zip(self.state(), new, strict=True):
+            buffer.copy_(value)
+
+
+def options_text(**options: Any) -> str:
+    """``key=value, ...`` of a module's own hyper-parameters, for ``extra_repr``."""
+    return ", ".join(f"{key}={value!r}" for key, value in options.items())

@@ -1,0 +1,1 @@
+"""The command-line tools (``pseudosel compare``, ``pseudosel bench``), apart from the library."""
