@@ -11,7 +11,14 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["keyword_valid", "renamed", "renamed_keywords", "state_after_input", "warn_once"]
+__all__ = [
+    "keyword_valid",
+    "moved_module",
+    "renamed",
+    "renamed_keywords",
+    "state_after_input",
+    "warn_once",
+]
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 _warned: set[str] = set()
@@ -108,3 +115,19 @@ def keyword_valid(function: str, position: int) -> Callable[[_Function], _Functi
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def moved_module(
+    old: str, new: str, namespace: dict[str, Any], aliases: dict[str, str] | None = None
+) -> None:
+    """Make the module ``old`` (its ``namespace``, ``globals()``) a deprecated alias of the
+    module ``new``: the same public names (``new.__all__``), plus ``aliases`` (old name →
+    name in ``new``); warns once when imported."""
+    import importlib
+
+    module = importlib.import_module(new)
+    aliases = aliases or {}
+    namespace.update({name: getattr(module, name) for name in module.__all__})
+    namespace.update({old_name: getattr(module, name) for old_name, name in aliases.items()})
+    namespace["__all__"] = [*module.__all__, *aliases]
+    warn_once(old, f"{old} is deprecated and will be removed; use {new}")

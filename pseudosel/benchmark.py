@@ -1,44 +1,6 @@
-"""Deprecated: the engine of ``pseudosel bench`` lives in :mod:`pseudosel.tools.bench`
-(warns once)."""
+"""Deprecated alias (warns once): the engine of ``pseudosel bench`` lives in
+:mod:`pseudosel.tools.bench`."""
 
-from pseudosel._deprecation import warn_once
-from pseudosel.tools.bench import (
-    DEFAULT_SIZES,
-    LARGE_SIZES,
-    QUICK_SIZES,
-    Report,
-    Row,
-    allocator_settings,
-    kernels,
-    make_probs,
-    markdown,
-    median_seconds,
-    parse_size,
-    peak_extra_bytes,
-    run,
-    save,
-    targets,
-)
+from pseudosel._deprecation import moved_module
 
-__all__ = [
-    "DEFAULT_SIZES",
-    "LARGE_SIZES",
-    "QUICK_SIZES",
-    "Report",
-    "Row",
-    "allocator_settings",
-    "kernels",
-    "make_probs",
-    "markdown",
-    "median_seconds",
-    "parse_size",
-    "peak_extra_bytes",
-    "run",
-    "save",
-    "targets",
-]
-
-warn_once(
-    "pseudosel.benchmark",
-    "pseudosel.benchmark is deprecated and will be removed; use pseudosel.tools.bench",
-)
+moved_module("pseudosel.benchmark", "pseudosel.tools.bench", globals())

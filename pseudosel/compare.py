@@ -1,29 +1,7 @@
-"""Deprecated: ``pseudosel compare`` lives in :mod:`pseudosel.tools.compare` (warns once)."""
+"""Deprecated alias (warns once): ``pseudosel compare`` lives in :mod:`pseudosel.tools.compare`."""
 
-from pseudosel._deprecation import warn_once
-from pseudosel.tools.compare import (
-    DEFAULT_PASSES,
-    DEFAULT_SELECTORS,
-    PredictionFile,
-    compare,
-    feature_space_sample,
-    parse_selector,
-    table,
-)
-from pseudosel.tools.compare import make_runner as make_selector
+from pseudosel._deprecation import moved_module
 
-__all__ = [
-    "DEFAULT_PASSES",
-    "DEFAULT_SELECTORS",
-    "PredictionFile",
-    "compare",
-    "feature_space_sample",
-    "make_selector",
-    "parse_selector",
-    "table",
-]
-
-warn_once(
-    "pseudosel.compare",
-    "pseudosel.compare is deprecated and will be removed; use pseudosel.tools.compare",
+moved_module(
+    "pseudosel.compare", "pseudosel.tools.compare", globals(), {"make_selector": "make_runner"}
 )

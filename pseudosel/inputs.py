@@ -37,7 +37,7 @@ from pseudosel.validation import (
     resolve_valid,
 )
 
-__all__ = ["Inputs", "check_layout", "check_multilabel", "prepare"]
+__all__ = ["Inputs", "check_layout", "check_multilabel", "per_class_inputs", "prepare"]
 
 
 class Inputs(NamedTuple):
@@ -145,6 +145,46 @@ def prepare(
         if num_classes is not None:
             check_layout(probs, num_classes, shown)
     return Inputs(probs, valid, all_valid)
+
+
+def per_class_inputs(
+    probs: Tensor,
+    valid: Tensor | None,
+    num_classes: int | None,
+    function: str,
+    *,
+    validate: bool = True,
+    activation: str = "softmax",
+    name: str = "probs",
+    **unexpected: object,
+) -> Inputs:
+    """:func:`prepare` for a functional core with per-class state (``function``): its
+    ``validate`` and ``activation`` (binary sigmoid outputs only: multi-label input is
+    refused, naming ``function``), ``num_classes`` from its state (None when the state does
+    not tell).
+
+    Example:
+        >>> import torch
+        >>> probs = torch.rand(4, 3)  # three labels
+        >>> per_class_inputs(probs, None, 2, "core", activation="sigmoid")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: core does not support multi-label input: ...
+    """
+    if unexpected:
+        raise TypeError(
+            f"{function}() got unexpected keyword arguments {sorted(unexpected)}; besides its "
+            "own options it takes valid=, validate= and activation="
+        )
+    return prepare(
+        probs,
+        valid,
+        activation=activation,
+        num_classes=num_classes,
+        validate=validate,
+        per_class_state=function,
+        name=name,
+    )
 
 
 def check_layout(probs: Tensor, num_classes: int, name: str = "probs") -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import Tensor
 
-__all__ = ["WEIGHTINGS", "Selection"]
+__all__ = ["WEIGHTINGS", "Selection", "hard_selection"]
 
 # What a selector's ``weight`` holds: its own (soft) weights, or its hard mask as 0/1
 # (``weighting=`` of select_reliable and the selector modules; Selection.hard).
@@ -79,3 +80,19 @@ class Selection(NamedTuple):
         Computed on the device without a host synchronisation.
         """
         return self.mask.sum() / self.valid.sum().clamp_min(1)
+
+
+def hard_selection(labels: Tensor, mask: Tensor, score: Tensor, valid: Tensor) -> Selection:
+    """The Selection of a hard selector: weight = ``mask`` as 0/1 in the dtype of ``score``,
+    and ``score`` 0 at ignored positions. ``mask`` already excludes them.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.selection import hard_selection
+        >>> valid = torch.tensor([True, True, False])
+        >>> sel = hard_selection(torch.tensor([0, 1, 1]), torch.tensor([True, False, False]),
+        ...                      torch.tensor([0.9, 0.6, 0.8]), valid)
+        >>> sel.weight, sel.score
+        (tensor([1., 0., 0.]), tensor([0.9000, 0.6000, 0.0000]))
+    """
+    return Selection(labels, mask.to(score.dtype), mask, torch.where(valid, score, 0.0), valid)

@@ -1,21 +1,5 @@
-"""Deprecated: the plots live in :mod:`pseudosel.tools.plots` (warns once)."""
+"""Deprecated alias (warns once): the plots lives in :mod:`pseudosel.tools.plots`."""
 
-from pseudosel._deprecation import warn_once
-from pseudosel.tools.plots import (
-    plot_coverage_precision,
-    plot_curves,
-    plot_feature_space,
-    plot_reliability,
-)
+from pseudosel._deprecation import moved_module
 
-__all__ = [
-    "plot_coverage_precision",
-    "plot_curves",
-    "plot_feature_space",
-    "plot_reliability",
-]
-
-warn_once(
-    "pseudosel.viz",
-    "pseudosel.viz is deprecated and will be removed; use pseudosel.tools.plots",
-)
+moved_module("pseudosel.viz", "pseudosel.tools.plots", globals())

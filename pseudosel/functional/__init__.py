@@ -1,6 +1,10 @@
 """Stateless selectors and the explicit-state cores of the adaptive ones:
 ``pseudosel.functional`` is to ``pseudosel`` what ``torch.nn.functional`` is to ``torch.nn``.
-Selectors take probabilities (N, K, *spatial) and return a :class:`~pseudosel.Selection`."""
+Selectors take probabilities (N, K, *spatial) and return a :class:`~pseudosel.Selection`.
+
+The stages of the stateful cores (``*_update``, ``*_select``, ``align*``) take input first,
+then state, then ``valid=``, and the front door's ``validate=`` and ``activation=``
+(:func:`~pseudosel.inputs.per_class_inputs`: binary sigmoid outputs only)."""
 
 from pseudosel.activation import class_probs
 from pseudosel.functional.adamatch import adamatch

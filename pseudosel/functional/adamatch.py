@@ -9,7 +9,7 @@ from pseudosel._deprecation import renamed_keywords
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
-from pseudosel.selection import Selection
+from pseudosel.selection import Selection, hard_selection
 from pseudosel.validation import check_real, compute_dtype
 
 __all__ = ["adamatch"]
@@ -87,10 +87,4 @@ def adamatch(
     cutoff = torch.where(stats[1] > 0, tau * stats[0] / stats[1].clamp_min(1), tau)
     confidence, labels = confidence_and_labels(probs)
     mask = valid & (confidence >= cutoff)
-    return Selection(
-        labels=labels,
-        weight=mask.to(work),
-        mask=mask,
-        score=torch.where(valid, confidence, 0.0),
-        valid=valid,
-    )
+    return hard_selection(labels, mask, confidence, valid)

@@ -20,14 +20,14 @@ entries to skip, and returns the same s as USB when fed the same confidences.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from pseudosel._deprecation import keyword_valid, warn_once
 from pseudosel.functional.threshold import class_threshold_selection
-from pseudosel.inputs import prepare
+from pseudosel.inputs import per_class_inputs
 from pseudosel.selection import Selection
 
 __all__ = [
@@ -130,23 +130,14 @@ def adsh_calibrate(
     return AdshState(torch.where(counts > 0, s, state.s))
 
 
-def adsh_recompute(
-    state: AdshState,
-    confidence: Tensor,
-    labels: Tensor,
-    *,
-    tau_1: float = TAU_1,
-    calibration_class: int | None = 0,
-) -> AdshState:
+def adsh_recompute(state: AdshState, confidence: Tensor, labels: Tensor, **options: Any):
     """Deprecated (warns once): ``adsh_calibrate(confidence, labels, state, ...)``."""
     warn_once(
         "adsh_recompute",
         "adsh_recompute(state, confidence, labels) is deprecated and will be removed; use "
         "adsh_calibrate(confidence, labels, state)",
     )
-    return adsh_calibrate(
-        confidence, labels, state, tau_1=tau_1, calibration_class=calibration_class
-    )
+    return adsh_calibrate(confidence, labels, state, **options)
 
 
 @torch.no_grad()
@@ -156,18 +147,13 @@ def adsh_select(
     state: AdshState,
     *,
     valid: Tensor | None = None,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> Selection:
     """mask = max p >= exp(−s(ŷ)); score = max p minus that threshold.
 
     Args:
         probs: (N, K, *spatial); state: the current scores; valid: optional bool
             (N, *spatial).
-        validate: check that valid positions hold probabilities (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
-            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
-            (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -176,12 +162,5 @@ def adsh_select(
         >>> sel.mask  # exp(−0.95) ≈ 0.387
         tensor([True, True])
     """
-    probs, valid, _ = prepare(
-        probs,
-        valid,
-        activation=activation,
-        num_classes=state.s.shape[0],
-        validate=validate,
-        per_class_state="adsh_select",
-    )
+    probs, valid, _ = per_class_inputs(probs, valid, state.s.shape[0], "adsh_select", **front)
     return class_threshold_selection(probs, adsh_thresholds(state), valid)

@@ -8,7 +8,7 @@ prediction. Means are over valid positions, global under torch.distributed.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from torch import Tensor
 from pseudosel import kernels
 from pseudosel._deprecation import renamed_keywords, state_after_input
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
-from pseudosel.inputs import Inputs, prepare
+from pseudosel.inputs import Inputs, per_class_inputs
 from pseudosel.kernels import cpu
 from pseudosel.kernels.blocks import flatten
 from pseudosel.validation import compute_dtype
@@ -47,24 +47,10 @@ def masked_class_sums(probs: Tensor, valid: Tensor, dtype: torch.dtype) -> Tenso
 
 
 def prepared(
-    probs: Tensor,
-    valid: Tensor | None,
-    state: tuple[Tensor, ...],
-    validate: bool,
-    activation: str,
-    function: str,
-    name: str = "probs",
+    probs: Tensor, valid: Tensor | None, state: tuple[Tensor, ...], function: str, **front: Any
 ) -> Inputs:
     """The front door for an alignment core: K from the state, binary outputs only."""
-    return prepare(
-        probs,
-        valid,
-        activation=activation,
-        num_classes=state.p_model.shape[-1],
-        validate=validate,
-        per_class_state=function,
-        name=name,
-    )
+    return per_class_inputs(probs, valid, state.p_model.shape[-1], function, **front)
 
 
 def _class_mean(probs: Tensor, valid: Tensor, group) -> tuple[Tensor, Tensor]:
@@ -88,8 +74,7 @@ def alignment_update(
     probs_labeled: Tensor | None = None,
     valid_labeled: Tensor | None = None,
     process_group: ProcessGroup | None = None,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> AlignmentState:
     """One EMA step of p_model (and of p_target when ``probs_labeled`` is given).
 
@@ -98,10 +83,6 @@ def alignment_update(
             (N, *spatial); likewise the labelled pair.
         momentum: EMA momentum m (new = m·old + (1 − m)·batch). Default 0.999.
         process_group: process group of the all-reduce (default group, if initialised).
-        validate: check that valid positions hold probabilities (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
-            sigmoid output (both inputs), read as (1 − p, p) (:func:`class_probs`);
-            multi-label input (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -112,12 +93,11 @@ def alignment_update(
         >>> new.p_model, bool(new.initialized)  # the first batch sets p_model
         (tensor([0.8000, 0.2000]), True)
     """
-    probs, valid, _ = prepared(probs, valid, state, validate, activation, "alignment_update")
+    probs, valid, _ = prepared(probs, valid, state, "alignment_update", **front)
     if probs_labeled is not None:
         probs_labeled, valid_labeled, _ = prepared(
-            probs_labeled, valid_labeled, state, validate, activation, "alignment_update",
-            name="probs_labeled",
-        )  # fmt: skip
+            probs_labeled, valid_labeled, state, "alignment_update", name="probs_labeled", **front
+        )
     m = momentum
     dtype = state.p_model.dtype
     mean, count = _class_mean(probs, valid, process_group)
@@ -139,8 +119,7 @@ def align(
     state: AlignmentState,
     *,
     valid: Tensor | None = None,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> Tensor:
     """Aligned probabilities, (N, K, *spatial), in the compute dtype of ``probs``.
 
@@ -158,10 +137,16 @@ def align(
         >>> align(torch.tensor([[0.8, 0.2]]), state)
         tensor([[0.5000, 0.5000]])
     """
-    probs = prepared(probs, valid, state, validate, activation, "align").probs
+    probs = prepared(probs, valid, state, "align", **front).probs
+    p_model = torch.where(state.initialized, state.p_model, state.p_target)
+    return rescaled(probs, state.p_target, p_model)
+
+
+def rescaled(probs: Tensor, p_target: Tensor, p_model: Tensor) -> Tensor:
+    """normalise(p · (p_target + EPS) / (p_model + EPS)) over dim 1, in the compute dtype of
+    ``probs``: the alignment step of :func:`align` and :func:`align_queue`."""
     work = compute_dtype(probs.dtype)
-    p_model = torch.where(state.initialized, state.p_model, state.p_target).to(work)
-    ratio = (state.p_target.to(work) + EPS) / (p_model + EPS)
+    ratio = (p_target.to(work) + EPS) / (p_model.to(work) + EPS)
     shape = (1, -1) + (1,) * (probs.dim() - 2)
     aligned = probs.to(work) * ratio.view(shape)
     # normalised in place: one input-sized result, not two (fresh pages cost more than

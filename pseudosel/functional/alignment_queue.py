@@ -15,14 +15,14 @@ where USB would write a NaN row.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from pseudosel._deprecation import renamed_keywords, state_after_input
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
-from pseudosel.functional.alignment import masked_class_sums, prepared
+from pseudosel.functional.alignment import masked_class_sums, prepared, rescaled
 from pseudosel.validation import compute_dtype
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "alignment_queue_update",
 ]
 
-EPS = 1e-6
 QUEUE_LENGTH = 128  # DistAlignQueueHook's default; SimMatch's and CoMatch's --da_len is 256
 
 
@@ -101,8 +100,7 @@ def alignment_queue_update(
     probs_labeled: Tensor | None = None,
     valid_labeled: Tensor | None = None,
     process_group: ProcessGroup | None = None,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> AlignmentQueueState:
     """Push the batch mean into Q_model (and the labelled mean into Q_target when
     ``probs_labeled`` is given: ``target="model"``).
@@ -111,10 +109,6 @@ def alignment_queue_update(
         probs: (N, K, *spatial); state: the current queues; valid: optional bool
             (N, *spatial); likewise the labelled pair.
         process_group: process group of the all-reduce (default group, if initialised).
-        validate: check that valid positions hold probabilities (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
-            sigmoid output (both inputs), read as (1 − p, p) (:func:`class_probs`);
-            multi-label input (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -126,12 +120,12 @@ def alignment_queue_update(
                 [0.0000, 0.0000]]), 1)
     """
     function = "alignment_queue_update"
-    probs, valid, _ = prepared(probs, valid, state, validate, activation, function)
+    probs, valid, _ = prepared(probs, valid, state, function, **front)
     p_model, p_model_ptr = _push(state.p_model, state.p_model_ptr, probs, valid, process_group)
     p_target, p_target_ptr = state.p_target, state.p_target_ptr
     if probs_labeled is not None:
         probs_labeled, valid_labeled, _ = prepared(
-            probs_labeled, valid_labeled, state, validate, activation, function, "probs_labeled"
+            probs_labeled, valid_labeled, state, function, name="probs_labeled", **front
         )
         p_target, p_target_ptr = _push(
             p_target, p_target_ptr, probs_labeled, valid_labeled, process_group
@@ -145,8 +139,7 @@ def align_queue(
     state: AlignmentQueueState,
     *,
     valid: Tensor | None = None,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> Tensor:
     """Aligned probabilities (N, K, *spatial), in the compute dtype of ``probs``.
 
@@ -163,11 +156,6 @@ def align_queue(
         >>> align_queue(torch.tensor([[0.8, 0.2]]), state)
         tensor([[0.5000, 0.5000]])
     """
-    probs = prepared(probs, valid, state, validate, activation, "align_queue").probs
+    probs = prepared(probs, valid, state, "align_queue", **front).probs
     work = compute_dtype(probs.dtype)
-    p_target = state.p_target.to(work).mean(0)
-    p_model = state.p_model.to(work).mean(0)
-    ratio = (p_target + EPS) / (p_model + EPS)
-    shape = (1, -1) + (1,) * (probs.dim() - 2)
-    aligned = probs.to(work) * ratio.view(shape)
-    return aligned / aligned.sum(1, keepdim=True).clamp_min(torch.finfo(work).tiny)
+    return rescaled(probs, state.p_target.to(work).mean(0), state.p_model.to(work).mean(0))

@@ -11,7 +11,7 @@ statistic; an element-wise MAX all-reduce of the (K,) per-class maxima gives the
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -20,7 +20,7 @@ from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_
 from pseudosel.distributed import ProcessGroup, all_reduce_max
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.threshold import class_threshold_selection
-from pseudosel.inputs import prepare
+from pseudosel.inputs import per_class_inputs
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
 
@@ -88,8 +88,7 @@ def corrmatch_update(
     valid: Tensor | None = None,
     momentum: float = 0.999,
     process_group: ProcessGroup | None = None,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> CorrMatchState:
     """One EMA step of τ on the valid positions of ``probs`` (all ranks under DDP).
 
@@ -97,10 +96,6 @@ def corrmatch_update(
         probs: (N, K, *spatial); state: the current τ; valid: optional bool (N, *spatial).
         momentum: m in τ ← m·τ + (1 − m)·batch (weight of the OLD value). Default 0.999.
         process_group: process group of the collectives (default group, if initialised).
-        validate: check that valid positions hold probabilities (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
-            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
-            (N, L > 1) is refused.
 
     Returns:
         The new state (unchanged when no position is valid on any rank).
@@ -113,9 +108,7 @@ def corrmatch_update(
         >>> round(float(new.thresh), 4)  # 0.5·0.85 + 0.5·(0.9 + 0.7)/2
         0.825
     """
-    probs, valid, _ = prepare(
-        probs, valid, activation=activation, validate=validate, per_class_state="corrmatch_update"
-    )
+    probs, valid, _ = per_class_inputs(probs, valid, None, "corrmatch_update", **front)
     class_max = corrmatch_class_max(probs, valid, process_group)
     present = class_max >= 0
     count = present.sum()
@@ -132,17 +125,12 @@ def corrmatch_select(
     state: CorrMatchState,
     *,
     valid: Tensor | None = None,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> Selection:
     """mask = max p >= τ_t; score = max p − τ_t (0 at ignored positions).
 
     Args:
         probs: (N, K, *spatial); state: the current τ; valid: optional bool (N, *spatial).
-        validate: check that valid positions hold probabilities (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
-            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
-            (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -151,7 +139,5 @@ def corrmatch_select(
         >>> sel.mask
         tensor([ True, False])
     """
-    probs, valid, _ = prepare(
-        probs, valid, activation=activation, validate=validate, per_class_state="corrmatch_select"
-    )
+    probs, valid, _ = per_class_inputs(probs, valid, None, "corrmatch_select", **front)
     return class_threshold_selection(probs, state.thresh.expand(probs.shape[1]), valid)

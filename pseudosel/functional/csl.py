@@ -306,30 +306,6 @@ def csl(
         >>> sel.weight.shape, bool(((sel.weight >= 0) & (sel.weight <= 1)).all())
         (torch.Size([2, 8, 8]), True)
     """
-    check_csl_options(
-        alpha=alpha,
-        scope=scope,
-        cluster_rule=cluster_rule,
-        residual=residual,
-        g_scale=g_scale,
-        min_var=min_var,
-        eps=eps,
-        solver=solver,
-        boundary=boundary,
-        max_points=max_points,
-        rank_one_guard=rank_one_guard,
-    )
-    # a multi-label sigmoid output with scope="auto": one boundary per label
-    per_label = (
-        check_activation(activation) == "sigmoid"
-        and scope == "auto"
-        and isinstance(probs, Tensor)
-        and probs.dim() >= 2
-        and probs.shape[1] > 1
-    )
-    probs, valid, all_valid = prepare(
-        probs, valid, activation=activation, multilabel=multilabel, validate=validate
-    )
     options = dict(
         alpha=alpha,
         cluster_rule=cluster_rule,
@@ -341,15 +317,26 @@ def csl(
         solver=solver,
         boundary=boundary,
         max_points=max_points,
-        seed=seed,
+    )
+    check_csl_options(scope=scope, **options)
+    # a multi-label sigmoid output with scope="auto": one boundary per label
+    per_label = (
+        check_activation(activation) == "sigmoid"
+        and scope == "auto"
+        and isinstance(probs, Tensor)
+        and probs.dim() >= 2
+        and probs.shape[1] > 1
+    )
+    probs, valid, all_valid = prepare(
+        probs, valid, activation=activation, multilabel=multilabel, validate=validate
     )
     if per_label:
         # (N, 2, L, *spatial) → (L, 2, N, *spatial): each label's positions form one image
         by_label = _csl_split(
-            probs.transpose(0, 2), valid.transpose(0, 1), all_valid, "sample", **options
+            probs.transpose(0, 2), valid.transpose(0, 1), all_valid, "sample", seed=seed, **options
         )
         return Selection(*(field.transpose(0, 1).contiguous() for field in by_label))
-    return _csl_split(probs, valid, all_valid, scope, **options)
+    return _csl_split(probs, valid, all_valid, scope, seed=seed, **options)
 
 
 def _csl_split(

@@ -28,7 +28,7 @@ from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
 from pseudosel.kernels import cpu
 from pseudosel.kernels.blocks import flatten
-from pseudosel.selection import Selection
+from pseudosel.selection import Selection, hard_selection
 from pseudosel.validation import check_real, compute_dtype
 
 __all__ = ["dash_rho", "dash_select"]
@@ -123,13 +123,7 @@ def dash_select(
         else:
             loss = torch.where(use_hard_labels.to(hard_loss.device), hard_loss, soft_loss)
     mask = valid & (loss <= rho.to(loss.dtype))
-    return Selection(
-        labels=labels,
-        weight=mask.to(loss.dtype),
-        mask=mask,
-        score=torch.where(valid, -loss, 0.0),
-        valid=valid,
-    )
+    return hard_selection(labels, mask, -loss, valid)
 
 
 def _soft_loss_terms(

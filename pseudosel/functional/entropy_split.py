@@ -18,7 +18,7 @@ from pseudosel.distributed import ProcessGroup
 from pseudosel.features import confidence_and_labels, entropy
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.inputs import prepare
-from pseudosel.selection import Selection
+from pseudosel.selection import Selection, hard_selection
 from pseudosel.validation import check_real
 
 __all__ = ["entropy_split", "split_by_entropy"]
@@ -71,13 +71,7 @@ def entropy_split(
     uncertainty = entropy(probs)
     cut = masked_quantile(uncertainty, valid, 1.0 - unreliable, process_group)
     mask = valid & (uncertainty < cut.to(uncertainty.dtype))
-    return Selection(
-        labels=confidence_and_labels(probs)[1],
-        weight=mask.to(uncertainty.dtype),
-        mask=mask,
-        score=torch.where(valid, -uncertainty, 0.0),
-        valid=valid,
-    )
+    return hard_selection(confidence_and_labels(probs)[1], mask, -uncertainty, valid)
 
 
 def split_by_entropy(

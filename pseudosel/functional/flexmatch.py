@@ -21,7 +21,7 @@ store.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -30,7 +30,7 @@ from pseudosel._deprecation import keyword_valid, renamed_keywords, warn_once
 from pseudosel.distributed import ProcessGroup, all_gather_cat, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.threshold import class_threshold_selection
-from pseudosel.inputs import prepare
+from pseudosel.inputs import per_class_inputs
 from pseudosel.selection import Selection
 from pseudosel.validation import check_choice, check_real
 
@@ -120,8 +120,7 @@ def flexmatch_select(
     valid: Tensor | None = None,
     tau: float = 0.95,
     mapping: str = "convex",
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> Selection:
     """mask = max p >= T(argmax p); score = max p - T(argmax p).
 
@@ -131,10 +130,6 @@ def flexmatch_select(
         tau: the base threshold τ. Default 0.95.
         mapping: ``"convex"`` (default), ``"linear"`` or ``"concave"``
             (:func:`flexmatch_thresholds`).
-        validate: check that valid positions hold probabilities (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
-            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
-            (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -150,13 +145,8 @@ def flexmatch_select(
             "pass the FlexMatchState (flexmatch_init, flexmatch_update)",
         )
         state = FlexMatchState(state, state.new_zeros(0, dtype=torch.long), state.new_zeros(0))
-    probs, valid, _ = prepare(
-        probs,
-        valid,
-        activation=activation,
-        num_classes=state.classwise_acc.shape[0],
-        validate=validate,
-        per_class_state="flexmatch_select",
+    probs, valid, _ = per_class_inputs(
+        probs, valid, state.classwise_acc.shape[0], "flexmatch_select", **front
     )
     thresholds = flexmatch_thresholds(state.classwise_acc, tau=tau, mapping=mapping)
     return class_threshold_selection(probs, thresholds, valid)
@@ -174,8 +164,7 @@ def flexmatch_update(
     warmup: bool = True,
     process_group: ProcessGroup | None = None,
     inplace: bool = False,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> FlexMatchState:
     """Record a batch: the samples (or positions) whose confidence passes the FIXED τ
     store their arg-max, and β is recomputed from the counts.
@@ -210,13 +199,8 @@ def flexmatch_update(
         >>> state.selected_label, state.counts
         (tensor([ 0, -1, -1, -1]), tensor([1, 0, 3]))
     """
-    probs, valid, _ = prepare(
-        probs,
-        valid,
-        activation=activation,
-        num_classes=state.classwise_acc.shape[0],
-        validate=validate,
-        per_class_state="flexmatch_update",
+    probs, valid, _ = per_class_inputs(
+        probs, valid, state.classwise_acc.shape[0], "flexmatch_update", **front
     )
     confidence, labels = confidence_and_labels(probs)
     confident = valid & (confidence >= tau)
@@ -360,36 +344,21 @@ def _record_classes(
     return counts.add_(delta) if inplace else counts + delta
 
 
-def flexmatch_record_samples(
-    store: Tensor,
-    counts: Tensor,
-    labels: Tensor,
-    confident: Tensor,
-    index: Tensor,
-    *,
-    group: ProcessGroup | None = None,
-    inplace: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Deprecated (warns once): the per-sample record is part of :func:`flexmatch_update`."""
+def flexmatch_record_samples(*args: Tensor, group: ProcessGroup | None = None, inplace=False):
+    """Deprecated (warns once): the per-sample record is part of :func:`flexmatch_update`;
+    arguments ``(store, counts, labels, confident, index)`` as before."""
     warn_once(
         "flexmatch_record_samples",
         "flexmatch_record_samples is deprecated and will be removed; use flexmatch_update",
     )
-    return _record_samples(store, counts, labels, confident, index, group, inplace)
+    return _record_samples(*args, group, inplace)
 
 
-def flexmatch_record_classes(
-    counts: Tensor,
-    labels: Tensor,
-    confident: Tensor,
-    valid: Tensor,
-    *,
-    group: ProcessGroup | None = None,
-    inplace: bool = False,
-) -> Tensor:
-    """Deprecated (warns once): the class-wise record is part of :func:`flexmatch_update`."""
+def flexmatch_record_classes(*args: Tensor, group: ProcessGroup | None = None, inplace=False):
+    """Deprecated (warns once): the class-wise record is part of :func:`flexmatch_update`;
+    arguments ``(counts, labels, confident, valid)`` as before."""
     warn_once(
         "flexmatch_record_classes",
         "flexmatch_record_classes is deprecated and will be removed; use flexmatch_update",
     )
-    return _record_classes(counts, labels, confident, valid, group, inplace)
+    return _record_classes(*args, group, inplace)

@@ -10,7 +10,7 @@ all-reduced), so every rank holds the same state.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -21,7 +21,7 @@ from pseudosel.features import confidence_and_labels
 from pseudosel.functional.alignment import masked_class_sums
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.functional.threshold import class_threshold_selection
-from pseudosel.inputs import prepare
+from pseudosel.inputs import per_class_inputs
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
 
@@ -63,8 +63,7 @@ def freematch_update(
     use_quantile: bool = False,
     clip_thresh: bool = False,
     process_group: ProcessGroup | None = None,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> FreeMatchState:
     """One EMA step of the FreeMatch statistics on the valid positions of ``probs``.
 
@@ -76,10 +75,6 @@ def freematch_update(
         use_quantile: batch statistic for τ_t is the 0.8-quantile instead of the mean.
         clip_thresh: clip τ_t to [0, 0.95].
         process_group: process group of the collectives (default group, if initialised).
-        validate: check that valid positions hold probabilities (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
-            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
-            (N, L > 1) is refused.
 
     Returns:
         The new state (a batch with no valid position anywhere leaves it unchanged).
@@ -93,13 +88,8 @@ def freematch_update(
         >>> round(float(new.time_p), 4)
         0.6
     """
-    probs, valid, _ = prepare(
-        probs,
-        valid,
-        activation=activation,
-        num_classes=state.p_model.shape[0],
-        validate=validate,
-        per_class_state="freematch_update",
+    probs, valid, _ = per_class_inputs(
+        probs, valid, state.p_model.shape[0], "freematch_update", **front
     )
     num_classes = probs.shape[1]
     confidence, labels = confidence_and_labels(probs)
@@ -148,18 +138,13 @@ def freematch_select(
     state: FreeMatchState,
     *,
     valid: Tensor | None = None,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> Selection:
     """mask = max p >= τ_t · p̃_t(ŷ) / max p̃_t; score = max p minus that threshold.
 
     Args:
         probs: (N, K, *spatial); state: the current statistics; valid: optional bool
             (N, *spatial).
-        validate: check that valid positions hold probabilities (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
-            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
-            (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -168,13 +153,8 @@ def freematch_select(
         >>> sel.mask  # τ₀ = 1/2
         tensor([True, True])
     """
-    probs, valid, _ = prepare(
-        probs,
-        valid,
-        activation=activation,
-        num_classes=state.p_model.shape[0],
-        validate=validate,
-        per_class_state="freematch_select",
+    probs, valid, _ = per_class_inputs(
+        probs, valid, state.p_model.shape[0], "freematch_select", **front
     )
     local = state.p_model / state.p_model.max()
     return class_threshold_selection(probs, state.time_p * local, valid)

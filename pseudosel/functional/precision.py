@@ -33,7 +33,7 @@ hence the overall precision too. When no candidate is certified: select nothing 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -42,8 +42,8 @@ from pseudosel._deprecation import keyword_valid, renamed_keywords, warn_once
 from pseudosel.distributed import ProcessGroup, all_gather_cat
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.clopper_pearson import betainc_iterations, binomial_tail
-from pseudosel.inputs import prepare
-from pseudosel.selection import Selection
+from pseudosel.inputs import per_class_inputs
+from pseudosel.selection import Selection, hard_selection
 from pseudosel.validation import check_labels, check_real
 
 __all__ = [
@@ -163,13 +163,13 @@ def precision_target_update(
         (tensor([0.9000, 0.7000, 0.0000]), tensor([ True, False, False]), 2, 2)
     """
     num_classes = state.thresh.shape[0]
-    probs, valid, _ = prepare(
+    probs, valid, _ = per_class_inputs(
         probs,
         valid,
-        activation=activation,
-        num_classes=num_classes,
+        num_classes,
+        "precision_target_update",
         validate=validate,
-        per_class_state="precision_target_update",
+        activation=activation,
     )
     check_label_tensor(labels, valid, num_classes, validate=validate, name=labels_name)
     confidence, predicted = confidence_and_labels(probs)
@@ -441,8 +441,7 @@ def precision_target_select(
     state: PrecisionTargetState,
     *,
     valid: Tensor | None = None,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> Selection:
     """mask = max p >= thresh(arg-max); weight = mask as float; score = max p (0 if ignored).
 
@@ -460,20 +459,9 @@ def precision_target_select(
         >>> sel.mask, sel.score
         (tensor([ True, False]), tensor([0.9000, 0.7000]))
     """
-    probs, valid, _ = prepare(
-        probs,
-        valid,
-        activation=activation,
-        num_classes=state.thresh.shape[0],
-        validate=validate,
-        per_class_state="precision_target_select",
+    probs, valid, _ = per_class_inputs(
+        probs, valid, state.thresh.shape[0], "precision_target_select", **front
     )
     confidence, labels = confidence_and_labels(probs)
     mask = valid & (confidence >= state.thresh.to(confidence.dtype)[labels])
-    return Selection(
-        labels=labels,
-        weight=mask.to(confidence.dtype),
-        mask=mask,
-        score=torch.where(valid, confidence, 0.0),
-        valid=valid,
-    )
+    return hard_selection(labels, mask, confidence, valid)

@@ -16,7 +16,7 @@ and combined from all-reduced (count, Σd, Σd²) under torch.distributed.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -24,7 +24,7 @@ from torch import Tensor
 from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_input
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
-from pseudosel.inputs import prepare
+from pseudosel.inputs import per_class_inputs
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype
 
@@ -66,8 +66,7 @@ def softmatch_update(
     momentum: float = 0.999,
     per_class: bool = False,
     process_group: ProcessGroup | None = None,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> SoftMatchState:
     """One EMA step of μ_t, σ²_t on the valid positions of ``probs`` (N, K, *spatial).
 
@@ -77,10 +76,6 @@ def softmatch_update(
         momentum: EMA momentum m (new = m·old + (1 − m)·batch). Default 0.999.
         per_class: (K,) statistics grouped by pseudo-label. Default False.
         process_group: process group of the all-reduce (default group, if initialised).
-        validate: check that valid positions hold probabilities (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
-            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
-            (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -91,9 +86,7 @@ def softmatch_update(
         >>> round(float(new.mu), 4), round(float(new.var), 4)
         (0.65, 0.51)
     """
-    probs, valid, _ = prepare(
-        probs, valid, activation=activation, validate=validate, per_class_state="softmatch_update"
-    )
+    probs, valid, _ = per_class_inputs(probs, valid, None, "softmatch_update", **front)
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
     confidence = confidence.to(work).flatten()
@@ -143,8 +136,7 @@ def softmatch_select(
     *,
     valid: Tensor | None = None,
     n_sigma: float = 2.0,
-    validate: bool = True,
-    activation: str = "softmax",
+    **front: Any,
 ) -> Selection:
     """Soft weights; mask = weight == 1 (at or above the mean); score = max p.
 
@@ -152,10 +144,6 @@ def softmatch_select(
         probs: (N, K, *spatial); state: the current statistics; valid: optional bool
             (N, *spatial).
         n_sigma: width factor n_σ (the weights use σ²/n_σ²). Default 2.0.
-        validate: check that valid positions hold probabilities (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"`` for a binary (N, 1, *spatial)
-            sigmoid output, read as (1 − p, p) (:func:`class_probs`); multi-label input
-            (N, L > 1) is refused.
 
     Example:
         >>> import torch
@@ -165,9 +153,7 @@ def softmatch_select(
         >>> sel.weight
         tensor([1.0000, 0.1353])
     """
-    probs, valid, _ = prepare(
-        probs, valid, activation=activation, validate=validate, per_class_state="softmatch_select"
-    )
+    probs, valid, _ = per_class_inputs(probs, valid, None, "softmatch_select", **front)
     confidence, labels = confidence_and_labels(probs)
     if state.mu.dim() == 0:
         mu, var = state.mu.to(confidence.dtype), state.var.to(confidence.dtype)

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
-from pseudosel.selection import Selection
+from pseudosel.selection import Selection, hard_selection
 from pseudosel.validation import check_real
 
 __all__ = ["class_threshold_selection", "threshold"]
@@ -60,13 +60,7 @@ def threshold(
     if all_valid:  # nothing to mask: skip two passes
         return Selection(labels, mask.to(confidence.dtype), mask, confidence, valid)
     mask &= valid
-    return Selection(
-        labels=labels,
-        weight=mask.to(confidence.dtype),
-        mask=mask,
-        score=torch.where(valid, confidence, 0.0),
-        valid=valid,
-    )
+    return hard_selection(labels, mask, confidence, valid)
 
 
 @torch.no_grad()
@@ -94,10 +88,4 @@ def class_threshold_selection(probs: Tensor, class_thresholds: Tensor, valid: Te
     confidence, labels = confidence_and_labels(probs)
     threshold = class_thresholds.to(confidence.dtype)[labels]
     mask = valid & (confidence >= threshold)
-    return Selection(
-        labels=labels,
-        weight=mask.to(confidence.dtype),
-        mask=mask,
-        score=torch.where(valid, confidence - threshold, 0.0),
-        valid=valid,
-    )
+    return hard_selection(labels, mask, confidence - threshold, valid)

@@ -2,7 +2,8 @@
 weighting — and the base of the selectors that update their statistics before selecting.
 
 A selector module stores its own hyper-parameters and buffers; the options below are the
-same for all of them, and are documented once here rather than in every class:
+same for all of them, taken by every constructor as keywords (``**shared``, passed to this
+base) and documented once here rather than in every class:
 
 - ``validate``: check the input values on every call (default True; the value check is the
   one read of the data, :func:`pseudosel.inputs.prepare`);
@@ -19,11 +20,13 @@ same for all of them, and are documented once here rather than in every class:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from pseudosel.distributed import ProcessGroup
 from pseudosel.inputs import Inputs, prepare
 from pseudosel.kernels.shared import with_shared_features
 from pseudosel.selection import WEIGHTINGS, Selection
@@ -67,6 +70,8 @@ class CheckedModule(nn.Module):
     """
 
     per_class_state: ClassVar[bool] = False
+    # the attributes extra_repr shows, in order
+    shown: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -75,9 +80,18 @@ class CheckedModule(nn.Module):
         validate: bool = True,
         activation: str = "softmax",
         multilabel: bool | None = None,
+        **unexpected: Any,
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        if unexpected:
+            shared = ["validate", "activation", "multilabel"]
+            if isinstance(self, Selector):
+                shared.append("weighting")
+            raise TypeError(
+                f"{name}() got unexpected keyword arguments {sorted(unexpected)}; besides its "
+                f"own options it takes the shared {', '.join(shared)}"
+            )
         self.num_classes = None if num_classes is None else check_num_classes(num_classes)
         self.validate = bool(validate)
         self.activation = check_activation(activation)
@@ -106,12 +120,21 @@ class CheckedModule(nn.Module):
             name=name,
         )
 
-    def input_repr(self) -> str:
-        """The non-default shared options, for ``extra_repr``."""
-        parts = [f", activation={self.activation!r}"] if self.activation != "softmax" else []
+    def shared_options(self) -> dict[str, Any]:
+        """The shared options that differ from their defaults (for ``extra_repr``)."""
+        options: dict[str, Any] = {}
+        if self.activation != "softmax":
+            options["activation"] = self.activation
         if self.multilabel is not None:
-            parts.append(f", multilabel={self.multilabel}")
-        return "".join(parts)
+            options["multilabel"] = self.multilabel
+        return options
+
+    def extra_repr(self) -> str:
+        """The module's own options (the attributes named in ``shown``), then the shared
+        options that differ from their defaults."""
+        own = {name: getattr(self, name) for name in self.shown}
+        items = {**own, **self.shared_options()}
+        return ", ".join(f"{key}={value!r}" for key, value in items.items())
 
 
 class Selector(CheckedModule):
@@ -151,9 +174,14 @@ class Selector(CheckedModule):
         activation: str = "softmax",
         multilabel: bool | None = None,
         weighting: str = "soft",
+        **unexpected: Any,
     ) -> None:
         super().__init__(
-            num_classes=num_classes, validate=validate, activation=activation, multilabel=multilabel
+            num_classes=num_classes,
+            validate=validate,
+            activation=activation,
+            multilabel=multilabel,
+            **unexpected,
         )
         self.weighting = check_choice("weighting", weighting, WEIGHTINGS)
 
@@ -161,37 +189,108 @@ class Selector(CheckedModule):
         """``selection`` as it is (``weighting="soft"``), or :meth:`~pseudosel.Selection.hard`."""
         return selection.hard() if self.weighting == "hard" else selection
 
-    def input_repr(self) -> str:
-        weighting = f", weighting={self.weighting!r}" if self.weighting != "soft" else ""
-        return super().input_repr() + weighting
+    def shared_options(self) -> dict[str, Any]:
+        options = super().shared_options()
+        if self.weighting != "soft":
+            options["weighting"] = self.weighting
+        return options
 
 
 class Alignment(CheckedModule):
     """Base of the distribution-alignment modules: transforms used *before* a selector
     (they return aligned probabilities, not a Selection; :func:`~pseudosel.select_reliable`
-    refuses them). Per-class state: binary sigmoid outputs only."""
+    refuses them). Per-class state: binary sigmoid outputs only.
+
+    Subclasses name their functional stages — ``update_stage`` (with the attributes in
+    ``update_options``) and ``align_stage`` — and give ``state()``, ``process_group`` and
+    ``learn_target`` (whether the target follows the labelled predictions).
+    """
 
     per_class_state = True
+    update_stage: ClassVar[Callable[..., tuple[Tensor, ...]]]
+    align_stage: ClassVar[Callable[..., Tensor]]
+    update_options: ClassVar[tuple[str, ...]] = ()
+    process_group: ProcessGroup | None
+    learn_target: bool
+
+    def state(self) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(
+        self,
+        probs: Tensor,
+        probs_labeled: Tensor | None = None,
+        valid: Tensor | None = None,
+        valid_labeled: Tensor | None = None,
+    ) -> Tensor:
+        """Aligned probabilities (N, K, *spatial); updates first in training mode (with the
+        labelled batch when the target is learned: ``target="model"``)."""
+        probs, valid, _ = self.prepare(probs, valid)
+        if self.training:
+            self._update(probs, probs_labeled, valid, valid_labeled)
+        return type(self).align_stage(probs, self.state(), validate=False)
+
+    @torch.no_grad()
+    def update(
+        self,
+        probs: Tensor,
+        probs_labeled: Tensor | None = None,
+        valid: Tensor | None = None,
+        valid_labeled: Tensor | None = None,
+    ) -> None:
+        """Advance the statistics with a batch, without aligning."""
+        probs, valid, _ = self.prepare(probs, valid)
+        self._update(probs, probs_labeled, valid, valid_labeled)
+
+    def _update(
+        self,
+        probs: Tensor,
+        probs_labeled: Tensor | None,
+        valid: Tensor,
+        valid_labeled: Tensor | None,
+    ) -> None:
+        if not self.learn_target:
+            probs_labeled = valid_labeled = None  # a fixed target reads no labelled batch
+        elif probs_labeled is None:
+            raise ValueError("probs_labeled is required in training mode with target='model'")
+        else:
+            probs_labeled, valid_labeled, _ = self.prepare(
+                probs_labeled, valid_labeled, "probs_labeled"
+            )
+        options = {name: getattr(self, name) for name in self.update_options}
+        new = type(self).update_stage(
+            probs,
+            self.state(),
+            valid=valid,
+            probs_labeled=probs_labeled,
+            valid_labeled=valid_labeled,
+            process_group=self.process_group,
+            validate=False,
+            **options,
+        )
+        for buffer, value in zip(self.state(), new, strict=True):
+            buffer.copy_(value)
 
 
 class UpdateThenSelect(Selector):
     """Selectors whose statistics absorb the batch before selecting (FreeMatch, SoftMatch,
     CorrMatch): in training mode ``forward`` updates, then selects; in eval mode it selects.
 
-    Subclasses give ``state()`` (their buffers as the functional core's state NamedTuple),
-    ``_advance(probs, valid)`` (the new state from a prepared batch) and
-    ``_select(probs, valid)``.
+    Subclasses name their explicit-state functional stages and which of their attributes
+    each stage takes — ``update_stage`` (e.g. ``F.freematch_update``) with
+    ``update_options``, ``select_stage`` with ``select_options`` — and give ``state()``
+    (their buffers as the stages' state NamedTuple) and ``process_group``.
     """
 
     per_class_state = True
+    update_stage: ClassVar[Callable[..., tuple[Tensor, ...]]]
+    select_stage: ClassVar[Callable[..., Selection]]
+    update_options: ClassVar[tuple[str, ...]] = ("momentum",)
+    select_options: ClassVar[tuple[str, ...]] = ()
+    process_group: ProcessGroup | None
 
     def state(self) -> tuple[Tensor, ...]:
-        raise NotImplementedError
-
-    def _advance(self, probs: Tensor, valid: Tensor) -> tuple[Tensor, ...]:
-        raise NotImplementedError
-
-    def _select(self, probs: Tensor, valid: Tensor) -> Selection:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -204,13 +303,28 @@ class UpdateThenSelect(Selector):
     def _step(self, probs: Tensor, valid: Tensor) -> Selection:
         if self.training:
             self._store(self._advance(probs, valid))
-        return self.finish(self._select(probs, valid))
+        options = {name: getattr(self, name) for name in self.select_options}
+        selection = type(self).select_stage(
+            probs, self.state(), valid=valid, validate=False, **options
+        )
+        return self.finish(selection)
 
     @torch.no_grad()
     def update(self, probs: Tensor, valid: Tensor | None = None) -> None:
         """Advance the statistics with a batch, without selecting."""
         inputs = self.prepare(probs, valid)
         self._store(self._advance(inputs.probs, inputs.valid))
+
+    def _advance(self, probs: Tensor, valid: Tensor) -> tuple[Tensor, ...]:
+        options = {name: getattr(self, name) for name in self.update_options}
+        return type(self).update_stage(
+            probs,
+            self.state(),
+            valid=valid,
+            process_group=self.process_group,
+            validate=False,
+            **options,
+        )
 
     def _store(self, new: tuple[Tensor, ...]) -> None:
         for buffer, value in zip(self.state(), new, strict=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -41,19 +43,16 @@ class AdaMatchSelector(Selector):
         tensor([True])
     """
 
+    shown = ("tau",)
+
     def __init__(
         self,
         tau: float = 0.95,
         *,
         process_group: ProcessGroup | None = None,
-        validate: bool = True,
-        activation: str = "softmax",
-        multilabel: bool | None = None,
-        weighting: str = "soft",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            validate=validate, activation=activation, multilabel=multilabel, weighting=weighting
-        )
+        super().__init__(**shared)
         self.tau = check_real("tau", tau, low=0.0, high=1.0)
         self.process_group = process_group
 
@@ -78,6 +77,3 @@ class AdaMatchSelector(Selector):
             multilabel=self.multilabel,
         )
         return self.finish(selection)
-
-    def extra_repr(self) -> str:
-        return f"tau={self.tau}" + self.input_repr()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -63,6 +65,8 @@ class AdshSelector(Selector):
         >>> sel = selector(probs)
     """
 
+    shown = ("num_classes", "num_unlabeled", "tau_1", "calibration_class")
+
     s: Tensor
     confidence: Tensor
     prediction: Tensor
@@ -77,13 +81,9 @@ class AdshSelector(Selector):
         tau_1: float = 0.95,
         calibration_class: int | None = 0,
         process_group: ProcessGroup | None = None,
-        validate: bool = True,
-        activation: str = "softmax",
-        weighting: str = "soft",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes, validate=validate, activation=activation, weighting=weighting
-        )
+        super().__init__(num_classes=num_classes, **shared)
         self.num_unlabeled = check_positive_int("num_unlabeled", num_unlabeled)
         if calibration_class is not None and not (
             isinstance(calibration_class, int) and 0 <= calibration_class < num_classes
@@ -168,9 +168,3 @@ class AdshSelector(Selector):
             "AdshSelector.recompute is deprecated and will be removed; use calibrate",
         )
         self.calibrate(reset=reset)
-
-    def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, num_unlabeled={self.num_unlabeled}, "
-            f"tau_1={self.tau_1}, calibration_class={self.calibration_class}"
-        ) + self.input_repr()

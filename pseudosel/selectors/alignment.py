@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -44,6 +46,11 @@ class DistributionAlignment(Alignment):
         >>> sel = select(align(torch.randn(64, 10).softmax(1)))
     """
 
+    shown = ("num_classes", "momentum", "target_kind")
+    update_stage = staticmethod(F.alignment_update)
+    align_stage = staticmethod(F.align)
+    update_options = ("momentum",)
+
     p_model: Tensor
     p_target: Tensor
     initialized: Tensor
@@ -55,13 +62,13 @@ class DistributionAlignment(Alignment):
         momentum: float = 0.999,
         target: None | str | Tensor = None,
         process_group: ProcessGroup | None = None,
-        validate: bool = True,
-        activation: str = "softmax",
+        **shared: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, validate=validate, activation=activation)
+        super().__init__(num_classes=num_classes, **shared)
         self.momentum = check_momentum(momentum)
         self.process_group = process_group
         self.learn_target, p_target = resolve_target(target, num_classes)
+        self.target_kind = "model" if self.learn_target else "given"
         if p_target is None:
             p_target = torch.full((num_classes,), 1.0 / num_classes)
         self.register_buffer("p_model", torch.full((num_classes,), 1.0 / num_classes))
@@ -71,39 +78,6 @@ class DistributionAlignment(Alignment):
     def state(self) -> F.AlignmentState:
         """The current distributions as a :class:`~pseudosel.functional.AlignmentState`."""
         return F.AlignmentState(self.p_model, self.p_target, self.initialized)
-
-    @torch.no_grad()
-    def forward(
-        self,
-        probs: Tensor,
-        probs_labeled: Tensor | None = None,
-        valid: Tensor | None = None,
-        valid_labeled: Tensor | None = None,
-    ) -> Tensor:
-        """Aligned probabilities (N, K, *spatial); updates first in training mode."""
-        probs, valid, _ = self.prepare(probs, valid)
-        if self.training:
-            probs_labeled, valid_labeled = labelled_inputs(self, probs_labeled, valid_labeled)
-            new = F.alignment_update(
-                probs,
-                self.state(),
-                valid=valid,
-                momentum=self.momentum,
-                probs_labeled=probs_labeled,
-                valid_labeled=valid_labeled,
-                process_group=self.process_group,
-                validate=False,
-            )
-            for buffer, value in zip(self.state(), new, strict=True):
-                buffer.copy_(value)
-        return F.align(probs, self.state(), validate=False)
-
-    def extra_repr(self) -> str:
-        target = "model" if self.learn_target else "fixed"
-        return (
-            f"num_classes={self.num_classes}, momentum={self.momentum}, target={target}"
-            + self.input_repr()
-        )
 
 
 def resolve_target(target: object, num_classes: int) -> tuple[bool, Tensor | None]:
@@ -121,20 +95,6 @@ def resolve_target(target: object, num_classes: int) -> tuple[bool, Tensor | Non
         f"target must be None, 'model' or a ({num_classes},) probability tensor, got "
         f"{type(target).__name__} {target!r}"
     )
-
-
-def labelled_inputs(
-    module: Alignment, probs_labeled: Tensor | None, valid_labeled: Tensor | None
-) -> tuple[Tensor | None, Tensor | None]:
-    """The labelled batch (class probabilities) and its validity for an alignment module's
-    training step when the module learns its target (``probs_labeled`` is then required),
-    else ``(None, None)``: a fixed target reads no labelled batch."""
-    if not module.learn_target:
-        return None, None
-    if probs_labeled is None:
-        raise ValueError("probs_labeled is required in training mode with target='model'")
-    probs_labeled, valid_labeled, _ = module.prepare(probs_labeled, valid_labeled, "probs_labeled")
-    return probs_labeled, valid_labeled
 
 
 def _checked_target(target: Tensor, num_classes: int) -> Tensor:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Any
+
 from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
 from pseudosel.selectors._base import Alignment, check_positive_int
-from pseudosel.selectors.alignment import labelled_inputs, resolve_target
+from pseudosel.selectors.alignment import resolve_target
 
 __all__ = ["DistributionAlignmentQueue"]
 
@@ -55,6 +56,10 @@ class DistributionAlignmentQueue(Alignment):
         1
     """
 
+    shown = ("num_classes", "queue_length", "target_kind")
+    update_stage = staticmethod(F.alignment_queue_update)
+    align_stage = staticmethod(F.align_queue)
+
     p_model: Tensor
     p_model_ptr: Tensor
     p_target: Tensor
@@ -67,13 +72,13 @@ class DistributionAlignmentQueue(Alignment):
         queue_length: int = 128,
         target: None | str | Tensor = None,
         process_group: ProcessGroup | None = None,
-        validate: bool = True,
-        activation: str = "softmax",
+        **shared: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, validate=validate, activation=activation)
+        super().__init__(num_classes=num_classes, **shared)
         self.queue_length = check_positive_int("queue_length", queue_length)
         self.process_group = process_group
         self.learn_target, p_target = resolve_target(target, num_classes)
+        self.target_kind = "model" if self.learn_target else "given"
         initial = "model" if self.learn_target else p_target  # "model": USB's zero queue
         state = F.alignment_queue_init(num_classes, queue_length=queue_length, target=initial)
         self.register_buffer("p_model", state.p_model)
@@ -85,53 +90,4 @@ class DistributionAlignmentQueue(Alignment):
         """The queues as a :class:`~pseudosel.functional.AlignmentQueueState`."""
         return F.AlignmentQueueState(
             self.p_model, self.p_model_ptr, self.p_target, self.p_target_ptr
-        )
-
-    @torch.no_grad()
-    def update(
-        self,
-        probs: Tensor,
-        probs_labeled: Tensor | None = None,
-        valid: Tensor | None = None,
-        valid_labeled: Tensor | None = None,
-    ) -> None:
-        """Push a batch into the queues, without aligning."""
-        probs, valid, _ = self.prepare(probs, valid)
-        self._update(probs, probs_labeled, valid, valid_labeled)
-
-    @torch.no_grad()
-    def forward(
-        self,
-        probs: Tensor,
-        probs_labeled: Tensor | None = None,
-        valid: Tensor | None = None,
-        valid_labeled: Tensor | None = None,
-    ) -> Tensor:
-        """Aligned probabilities (N, K, *spatial); pushes the batch first in training mode."""
-        probs, valid, _ = self.prepare(probs, valid)
-        if self.training:
-            self._update(probs, probs_labeled, valid, valid_labeled)
-        return F.align_queue(probs, self.state(), validate=False)
-
-    def _update(
-        self, probs: Tensor, probs_labeled: Tensor | None, valid: Tensor, valid_labeled
-    ) -> None:
-        probs_labeled, valid_labeled = labelled_inputs(self, probs_labeled, valid_labeled)
-        new = F.alignment_queue_update(
-            probs,
-            self.state(),
-            valid=valid,
-            probs_labeled=probs_labeled,
-            valid_labeled=valid_labeled,
-            process_group=self.process_group,
-            validate=False,
-        )
-        for buffer, value in zip(self.state(), new, strict=True):
-            buffer.copy_(value)
-
-    def extra_repr(self) -> str:
-        target = "model" if self.learn_target else "fixed"
-        return (
-            f"num_classes={self.num_classes}, queue_length={self.queue_length}, target={target}"
-            + self.input_repr()
         )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
-from pseudosel.selection import Selection
 from pseudosel.selectors._base import UpdateThenSelect, check_momentum
 from pseudosel.validation import check_real
 
@@ -51,6 +52,10 @@ class CorrMatchSelector(UpdateThenSelect):
         True
     """
 
+    shown = ("num_classes", "thresh_init", "momentum")
+    update_stage = staticmethod(F.corrmatch_update)
+    select_stage = staticmethod(F.corrmatch_select)
+
     thresh: Tensor
 
     def __init__(
@@ -60,13 +65,9 @@ class CorrMatchSelector(UpdateThenSelect):
         thresh_init: float = 0.85,
         momentum: float = 0.999,
         process_group: ProcessGroup | None = None,
-        validate: bool = True,
-        activation: str = "softmax",
-        weighting: str = "soft",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes, validate=validate, activation=activation, weighting=weighting
-        )
+        super().__init__(num_classes=num_classes, **shared)
         self.thresh_init = check_real("thresh_init", thresh_init, low=0.0, high=1.0)
         self.momentum = check_momentum(momentum)
         self.process_group = process_group
@@ -79,22 +80,3 @@ class CorrMatchSelector(UpdateThenSelect):
     def reset_running_stats(self) -> None:
         """τ back to ``thresh_init``."""
         self.thresh.fill_(self.thresh_init)
-
-    def _advance(self, probs: Tensor, valid: Tensor) -> F.CorrMatchState:
-        return F.corrmatch_update(
-            probs,
-            self.state(),
-            valid=valid,
-            momentum=self.momentum,
-            process_group=self.process_group,
-            validate=False,
-        )
-
-    def _select(self, probs: Tensor, valid: Tensor) -> Selection:
-        return F.corrmatch_select(probs, self.state(), valid=valid, validate=False)
-
-    def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, thresh_init={self.thresh_init}, "
-            f"momentum={self.momentum}"
-        ) + self.input_repr()

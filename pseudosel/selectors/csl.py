@@ -61,19 +61,14 @@ class CSLSelector(Selector):
         min_var: float = 0.0,
         eps: float = 1e-8,
         rank_one_guard: bool = False,
-        validate: bool = True,
         solver: str = "closed_form",
         boundary: str = "paper",
         max_points: int = 256,
         seed: int = 0,
         compile: bool = False,
-        activation: str = "softmax",
-        multilabel: bool | None = None,
-        weighting: str = "soft",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            validate=validate, activation=activation, multilabel=multilabel, weighting=weighting
-        )
+        super().__init__(**shared)
         self.options: dict[str, Any] = dict(
             alpha=alpha,
             scope=scope,
@@ -123,5 +118,5 @@ class CSLSelector(Selector):
         return self.finish(selection)
 
     def extra_repr(self) -> str:
-        options = ", ".join(f"{key}={value!r}" for key, value in self.options.items())
-        return options + (", compile=True" if self.compile else "") + self.input_repr()
+        items = {**self.options, "compile": self.compile, **self.shared_options()}
+        return ", ".join(f"{key}={value!r}" for key, value in items.items())

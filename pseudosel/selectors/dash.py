@@ -4,6 +4,8 @@ functional.dash."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -64,6 +66,8 @@ class DashSelector(Selector):
         tensor([-0.6931, -0.3047])
     """
 
+    shown = ("update_every", "gamma", "c", "rho_min", "T", "hard_labels")
+
     rho_init: Tensor
     rho: Tensor
     step: Tensor
@@ -79,14 +83,9 @@ class DashSelector(Selector):
         rho_min: float = 0.05,
         T: float = 0.5,
         hard_labels: bool = False,
-        validate: bool = True,
-        activation: str = "softmax",
-        multilabel: bool | None = None,
-        weighting: str = "soft",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            validate=validate, activation=activation, multilabel=multilabel, weighting=weighting
-        )
+        super().__init__(**shared)
         rho_init = check_real("rho_init", rho_init, low=0.0, low_open=True)
         self.update_every = check_positive_int("update_every", update_every)
         self.gamma = check_real("gamma", gamma, low=0.0, low_open=True)
@@ -131,9 +130,3 @@ class DashSelector(Selector):
             probs, self.rho, valid=valid, use_hard_labels=hard, T=self.T, validate=False
         )
         return self.finish(selection)
-
-    def extra_repr(self) -> str:
-        return (
-            f"update_every={self.update_every}, gamma={self.gamma}, c={self.c}, "
-            f"rho_min={self.rho_min}, T={self.T}, hard_labels={self.hard_labels}"
-        ) + self.input_repr()

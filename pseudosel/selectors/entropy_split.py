@@ -3,6 +3,8 @@ functional.entropy_split."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -42,6 +44,8 @@ class EntropySplitSelector(Selector):
         0.8
     """
 
+    shown = ("total_steps", "alpha0")
+
     step: Tensor
 
     def __init__(
@@ -50,14 +54,9 @@ class EntropySplitSelector(Selector):
         *,
         alpha0: float = 0.2,
         process_group: ProcessGroup | None = None,
-        validate: bool = True,
-        activation: str = "softmax",
-        multilabel: bool | None = None,
-        weighting: str = "soft",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            validate=validate, activation=activation, multilabel=multilabel, weighting=weighting
-        )
+        super().__init__(**shared)
         self.total_steps = check_positive_int("total_steps", total_steps)
         self.alpha0 = check_real("alpha0", alpha0, low=0.0, high=1.0)
         self.process_group = process_group
@@ -83,6 +82,3 @@ class EntropySplitSelector(Selector):
         if self.training:
             self.step.add_(1)
         return self.finish(selection)
-
-    def extra_repr(self) -> str:
-        return f"total_steps={self.total_steps}, alpha0={self.alpha0}" + self.input_repr()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -54,6 +56,8 @@ class FlexMatchSelector(Selector):
         1000
     """
 
+    shown = ("num_classes", "num_unlabeled", "tau", "warmup", "mapping")
+
     classwise_acc: Tensor
     counts: Tensor
     selected_label: Tensor
@@ -69,13 +73,9 @@ class FlexMatchSelector(Selector):
         warmup: bool = True,
         mapping: str = "convex",
         process_group: ProcessGroup | None = None,
-        validate: bool = True,
-        activation: str = "softmax",
-        weighting: str = "soft",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes, validate=validate, activation=activation, weighting=weighting
-        )
+        super().__init__(num_classes=num_classes, **shared)
         if num_unlabeled is not None:
             num_unlabeled = check_positive_int("num_unlabeled", num_unlabeled)
         self.num_unlabeled = num_unlabeled
@@ -181,12 +181,6 @@ class FlexMatchSelector(Selector):
             inplace=True,
             validate=False,
         )
-
-    def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, num_unlabeled={self.num_unlabeled}, "
-            f"tau={self.tau}, warmup={self.warmup}, mapping={self.mapping!r}"
-        ) + self.input_repr()
 
 
 def check_index(index: Tensor, num_unlabeled: int) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
-from pseudosel.selection import Selection
 from pseudosel.selectors._base import UpdateThenSelect, check_momentum
 
 __all__ = ["FreeMatchSelector"]
@@ -42,6 +43,11 @@ class FreeMatchSelector(UpdateThenSelect):
         True
     """
 
+    shown = ("num_classes", "momentum", "use_quantile", "clip_thresh")
+    update_stage = staticmethod(F.freematch_update)
+    select_stage = staticmethod(F.freematch_select)
+    update_options = ("momentum", "use_quantile", "clip_thresh")
+
     time_p: Tensor
     p_model: Tensor
     label_hist: Tensor
@@ -54,13 +60,9 @@ class FreeMatchSelector(UpdateThenSelect):
         use_quantile: bool = False,
         clip_thresh: bool = False,
         process_group: ProcessGroup | None = None,
-        validate: bool = True,
-        activation: str = "softmax",
-        weighting: str = "soft",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes, validate=validate, activation=activation, weighting=weighting
-        )
+        super().__init__(num_classes=num_classes, **shared)
         self.momentum = check_momentum(momentum)
         self.use_quantile = bool(use_quantile)
         self.clip_thresh = bool(clip_thresh)
@@ -72,24 +74,3 @@ class FreeMatchSelector(UpdateThenSelect):
     def state(self) -> F.FreeMatchState:
         """The current statistics as a :class:`~pseudosel.functional.FreeMatchState`."""
         return F.FreeMatchState(self.time_p, self.p_model, self.label_hist)
-
-    def _advance(self, probs: Tensor, valid: Tensor) -> F.FreeMatchState:
-        return F.freematch_update(
-            probs,
-            self.state(),
-            valid=valid,
-            momentum=self.momentum,
-            use_quantile=self.use_quantile,
-            clip_thresh=self.clip_thresh,
-            process_group=self.process_group,
-            validate=False,
-        )
-
-    def _select(self, probs: Tensor, valid: Tensor) -> Selection:
-        return F.freematch_select(probs, self.state(), valid=valid, validate=False)
-
-    def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, momentum={self.momentum}, "
-            f"use_quantile={self.use_quantile}, clip_thresh={self.clip_thresh}"
-        ) + self.input_repr()

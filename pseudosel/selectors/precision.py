@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -93,6 +94,17 @@ class PrecisionTargetSelector(Selector):
         >>> sel = selector(torch.randn(64, 10).mul(4).softmax(1))
     """
 
+    shown = (
+        "num_classes",
+        "epsilon",
+        "delta",
+        "window",
+        "num_candidates",
+        "per_class",
+        "min_count",
+        "fallback_tau",
+    )
+
     confidence: Tensor
     correct: Tensor
     predicted: Tensor
@@ -115,13 +127,9 @@ class PrecisionTargetSelector(Selector):
         min_count: int = MIN_COUNT,
         fallback_tau: float | None = None,
         process_group: ProcessGroup | None = None,
-        validate: bool = True,
-        activation: str = "softmax",
-        weighting: str = "soft",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes, validate=validate, activation=activation, weighting=weighting
-        )
+        super().__init__(num_classes=num_classes, **shared)
         self.epsilon, self.delta, min_count = check_target(epsilon, delta, min_count)
         self.window = check_positive_int("window", window)
         self.min_count = min_count
@@ -221,14 +229,6 @@ class PrecisionTargetSelector(Selector):
     def _store(self, new: F.PrecisionTargetState) -> None:
         for buffer, value in zip(self.state(), new, strict=True):
             buffer.copy_(value)
-
-    def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, epsilon={self.epsilon}, delta={self.delta}, "
-            f"window={self.window}, candidates={self.num_candidates}, "
-            f"per_class={self.per_class}, min_count={self.min_count}, "
-            f"fallback_tau={self.fallback_tau}"
-        ) + self.input_repr()
 
 
 def _candidate_grid(candidates: int | Sequence[float] | Tensor) -> Tensor:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
-from pseudosel.selection import Selection
 from pseudosel.selectors._base import UpdateThenSelect, check_momentum
 from pseudosel.validation import check_real
 
@@ -42,6 +43,12 @@ class SoftMatchSelector(UpdateThenSelect):
         True
     """
 
+    shown = ("num_classes", "momentum", "n_sigma", "per_class")
+    update_stage = staticmethod(F.softmatch_update)
+    select_stage = staticmethod(F.softmatch_select)
+    update_options = ("momentum", "per_class")
+    select_options = ("n_sigma",)
+
     mu: Tensor
     var: Tensor
 
@@ -53,13 +60,9 @@ class SoftMatchSelector(UpdateThenSelect):
         n_sigma: float = 2.0,
         per_class: bool = False,
         process_group: ProcessGroup | None = None,
-        validate: bool = True,
-        activation: str = "softmax",
-        weighting: str = "soft",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes, validate=validate, activation=activation, weighting=weighting
-        )
+        super().__init__(num_classes=num_classes, **shared)
         self.momentum = check_momentum(momentum)
         self.n_sigma = check_real("n_sigma", n_sigma, low=0.0, low_open=True)
         self.per_class = bool(per_class)
@@ -71,25 +74,3 @@ class SoftMatchSelector(UpdateThenSelect):
     def state(self) -> F.SoftMatchState:
         """The current statistics as a :class:`~pseudosel.functional.SoftMatchState`."""
         return F.SoftMatchState(self.mu, self.var)
-
-    def _advance(self, probs: Tensor, valid: Tensor) -> F.SoftMatchState:
-        return F.softmatch_update(
-            probs,
-            self.state(),
-            valid=valid,
-            momentum=self.momentum,
-            per_class=self.per_class,
-            process_group=self.process_group,
-            validate=False,
-        )
-
-    def _select(self, probs: Tensor, valid: Tensor) -> Selection:
-        return F.softmatch_select(
-            probs, self.state(), valid=valid, n_sigma=self.n_sigma, validate=False
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, momentum={self.momentum}, "
-            f"n_sigma={self.n_sigma}, per_class={self.per_class}"
-        ) + self.input_repr()

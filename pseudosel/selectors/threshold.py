@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -37,19 +39,16 @@ class ThresholdSelector(Selector):
         tensor([True])
     """
 
+    shown = ("tau", "compile")
+
     def __init__(
         self,
         tau: float = 0.95,
         *,
         compile: bool = False,
-        validate: bool = True,
-        activation: str = "softmax",
-        multilabel: bool | None = None,
-        weighting: str = "soft",
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            validate=validate, activation=activation, multilabel=multilabel, weighting=weighting
-        )
+        super().__init__(**shared)
         self.tau = check_real("tau", tau, low=0.0, high=1.0)
         self.compile = bool(compile)
         self._select = compiled(F.threshold) if self.compile else F.threshold
@@ -66,7 +65,3 @@ class ThresholdSelector(Selector):
             multilabel=self.multilabel,
         )
         return self.finish(selection)
-
-    def extra_repr(self) -> str:
-        compiled_path = ", compile=True" if self.compile else ""
-        return f"tau={self.tau}" + compiled_path + self.input_repr()
