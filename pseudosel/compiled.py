@@ -15,11 +15,9 @@ as torch.compile does for every size 0/1.
 Inside the graph the bool fields (``mask``, and ``valid`` when the selector builds it) are
 converted to the weight's float dtype and then to 0/1 uint8, and after the graph the bytes
 are reinterpreted as bool (``Tensor.view(torch.bool)``, no copy): on a CPU, inductor stores
-bool tensors several times slower than float ones, and the float-then-byte store is the
-fastest of the forms measured (a compiled ``amax(1) >= τ`` at 8x21x321x321, in multiples of
-``amax(1)``: 1.86x storing bool, 1.52x uint8 directly, 1.04x float converted with
-``.bool()`` after the graph, 1.02x float-then-uint8 viewed as bool; at 64x21x32x32 3.28x,
-2.52x, 1.47x, 1.32x). The results are the same tensors either way.
+bool tensors several times slower than float ones, and of the forms measured the
+float-then-byte store is the fastest (benchmarks/RESULTS.md). The results are the same
+tensors either way.
 
 The value check (``validate=True``, the default) is computed inside the graph, fused into
 the selector's pass over the probabilities, but raised on after it: on a CPU a failed check

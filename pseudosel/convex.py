@@ -10,9 +10,8 @@ the points themselves the Fantope SDP max ⟨XXᵀ, P⟩ s.t. 0 ⪯ P ⪯ I, tr 
 The training path (:func:`pseudosel.functional.csl`) uses the closed form; this module is the
 reference and differentiable path, and :func:`certify` the evidence that both agree.
 
-It is a reference, not a training path: measured on a 2-core CPU, the SDP costs ~0.6 ms per
-group in a batch of 16 (~1.9 ms for one group) where the closed form splits all 16 groups in
-~30 µs (benchmarks/RESULTS.md).
+It is a reference, not a training path: the SDP costs orders of magnitude more per group
+than the closed form (benchmarks/RESULTS.md).
 Importing it imports cvxpy and cvxpylayers; ``import pseudosel`` does not.
 """
 

@@ -7,6 +7,10 @@
   with per-class state refuse them by name.
 - ``weighting="hard"`` turns any selector's weight into its mask; ``"soft"`` changes nothing.
 - ``weighted_binary_cross_entropy`` against a float64 per-position reference, and gradcheck.
+
+The selectors called by name are the registry's stateless ones that take the output
+(``spec.inputs``), those needing optional packages (cvxpy: slow) aside; the zoo's cases
+cover every selector, ``F.csl_max_margin`` included.
 """
 
 from __future__ import annotations
@@ -15,15 +19,30 @@ import math
 
 import pytest
 import torch
-from host_sync_guard import forbid_host_sync
+from helpers.host_sync_guard import forbid_host_sync
+from helpers.selector_zoo import CASES, outputs_of, state_of
+from helpers.tolerances import DTYPES, dtype_id
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from selector_zoo import CASES, outputs_of, state_of
 
 import pseudosel
 import pseudosel.functional as F
+from pseudosel.registry import selector_spec
 
-DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+
+def stateless_taking(output: str) -> list[str]:
+    """The registered stateless selectors that take ``output`` ("sigmoid": a binary
+    sigmoid; "multilabel": L sigmoids), without optional packages (module docstring)."""
+    return [
+        name
+        for name in pseudosel.available_selectors(stateful=False)
+        if output in selector_spec(name).inputs and not selector_spec(name).requires
+    ]
+
+
+def labeled_inputs(name: str, probs_labeled: torch.Tensor) -> dict:
+    """``probs_labeled`` for a selector that needs the labelled batch, else nothing."""
+    return {"probs_labeled": probs_labeled} if "labeled" in selector_spec(name).needs else {}
 
 
 def sigmoid_maps(shape, seed: int, dtype=torch.float32) -> torch.Tensor:
@@ -38,13 +57,13 @@ def sigmoid_maps(shape, seed: int, dtype=torch.float32) -> torch.Tensor:
     return p.to(dtype)
 
 
-def batch(case, step: int, *, dense: bool, channels: int = 1, dtype=torch.float32):
+def batch(case, step: int, *, dense: bool, channels: int = 1, dtype=torch.float32, device="cpu"):
     shape = (2, channels, 5, 6) if dense else (12, channels)
     probs = sigmoid_maps(shape, seed=step, dtype=dtype)
     gen = torch.Generator().manual_seed(50 + step)
     positions = (shape[0], *shape[2:]) if channels == 1 else shape
     valid = torch.rand(positions, generator=gen) < 0.75
-    return probs, valid
+    return probs.to(device), valid.to(device)
 
 
 def two_classes(p: torch.Tensor) -> torch.Tensor:
@@ -68,15 +87,15 @@ BINARY_CASES = [
 
 
 @pytest.mark.parametrize(
-    "case,dtype", BINARY_CASES, ids=lambda v: v.name if hasattr(v, "name") else str(v)
+    "case,dtype", BINARY_CASES, ids=lambda v: v.name if hasattr(v, "name") else dtype_id(v)
 )
-def test_binary_sigmoid_equals_the_explicit_two_class_input(case, dtype):
+def test_binary_sigmoid_equals_the_explicit_two_class_input(case, dtype, device):
     layouts = [True, False] if case.dense else [False]
     for dense in layouts:
-        explicit_module, explicit = case.build(2)
-        sigmoid_module, sigmoid = case.build(2, activation="sigmoid")
+        explicit_module, explicit = case.build(2, device=device)
+        sigmoid_module, sigmoid = case.build(2, activation="sigmoid", device=device)
         for step in range(2 if case.convex else 4):
-            p, valid = batch(case, step, dense=dense, dtype=dtype)
+            p, valid = batch(case, step, dense=dense, dtype=dtype, device=device)
             expected = explicit(two_classes(p), valid)
             result = sigmoid(p, valid)
             assert_identical(result, expected, f"{case.name} step {step} dense={dense}")
@@ -88,18 +107,15 @@ def test_binary_sigmoid_equals_the_explicit_two_class_input(case, dtype):
                 assert torch.equal(a, b), f"{case.name}: state differs at step {step}"
 
 
-@pytest.mark.parametrize("method", ["threshold", "csl", "csl_covar", "entropy_split", "adamatch"])
+@pytest.mark.parametrize("method", stateless_taking("sigmoid"))
 def test_select_reliable_from_sigmoid_logits(method):
     gen = torch.Generator().manual_seed(3)
     logits = torch.randn(3, 1, 7, 5, generator=gen) * 3
     logits_labeled = torch.randn(6, 1, generator=gen)
     ignore = torch.zeros(3, 7, 5, dtype=torch.uint8)
     ignore[:, :2] = 255
-    options = {}
-    explicit_options = {}
-    if method == "adamatch":
-        options = {"probs_labeled": logits_labeled.sigmoid()}
-        explicit_options = {"probs_labeled": two_classes(logits_labeled.sigmoid())}
+    options = labeled_inputs(method, logits_labeled.sigmoid())
+    explicit_options = labeled_inputs(method, two_classes(logits_labeled.sigmoid()))
     result = pseudosel.select_reliable(
         logits, method, ignore_mask=ignore, from_logits=True, activation="sigmoid", **options
     )
@@ -295,11 +311,13 @@ def test_multilabel_steps_never_read_the_device_from_the_host():
     ignore = torch.zeros(2, 3, 6, 6, dtype=torch.uint8)
     ignore[:, :, :2] = 255
     dash = pseudosel.DashSelector(0.5, update_every=2, activation="sigmoid", validate=False)
+    labeled = sigmoid_maps((4, 3), seed=6)
     with forbid_host_sync():
-        for name in ("csl", "threshold", "entropy_split"):
+        for name in stateless_taking("multilabel"):
             pseudosel.select_reliable(
-                p, name, ignore_mask=ignore, activation="sigmoid", validate=False, weighting="hard"
-            )
+                p, name, ignore_mask=ignore, activation="sigmoid", validate=False,
+                weighting="hard", **labeled_inputs(name, labeled),
+            )  # fmt: skip
         pseudosel.select_reliable(
             p.logit(), "csl", from_logits=True, activation="sigmoid", validate=False
         )
@@ -319,15 +337,15 @@ def test_binary_steps_never_read_the_device_from_the_host(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_hard_weighting_turns_every_selector_into_its_mask(case):
-    _, soft = case.build(5)
-    _, hard = case.build(5, weighting="hard")
-    _, explicit_soft = case.build(5, weighting="soft")
+def test_hard_weighting_turns_every_selector_into_its_mask(case, device):
+    _, soft = case.build(5, device=device)
+    _, hard = case.build(5, weighting="hard", device=device)
+    _, explicit_soft = case.build(5, weighting="soft", device=device)
     gen = torch.Generator().manual_seed(0)
     for _ in range(2 if case.convex else 3):
         shape = (2, 5, 6, 5) if case.dense else (16, 5)
-        probs = (torch.randn(shape, generator=gen) * 2).softmax(1)
-        valid = torch.rand(shape[0], *shape[2:], generator=gen) < 0.8
+        probs = (torch.randn(shape, generator=gen) * 2).softmax(1).to(device)
+        valid = (torch.rand(shape[0], *shape[2:], generator=gen) < 0.8).to(device)
         a, b, c = soft(probs, valid), hard(probs, valid), explicit_soft(probs, valid)
         assert_identical(c, a, f"{case.name}: weighting='soft' is the default")
         if not isinstance(a, tuple):  # alignment: probabilities, nothing to weigh
@@ -371,7 +389,7 @@ def sigmoid_inputs(draw):
     n = draw(st.integers(0, 4))
     channels = draw(st.sampled_from([1, 1, 2, 5]))
     spatial = tuple(draw(st.lists(st.integers(0, 5), min_size=0, max_size=2)))
-    dtype = draw(st.sampled_from([torch.float16, torch.bfloat16, torch.float32, torch.float64]))
+    dtype = draw(st.sampled_from(DTYPES))
     sharpness = draw(st.sampled_from([0.0, 0.5, 3.0, 40.0]))
     keep = draw(st.sampled_from([0.0, 0.3, 1.0]))
     gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
@@ -382,18 +400,25 @@ def sigmoid_inputs(draw):
     return p, valid
 
 
+# selectors whose documented soft weight on a kept position is its confidence, not 1
+# (Dense Teacher's top_ratio: "weight their confidence (0 elsewhere)"); checked as that
+KEPT_WEIGHT_IS_CONFIDENCE = {"top_ratio"}
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     sigmoid_inputs(),
-    st.sampled_from(["threshold", "csl", "entropy_split"]),
+    st.sampled_from(stateless_taking("multilabel")),
     st.sampled_from(["soft", "hard"]),
 )
 def test_sigmoid_selections_have_the_documented_shapes_and_ranges(inputs, method, weighting):
     p, valid = inputs
     multilabel = p.shape[1] > 1  # said, so that a 3-D (N, L, X) input is not ambiguous
+    labeled = labeled_inputs(method, sigmoid_maps((3, p.shape[1]), seed=1, dtype=p.dtype))
     sel = pseudosel.select_reliable(
-        p, method, valid=valid, activation="sigmoid", weighting=weighting, multilabel=multilabel
-    )
+        p, method, valid=valid, activation="sigmoid", weighting=weighting,
+        multilabel=multilabel, **labeled,
+    )  # fmt: skip
     positions = tuple(valid.shape)
     expected_dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
     for field in sel:
@@ -404,7 +429,10 @@ def test_sigmoid_selections_have_the_documented_shapes_and_ranges(inputs, method
     assert ((sel.weight >= 0) & (sel.weight <= 1)).all()
     assert torch.equal(sel.valid, valid)
     assert not sel.mask[~valid].any() and (sel.weight[~valid] == 0).all()
-    assert (sel.weight[sel.mask] == 1).all()
+    if method in KEPT_WEIGHT_IS_CONFIDENCE and weighting == "soft":
+        assert torch.equal(sel.weight, torch.where(sel.mask, sel.score, 0.0))
+    else:
+        assert (sel.weight[sel.mask] == 1).all()
     if weighting == "hard":
         assert torch.equal(sel.weight, sel.mask.to(sel.weight.dtype))
     # labels: 1 exactly where the positive class has the larger probability

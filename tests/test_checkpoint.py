@@ -1,19 +1,30 @@
-"""Checkpoints: N steps, save, load into a fresh module, N more steps == 2N straight."""
+"""Checkpoints: N steps, save, load into a fresh module, N more steps == 2N straight.
+
+Every stateful selector of the registry (each option set of its declaration), and the
+cases a declaration does not describe (held-out data, Adsh per epoch, alignment)."""
 
 from __future__ import annotations
 
+import functools
 import io
 
 import pytest
 import torch
-from probability_maps import classifier_outputs, smooth_maps
+from helpers.probability_maps import classifier_outputs, smooth_maps
+from helpers.selector_zoo import SteppedModule, declared_options
 
 import pseudosel
+from pseudosel.registry import selector_spec
+
+NUM_UNLABELED = 30
 
 
-def cls_step(t):
-    return (classifier_outputs(16, 5, sharpness=1.0 + t, seed=t),), {
-        "index": torch.randint(0, 30, (16,), generator=torch.Generator().manual_seed(t))
+def cls_step(t, index=True):
+    probs = classifier_outputs(16, 5, sharpness=1.0 + t, seed=t)
+    if not index:
+        return (probs,), {}
+    return (probs,), {
+        "index": torch.randint(0, NUM_UNLABELED, (16,), generator=torch.Generator().manual_seed(t))
     }
 
 
@@ -32,7 +43,7 @@ class AdshEpochs(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.adsh = pseudosel.AdshSelector(5, 30, tau_1=0.8)
+        self.adsh = pseudosel.AdshSelector(5, NUM_UNLABELED, tau_1=0.8)
 
     def forward(self, probs, index):
         selection = self.adsh(probs)
@@ -55,44 +66,63 @@ class PrecisionHeldout(torch.nn.Module):
     def forward(self, probs, valid):
         selection = self.selector(probs, valid)
         labels = probs.argmax(1)
-        labels = torch.where(torch.arange(labels.numel()).view(labels.shape) % 5 == 0,
-                             (labels + 1) % 5, labels)  # fmt: skip
+        fifth = torch.arange(labels.numel(), device=labels.device).view(labels.shape) % 5 == 0
+        labels = torch.where(fifth, (labels + 1) % 5, labels)
         self.selector.update_heldout(probs, labels, valid)
         self.selector.calibrate()
         return selection
 
 
-CASES = {
-    "adsh": (AdshEpochs, cls_step),
-    "precision-target": (PrecisionHeldout, dense_step),
-    "flexmatch-per-sample": (lambda: pseudosel.FlexMatchSelector(5, 30, tau=0.8), cls_step),
-    "flexmatch-classwise": (lambda: pseudosel.FlexMatchSelector(5, tau=0.8), dense_step),
-    "freematch": (lambda: pseudosel.FreeMatchSelector(5, momentum=0.9), dense_step),
-    "freematch-quantile": (
-        lambda: pseudosel.FreeMatchSelector(5, use_quantile=True, clip_thresh=True),
-        dense_step,
-    ),
-    "softmatch": (lambda: pseudosel.SoftMatchSelector(5, momentum=0.9), dense_step),
-    "softmatch-per-class": (
-        lambda: pseudosel.SoftMatchSelector(5, momentum=0.9, per_class=True),
-        dense_step,
-    ),
-    "corrmatch": (lambda: pseudosel.CorrMatchSelector(5, momentum=0.9), dense_step),
-    "dash": (lambda: pseudosel.DashSelector(1.5, update_every=2), dense_step),
-    "u2pl": (lambda: pseudosel.EntropySplitSelector(6), dense_step),
-    "alignment-queue": (
+def registry_cases() -> dict:
+    """Every stateful selector of the registry, with each option set of its declaration,
+    built and stepped as declared; dense input where it takes it (per-sample records need
+    (N, K) input and the sample positions)."""
+    cases = {}
+    for name in pseudosel.available_selectors(stateful=True):
+        spec = selector_spec(name)
+        for example, options in declared_options(spec, NUM_UNLABELED):
+            per_sample = options["num_unlabeled"] is not None
+            if spec.dense and not per_sample:
+                step = dense_step
+            else:
+                step = functools.partial(cls_step, index=per_sample)
+            if "labeled" in spec.needs:
+                step = _with_labeled(step)
+            make = functools.partial(SteppedModule, spec, 5, options)
+            cases[f"{name}/{example}"] = (make, step)
+    return cases
+
+
+def _with_labeled(step):
+    def labeled(t):
+        args, kwargs = step(t)
+        return args, {**kwargs, "probs_labeled": classifier_outputs(8, 5, seed=99 + t)}
+
+    return labeled
+
+
+# what a declaration does not describe, built from classes
+EXTRA_CASES = {
+    "AdshSelector/epochs": (AdshEpochs, cls_step),
+    "PrecisionTargetSelector/heldout": (PrecisionHeldout, dense_step),
+    "DistributionAlignmentQueue/target=model": (
         lambda: pseudosel.DistributionAlignmentQueue(5, queue_length=3, target="model"),
         labeled_step,
     ),
-    "alignment": (lambda: pseudosel.DistributionAlignment(5, target="model"), labeled_step),
+    "DistributionAlignment/target=model": (
+        lambda: pseudosel.DistributionAlignment(5, target="model"),
+        labeled_step,
+    ),
 }
+CASES = {**registry_cases(), **EXTRA_CASES}
 
 
-def run(module, step, steps):
+def run(module, step, steps, device="cpu"):
     outputs = []
     for t in steps:
         args, kwargs = step(t)
-        out = module(*args, **kwargs)
+        args = tuple(a.to(device) for a in args)
+        out = module(*args, **{key: value.to(device) for key, value in kwargs.items()})
         outputs.append(out if isinstance(out, torch.Tensor) else tuple(out))
     return outputs
 
@@ -106,19 +136,19 @@ def assert_identical(a, b):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_resume_equals_straight_run_bit_for_bit(name):
+def test_resume_equals_straight_run_bit_for_bit(name, device):
     make, step = CASES[name]
-    straight = make()
-    expected = run(straight, step, range(8))[4:]
+    straight = make().to(device)
+    expected = run(straight, step, range(8), device)[4:]
 
-    first = make()
-    run(first, step, range(4))
+    first = make().to(device)
+    run(first, step, range(4), device)
     buffer = io.BytesIO()
     torch.save(first.state_dict(), buffer)
     buffer.seek(0)
-    resumed = make()
+    resumed = make().to(device)
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    got = run(resumed, step, range(4, 8))
+    got = run(resumed, step, range(4, 8), device)
 
     for a, b in zip(got, expected, strict=True):
         assert_identical(a, b)
@@ -129,11 +159,11 @@ def test_resume_equals_straight_run_bit_for_bit(name):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_state_loads_into_a_float64_module_without_loss(name):
+def test_state_loads_into_a_float64_module_without_loss(name, device):
     make, step = CASES[name]
-    module = make()
-    run(module, step, range(3))
-    wide = make().double()
+    module = make().to(device)
+    run(module, step, range(3), device)
+    wide = make().to(device, torch.float64)
     wide.load_state_dict(module.state_dict())
     for key, value in module.state_dict().items():
         loaded = wide.state_dict()[key]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from probability_maps import classifier_outputs, smooth_maps
+from helpers.probability_maps import classifier_outputs, smooth_maps
+from helpers.tolerances import HALF_DTYPES, dtype_id
 
 import pseudosel.functional as F
 
@@ -122,7 +123,7 @@ def test_only_single_input_selectors_move_the_check_after_the_graph():
     assert torch.equal(fast.mask, eager.mask) and torch.equal(fast.labels, eager.labels)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=dtype_id)
 def test_users_compiled_path_checks_half_inputs_as_eager_does(dtype):
     # half inputs: row sums in float32 on both paths, so the verdicts agree
     from pseudosel.compiled import compiled

@@ -7,8 +7,8 @@ import copy
 
 import pytest
 import torch
-from probability_maps import classifier_outputs, smooth_maps
-from selector_zoo import CASES
+from helpers.probability_maps import smooth_maps
+from helpers.selector_zoo import CASES, case_batch
 
 import pseudosel
 
@@ -18,14 +18,7 @@ MODULE_CASES = [case for case in CASES if not case.name.startswith("F.")]
 
 
 def _batch(case, step: int):
-    if case.dense:
-        probs = smooth_maps(2, 5, 8, 8, sharpness=3.0, seed=step)
-    else:
-        probs = classifier_outputs(16, 5, seed=step)
-    valid = torch.rand(
-        probs.shape[0], *probs.shape[2:], generator=torch.Generator().manual_seed(step)
-    )
-    return probs, valid < 0.8
+    return case_batch(case, step, n=16, size=(8, 8), keep=0.8)
 
 
 @pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: c.name)

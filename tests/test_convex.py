@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from probability_maps import classifier_outputs, smooth_maps
+from helpers.probability_maps import classifier_outputs, smooth_maps
 
 import pseudosel
 import pseudosel.functional as F
@@ -114,7 +114,6 @@ def test_optimum_direction_and_clusters_agree_with_closed_form_on_208_groups():
     assert checked_directions >= 180
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cvxpy_and_closed_form_csl_give_the_same_weights(dtype):
     for seed, sharpness in [(0, 6.0), (1, 2.0), (2, 12.0)]:
         probs = smooth_maps(4, 21, 16, 16, sharpness=sharpness, seed=seed, dtype=dtype)

@@ -5,18 +5,21 @@ Skipped without a CUDA device (see conftest.py); the same code paths run on the 
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
-from probability_maps import classifier_outputs, smooth_maps
+from helpers.probability_maps import classifier_outputs, smooth_maps
+from helpers.selector_zoo import declared_options
 
 import pseudosel
 import pseudosel.functional as F
+from pseudosel.registry import selector_spec
 
 pytestmark = pytest.mark.cuda
 
 
 @pytest.mark.parametrize("select", [F.csl, F.threshold])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_matches_cpu(select, dtype):
     probs = smooth_maps(2, 21, 40, 40, sharpness=6.0, seed=0).to(dtype)
     on_cpu = select(probs)
@@ -40,23 +43,47 @@ def test_no_host_sync_with_value_checks_on(select):
         torch.cuda.set_sync_debug_mode("default")
 
 
-ADAPTIVE = {
-    "flexmatch": lambda: pseudosel.FlexMatchSelector(10, 1000),
-    "freematch": lambda: pseudosel.FreeMatchSelector(10, use_quantile=True),
-    "softmatch": lambda: pseudosel.SoftMatchSelector(10, per_class=True),
-    "dash": lambda: pseudosel.DashSelector(1.0, update_every=5),
-    "u2pl": lambda: pseudosel.EntropySplitSelector(100),
-    "alignment": lambda: pseudosel.DistributionAlignment(10, target="model"),
-    "adamatch": lambda: pseudosel.AdaMatchSelector(),
-}
+def _adaptive() -> dict:
+    """Every selector of the registry whose selection depends on more than the batch
+    (state, or per-call inputs), with each option set of its declaration; and the
+    distribution alignment (a transform, built from its class)."""
+    found = {}
+    for name in pseudosel.available_selectors():
+        spec = selector_spec(name)
+        if spec.stateful or spec.needs:
+            for example, options in declared_options(spec, 1000):
+                found[f"{name}/{example}"] = functools.partial(_Registered, spec, options)
+    found["DistributionAlignment/target=model"] = _Alignment
+    return found
 
 
-def _call(name, module, probs, labeled, index):
-    if name == "flexmatch":
-        return module(probs, index=index)
-    if name in ("alignment", "adamatch"):
-        return module(probs, labeled)
-    return module(probs)
+class _Registered:
+    """A registered selector's module, stepped as declared, with the inputs it needs."""
+
+    def __init__(self, spec, options):
+        self.spec, self.module = spec, spec.build(10, **options)
+        self.per_sample = options["num_unlabeled"] is not None
+
+    def cuda(self):
+        self.module.cuda()
+        return self
+
+    def __call__(self, probs, labeled, index):
+        inputs = {"index": index} if self.per_sample else {}
+        if "labeled" in self.spec.needs:
+            inputs["probs_labeled"] = labeled
+        return self.spec.step(self.module, probs, None, **inputs)
+
+
+class _Alignment(_Registered):
+    def __init__(self):
+        self.module = pseudosel.DistributionAlignment(10, target="model")
+
+    def __call__(self, probs, labeled, index):
+        return self.module(probs, labeled)
+
+
+ADAPTIVE = _adaptive()
 
 
 @pytest.mark.parametrize("name", sorted(ADAPTIVE))
@@ -66,15 +93,15 @@ def test_adaptive_steps_do_not_synchronise_and_match_cpu(name):
     index = torch.randperm(1000)[:256]
     on_cpu, on_gpu = ADAPTIVE[name](), ADAPTIVE[name]().cuda()
     args_gpu = (probs.cuda(), labeled.cuda(), index.cuda())
-    _call(name, on_gpu, *args_gpu)  # warm-up
-    _call(name, on_cpu, probs, labeled, index)
+    on_gpu(*args_gpu)  # warm-up
+    on_cpu(probs, labeled, index)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out_gpu = _call(name, on_gpu, *args_gpu)
+        out_gpu = on_gpu(*args_gpu)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    out_cpu = _call(name, on_cpu, probs, labeled, index)
+    out_cpu = on_cpu(probs, labeled, index)
     first_gpu = out_gpu if isinstance(out_gpu, torch.Tensor) else out_gpu.weight
     first_cpu = out_cpu if isinstance(out_cpu, torch.Tensor) else out_cpu.weight
     torch.testing.assert_close(first_gpu.cpu(), first_cpu, rtol=1e-4, atol=1e-5)

@@ -136,6 +136,14 @@ def test_paired_difference_bootstrap_on_synthetic_numbers():
         paired([[1.0]], [[0.0]])
 
 
+def fake_history(value: float, quality: dict, epochs: int) -> list[dict]:
+    """What a trainer returns: one row per epoch, the same test score in each."""
+    return [
+        {"epoch": e + 1, "test_accuracy": value, "test_miou": value, **quality}
+        for e in range(epochs)
+    ]
+
+
 def fake_trainer(calls, stop_after=None):
     """Stands in for a trainer: records the call, returns a short history."""
 
@@ -149,10 +157,7 @@ def fake_trainer(calls, stop_after=None):
         elif quality:
             quality["precision"] = 0.9
         value = 0.5 + 0.01 * seed + (0.1 if selector == "csl" else 0.0)
-        return [
-            {"epoch": e + 1, "test_accuracy": value, "test_miou": value, **quality}
-            for e in range(epochs)
-        ]
+        return fake_history(value, quality, epochs)
 
     return train
 
@@ -302,11 +307,7 @@ def sweep_trainer(calls):
         value = 0.5 + 0.01 * seed + (0.1 if tau == 0.8 else 0.0)
         if selector == "csl":
             value = 0.55 + 0.01 * seed
-        row = {"ratio": 0.5, "mean_weight": 0.5, "precision": 0.9}
-        return [
-            {"epoch": e + 1, "test_accuracy": value, "test_miou": value, **row}
-            for e in range(epochs)
-        ]
+        return fake_history(value, {"ratio": 0.5, "mean_weight": 0.5, "precision": 0.9}, epochs)
 
     return train
 

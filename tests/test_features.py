@@ -9,10 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from csl_reference import reference_features
+from helpers.csl_reference import reference_features
+from helpers.probability_maps import classifier_outputs, smooth_maps
+from helpers.tolerances import DTYPES, HALF_DTYPES, compute_dtype, dtype_id, numpy_of
 from hypothesis import given
 from hypothesis import strategies as st
-from probability_maps import classifier_outputs, smooth_maps
 
 import pseudosel.features as features
 import pseudosel.kernels.blocks as blocks
@@ -110,27 +111,27 @@ def test_residual_mass_survives_when_confidence_rounds_to_one():
 
 @pytest.mark.parametrize("residual", ["theory", "reference"])
 @pytest.mark.parametrize("g_scale", [1.0, 0.5])
-def test_matches_literal_reference_on_maps(residual, g_scale):
-    probs = smooth_maps(2, 7, 12, 10, sharpness=5.0, seed=3, dtype=torch.float64)
+def test_matches_literal_reference_on_maps(residual, g_scale, device):
+    probs = smooth_maps(2, 7, 12, 10, sharpness=5.0, seed=3, dtype=torch.float64).to(device)
     c, s, labels = csl_features(probs, residual=residual, g_scale=g_scale)
-    ref_c, ref_s, ref_labels = reference_features(probs.numpy(), residual, g_scale)
-    np.testing.assert_allclose(c.numpy(), ref_c, rtol=0, atol=1e-15)
-    np.testing.assert_allclose(s.numpy(), ref_s, rtol=1e-10, atol=1e-15)
-    np.testing.assert_array_equal(labels.numpy(), ref_labels)
+    ref_c, ref_s, ref_labels = reference_features(numpy_of(probs), residual, g_scale)
+    np.testing.assert_allclose(numpy_of(c), ref_c, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(numpy_of(s), ref_s, rtol=1e-10, atol=1e-15)
+    np.testing.assert_array_equal(numpy_of(labels), ref_labels)
 
 
 @given(
     st.integers(1, 6),
     st.integers(2, 12),
     st.floats(0.1, 30.0),
-    st.sampled_from([torch.float16, torch.bfloat16, torch.float32, torch.float64]),
+    st.sampled_from(DTYPES),
     st.sampled_from(["theory", "reference"]),
 )
 def test_s_is_bounded(n, k, sharpness, dtype, residual):
     probs = classifier_outputs(n, k, sharpness=sharpness, seed=n * k, dtype=dtype)
     c, s, labels = csl_features(probs, residual=residual)
     r, _ = residual_moments(probs, labels)
-    assert c.dtype == s.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert c.dtype == s.dtype == compute_dtype(dtype)
     bound = r * (k - 2) / 2
     if residual == "reference":
         bound = bound + r / (2 * (k - 1))
@@ -138,23 +139,39 @@ def test_s_is_bounded(n, k, sharpness, dtype, residual):
     assert (s <= bound * (1 + 1e-6) + 1e-12).all()
 
 
-@pytest.mark.parametrize("residual", ["theory", "reference"])
-@pytest.mark.parametrize(
+# softmax(scale · randn) from near-uniform to near-one-hot, for both residual variants
+SCALES = pytest.mark.parametrize(
     "scale", [0.01, 1.0, 30.0], ids=["near-uniform", "softmax-randn", "near-one-hot"]
 )
+RESIDUALS = pytest.mark.parametrize("residual", ["theory", "reference"])
+
+
+def float32_softmax(shape, scale: float, seed: int) -> torch.Tensor:
+    """float32 softmax(scale · randn) of ``shape``, drawn in float64."""
+    gen = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(shape, generator=gen, dtype=torch.float64)).softmax(1).float()
+
+
+def assert_s_within_float32_ulps(s32, s64, ulps: int = 8) -> torch.Tensor:
+    """float32 s within ``ulps`` units in the last place of float64 s wherever s is above
+    float32's subnormal range; returns where it is."""
+    normal = s64 > 10 * torch.finfo(torch.float32).tiny
+    error = (s32.double() - s64).abs() / s64
+    assert (error[normal] <= ulps * torch.finfo(torch.float32).eps).all()
+    return normal
+
+
+@RESIDUALS
+@SCALES
 def test_float32_s_is_float64_s_to_a_few_units_in_the_last_place(scale, residual):
     # The one-pass ((K - 1) Σ p² / r - r) / 2 cancelled here (errors up to 2% near-uniform)
     # or underflowed (near-one-hot); two-pass with scaled deviations: < 5 units measured.
-    gen = torch.Generator().manual_seed(0)
-    logits = scale * torch.randn(4, 21, 64, 64, generator=gen, dtype=torch.float64)
-    probs = logits.softmax(1).float()
+    probs = float32_softmax((4, 21, 64, 64), scale, seed=0)
     c32, s32, labels32 = csl_features(probs, residual=residual)
     c64, s64, labels64 = csl_features(probs.double(), residual=residual)
     assert torch.equal(labels32, labels64) and torch.equal(c32.double(), c64)
-    normal = s64 > 10 * torch.finfo(torch.float32).tiny  # above float32's subnormal range
+    normal = assert_s_within_float32_ulps(s32, s64)
     assert normal.double().mean() > 0.999
-    error = (s32.double() - s64).abs() / s64
-    assert (error[normal] <= 8 * torch.finfo(torch.float32).eps).all()
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 40, 37), (700, 9), (2, 300, 7)])
@@ -169,7 +186,6 @@ def test_blocked_cpu_path_equals_one_pass(monkeypatch, shape):
     torch.testing.assert_close(q_blocks, q_one, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("residual", ["theory", "reference"])
 def test_blocked_features_equal_one_pass(monkeypatch, dtype, residual):
     probs = smooth_maps(3, 7, 20, 30, sharpness=8.0, seed=4).to(dtype)
@@ -186,8 +202,9 @@ def test_blocked_features_equal_one_pass(monkeypatch, dtype, residual):
     assert torch.equal(confidence, confidence_one) and torch.equal(labels, labels_one)
 
 
-def test_half_inputs_are_computed_in_float32():
-    probs = smooth_maps(1, 5, 6, 6, seed=1).to(torch.bfloat16)
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=dtype_id)
+def test_half_inputs_are_computed_in_float32(dtype, device):
+    probs = smooth_maps(1, 5, 6, 6, seed=1).to(device).to(dtype)
     c, s, _ = csl_features(probs)
     assert c.dtype == s.dtype == torch.float32
     c64, s64, _ = csl_features(probs.double())
@@ -236,16 +253,12 @@ def test_bad_feature_options_raise():
         csl_features(probs, g_scale="1")
 
 
-@pytest.mark.parametrize("residual", ["theory", "reference"])
-@pytest.mark.parametrize(
-    "scale", [0.01, 1.0, 30.0], ids=["near-uniform", "softmax-randn", "near-one-hot"]
-)
+@RESIDUALS
+@SCALES
 def test_compiled_features_match_float64_to_a_few_units_in_the_last_place(scale, residual):
     # Under torch.compile (K <= 64) the features are one pointwise kernel: the plane walk
     # and the spread's sums written out class by class. Same precision contract as eager.
-    gen = torch.Generator().manual_seed(1)
-    logits = scale * torch.randn(2, 21, 24, 24, generator=gen, dtype=torch.float64)
-    probs = logits.softmax(1).float()
+    probs = float32_softmax((2, 21, 24, 24), scale, seed=1)
     probs[0, :, 0, 0] = 0.0
     probs[0, 3, 0, 0] = probs[0, 5, 0, 0] = 0.5  # a tie: the lower index wins
     probs[1, :, 0, 0] = torch.tensor([1.0, 1e-9, 2e-9] + [0.0] * 18)  # c rounds to 1
@@ -257,13 +270,10 @@ def test_compiled_features_match_float64_to_a_few_units_in_the_last_place(scale,
     assert labels32[0, 0, 0] == 3
     assert torch.equal(labels32, labels64) and torch.equal(c32.double(), c64)
     assert torch.equal(labels32, probs.argmax(1))
-    normal = s64 > 10 * torch.finfo(torch.float32).tiny
-    error = (s32.double() - s64).abs() / s64
-    assert (error[normal] <= 8 * torch.finfo(torch.float32).eps).all()
+    normal = assert_s_within_float32_ulps(s32, s64)
     assert ((s32[~normal].double() - s64[~normal]).abs() <= 1e-37).all()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_blocked_entropy_matches_float64_xlogy(monkeypatch, dtype):
     # eager CPU blocks compute p·log(max(p, tiny)) in a scratch buffer instead of xlogy:
     # equal to the float64 reference to float32 rounding, 0 at p = 0, NaN kept

@@ -10,26 +10,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from host_sync_guard import forbid_host_sync
-from probability_maps import classifier_outputs, smooth_maps
-from selector_zoo import CASES, outputs_of
+from helpers.host_sync_guard import forbid_host_sync
+from helpers.probability_maps import classifier_outputs, smooth_maps
+from helpers.selector_zoo import CASES, case_batch, outputs_of
 
 import pseudosel
+from pseudosel.registry import selector_spec
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.convex], ids=lambda c: c.name)
 def test_training_steps_never_read_the_device_from_the_host(case):
     module, step = case.build(5, validate=False)
-    batches = []
-    for i in range(4):
-        if case.dense:
-            probs = smooth_maps(2, 5, 6, 6, sharpness=3.0, seed=i)
-        else:
-            probs = classifier_outputs(12, 5, seed=i)
-        valid = torch.rand(
-            probs.shape[0], *probs.shape[2:], generator=torch.Generator().manual_seed(i)
-        )
-        batches.append((probs, valid < 0.7))
+    batches = [case_batch(case, i) for i in range(4)]
     batches.append((batches[0][0], torch.zeros_like(batches[0][1])))  # fully ignored
     results = []
     with forbid_host_sync():
@@ -42,10 +34,19 @@ def test_training_steps_never_read_the_device_from_the_host(case):
 
 
 def test_select_reliable_by_name_never_reads_the_device():
+    """Every stateless selector of the registry by name (those needing optional packages
+    aside: cvxpy solves on the host), with the labelled batch where it needs one."""
     probs = smooth_maps(2, 5, 8, 8, seed=3)
+    labeled = classifier_outputs(6, 5, seed=4)
     ignore = torch.zeros(2, 8, 8, dtype=torch.uint8)
     ignore[:, :2] = 255
+    names = [
+        name
+        for name in pseudosel.available_selectors(stateful=False)
+        if not selector_spec(name).requires
+    ]
     with forbid_host_sync():
-        for name in ("csl", "threshold", "entropy_split"):
-            pseudosel.select_reliable(probs, name, ignore_mask=ignore, validate=False)
+        for name in names:
+            extra = {"probs_labeled": labeled} if "labeled" in selector_spec(name).needs else {}
+            pseudosel.select_reliable(probs, name, ignore_mask=ignore, validate=False, **extra)
         pseudosel.select_reliable(probs.log(), "csl", from_logits=True, validate=False)

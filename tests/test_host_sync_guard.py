@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from host_sync_guard import GUARDED, HostSyncError, forbid_host_sync
+from helpers.host_sync_guard import GUARDED, HostSyncError, forbid_host_sync
 
 T = torch.tensor([0.5, 0.0, 2.0])
 

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from probability_maps import smooth_maps
+from helpers.probability_maps import smooth_maps
 from scipy import stats
 
 import pseudosel
@@ -216,22 +216,22 @@ def test_cutmix_box_that_cannot_fit_is_shrunk_into_the_image():
 # ---------------------------------------------------------------- paste
 
 
-def test_paste_images_hand_built():
-    target = torch.zeros(2, 3, 4, 4)
-    source = torch.ones(2, 3, 4, 4)
-    box = torch.zeros(2, 4, 4, dtype=torch.bool)
+def test_paste_images_hand_built(device):
+    target = torch.zeros(2, 3, 4, 4, device=device)
+    source = torch.ones(2, 3, 4, 4, device=device)
+    box = torch.zeros(2, 4, 4, dtype=torch.bool, device=device)
     box[0, 1:3, 0:2] = True
     mixed = paste(target, source, box)
     assert (mixed[0, :, 1:3, 0:2] == 1).all()
     assert mixed[0].sum() == 3 * 4 and mixed[1].sum() == 0
 
 
-def test_paste_selection_moves_every_field_together():
-    probs = smooth_maps(2, 4, 6, 6, seed=0)
-    target = pseudosel.select_reliable(probs, valid=torch.ones(2, 6, 6, dtype=torch.bool))
-    source_valid = torch.zeros(2, 6, 6, dtype=torch.bool)
-    source = pseudosel.select_reliable(probs.flip(0), valid=source_valid)
-    box = torch.zeros(2, 6, 6, dtype=torch.bool)
+def test_paste_selection_moves_every_field_together(device):
+    probs = smooth_maps(2, 4, 6, 6, seed=0).to(device)
+    valid = torch.ones(2, 6, 6, dtype=torch.bool, device=device)
+    target = pseudosel.select_reliable(probs, valid=valid)
+    source = pseudosel.select_reliable(probs.flip(0), valid=torch.zeros_like(valid))
+    box = torch.zeros(2, 6, 6, dtype=torch.bool, device=device)
     box[:, 2:5, 1:4] = True
     mixed = paste(target, source, box)
     assert isinstance(mixed, pseudosel.Selection)

@@ -1,12 +1,13 @@
 """Selection metrics: by hand, against numpy and scikit-learn over several batches, and
-free of host synchronisation (checked on CPU with tests/host_sync_guard.py)."""
+free of host synchronisation (checked on CPU with tests/helpers/host_sync_guard.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from host_sync_guard import forbid_host_sync
+from helpers.host_sync_guard import forbid_host_sync
+from helpers.tolerances import numpy_of
 from sklearn.metrics import roc_auc_score
 
 import pseudosel
@@ -14,19 +15,19 @@ from pseudosel import Selection
 from pseudosel.metrics import SelectionStats, as_log_dict, auroc, selection_quality
 
 
-def hand_selection():
+def hand_selection(device="cpu"):
     # 6 positions; the last is ignored by the selection, the fifth has no true label
-    labels = torch.tensor([0, 1, 1, 0, 2, 1])
-    weight = torch.tensor([1.0, 1.0, 0.5, 0.25, 1.0, 0.0])
+    labels = torch.tensor([0, 1, 1, 0, 2, 1], device=device)
+    weight = torch.tensor([1.0, 1.0, 0.5, 0.25, 1.0, 0.0], device=device)
     mask = weight == 1
-    score = torch.tensor([3.0, 2.0, -1.0, -2.0, 1.0, 0.0])
-    valid = torch.tensor([True, True, True, True, True, False])
-    target = torch.tensor([0, 0, 1, 0, 255, 1])
+    score = torch.tensor([3.0, 2.0, -1.0, -2.0, 1.0, 0.0], device=device)
+    valid = torch.tensor([True, True, True, True, True, False], device=device)
+    target = torch.tensor([0, 0, 1, 0, 255, 1], device=device)
     return Selection(labels, weight, mask, score, valid), target
 
 
-def test_selection_quality_by_hand():
-    sel, target = hand_selection()
+def test_selection_quality_by_hand(device):
+    sel, target = hand_selection(device)
     q = selection_quality(sel, target, num_classes=3)
     # valid: 5; selected: positions 0, 1, 4 → ratio 3/5; weights sum 3.75 → mean 0.75
     assert q["ratio"].item() == pytest.approx(3 / 5)
@@ -78,8 +79,9 @@ def test_auroc_is_half_when_undefined():
 IGNORE = 255
 
 
-def random_batch(seed, shape, *, target=True, nothing_selected=False, k=4):
-    """A Selection with soft weights, ignored positions and a coarse score grid.
+def random_batch(seed, shape, *, target=True, nothing_selected=False, k=4, device="cpu"):
+    """A Selection with soft weights, ignored positions and a coarse score grid (drawn on
+    the CPU, moved to ``device``).
 
     Scores are multiples of 0.25 in [-3, 3]: equal scores tie exactly and distinct ones land
     in distinct histogram bins, so the binned AUROC must equal the exact one.
@@ -96,7 +98,8 @@ def random_batch(seed, shape, *, target=True, nothing_selected=False, k=4):
         torch.rand(shape, generator=gen) < 0.6, labels, torch.randint(0, k, shape, generator=gen)
     )
     truth = torch.where(torch.rand(shape, generator=gen) < 0.15, IGNORE, truth)
-    return Selection(labels, weight, mask, score, valid), (truth if target else None)
+    selection = Selection(*(field.to(device) for field in (labels, weight, mask, score, valid)))
+    return selection, (truth.to(device) if target else None)
 
 
 # (seed, shape, has target, nothing selected): classification and dense, with and without
@@ -119,9 +122,9 @@ def numpy_quality(batches, k=4):
 
     rows = []  # one tuple per valid position: (label, weight, selected, score, truth)
     for sel, target in batches:
-        fields = [f.flatten().numpy() for f in (sel.labels, sel.weight, sel.mask, sel.score)]
-        truth = target.flatten().numpy() if target is not None else None
-        for i, ok in enumerate(sel.valid.flatten().numpy()):
+        fields = [numpy_of(f.flatten()) for f in (sel.labels, sel.weight, sel.mask, sel.score)]
+        truth = numpy_of(target.flatten()) if target is not None else None
+        for i, ok in enumerate(numpy_of(sel.valid.flatten())):
             if ok:
                 rows.append((*(f[i] for f in fields), None if truth is None else truth[i]))
     out = {
@@ -159,7 +162,7 @@ def assert_matches_numpy(result, expected):
     for key, value in expected.items():
         assert result[key].dtype == torch.float32, key
         np.testing.assert_allclose(
-            result[key].numpy(),
+            numpy_of(result[key]),
             np.asarray(value, dtype=np.float64),
             rtol=1e-6,
             atol=1e-7,
@@ -167,10 +170,13 @@ def assert_matches_numpy(result, expected):
         )
 
 
-def test_stats_over_several_batches_match_numpy():
-    batches = [random_batch(s, shape, target=t, nothing_selected=n) for s, shape, t, n in BATCHES]
+def test_stats_over_several_batches_match_numpy(device):
+    batches = [
+        random_batch(s, shape, target=t, nothing_selected=n, device=device)
+        for s, shape, t, n in BATCHES
+    ]
     assert not batches[3][0].mask.any() and batches[3][0].weight.sum() > 0
-    stats = SelectionStats(num_classes=4)
+    stats = SelectionStats(num_classes=4).to(device)
     for sel, target in batches:
         stats.update(sel, target)
     assert_matches_numpy(stats.compute(), numpy_quality(batches))
@@ -181,16 +187,18 @@ def test_stats_over_several_batches_match_numpy():
 
 
 @pytest.mark.parametrize("seed,shape,has_target,nothing", BATCHES)
-def test_each_batch_matches_numpy(seed, shape, has_target, nothing):
-    sel, target = random_batch(seed, shape, target=has_target, nothing_selected=nothing)
+def test_each_batch_matches_numpy(seed, shape, has_target, nothing, device):
+    sel, target = random_batch(
+        seed, shape, target=has_target, nothing_selected=nothing, device=device
+    )
     expected = numpy_quality([(sel, target)])
     assert_matches_numpy(selection_quality(sel, target, num_classes=4), expected)
-    assert_matches_numpy(SelectionStats(num_classes=4)(sel, target), expected)
+    assert_matches_numpy(SelectionStats(num_classes=4).to(device)(sel, target), expected)
 
 
-def test_stats_without_any_target_report_no_target_numbers():
-    batches = [random_batch(s, shape, target=False) for s, shape, *_ in BATCHES]
-    stats = SelectionStats(num_classes=4)
+def test_stats_without_any_target_report_no_target_numbers(device):
+    batches = [random_batch(s, shape, target=False, device=device) for s, shape, *_ in BATCHES]
+    stats = SelectionStats(num_classes=4).to(device)
     for sel, _ in batches:
         stats.update(sel)
     assert_matches_numpy(stats.compute(), numpy_quality(batches))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from probability_maps import classifier_outputs, smooth_maps
-from selector_zoo import CASES
+from helpers.probability_maps import classifier_outputs, smooth_maps
+from helpers.selector_zoo import CASES
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import pseudosel.kernels.blocks as blocks

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.selector_zoo import declared_options
+from helpers.tolerances import DTYPES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pseudosel
 import pseudosel.functional as F
+from pseudosel.registry import selector_spec
 
-DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+NUM_UNLABELED = 64
 
 
 @st.composite
@@ -59,8 +62,8 @@ def check_selection(sel: pseudosel.Selection, probs: torch.Tensor, valid: torch.
     st.sampled_from(["auto", "sample", "batch"]),
     st.sampled_from(["confidence", "linear", "neglog"]),
 )
-def test_csl_properties(inputs, scope, rule):
-    probs, valid = inputs
+def test_csl_properties(device, inputs, scope, rule):
+    probs, valid = (x.to(device) for x in inputs)
     sel = F.csl(probs, valid=valid, scope=scope, cluster_rule=rule)
     check_selection(sel, probs, valid)
     # each group with a valid position trusts at least one of them (its best point)
@@ -71,8 +74,8 @@ def test_csl_properties(inputs, scope, rule):
 
 @settings(max_examples=300)
 @given(selection_inputs(), st.floats(0.0, 1.0))
-def test_threshold_properties(inputs, tau):
-    probs, valid = inputs
+def test_threshold_properties(device, inputs, tau):
+    probs, valid = (x.to(device) for x in inputs)
     sel = F.threshold(probs, tau, valid=valid)
     check_selection(sel, probs, valid)
     assert torch.equal(sel.weight, sel.mask.to(sel.weight.dtype))
@@ -91,22 +94,35 @@ def test_logits_are_rejected(n, k, scale, seed, select):
         select(logits)
 
 
-ADAPTIVE = {
-    "flexmatch": lambda k: pseudosel.FlexMatchSelector(k, tau=0.7),
-    "freematch": lambda k: pseudosel.FreeMatchSelector(k, use_quantile=True),
-    "softmatch": lambda k: pseudosel.SoftMatchSelector(k, per_class=True),
-    "dash": lambda k: pseudosel.DashSelector(0.5, update_every=1),
-    "u2pl": lambda k: pseudosel.EntropySplitSelector(3),
-}
+def _stateful() -> dict:
+    """Every stateful selector of the registry, with each option set of its declaration."""
+    found = {}
+    for name in pseudosel.available_selectors(stateful=True):
+        spec = selector_spec(name)
+        for example, options in declared_options(spec, NUM_UNLABELED):
+            found[f"{name}/{example}"] = (spec, options)
+    return found
 
 
-@settings(max_examples=80)
-@given(selection_inputs(), st.sampled_from(sorted(ADAPTIVE)), st.booleans())
-def test_adaptive_selector_properties(inputs, name, training):
-    probs, valid = inputs
-    selector = ADAPTIVE[name](probs.shape[1]).train(training)
+STATEFUL = _stateful()
+
+
+@settings(max_examples=150)
+@given(selection_inputs(), st.sampled_from(sorted(STATEFUL)), st.booleans())
+def test_stateful_selector_properties(device, inputs, name, training):
+    """Two declared steps (``spec.step``) in training or eval mode: documented shapes and
+    ranges, finite state. A selector recording per sample, or one taking (N, K) input
+    only, gets the positions as rows, with their indices."""
+    probs, valid = (x.to(device) for x in inputs)
+    spec, options = STATEFUL[name]
+    per_sample = options["num_unlabeled"] is not None
+    if per_sample or not spec.dense:
+        probs, valid = probs.movedim(1, -1).reshape(-1, probs.shape[1]), valid.reshape(-1)
+    selector = spec.build(probs.shape[1], **options).to(device).train(training)
+    index = torch.arange(len(probs), device=device) % NUM_UNLABELED
+    extra = {"index": index} if per_sample else {}
     for _ in range(2):
-        sel = selector(probs, valid=valid)
+        sel = spec.step(selector, probs, valid, **extra)
         check_selection(sel, probs, valid)
     for value in selector.state_dict().values():
         if value.is_floating_point():
@@ -115,12 +131,12 @@ def test_adaptive_selector_properties(inputs, name, training):
 
 @settings(max_examples=80)
 @given(selection_inputs())
-def test_alignment_and_adamatch_properties(inputs):
-    probs, valid = inputs
+def test_alignment_and_adamatch_properties(device, inputs):
+    probs, valid = (x.to(device) for x in inputs)
     k = probs.shape[1]
-    aligned = pseudosel.DistributionAlignment(k)(probs, valid=valid)
+    aligned = pseudosel.DistributionAlignment(k).to(device)(probs, valid=valid)
     assert aligned.shape == probs.shape and torch.isfinite(aligned).all()
-    labeled = torch.full((3, k), 1.0 / k, dtype=probs.dtype)
+    labeled = torch.full((3, k), 1.0 / k, dtype=probs.dtype, device=device)
     sel = pseudosel.AdaMatchSelector()(probs, labeled, valid=valid)
     check_selection(sel, probs, valid)
 

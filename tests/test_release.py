@@ -3,8 +3,9 @@
 ``python -m build`` makes the sdist, then the wheel from that sdist (so the sdist holds what
 the build needs). The wheel, and then a copy of the checkout with ``pip install .``, are
 installed into one clean virtual environment (``torch==2.13.0`` first, as the README says),
-where a smoke test runs from a folder outside the repository: 40-60 s on 2 cores, most of
-it installing torch and the dependencies.
+where a smoke test runs from a folder outside the repository; then the example plug-in
+(examples/plugin_example) is installed there and found through its entry point: 40-70 s on
+2 cores, most of it installing torch and the dependencies.
 """
 
 from __future__ import annotations
@@ -75,6 +76,43 @@ SMOKE = textwrap.dedent(
     assert via_script == via_module, "pseudosel --help and python -m pseudosel --help differ"
     assert "pseudosel compare" in via_script and "``" not in via_script
     print(f"smoke ok: pseudosel {pseudosel.__version__} from {where}, import {elapsed:.2f} s")
+    """
+)
+
+PLUGIN_SMOKE = textwrap.dedent(
+    """
+    import json, subprocess, sys
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    import pseudosel
+
+    # the entry point of the installed package, found without importing it by hand
+    assert "mysel" not in sys.modules
+    names = pseudosel.available_selectors()
+    assert {"mine", "mine_ema"} <= set(names), names
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.4, 0.35, 0.25]])
+    sel = pseudosel.select_reliable(probs, "mine", margin=0.5)
+    assert sel.mask.tolist() == [True, False], sel.mask
+
+    # and by name on the command line, in a process of its own
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 4, generator=generator) * 3
+    labels = logits.argmax(1).numpy()
+    np.savez("preds.npz", probs=logits.softmax(1).numpy(), labels=labels)
+    script = Path(sys.executable).with_name("pseudosel")
+    run = subprocess.run(
+        [script, "compare", "preds.npz", "--selectors", "mine:0.3", "threshold",
+         "--no-plots", "--out", "out"],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    measured = json.loads(Path("out/compare.json").read_text())["selectors"]
+    assert sorted(measured) == ["mine:0.3", "threshold"], sorted(measured)
+    assert 0.0 < measured["mine:0.3"]["ratio"] <= 1.0, measured["mine:0.3"]
+    print("plugin ok:", sorted(measured))
     """
 )
 
@@ -179,6 +217,13 @@ def test_wheel_and_checkout_install_in_a_clean_venv(dist, checkout, tmp_path):
     _run([*pip, "."], cwd=checkout)
     result = _run([str(python), str(smoke), VERSION, str(checkout)], cwd=outside)
     assert "smoke ok" in result.stdout
+
+    # docs/plugins.md: a plug-in installed as a package registers through its entry point
+    plugin_smoke = tmp_path / "plugin_smoke.py"
+    plugin_smoke.write_text(PLUGIN_SMOKE)
+    _run([*pip, "--no-deps", str(checkout / "examples" / "plugin_example")])
+    result = _run([str(python), str(plugin_smoke)], cwd=outside)
+    assert "plugin ok" in result.stdout
 
 
 def test_install_instructions_name_what_is_tested(dist):

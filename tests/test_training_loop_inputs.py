@@ -9,18 +9,12 @@ import weakref
 
 import pytest
 import torch
-from probability_maps import classifier_outputs, smooth_maps
-from selector_zoo import CASES, outputs_of, state_of
+from helpers.probability_maps import smooth_maps
+from helpers.selector_zoo import CASES, case_batch, outputs_of, state_of
 
 
-def _inputs(case, step: int, k: int = 5, dtype=torch.float32):
-    if case.dense:
-        probs = smooth_maps(2, k, 6, 7, sharpness=3.0, seed=step, dtype=dtype)
-    else:
-        probs = classifier_outputs(12, k, seed=step, dtype=dtype)
-    gen = torch.Generator().manual_seed(100 + step)
-    valid = torch.rand((probs.shape[0], *probs.shape[2:]), generator=gen) < 0.7
-    return probs, valid
+def _inputs(case, step: int, device):
+    return case_batch(case, step, size=(6, 7), valid_seed=100 + step, device=device)
 
 
 def _graph_size(tensor: torch.Tensor) -> int:
@@ -36,14 +30,14 @@ def _graph_size(tensor: torch.Tensor) -> int:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_grad_requiring_inputs_build_no_graph(case):
+def test_grad_requiring_inputs_build_no_graph(case, device):
     """Outputs never require grad, state never carries history, and nothing accumulates."""
     steps = 2 if case.convex else 30
-    module, step = case.build(5)
-    logits = torch.zeros(1, requires_grad=True)  # a "network parameter" in the graph
+    module, step = case.build(5, device=device)
+    logits = torch.zeros(1, device=device, requires_grad=True)  # a "network parameter"
     step_inputs = []
     for i in range(steps):
-        probs, valid = _inputs(case, i)
+        probs, valid = _inputs(case, i, device)
         probs = (probs.log() + logits).softmax(1)  # requires grad, like a real forward
         assert probs.requires_grad
         result = step(probs, valid)
@@ -65,13 +59,13 @@ def test_grad_requiring_inputs_build_no_graph(case):
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.convex], ids=lambda c: c.name)
 @pytest.mark.parametrize("poison", [float("nan"), float("inf"), float("-inf")])
-def test_non_finite_values_at_ignored_positions_never_reach_state(case, poison):
+def test_non_finite_values_at_ignored_positions_never_reach_state(case, poison, device):
     """NaN/±Inf only where valid is False: outputs and state equal the run where those
     positions hold ordinary probabilities, over several steps."""
-    clean_module, clean_step = case.build(5)
-    dirty_module, dirty_step = case.build(5)
+    clean_module, clean_step = case.build(5, device=device)
+    dirty_module, dirty_step = case.build(5, device=device)
     for i in range(6):
-        probs, valid = _inputs(case, i)
+        probs, valid = _inputs(case, i, device)
         poisoned = probs.clone()
         poisoned.movedim(1, -1)[~valid] = poison
         clean = outputs_of(clean_step(probs, valid))
@@ -91,17 +85,21 @@ def test_non_finite_values_at_ignored_positions_never_reach_state(case, poison):
 
 @pytest.mark.parametrize("poison", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("kind", ["F.adamatch", "AdaMatchSelector", "DistributionAlignment"])
-def test_non_finite_values_at_ignored_labeled_positions_stay_out(kind, poison):
+def test_non_finite_values_at_ignored_labeled_positions_stay_out(kind, poison, device):
     """The labelled batch (AdaMatch's cutoff, alignment's target='model') has ignore
     regions too: poison there changes nothing."""
     import pseudosel
     import pseudosel.functional as F
 
-    align = {tag: pseudosel.DistributionAlignment(4, momentum=0.5, target="model") for tag in "cd"}
+    align = {
+        tag: pseudosel.DistributionAlignment(4, momentum=0.5, target="model").to(device)
+        for tag in "cd"
+    }
     for i in range(4):
-        probs = smooth_maps(2, 4, 5, 5, seed=i)
-        labeled = smooth_maps(3, 4, 5, 5, seed=50 + i)
+        probs = smooth_maps(2, 4, 5, 5, seed=i).to(device)
+        labeled = smooth_maps(3, 4, 5, 5, seed=50 + i).to(device)
         valid_lb = torch.rand(3, 5, 5, generator=torch.Generator().manual_seed(i)) < 0.6
+        valid_lb = valid_lb.to(device)
         poisoned = labeled.clone()
         poisoned.movedim(1, -1)[~valid_lb] = poison
         outputs = {}

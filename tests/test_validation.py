@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.tolerances import DTYPES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -150,7 +151,7 @@ def test_ignore_index_must_be_an_int(value, with_mask):
     st.integers(2, 6),
     st.integers(0, 3),
     st.sampled_from([0.0, 0.0, 5e-4, -5e-4, 2e-3, -2e-3, 0.02]),
-    st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.float16]),
+    st.sampled_from(DTYPES),
     st.sampled_from(["none", "nan", "inf", "negative"]),
 )
 def test_all_valid_check_agrees_with_the_per_position_check(n, k, size, shift, dtype, bad):

@@ -185,8 +185,9 @@ def flexmatch_update(
         warmup: FlexMatch's threshold warm-up, β = σ / max(max σ, unused). Default True.
         process_group: process group of the collectives (default group, if initialised).
         inplace: write into ``state``'s tensors (O(batch) per step); else into copies.
-        validate: check that valid positions hold probabilities (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"`` (binary outputs only).
+        **front: the front door's ``validate`` (check that valid positions hold
+            probabilities, default True) and ``activation`` (``"softmax"``, default, or
+            ``"sigmoid"`` for binary outputs).
 
     Returns:
         The new :class:`FlexMatchState`.

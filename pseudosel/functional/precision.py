@@ -448,8 +448,9 @@ def precision_target_select(
     Args:
         probs: (N, K, *spatial); state: the current thresholds; valid: optional bool
             (N, *spatial).
-        validate: check that valid positions hold probabilities (default True).
-        activation: ``"softmax"`` (default) or ``"sigmoid"`` (binary outputs only).
+        **front: the front door's ``validate`` (check that valid positions hold
+            probabilities, default True) and ``activation`` (``"softmax"``, default, or
+            ``"sigmoid"`` for binary outputs).
 
     Example:
         >>> import torch

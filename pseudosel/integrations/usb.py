@@ -582,12 +582,10 @@ def _needs_of_module(module: nn.Module) -> frozenset[str]:
 
 def _check_options(spec: SelectorSpec, options: dict[str, Any]) -> None:
     """Options a named selector does not take are a TypeError now, not at the first step
-    (unless its function or constructor takes ``**options``: then it answers itself)."""
-    target = spec.module if spec.stateful else spec.function
-    parameters = inspect.signature(target).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+    (unless it takes any keyword, ``**options``: then it answers itself)."""
+    accepted = spec.option_names()
+    if accepted is None:
         return
-    accepted = set(parameters) - {"probs", "valid", "self"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise TypeError(

@@ -56,6 +56,8 @@ ENTRY_POINT_GROUP = "pseudosel.selectors"
 #: the unlabelled set (``index``), the labelled weak batch (``probs_labeled``), labelled
 #: held-out predictions (fed through the module's ``update_heldout``)
 NEEDS = ("index", "labeled", "heldout")
+#: the per-call arguments those needs arrive as (not options of the selector)
+NEEDS_INPUTS = frozenset({"index", "probs_labeled", "valid_labeled"})
 #: the outputs a selector may take: softmax class probabilities, a binary sigmoid output
 #: (N, 1, *spatial), a multi-label sigmoid output (N, L, *spatial)
 INPUTS = ("softmax", "sigmoid", "multilabel")
@@ -208,6 +210,25 @@ class SelectorSpec:
             if key in accepted and key not in options and value is not None
         }
         return self.module(**arguments, **options)
+
+    def option_names(self) -> frozenset[str] | None:
+        """The keyword options this selector takes (the module's constructor for a stateful
+        one, else the function), or None when it takes any keyword (``**options``) and
+        answers for itself. The per-call inputs (``probs``, ``valid``, :attr:`needs`) are
+        not options.
+
+        Example:
+            >>> from pseudosel.registry import selector_spec
+            >>> sorted(selector_spec("threshold").option_names())
+            ['activation', 'multilabel', 'tau', 'validate']
+        """
+        if self.stateful:
+            names = _constructor_options(self.module)
+        else:
+            names = _keyword_options(getattr(self.function, "plugin_function", self.function))
+            if names is not None and hasattr(self.function, "plugin_function"):
+                names |= {"validate", "activation", "multilabel"}  # the front door's
+        return None if names is None else frozenset(names - {"probs", "valid"} - NEEDS_INPUTS)
 
     def step(self, module: nn.Module, probs: Tensor, valid: Tensor | None, **inputs: Any):
         """One training step of a built module (``train_step``, else ``forward``), its
@@ -569,6 +590,43 @@ def _make_spec(
     )
 
 
+def _keyword_options(function: Callable[..., Any]) -> set[str] | None:
+    """The named parameters of ``function``; a ``**front`` adds the front door's options
+    (``validate``, ``activation``: :func:`pseudosel.inputs.per_class_inputs`); any other
+    ``**kwargs`` makes the set open (None)."""
+    names: set[str] = set()
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            if parameter.name != "front":
+                return None
+            names |= {"validate", "activation"}
+        elif parameter.kind is not inspect.Parameter.VAR_POSITIONAL:
+            names.add(parameter.name)
+    return names
+
+
+def _constructor_options(module: type[nn.Module]) -> set[str] | None:
+    """The keywords a module's constructor takes, following ``**shared`` up its bases to the
+    first constructor without ``**kwargs`` (pseudosel's base classes end the chain: their
+    ``**unexpected`` only names what it refuses)."""
+    from pseudosel.selectors._base import CheckedModule
+
+    names: set[str] = set()
+    for cls in module.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        parameters = list(inspect.signature(vars(cls)["__init__"]).parameters.values())[1:]
+        open_ended = False
+        for parameter in parameters:
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                open_ended = True
+            elif parameter.kind is not inspect.Parameter.VAR_POSITIONAL:
+                names.add(parameter.name)
+        if not open_ended or cls is CheckedModule:
+            return names
+    return None
+
+
 def _check_arguments(name: str, target: Callable[..., Any], *, skip_self: bool) -> None:
     try:
         parameters = list(inspect.signature(target).parameters.values())
@@ -666,4 +724,5 @@ def _front_door(
         return result
 
     del selector.__wrapped__  # inspect shows the wrapper's (standard) signature
+    selector.plugin_function = function  # type: ignore[attr-defined]  (its own options)
     return selector

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel._deprecation import warn_once
-from pseudosel.distributed import ProcessGroup, all_reduce_max
+from pseudosel.distributed import ProcessGroup, all_gather_cat
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector, check_positive_int
@@ -51,9 +51,10 @@ class AdshSelector(Selector):
 
     Buffers:
         ``s`` (K,) scores, τ₁ at start; ``confidence`` (num_unlabeled,) and ``prediction``
-        (num_unlabeled,) long, −1 = not recorded in this pass. DDP: :meth:`calibrate`
-        MAX-all-reduces the records (ranks may record disjoint or identical samples), so
-        every rank gets the same scores.
+        (num_unlabeled,) long, −1 = not recorded in this pass. DDP: :meth:`update` gathers
+        every rank's records and applies them in rank order (equal per-rank batch sizes, as
+        with a ``DistributedSampler``), so every rank holds the same records and scores, equal
+        to one process fed the ranks' batches concatenated in rank order.
 
     Example:
         >>> import torch
@@ -127,10 +128,15 @@ class AdshSelector(Selector):
                 f"and shape {tuple(index.shape)}"
             )
         confidence, labels = confidence_and_labels(probs)
+        # every rank applies every rank's writes in rank order, so all ranks hold the same
+        # records and a later write wins as in one process (a reduction at calibrate time
+        # could not tell an old record from a new one)
+        group = self.process_group
+        index, valid = all_gather_cat(index, group), all_gather_cat(valid, group)
+        confidence = all_gather_cat(confidence.to(self.confidence.dtype), group)
+        labels = all_gather_cat(labels, group)
         # ignored rows write back what is stored (no boolean indexing: no host sync)
-        confidence = torch.where(
-            valid, confidence.to(self.confidence.dtype), self.confidence[index]
-        )
+        confidence = torch.where(valid, confidence, self.confidence[index])
         labels = torch.where(valid, labels, self.prediction[index])
         self.confidence.index_copy_(0, index, confidence)
         self.prediction.index_copy_(0, index, labels)
@@ -139,8 +145,6 @@ class AdshSelector(Selector):
     def calibrate(self, *, reset: bool = True) -> None:
         """New scores from this pass's records (USB's ``after_train_epoch``); then, with
         ``reset``, forget the records for the next pass."""
-        all_reduce_max(self.confidence, self.process_group)
-        all_reduce_max(self.prediction, self.process_group)
         new = F.adsh_calibrate(
             self.confidence,
             self.prediction,

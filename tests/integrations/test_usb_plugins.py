@@ -2,7 +2,7 @@
 
 The USB hook holds no list of selector names: it reads the registry. A stateless plug-in
 function and a stateful plug-in module (a :class:`pseudosel.Selector` with a buffer) are
-registered here, run inside USB algorithms built as USB builds them (tests/usb_support.py),
+registered here, run inside USB algorithms built as USB builds them (tests/helpers/usb_support.py),
 and their masks compared with the plug-in called directly on the probabilities the hook
 received. The stateful one also goes through ``save_model``/``load_model``. Built-ins that
 USB does not have (Adsh, CorrMatch) run by name from their registry entries too.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import usb_support as usb
+from helpers import usb_support as usb
 
 usb.require_semilearn()
 
@@ -23,11 +23,7 @@ import pseudosel  # noqa: E402
 from pseudosel.integrations.usb import CHECKPOINT_KEY, PseudoselMaskingHook  # noqa: E402
 from pseudosel.registry import UsbMapping, selector_spec, unregister_selector  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings(
-    # semilearn 0.3.2 builds torch.cuda.amp.GradScaler() and friends on CPU
-    "ignore::FutureWarning",
-    "ignore::UserWarning:torch.*",
-)
+pytestmark = usb.IN_SEMILEARN
 
 STATELESS = "test_usb_plugin"
 STATEFUL = "test_usb_stateful_plugin"
@@ -65,24 +61,6 @@ class RunningMeanThreshold(pseudosel.Selector):
         return self.finish(
             pseudosel.Selection(labels, mask.to(probs.dtype), mask, confidence, valid)
         )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def batches():
-    return usb.digit_batches()
-
-
-@pytest.fixture
-def config(tmp_path):
-    return {"save_dir": str(tmp_path)}
 
 
 @pytest.fixture
@@ -149,7 +127,10 @@ def assert_mixed(calls):
     assert mixed >= 3, f"only {mixed} steps keep some and drop some: the test shows little"
 
 
-@pytest.mark.parametrize("algorithm", ["fixmatch", "flexmatch", "freematch", "adamatch"])
+@pytest.mark.parametrize(
+    "algorithm",
+    ["fixmatch", "flexmatch", "freematch", "adamatch"],  # usb algorithms
+)
 def test_a_stateless_plugin_runs_by_name(batches, config, stateless_plugin, algorithm):
     hook = PseudoselMaskingHook(STATELESS, share=0.4)
     ours, calls = run(algorithm, batches, hook, **config, plugin_floor=0.3)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from probability_maps import classifier_outputs, smooth_maps
+from helpers.probability_maps import classifier_outputs, smooth_maps
 
 import pseudosel
 from pseudosel import registry
@@ -267,10 +267,22 @@ def _required(spec) -> dict:
     return dict(next(iter(spec.examples.values())))
 
 
-def test_select_reliable_names_are_the_stateless_registrations():
-    stateless = set(pseudosel.available_selectors(stateful=False))
-    assert {"csl", "csl_covar", "threshold", "adamatch", "entropy_split", "top_ratio"} <= stateless
-    assert not stateless & set(pseudosel.available_selectors(stateful=True))
+def test_select_reliable_takes_every_stateless_name_and_refuses_the_stateful_ones():
+    stateless = pseudosel.available_selectors(stateful=False)
+    stateful = pseudosel.available_selectors(stateful=True)
+    assert stateless and stateful and not set(stateless) & set(stateful)
+    assert sorted(stateless + stateful) == sorted(pseudosel.available_selectors())
+    probs = torch.randn(16, 4, generator=torch.Generator().manual_seed(0)).mul(3).softmax(1)
+    for name in stateless:
+        spec = registry.selector_spec(name)
+        if spec.requires:  # the convex path (cvxpy): tested in tests/test_convex.py
+            continue
+        inputs = {"probs_labeled": probs} if "labeled" in spec.needs else {}
+        sel = pseudosel.select_reliable(probs, name, **_required(spec), **inputs)
+        assert isinstance(sel, pseudosel.Selection) and sel.labels.shape == (16,), name
+    for name in stateful:
+        with pytest.raises(ValueError, match=f"'{name}' keeps state across training steps"):
+            pseudosel.select_reliable(probs, name)
 
 
 def test_build_selector_fills_the_context_by_name():
@@ -286,3 +298,29 @@ def test_usb_readers_of_the_builtins():
     dash = selector_spec("dash").usb.settings["update_every"]
     assert dash(SimpleNamespace(num_iter_per_epoch=20)) == 200
     assert dash(SimpleNamespace()) is registry.MISSING
+
+
+@pytest.mark.parametrize("name", pseudosel.available_selectors())
+def test_option_names_are_what_the_selector_accepts(name):
+    """``option_names()`` (what the USB hook checks options against up front): the shared
+    options it lists are accepted at their defaults, and a name it does not list is refused
+    by the selector itself."""
+    spec = registry.selector_spec(name)
+    names = spec.option_names()
+    if names is None:  # takes **options and answers for itself
+        return
+    defaults = {"validate": True, "activation": "softmax", "multilabel": None, "weighting": "soft"}
+    listed = {key: value for key, value in defaults.items() if key in names}
+    assert {"validate", "activation"} <= set(listed), sorted(names)
+    probs = classifier_outputs(12, 3, seed=1)
+    inputs = {"probs_labeled": probs} if "labeled" in spec.needs else {}
+    if spec.stateful:
+        spec.build(3, num_unlabeled=12, **_required(spec), **listed)
+        with pytest.raises(TypeError, match="not_an_option"):
+            spec.build(3, num_unlabeled=12, **_required(spec), not_an_option=1)
+    else:
+        if spec.requires:
+            return
+        spec.function(probs, **_required(spec), **listed, **inputs)
+        with pytest.raises(TypeError, match="not_an_option"):
+            spec.function(probs, **_required(spec), not_an_option=1, **inputs)

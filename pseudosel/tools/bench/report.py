@@ -80,7 +80,8 @@ ADAPTIVE_STEPS = (
 
 
 def targets(report: Report) -> list[dict]:
-    """The CPU targets of issue [2/6], evaluated on whatever rows this report has (float32).
+    """The CPU performance targets (the "target" tables of benchmarks/RESULTS.md), evaluated
+    on whatever rows this report has (float32).
 
     Ratios are to the floor ``probs.amax(dim=1)`` of the same run."""
     checks = []

@@ -58,7 +58,9 @@ __all__ = [
 ]
 
 #: the selectors compared when none are named (a configuration of the tool)
-DEFAULT_SELECTORS = ["threshold", "threshold:0.9", "flexmatch", "freematch", "softmatch", "csl"]
+DEFAULT_SELECTORS = [  # a choice of selectors
+    "threshold", "threshold:0.9", "flexmatch", "freematch", "softmatch", "csl",
+]  # fmt: skip
 #: passes over the file for stateful selectors: the first ``DEFAULT_PASSES - 1`` warm the
 #: state up, the last one is measured
 DEFAULT_PASSES = 3

@@ -2,7 +2,7 @@
 
 Every algorithm is built as USB builds it (``get_config`` + ``get_algorithm``, a tiny network
 on CPU) and trained on the same batches of sklearn's digits, which went through USB's own
-dataset, augmentation and loader (tests/usb_support.py). Two runs per case: one with the
+dataset, augmentation and loader (tests/helpers/usb_support.py). Two runs per case: one with the
 algorithm's own masking hook, one with ``PseudoselMaskingHook`` registered by the documented
 one-liner. The masks must agree at every step, and so must the final weights and the state
 USB keeps; a run saved with ``algorithm.save_model`` and resumed with ``load_model`` must
@@ -15,18 +15,14 @@ import warnings
 
 import pytest
 import torch
-import usb_support as usb
+from helpers import usb_support as usb
 
 usb.require_semilearn()
 
 import pseudosel  # noqa: E402
 from pseudosel.integrations.usb import CHECKPOINT_KEY, PseudoselMaskingHook  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings(
-    # semilearn 0.3.2 builds torch.cuda.amp.GradScaler() and friends on CPU
-    "ignore::FutureWarning",
-    "ignore::UserWarning:torch.*",
-)
+pytestmark = usb.IN_SEMILEARN
 
 # Dash without its CUDA-only warm-up: rho_init as the warm-up would set it; one epoch per
 # step so that rho moves at steps 0 and 10, reaching rho_min (hard labels) at step 10.
@@ -48,31 +44,12 @@ CASES = [
     ("dash", "dash", DASH, True),
 ]
 # USB state on the masking hook, per algorithm
-USB_STATE = {
+USB_STATE = {  # usb algorithms
     "flexmatch": ("classwise_acc", "selected_label"),
     "freematch": ("p_model", "time_p", "label_hist"),
     "softmatch": ("prob_max_mu_t", "prob_max_var_t"),
     "dash": ("rho_init", "rho", "rho_update_cnt"),
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny network gains nothing from threads, which only contend on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def batches():
-    return usb.digit_batches()
-
-
-@pytest.fixture
-def config(tmp_path):
-    return {"save_dir": str(tmp_path)}
 
 
 def build(name, hook=None, **config):
@@ -226,7 +203,7 @@ def test_csl_weights_are_what_usb_logs_as_util_ratio(batches, config):
     assert any(bool((s.weight < 1).any() & s.mask.any()) for _, s in ratios)
 
 
-@pytest.mark.parametrize("name", ["freematch", "flexmatch", "softmatch", "dash"])
+@pytest.mark.parametrize("name", ["freematch", "flexmatch", "softmatch", "dash"])  # usb algorithms
 def test_another_selector_leaves_usb_its_attributes(batches, config, name):
     """csl inside FreeMatch still feeds its fairness loss; every checkpoint works."""
     hook = PseudoselMaskingHook("csl")

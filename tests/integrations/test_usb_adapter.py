@@ -1,6 +1,6 @@
 """The USB adapter's import contract — what an installed semilearn cannot show.
 
-Everything else is tested inside the real semilearn in tests/test_usb_integration.py.
+Everything else is tested inside the real semilearn in tests/integrations/test_usb_integration.py.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ def smooth_maps(
     """(n, k, height, width) softmax of smooth random logit fields plus pixel noise.
 
     ``sharpness`` scales the logits: ~6 gives peaky, segmentation-like maps with confident
-    interiors and uncertain borders; ~0.5 gives near-uniform maps.
+    interiors and uncertain borders; ~0.5 gives near-uniform maps. Drawn on the CPU: a
+    test on another device moves them (the same values on every device).
     """
     gen = torch.Generator().manual_seed(seed)
     coarse = torch.randn(
@@ -35,7 +36,8 @@ def smooth_maps(
 def classifier_outputs(
     n: int, k: int, *, sharpness: float = 3.0, seed: int = 0, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """(n, k) softmax outputs with a spread of confidences, like a partly trained classifier."""
+    """(n, k) softmax outputs with a spread of confidences, like a partly trained classifier
+    (drawn on the CPU)."""
     gen = torch.Generator().manual_seed(seed)
     logits = torch.randn(n, k, generator=gen, dtype=torch.float64)
     boost = torch.rand(n, 1, generator=gen, dtype=torch.float64) * sharpness * 3
@@ -43,3 +45,15 @@ def classifier_outputs(
     logits = logits * sharpness / 2
     perm = torch.randperm(k, generator=gen)
     return logits[:, perm].softmax(1).to(dtype)
+
+
+def noisy_labels(probs: torch.Tensor, *, seed: int, correct: float = 0.8) -> torch.Tensor:
+    """(n,) true labels for (n, k) predictions: the arg-max in a share ``correct`` of the
+    rows, a random class in the others (which may be the arg-max too)."""
+    gen = torch.Generator().manual_seed(seed)
+    n, k = probs.shape
+    return torch.where(
+        torch.rand(n, generator=gen) < correct,
+        probs.argmax(1),
+        torch.randint(0, k, (n,), generator=gen),
+    )

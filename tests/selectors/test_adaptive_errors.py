@@ -13,24 +13,6 @@ def probs(n=4, k=5):
     return torch.full((n, k), 1.0 / k)
 
 
-def test_flexmatch_index_errors():
-    selector = pseudosel.FlexMatchSelector(5, 10)
-    with pytest.raises(ValueError, match=r"index .* is required.*num_unlabeled=10"):
-        selector(probs())
-    with pytest.raises(ValueError, match=r"index must lie in \[0, 10\).*from 0 to 12"):
-        selector(probs(), index=torch.tensor([0, 1, 2, 12]))
-    with pytest.raises(ValueError, match=r"index must lie in \[0, 10\).*from -1"):
-        selector(probs(), index=torch.tensor([-1, 1, 2, 3]))
-    with pytest.raises(TypeError, match="index must be a torch.long tensor, got torch.int32"):
-        selector(probs(), index=torch.arange(4, dtype=torch.int32))
-    with pytest.raises(ValueError, match=r"index must have shape \(4,\)"):
-        selector(probs(), index=torch.arange(3))
-    with pytest.raises(ValueError, match=r"per-sample FlexMatch takes \(N, K\) probs"):
-        selector(torch.full((2, 5, 3, 3), 0.2), index=torch.arange(2))
-    with pytest.raises(ValueError, match="index was given but this FlexMatchSelector is class"):
-        pseudosel.FlexMatchSelector(5)(probs(), index=torch.arange(4))
-
-
 @pytest.mark.parametrize(
     "make",
     [
@@ -72,31 +54,6 @@ def test_constructor_errors():
         pseudosel.DistributionAlignment(3, target=torch.ones(4))
     with pytest.raises(TypeError, match=r"target must be None, 'model' or a \(3,\) probab"):
         pseudosel.DistributionAlignment(3, target=[0.2, 0.3, 0.5])
-
-
-@pytest.mark.parametrize(
-    "target",
-    [[0.5, 0.6, 0.2], [1.2, -0.1, -0.1], [0.5, float("nan"), 0.5], [0.2, 0.2, 0.2]],
-)
-def test_alignment_target_must_be_a_distribution(target):
-    with pytest.raises(ValueError, match="target must be a probability distribution .* got"):
-        pseudosel.DistributionAlignment(3, target=torch.tensor(target))
-    # a real distribution is accepted and gives non-negative aligned probabilities
-    align = pseudosel.DistributionAlignment(3, target=torch.tensor([0.2, 0.3, 0.5]))
-    assert (align(probs(k=3)) >= 0).all()
-
-
-def test_flexmatch_eval_mode_needs_no_index():
-    selector = pseudosel.FlexMatchSelector(5, 10)
-    trained = selector(probs(), index=torch.arange(4))
-    selector.eval()
-    before = {name: value.clone() for name, value in selector.state_dict().items()}
-    frozen = selector(probs())  # no index: selecting only
-    assert torch.equal(frozen.mask, trained.mask)
-    for name, value in selector.state_dict().items():
-        assert torch.equal(value, before[name]), name
-    with pytest.raises(ValueError, match=r"index .* is required"):
-        selector.update(probs())  # recording always needs the positions
 
 
 def test_call_errors():

@@ -12,12 +12,15 @@ driven by hand).
 Each :class:`Case` builds a fresh selector for K classes and a ``step(probs, valid)`` that
 runs one training step the way a loop would: modules in training mode, functional
 stateful cores with their explicit state carried from step to step.
+
+:func:`declared_options` and :class:`SteppedModule` also serve the other registry-driven
+scenarios (the distributed and checkpoint tests).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,7 @@ from torch import Tensor, nn
 
 import pseudosel
 import pseudosel.functional as F
+from helpers.probability_maps import classifier_outputs, smooth_maps
 from pseudosel.registry import SelectorSpec, available_selectors, selector_spec
 
 NUM_UNLABELED = 64
@@ -36,8 +40,9 @@ class Case:
     """One selector: ``build(k, validate=True)`` returns ``(module_or_None, step)``.
 
     The builders also take ``activation=`` ("softmax" or "sigmoid": the step then takes
-    sigmoid outputs) and ``weighting=`` ("soft" or "hard"): set on a module like
-    ``validate``, passed to the functional selectors (``Selection.hard`` for them).
+    sigmoid outputs), ``weighting=`` ("soft" or "hard"): set on a module like
+    ``validate``, passed to the functional selectors (``Selection.hard`` for them), and
+    ``device=``: where the module's buffers or the carried functional state live.
 
     ``dense``: accepts (N, K, *spatial) input. ``convex``: needs cvxpy (slow; skipped by
     the fuzz test). ``checked``: the step runs pseudosel's front door (bad input raises).
@@ -54,16 +59,41 @@ class Case:
     inputs: Callable[[Tensor], dict[str, Tensor]] = lambda probs: {}
 
 
-def labeled_batch(k: int, dtype: torch.dtype) -> Tensor:
+def labeled_batch(k: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
     """A fixed labelled weak batch for AdaMatch and target='model' alignment.
 
     Binary: k = 1 is a sigmoid column p and k = 2 exactly its two classes (1 − p, p), so a
     selector given the sigmoid form and one given the two-class form see the same batch."""
     gen = torch.Generator().manual_seed(1234)
     if k <= 2:
-        p = torch.rand(6, 1, generator=gen, dtype=torch.float64).to(dtype)
+        p = torch.rand(6, 1, generator=gen, dtype=torch.float64).to(device, dtype)
         return p if k == 1 else torch.cat((1 - p, p), 1)
-    return (torch.randn(6, k, generator=gen, dtype=torch.float64) * 2).softmax(1).to(dtype)
+    logits = torch.randn(6, k, generator=gen, dtype=torch.float64) * 2
+    return logits.softmax(1).to(device, dtype)
+
+
+def case_batch(
+    case: Case,
+    seed: int,
+    *,
+    k: int = 5,
+    n: int = 12,
+    size: tuple[int, int] = (6, 6),
+    keep: float = 0.7,
+    valid_seed: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """One batch for ``case``: two (k, *size) smooth maps where it takes dense input, else
+    (n, k) classifier outputs; ``valid`` keeps about ``keep`` of the positions (drawn with
+    ``valid_seed``, default ``seed``)."""
+    if case.dense:
+        probs = smooth_maps(2, k, *size, sharpness=3.0, seed=seed, dtype=dtype).to(device)
+    else:
+        probs = classifier_outputs(n, k, seed=seed, dtype=dtype).to(device)
+    gen = torch.Generator().manual_seed(seed if valid_seed is None else valid_seed)
+    valid = torch.rand((probs.shape[0], *probs.shape[2:]), generator=gen) < keep
+    return probs, valid.to(device)
 
 
 def sample_index(probs: Tensor) -> Tensor:
@@ -77,14 +107,44 @@ def _per_call_inputs(spec: SelectorSpec, per_sample: bool) -> Callable[[Tensor],
         if "index" in spec.needs and per_sample:
             found["index"] = sample_index(probs)
         if "labeled" in spec.needs:
-            found["probs_labeled"] = labeled_batch(probs.shape[1], probs.dtype)
+            found["probs_labeled"] = labeled_batch(probs.shape[1], probs.dtype, probs.device)
         return found
 
     return inputs
 
 
-def _configure(module: nn.Module, validate: bool, activation: str, weighting: str) -> None:
-    module.train()
+def declared_options(spec: SelectorSpec, num_unlabeled: int) -> Iterator[tuple[str, dict]]:
+    """``(example, options)`` for each option set of ``spec``'s declaration, with
+    ``num_unlabeled`` for a selector that needs sample positions (unless the example sets
+    it: None there is FlexMatch's class-wise form). The options are per sample (the steps
+    need ``index``) where ``options["num_unlabeled"]`` is not None."""
+    for example, options in spec.examples.items():
+        context = num_unlabeled if "index" in spec.needs else None
+        yield example, {"num_unlabeled": context, **options}
+
+
+class SteppedModule(nn.Module):
+    """A registered selector's module (``spec.build(k, **options)``), stepped the way its
+    declaration says (``spec.step``): ``forward(probs, valid=None, **inputs)``."""
+
+    def __init__(self, spec: SelectorSpec, k: int, options: dict[str, Any]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.selector = spec.build(k, **options)
+
+    def forward(self, probs: Tensor, valid: Tensor | None = None, **inputs: Any):
+        return self.spec.step(self.selector, probs, valid, **inputs)
+
+
+def _on(device: torch.device | str, state: Any) -> Any:
+    """An explicit functional state (a NamedTuple of tensors) on ``device``."""
+    return type(state)(*(v.to(device) if isinstance(v, Tensor) else v for v in state))
+
+
+def _configure(
+    module: nn.Module, validate: bool, activation: str, weighting: str, device="cpu"
+) -> None:
+    module.to(device).train()
     module.validate = validate
     if activation != "softmax":
         module.activation = activation
@@ -95,9 +155,9 @@ def _configure(module: nn.Module, validate: bool, activation: str, weighting: st
 def _module_case(name: str, make: Callable[[int], nn.Module], **call_inputs: Callable) -> Case:
     """A case built from a module class (not from a registered name)."""
 
-    def build(k: int, validate: bool = True, activation="softmax", weighting="soft"):
+    def build(k: int, validate: bool = True, activation="softmax", weighting="soft", device="cpu"):
         module = make(k)
-        _configure(module, validate, activation, weighting)
+        _configure(module, validate, activation, weighting, device)
 
         def step(probs: Tensor, valid: Tensor):
             extra = {key: make_input(probs) for key, make_input in call_inputs.items()}
@@ -112,14 +172,14 @@ def _module_case(name: str, make: Callable[[int], nn.Module], **call_inputs: Cal
 
 
 def _registered_module_case(spec: SelectorSpec, example: str, options: dict) -> Case:
-    """A registered selector's module, built and stepped the way its declaration says."""
-    per_sample = "index" in spec.needs and options.get("num_unlabeled", 0) is not None
+    """A registered selector's module, built and stepped the way its declaration says
+    (``options`` from :func:`declared_options`)."""
+    per_sample = options["num_unlabeled"] is not None
     inputs = _per_call_inputs(spec, per_sample)
 
-    def build(k: int, validate: bool = True, activation="softmax", weighting="soft"):
-        context = {"num_unlabeled": NUM_UNLABELED} if "index" in spec.needs else {}
-        module = spec.build(k, **{**context, **options})
-        _configure(module, validate, activation, weighting)
+    def build(k: int, validate: bool = True, activation="softmax", weighting="soft", device="cpu"):
+        module = spec.build(k, **options)
+        _configure(module, validate, activation, weighting, device)
 
         def step(probs: Tensor, valid: Tensor):
             return spec.step(module, probs, valid, **inputs(probs))
@@ -139,7 +199,7 @@ def _registered_function_case(spec: SelectorSpec, example: str, options: dict) -
     """A registered stateless selector called as a function, by its name."""
     inputs = _per_call_inputs(spec, per_sample=False)
 
-    def build(k: int, validate: bool = True, activation="softmax", weighting="soft"):
+    def build(k: int, validate: bool = True, activation="softmax", weighting="soft", device="cpu"):
         extra = {} if activation == "softmax" else {"activation": activation}
 
         def step(probs: Tensor, valid: Tensor):
@@ -177,8 +237,9 @@ def _accepted(function: Callable, options: dict) -> dict:
 
 
 def _functional(make: Callable[[int], _FunctionalState], *, checked: bool = True):
-    def build(k: int, validate: bool = True, activation="softmax", weighting="soft"):
+    def build(k: int, validate: bool = True, activation="softmax", weighting="soft", device="cpu"):
         carried = make(k)
+        carried.state = _on(device, carried.state)
         if activation != "softmax":
             carried.options["activation"] = activation
         if not validate:
@@ -212,16 +273,16 @@ def _registry_cases() -> list[Case]:
     modules_seen: set[type] = set()
     for name in available_selectors():
         spec = selector_spec(name)
+        declared = list(declared_options(spec, NUM_UNLABELED))
         if spec.function is not None:
             for example, options in spec.examples.items():
                 cases.append(_registered_function_case(spec, example, dict(options)))
             if spec.module is not None and spec.module not in modules_seen:
                 modules_seen.add(spec.module)
-                options = dict(next(iter(spec.examples.values())))
-                cases.append(_registered_module_case(spec, "default", options))
+                cases.append(_registered_module_case(spec, "default", declared[0][1]))
         else:
-            for example, options in spec.examples.items():
-                cases.append(_registered_module_case(spec, example, dict(options)))
+            for example, options in declared:
+                cases.append(_registered_module_case(spec, example, options))
         if spec.cores is not None:
             cases.append(_cores_case(spec))
     return cases
@@ -242,7 +303,9 @@ def heldout_labels(probs: Tensor, valid: Tensor, k: int, activation: str = "soft
     return torch.where(position % 5 == 0, (predicted + 1) % k, predicted)
 
 
-def _precision_heldout(k: int, validate: bool = True, activation="softmax", weighting="soft"):
+def _precision_heldout(
+    k: int, validate: bool = True, activation="softmax", weighting="soft", device="cpu"
+):
     """PrecisionTargetSelector fed held-out data: every step selects and observes the batch as
     held-out data (synthetic labels); every other step (the 1st, 3rd, ...) also calibrates,
     as a loop calibrates every few steps or once per epoch (a calibration issues a fixed
@@ -251,7 +314,7 @@ def _precision_heldout(k: int, validate: bool = True, activation="softmax", weig
     module = pseudosel.PrecisionTargetSelector(
         k, epsilon=0.3, delta=0.2, window=64, candidates=50, per_class=True, min_count=0,
         activation=activation, weighting=weighting,
-    ).train()  # fmt: skip
+    ).to(device).train()  # fmt: skip
     module.validate = validate
     steps = [0]
 
@@ -267,7 +330,7 @@ def _precision_heldout(k: int, validate: bool = True, activation="softmax", weig
 
 
 def _labeled(probs: Tensor) -> Tensor:
-    return labeled_batch(probs.shape[1], probs.dtype)
+    return labeled_batch(probs.shape[1], probs.dtype, probs.device)
 
 
 EXTRA_CASES: list[Case] = [

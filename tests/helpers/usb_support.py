@@ -5,7 +5,8 @@ Environment. The README's test command installs semilearn's pure-Python import n
 ``<venv>/usb`` (not site-packages: PyPI's torchvision is CUDA-linked and, beside the CPU torch,
 fails to import with "operator torchvision::nms does not exist", which would also break
 ``import lightning`` in every process of the venv). :func:`install_import_shims` (called by
-``tests/conftest.py``) makes that folder importable inside pytest and adds two shims:
+``tests/integrations/conftest.py``, for the USB tests only) makes that folder importable
+inside pytest and adds two shims:
 
 - when torchvision's C++ operators did not load, the two op schemas its Python code registers
   fakes for (``torchvision::nms``, ``torchvision::qnms``) are defined with ``torch.library``
@@ -80,7 +81,7 @@ class _StubModule(types.ModuleType):
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__"):
             raise AttributeError(attr)
-        message = f"{self.__name__}.{attr} is a test stub (see tests/usb_support.py)"
+        message = f"{self.__name__}.{attr} is a test stub (see tests/helpers/usb_support.py)"
 
         def refuse(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError(message)
@@ -105,6 +106,15 @@ class _Stubs(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module):
         return None
+
+
+#: marks of a test module that runs inside semilearn: its CPU warnings ignored, one thread
+#: (the ``one_thread`` fixture of tests/integrations/conftest.py)
+IN_SEMILEARN = [
+    # semilearn 0.3.2 builds torch.cuda.amp.GradScaler() and friends on CPU
+    pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning:torch.*"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 def install_import_shims() -> None:

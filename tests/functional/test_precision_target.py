@@ -1,6 +1,7 @@
 """Precision-targeted selection: the torch incomplete beta and Clopper–Pearson bound against
-scipy, the calibration against a literal float64 reference (tests/precision_reference.py),
-the ring buffer, the module's contract, and a simulation where the truth is known."""
+scipy, the calibration against a literal float64 reference
+(tests/helpers/precision_reference.py), the ring buffer, the module's contract, and a
+simulation where the truth is known."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from collections import deque
 import numpy as np
 import pytest
 import torch
-from host_sync_guard import forbid_host_sync
+from helpers.host_sync_guard import forbid_host_sync
+from helpers.precision_reference import NOTHING, RefPrecisionTarget
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from precision_reference import NOTHING, RefPrecisionTarget
 from scipy import special, stats
 
 import pseudosel
@@ -182,13 +183,13 @@ def _rows(probs, labels, valid):
     seed=st.integers(0, 10_000),
 )
 def test_thresholds_equal_the_reference_on_random_windows(
-    k, window, sizes, conf, correctness, epsilon, delta, min_count, per_class, grid, seed
+    device, k, window, sizes, conf, correctness, epsilon, delta, min_count, per_class, grid, seed
 ):
     candidates = [0.99, 0.95, 0.9, 0.85, 0.8, 0.7, 0.55, 0.5] if grid == "values" else grid
     module = pseudosel.PrecisionTargetSelector(
         k, epsilon=epsilon, delta=delta, window=window, candidates=candidates,
         per_class=per_class, min_count=min_count,
-    ).double()  # fmt: skip
+    ).to(device, torch.float64)  # fmt: skip
     grid_values = module.candidates.tolist()
     ref = RefPrecisionTarget(
         k, window=window, candidates=grid_values, epsilon=epsilon, delta=delta,
@@ -197,7 +198,7 @@ def test_thresholds_equal_the_reference_on_random_windows(
     draw = {"ties": _ties, "smooth": _smooth, "sharp": _sharp}[conf]
     for step, size in enumerate(sizes):
         probs, labels, valid = _window(draw, k, size, seed + step, correctness)
-        module.update_heldout(probs, labels, valid)
+        module.update_heldout(probs.to(device), labels.to(device), valid.to(device))
         ref.observe(_rows(probs, labels, valid))
         module.calibrate()
         ref.calibrate()
@@ -206,16 +207,16 @@ def test_thresholds_equal_the_reference_on_random_windows(
 
 
 @pytest.mark.parametrize("per_class", [False, True])
-def test_default_grid_and_window_against_the_reference(per_class):
+def test_default_grid_and_window_against_the_reference(per_class, device):
     module = pseudosel.PrecisionTargetSelector(4, window=700, per_class=per_class, min_count=20)
-    module.double()
+    module.to(device, torch.float64)
     ref = RefPrecisionTarget(
         4, window=700, candidates=module.candidates.tolist(), epsilon=0.05, delta=0.05,
         min_count=20, per_class=per_class,
     )  # fmt: skip
     for step in range(3):
         probs, labels, valid = _window(_sharp, 4, 400, step, "calibrated")
-        module.update_heldout(probs, labels, valid)
+        module.update_heldout(probs.to(device), labels.to(device), valid.to(device))
         ref.observe(_rows(probs, labels, valid))
     module.calibrate()
     ref.calibrate()
@@ -588,7 +589,7 @@ def test_precision_is_at_least_target_in_at_least_1_minus_delta_of_draws():
 
 @pytest.fixture
 def calibrated_file(tmp_path):
-    from probability_maps import classifier_outputs
+    from helpers.probability_maps import classifier_outputs
 
     probs = classifier_outputs(600, 6, seed=4)
     confidence, predicted = probs.max(1)
@@ -642,7 +643,7 @@ def test_compare_needs_a_warmup_pass_for_precision_target(calibrated_file, tmp_p
 
 
 def test_compare_dense_file(tmp_path):
-    from probability_maps import smooth_maps
+    from helpers.probability_maps import smooth_maps
 
     from pseudosel.tools.compare import compare
 

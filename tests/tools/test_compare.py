@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from probability_maps import classifier_outputs, smooth_maps
+from helpers.probability_maps import classifier_outputs, noisy_labels, smooth_maps
 
 from pseudosel.tools.cli import main
 from pseudosel.tools.compare import PredictionFile, compare
@@ -34,12 +34,7 @@ def dense_file(tmp_path):
 @pytest.fixture
 def cls_file(tmp_path):
     probs = classifier_outputs(300, 10, seed=2)
-    gen = torch.Generator().manual_seed(3)
-    labels = torch.where(
-        torch.rand(300, generator=gen) < 0.8,
-        probs.argmax(1),
-        torch.randint(0, 10, (300,), generator=gen),
-    )
+    labels = noisy_labels(probs, seed=3)
     path = tmp_path / "cls.pt"
     torch.save({"logits": probs.log(), "labels": labels}, path)
     return path, probs, labels
@@ -57,7 +52,7 @@ def test_dense_file_through_the_cli(dense_file, tmp_path, capsys):
                 str(out),
                 "--batch-size",
                 "4",
-                "--selectors",
+                "--selectors",  # a choice of selectors
                 "threshold",
                 "threshold:0.8",
                 "csl",
@@ -94,14 +89,9 @@ def test_streaming_in_small_batches_gives_the_same_per_image_results(dense_file,
 
 def test_classification_logits_file(cls_file, tmp_path):
     path, _, _ = cls_file
-    report = compare(
-        path,
-        selectors=["threshold", "csl", "flexmatch", "softmatch"],
-        batch_size=64,
-        out=tmp_path / "o",
-        progress=False,
-    )
-    assert set(report["selectors"]) == {"threshold", "csl", "flexmatch", "softmatch"}
+    chosen = ["threshold", "csl", "flexmatch", "softmatch"]  # a choice of selectors
+    report = compare(path, selectors=chosen, batch_size=64, out=tmp_path / "o", progress=False)
+    assert set(report["selectors"]) == set(chosen)
     sweep = report["threshold_sweep"]
     assert sweep["coverage"][0] == pytest.approx(1.0) and len(sweep["precision"]) > 10
 
@@ -316,7 +306,7 @@ def test_selector_specs_are_checked_before_reading(cls_file):
 
 def test_stateful_selectors_are_measured_after_warmup_passes(cls_file, tmp_path):
     path, probs, labels = cls_file
-    specs = ["threshold", "flexmatch", "freematch"]
+    specs = ["threshold", "flexmatch", "freematch"]  # a choice of selectors
     cold = compare(path, selectors=specs, from_logits=True, progress=False, passes=1)
     warm = compare(path, selectors=specs, from_logits=True, progress=False)
     assert warm["passes"] == 3

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from probability_maps import classifier_outputs, smooth_maps
+from helpers.probability_maps import classifier_outputs, noisy_labels, smooth_maps
 
 import pseudosel
 from pseudosel import _deprecation
@@ -22,7 +22,7 @@ from pseudosel.registry import unregister_selector
 from pseudosel.tools.cli import main
 from pseudosel.tools.compare import compare, table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_FOLDER = ROOT / "examples" / "plugin_example"
 
 
@@ -41,12 +41,7 @@ def run_pseudosel(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture
 def cls_file(tmp_path):
     probs = classifier_outputs(300, 5, seed=7)
-    gen = torch.Generator().manual_seed(8)
-    labels = torch.where(
-        torch.rand(300, generator=gen) < 0.8,
-        probs.argmax(1),
-        torch.randint(0, 5, (300,), generator=gen),
-    )
+    labels = noisy_labels(probs, seed=8)
     labels[::13] = 255  # unknown labels take no part
     path = tmp_path / "preds.npz"
     np.savez(path, probs=probs.numpy(), labels=labels.numpy())

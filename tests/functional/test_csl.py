@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from csl_reference import reference_csl, reference_split
-from probability_maps import classifier_outputs, smooth_maps
+from helpers.csl_reference import reference_csl, reference_split
+from helpers.probability_maps import classifier_outputs, smooth_maps
+from helpers.tolerances import HALF_DTYPES, dtype_id, numpy_of, tolerance
 
 import pseudosel
 import pseudosel.functional as F
@@ -21,16 +22,17 @@ from pseudosel.functional.separation import RANK_ONE_RATIO, principal_axes, seco
 MAPS = [(6.0, "peaky"), (15.0, "very peaky"), (0.5, "near-uniform")]
 
 
-def assert_matches_reference(probs, valid=None, *, atol, **options):
+def assert_matches_reference(probs, valid=None, *, atol, rtol=0.0, **options):
+    """F.csl on ``probs`` (any device) against the float64 reference on the same values."""
     sel = F.csl(probs, valid=valid, **options)
     ref = reference_csl(probs, valid=valid, **options)
-    np.testing.assert_allclose(sel.weight.double().numpy(), ref.weight, rtol=0, atol=atol)
-    np.testing.assert_array_equal(sel.labels.numpy(), ref.labels)
-    valid_np = np.ones(ref.weight.shape, bool) if valid is None else valid.numpy()
+    np.testing.assert_allclose(numpy_of(sel.weight.double()), ref.weight, rtol=rtol, atol=atol)
+    np.testing.assert_array_equal(numpy_of(sel.labels), ref.labels)
+    valid_np = np.ones(ref.weight.shape, bool) if valid is None else numpy_of(valid)
     # the trusted set may differ only where the reference weight is within rounding of 1
-    differs = sel.mask.numpy() != ref.mask
-    assert not (differs & (ref.weight < 1 - 10 * atol)).any()
-    assert not (sel.mask.numpy() & ~valid_np).any()
+    differs = numpy_of(sel.mask) != ref.mask
+    assert not (differs & (ref.weight < 1 - 10 * (atol + rtol))).any()
+    assert not (numpy_of(sel.mask) & ~valid_np).any()
     return sel, ref
 
 
@@ -48,7 +50,7 @@ def assert_same_clusters(probs, valid=None, scope="sample", **options):
         rank_one_guard=options.get("rank_one_guard", False),
     )
     ref = reference_csl(probs, valid=valid, scope=scope, **options)
-    ours = split.in_second.reshape(ref.cluster.shape).numpy().astype(int)
+    ours = numpy_of(split.in_second.reshape(ref.cluster.shape)).astype(int)
     near_tie = np.abs(ref.tie_margin) < 1e-5  # relative gap between the two projections
     considered = (ref.cluster >= 0) & ~near_tie
     assert considered.sum() > 0.95 * (ref.cluster >= 0).sum()
@@ -56,22 +58,18 @@ def assert_same_clusters(probs, valid=None, scope="sample", **options):
 
 
 @pytest.mark.parametrize("sharpness,_", MAPS)
-@pytest.mark.parametrize(
-    "dtype,atol", [(torch.float32, 1e-5), (torch.float64, 1e-9)], ids=["float32", "float64"]
-)
-def test_dense_matches_reference(sharpness, _, dtype, atol):
-    probs = smooth_maps(3, 21, 24, 20, sharpness=sharpness, seed=11, dtype=dtype)
-    sel, ref = assert_matches_reference(probs, atol=atol)
+def test_dense_matches_reference(sharpness, _, dtype, device):
+    probs = smooth_maps(3, 21, 24, 20, sharpness=sharpness, seed=11, dtype=dtype).to(device)
+    rtol, atol = tolerance(dtype)
+    sel, ref = assert_matches_reference(probs, atol=atol, rtol=rtol)
     assert 0.05 < ref.mask.mean() < 0.98  # a real split, not a trivial one
     assert_same_clusters(probs)
 
 
-@pytest.mark.parametrize(
-    "dtype,atol", [(torch.float32, 1e-5), (torch.float64, 1e-9)], ids=["float32", "float64"]
-)
-def test_classification_batch_group_matches_reference(dtype, atol):
-    probs = classifier_outputs(256, 10, seed=5, dtype=dtype)
-    assert_matches_reference(probs, atol=atol)
+def test_classification_batch_group_matches_reference(dtype, device):
+    probs = classifier_outputs(256, 10, seed=5, dtype=dtype).to(device)
+    rtol, atol = tolerance(dtype)
+    assert_matches_reference(probs, atol=atol, rtol=rtol)
     assert_same_clusters(probs, scope="batch")
 
 
@@ -92,17 +90,18 @@ def test_classification_batch_group_matches_reference(dtype, atol):
     ],
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
 )
-def test_options_match_reference(options):
-    probs = smooth_maps(2, 10, 20, 16, sharpness=5.0, seed=2, dtype=torch.float64)
+def test_options_match_reference(options, device):
+    probs = smooth_maps(2, 10, 20, 16, sharpness=5.0, seed=2, dtype=torch.float64).to(device)
     assert_matches_reference(probs, atol=1e-9, **options)
 
 
-def test_validity_mask_matches_reference_and_zeroes_ignored_positions():
-    probs = smooth_maps(3, 21, 20, 20, sharpness=6.0, seed=4)
+def test_validity_mask_matches_reference_and_zeroes_ignored_positions(device):
+    probs = smooth_maps(3, 21, 20, 20, sharpness=6.0, seed=4).to(device)
     valid = torch.ones(3, 20, 20, dtype=torch.bool)
     valid[0, :, 15:] = False  # a padded border, as in UniMatch crops
     valid[1, 5:9, 5:9] = False
     valid[2] = torch.rand(20, 20, generator=torch.Generator().manual_seed(0)) > 0.3
+    valid = valid.to(device)
     sel, _ = assert_matches_reference(probs, valid, atol=1e-5)
     assert (sel.weight[~valid] == 0).all() and (sel.score[~valid] == 0).all()
     assert not sel.mask[~valid].any()
@@ -116,9 +115,9 @@ def test_large_input_through_the_blocked_path_matches_reference():
     assert_matches_reference(probs, atol=1e-5)
 
 
-def test_nan_at_ignored_positions_does_not_leak():
-    probs = smooth_maps(2, 5, 8, 8, seed=0)
-    valid = torch.ones(2, 8, 8, dtype=torch.bool)
+def test_nan_at_ignored_positions_does_not_leak(device):
+    probs = smooth_maps(2, 5, 8, 8, seed=0).to(device)
+    valid = torch.ones(2, 8, 8, dtype=torch.bool, device=device)
     valid[:, :2] = False
     poisoned = probs.clone()
     poisoned[:, :, :2] = float("nan")
@@ -282,14 +281,14 @@ def test_weights_are_in_the_compute_dtype():
 
 
 @pytest.mark.parametrize("seed", [2, 8])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_inputs_match_float64_on_the_rounded_probabilities(dtype, seed):
-    probs = smooth_maps(2, 21, 16, 16, sharpness=6.0, seed=seed).to(dtype)
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=dtype_id)
+def test_half_precision_inputs_match_float64_on_the_rounded_probabilities(dtype, seed, device):
+    probs = smooth_maps(2, 21, 16, 16, sharpness=6.0, seed=seed).to(device).to(dtype)
     sel = F.csl(probs)
     ref = reference_csl(probs)  # float64 on the same rounded values
     # computed in float32: measured max |difference| 2.6e-7..5.7e-7 over seeds 0-7
-    np.testing.assert_allclose(sel.weight.double().numpy(), ref.weight, rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(sel.mask.numpy(), ref.mask)
+    np.testing.assert_allclose(numpy_of(sel.weight.double()), ref.weight, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(numpy_of(sel.mask), ref.mask)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from probability_maps import smooth_maps
+from helpers.probability_maps import smooth_maps
 
 import pseudosel
 import pseudosel.functional as F

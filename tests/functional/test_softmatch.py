@@ -1,0 +1,64 @@
+"""SoftMatch's truncated-Gaussian weights against the literal float64 reference
+(helpers/adaptive_reference.py), over multi-step sequences; USB's per-class quirk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers.adaptive_reference import RefSoftMatch
+from helpers.sequences import cls_batches, numpy_of, start_from
+
+import pseudosel
+
+
+@pytest.mark.parametrize("n_sigma", [2.0, 0.7, 3.5])
+@pytest.mark.parametrize("per_class", [False, True])
+def test_softmatch_matches_reference(per_class, n_sigma, device):
+    selector = pseudosel.SoftMatchSelector(
+        6, momentum=0.9, n_sigma=n_sigma, per_class=per_class
+    ).to(device, torch.float64)
+    ref = RefSoftMatch(6, momentum=0.9, n_sigma=n_sigma, per_class=per_class)
+    start_from(ref, selector, "mu", "var")
+    for probs in cls_batches(device=device):
+        sel = selector(probs)
+        np.testing.assert_allclose(
+            numpy_of(sel.weight), ref.step(numpy_of(probs)), rtol=1e-10, atol=1e-14
+        )
+        np.testing.assert_allclose(numpy_of(selector.mu), ref.mu, rtol=1e-12)
+        np.testing.assert_allclose(numpy_of(selector.var), ref.var, rtol=1e-10)
+        assert torch.equal(sel.mask, sel.weight == 1)
+    # n_sigma matters: a wider factor gives smaller weights below the mean
+    if n_sigma != 2.0:
+        default = pseudosel.SoftMatchSelector(6, per_class=per_class).to(device, torch.float64)
+        default.eval().load_state_dict(selector.state_dict())
+        selector.eval()
+        uncertain = cls_batches(device=device)[0]  # early, unconfident: weights below 1
+        ours, theirs = selector(uncertain).weight, default(uncertain).weight
+        wider = (theirs >= ours) if n_sigma > 2.0 else (theirs <= ours)
+        assert wider.all() and not torch.equal(ours, theirs)
+
+
+def test_softmatch_per_class_quirk_rare_classes_pull_towards_zero_one(device):
+    selector = pseudosel.SoftMatchSelector(3, momentum=0.5, per_class=True)
+    selector = selector.to(device, torch.float64)
+    probs = torch.tensor(
+        [[0.8, 0.1, 0.1], [0.6, 0.2, 0.2], [0.1, 0.7, 0.2]], dtype=torch.float64, device=device
+    )
+    selector(probs)
+    # class 0: two samples → mean 0.7, variance 0.02; classes 1 and 2: (0, 1) as in USB
+    torch.testing.assert_close(
+        selector.mu.cpu(), torch.tensor([0.5 / 3 + 0.35, 0.5 / 3, 0.5 / 3], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        selector.var.cpu(), torch.tensor([0.5 + 0.01, 1.0, 1.0], dtype=torch.float64)
+    )
+
+
+def test_softmatch_single_position_batches_stay_finite(device):
+    selector = pseudosel.SoftMatchSelector(3).to(device)
+    for _ in range(3):
+        sel = selector(torch.tensor([[0.5, 0.3, 0.2]], device=device))
+        assert torch.isfinite(selector.var) and torch.isfinite(sel.weight).all()
+    sel = selector(torch.zeros(0, 3, device=device))
+    assert torch.isfinite(selector.mu) and sel.weight.shape == (0,)
