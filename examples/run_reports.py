@@ -72,11 +72,8 @@ def write_run(
         title=f"{setting['task']} / {setting['selector']}",
     )
     if scatter is not None:
-        plotting.plot_feature_space(
-            scatter["confidence"],
-            scatter["spread"],
-            scatter["correct"],
-            scatter["center"],
+        plotting.plot_feature_space_sample(
+            scatter,
             out / "csl_feature_space.png",
             title=f"CSL feature space, one batch ({setting['task']})",
         )

@@ -5,48 +5,19 @@ of FixMatch-, UniMatch- and USB-style training; ``pseudosel.functional`` holds t
 selectors and this package the ``nn.Module`` selectors.
 """
 
-from pseudosel import features, functional, masking, registry
+from pseudosel import features, functional, masking, registry, selectors
 from pseudosel.losses import weighted_binary_cross_entropy, weighted_cross_entropy
 from pseudosel.registry import available_selectors, register_selector
 from pseudosel.registry import builtin as _builtin  # noqa: F401  (declares the built-ins)
 from pseudosel.schedules import linear_rampup
 from pseudosel.select import select_reliable
 from pseudosel.selection import Selection
-from pseudosel.selectors import (
-    AdaMatchSelector,
-    AdshSelector,
-    CorrMatchSelector,
-    CSLSelector,
-    DashSelector,
-    DistributionAlignment,
-    DistributionAlignmentQueue,
-    EntropySplitSelector,
-    FlexMatchSelector,
-    FreeMatchSelector,
-    PrecisionTargetSelector,
-    Selector,
-    SoftMatchSelector,
-    ThresholdSelector,
-)
+from pseudosel.selectors import *  # noqa: F403  (the selector modules: selectors.__all__)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaMatchSelector",
-    "AdshSelector",
-    "CSLSelector",
-    "CorrMatchSelector",
-    "DashSelector",
-    "DistributionAlignment",
-    "DistributionAlignmentQueue",
-    "EntropySplitSelector",
-    "FlexMatchSelector",
-    "FreeMatchSelector",
-    "PrecisionTargetSelector",
-    "SoftMatchSelector",
     "Selection",
-    "Selector",
-    "ThresholdSelector",
     "__version__",
     "available_selectors",
     "features",
@@ -56,6 +27,8 @@ __all__ = [
     "register_selector",
     "registry",
     "select_reliable",
+    "selectors",
     "weighted_binary_cross_entropy",
     "weighted_cross_entropy",
 ]
+__all__ += selectors.__all__

@@ -275,6 +275,7 @@ def probability_vectors_ok(probs: Tensor, valid: Tensor, *, all_valid: bool = Fa
     (:func:`pseudosel.kernels.planes.probability_vectors_ok`), fused into the selector's
     own pass over the probabilities.
     """
+    # compiling: the check fused into the selector's pass over the planes
     if kernels.compiling() and planes.unrolls(probs):
         return planes.probability_vectors_ok(probs, valid)
     tol = sum_tolerance(probs.dtype)
@@ -361,6 +362,7 @@ def _passes(ok: Tensor, hint: str) -> bool:
     """True when the check passed or was handed to the device: a device-side assertion
     (RuntimeError, no host sync) on other devices and under torch.compile; on eager CPU
     the verdict itself (False: the caller names the failure)."""
+    # reading the verdict would synchronise a GPU and cannot be traced: assert on device
     if torch.compiler.is_compiling() or ok.device.type != "cpu":
         torch._assert_async(ok, hint)
         return True

@@ -40,6 +40,7 @@ def masked_class_sums(probs: Tensor, valid: Tensor, dtype: torch.dtype) -> Tenso
     Ignored positions are replaced by 0 before the sum (not multiplied by 0), so NaN or Inf
     there — padding, ignore regions — never reach the statistic."""
     flat, keep = flatten(probs), flatten(valid.unsqueeze(1))
+    # eager CPU: summed block by block, without the input-sized masked copy
     if kernels.eager_cpu(probs) and cpu.blocked(probs):
         return cpu.masked_class_sums(flat, keep, dtype)
     total = torch.zeros(probs.shape[1], dtype=dtype, device=probs.device)

@@ -141,12 +141,8 @@ def align_queue(
     valid: Tensor | None = None,
     **front: Any,
 ) -> Tensor:
-    """Aligned probabilities (N, K, *spatial), in the compute dtype of ``probs``.
-
-    ``valid`` (optional bool (N, *spatial)) limits the value check (``validate``) to the
-    valid positions; every position is aligned. A binary sigmoid input (N, 1, *spatial)
-    with ``activation="sigmoid"`` gives aligned
-    two-class probabilities (N, 2, *spatial), to pass to a selector as they are.
+    """Aligned probabilities (N, K, *spatial): :func:`~pseudosel.functional.align` with
+    the queues' means as p_model and p_target (``valid`` and sigmoid inputs as there).
 
     Example:
         >>> import torch

@@ -169,6 +169,8 @@ def split_groups(
     axes_solver = AXES_SOLVERS[solver]
     rank_one = axes_solver.rank_one_ratio if rank_one_guard else None
     options = dict(alpha=alpha, cluster_rule=cluster_rule, min_var=min_var, eps=eps)
+    # eager CPU: blocked passes; compiling: passes the compiler fuses (the formula below
+    # makes several input-sized temporaries per step, which only a GPU does not feel)
     if kernels.eager_cpu(c) or kernels.compiling():
         return split.split_groups(
             c, s, valid, axes_of=axes_solver.axes, rank_one=rank_one, all_valid=all_valid,

@@ -718,6 +718,7 @@ def _front_door(
         )
         with torch.no_grad():
             result = function(probs, valid=valid, **options)
+        # checked on the first eager call (the check reads shapes and values: not traced)
         if name not in _CHECKED and not torch.compiler.is_compiling():
             check_selection(name, result, probs, valid)
             _CHECKED.add(name)

@@ -32,9 +32,7 @@ class AdshSelector(Selector):
     unlabelled set; record each sample once per pass (a duplicate index keeps one of its
     records, which one is unspecified).
 
-    Options shared by every selector module (``validate``, ``activation``, ``weighting``):
-    :mod:`pseudosel.selectors._base`; a sigmoid output must be binary (build with
-    num_classes=2).
+    Shared options: :mod:`pseudosel.selectors._base` (per-class state: binary sigmoid only).
 
     Args:
         num_classes: K >= 2.

@@ -24,9 +24,7 @@ class CorrMatchSelector(UpdateThenSelect):
     confidence filter); in eval mode it selects with the frozen τ. Maths:
     :mod:`pseudosel.functional.corrmatch`.
 
-    Options shared by every selector module (``validate``, ``activation``, ``weighting``):
-    :mod:`pseudosel.selectors._base`; a sigmoid output must be binary (build with
-    num_classes=2).
+    Shared options: :mod:`pseudosel.selectors._base` (per-class state: binary sigmoid only).
 
     Args:
         num_classes: K >= 2.

@@ -31,9 +31,7 @@ class FlexMatchSelector(Selector):
     batch (as USB); in eval mode it only selects. Under torch.distributed all ranks apply
     every rank's writes, so they hold the same state.
 
-    Options shared by every selector module (``validate``, ``activation``, ``weighting``):
-    :mod:`pseudosel.selectors._base`; a sigmoid output must be binary (build with
-    num_classes=2).
+    Shared options: :mod:`pseudosel.selectors._base` (per-class state: binary sigmoid only).
 
     Args:
         num_classes: K.
@@ -187,6 +185,7 @@ def check_index(index: Tensor, num_unlabeled: int) -> None:
     """Sample positions in [0, num_unlabeled): ``ValueError`` on a CPU, a device-side
     assertion elsewhere."""
     in_range = ((index >= 0) & (index < num_unlabeled)).all()
+    # reading the verdict would synchronise a GPU and cannot be traced: assert on device
     if torch.compiler.is_compiling() or index.device.type != "cpu":
         torch._assert_async(in_range, "index out of range [0, num_unlabeled)")
     elif not bool(in_range):

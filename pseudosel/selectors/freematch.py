@@ -19,9 +19,7 @@ class FreeMatchSelector(UpdateThenSelect):
     In training mode ``forward`` first updates the statistics with the batch, then selects
     (USB's order); in eval mode it selects with frozen statistics.
 
-    Options shared by every selector module (``validate``, ``activation``, ``weighting``):
-    :mod:`pseudosel.selectors._base`; a sigmoid output must be binary (build with
-    num_classes=2).
+    Shared options: :mod:`pseudosel.selectors._base` (per-class state: binary sigmoid only).
 
     Args:
         num_classes: K.

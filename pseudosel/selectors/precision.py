@@ -46,9 +46,7 @@ class PrecisionTargetSelector(Selector):
     ``fallback_tau`` (default: select nothing); when no candidate is certified, nothing is
     selected.
 
-    Options shared by every selector module (``validate``, ``activation``, ``weighting``):
-    :mod:`pseudosel.selectors._base`; a sigmoid output must be binary (build with
-    num_classes=2).
+    Shared options: :mod:`pseudosel.selectors._base` (per-class state: binary sigmoid only).
 
     Args:
         num_classes: K >= 2.

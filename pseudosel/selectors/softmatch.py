@@ -20,9 +20,7 @@ class SoftMatchSelector(UpdateThenSelect):
     In training mode ``forward`` updates μ_t, σ²_t with the batch, then weighs (USB's
     order). Usually combined with :class:`DistributionAlignment` before it, as in USB.
 
-    Options shared by every selector module (``validate``, ``activation``, ``weighting``):
-    :mod:`pseudosel.selectors._base`; a sigmoid output must be binary (build with
-    num_classes=2).
+    Shared options: :mod:`pseudosel.selectors._base` (per-class state: binary sigmoid only).
 
     Args:
         num_classes: K.

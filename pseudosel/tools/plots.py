@@ -15,6 +15,7 @@ __all__ = [
     "plot_coverage_precision",
     "plot_curves",
     "plot_feature_space",
+    "plot_feature_space_sample",
     "plot_reliability",
 ]
 
@@ -134,6 +135,20 @@ def plot_feature_space(
     ax.set_title(title)
     ax.legend(fontsize=8, markerscale=3)
     return _save(fig, path)
+
+
+def plot_feature_space_sample(sample: dict, path: str | Path, *, title: str) -> Path:
+    """:func:`plot_feature_space` of a
+    :func:`~pseudosel.tools.compare.report.feature_space_sample` (its ``confidence``,
+    ``spread``, ``correct`` and ``center``)."""
+    return plot_feature_space(
+        sample["confidence"],
+        sample["spread"],
+        sample["correct"],
+        sample["center"],
+        path,
+        title=title,
+    )
 
 
 def plot_reliability(

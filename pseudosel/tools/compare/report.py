@@ -127,11 +127,8 @@ def plots(report: dict, scatter: dict | None, out: Path) -> list[str]:
     ]
     if scatter is not None:
         paths.append(
-            plotting.plot_feature_space(
-                scatter["confidence"],
-                scatter["spread"],
-                scatter["correct"],
-                scatter["center"],
+            plotting.plot_feature_space_sample(
+                scatter,
                 out / "csl_feature_space.png",
                 title="CSL feature space (first "
                 + ("image)" if len(report["shape"]) > 2 else "batch)"),
