@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from pseudosel._deprecation import warn_once
 from pseudosel.functional.separation import load_variants
 from pseudosel.inputs import prepare
-from pseudosel.registry import check_selection, selector_spec
+from pseudosel.registry import SelectorSpec, check_selection, selector_spec
 from pseudosel.selection import WEIGHTINGS, Selection
 from pseudosel.selectors._base import Alignment, Selector
 from pseudosel.validation import check_activation, check_choice
@@ -132,6 +132,7 @@ def select_reliable(
             validate=False,
             to_classes=False,
         )
+        _check_option_names(spec, options)
         load_variants(options)
         with torch.no_grad():
             selection = spec.function(
@@ -143,6 +144,23 @@ def select_reliable(
                 **options,
             )
     return selection.hard() if weighting == "hard" else selection
+
+
+_FRONT_DOOR_OPTIONS = frozenset({"validate", "activation", "multilabel"})  # own parameters
+
+
+def _check_option_names(spec: SelectorSpec, options: dict[str, Any]) -> None:
+    """A misspelt option (``threshold=`` for ``tau=``) is refused with the accepted names,
+    not left to the function's own bare "unexpected keyword" message."""
+    accepted = spec.option_names()
+    if accepted is None:  # the function takes any keyword and answers for itself
+        return
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(
+            f"select_reliable({spec.name!r}): unknown option(s) {', '.join(unknown)}; "
+            f"{spec.name!r} takes {', '.join(sorted(accepted - _FRONT_DOOR_OPTIONS)) or 'none'}"
+        )
 
 
 def _output_options(

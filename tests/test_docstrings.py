@@ -6,6 +6,11 @@ import importlib
 import inspect
 
 import pytest
+from helpers import usb_support
+
+# pseudosel.integrations.usb imports semilearn, importable through the test set-up's shims;
+# installed here too, so this file also runs on its own (not only after tests/integrations/).
+usb_support.install_import_shims()
 
 MODULES = [
     "pseudosel",

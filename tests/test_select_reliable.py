@@ -75,8 +75,12 @@ def test_errors_name_the_argument():
         pseudosel.select_reliable(probs, pseudosel.CSLSelector(), alpha=3.0)
     with pytest.raises(ValueError, match=r"'flexmatch' keeps state.*FlexMatchSelector"):
         pseudosel.select_reliable(probs, "flexmatch")
-    with pytest.raises(TypeError, match="unexpected keyword argument 'tau'"):
+    with pytest.raises(
+        TypeError, match=r"select_reliable\('csl'\): unknown option\(s\) tau; 'csl' takes alpha,"
+    ):
         pseudosel.select_reliable(probs, "csl", tau=0.9)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) threshold; 'threshold' takes tau$"):
+        pseudosel.select_reliable(probs, "threshold", threshold=0.9)
     with pytest.raises(ValueError, match="either valid .* or ignore_mask"):
         pseudosel.select_reliable(
             probs,

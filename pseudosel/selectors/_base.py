@@ -204,6 +204,18 @@ class Alignment(CheckedModule):
     Subclasses name their functional stages — ``update_stage`` (with the attributes in
     ``update_options``) and ``align_stage`` — and give ``state()``, ``process_group`` and
     ``learn_target`` (whether the target follows the labelled predictions).
+
+    Example:
+        >>> import torch, pseudosel
+        >>> align = pseudosel.DistributionAlignment(num_classes=2, momentum=0.9)
+        >>> isinstance(align, pseudosel.Alignment)
+        True
+        >>> aligned = align(torch.tensor([[0.9, 0.1], [0.6, 0.4]]))  # then a selector
+        >>> aligned
+        tensor([[0.7500, 0.2500],
+                [0.3333, 0.6667]])
+        >>> pseudosel.select_reliable(aligned, "threshold", tau=0.7).mask
+        tensor([ True, False])
     """
 
     per_class_state = True
