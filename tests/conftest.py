@@ -50,6 +50,8 @@ CPU-only by nature (no ``device``):
   CUDA, ``test_cuda.py`` uses ``torch.cuda.set_sync_debug_mode`` instead);
 - ``test_op_count.py`` and the blocked-path tests (they patch ``pseudosel.kernels.blocks``,
   whose blocks only the eager CPU kernels walk);
+- ``test_meta_device.py``: the placement audit, every selector and utility on ``meta``
+  tensors (the path CUDA takes, without a GPU);
 - ``test_distributed.py``: two gloo processes; ``test_compile*.py``: inductor's CPU code
   (``test_cuda.py`` covers the GPU);
 - ``selectors/``: module behaviour (construction, eval mode, bad arguments), the same on

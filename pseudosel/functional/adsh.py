@@ -117,7 +117,8 @@ def adsh_calibrate(
     else:
         calib = torch.tensor(calibration_class, device=labels.device)
     passed = ((key == calib) & (confidence >= tau_1)).sum()
-    n_calib = counts[calib]
+    # a (1,) index, not a 0-dim one: indexing with a 0-dim tensor reads it on the host
+    n_calib = counts[calib.reshape(1)].squeeze(0)
     rho = torch.where(
         passed > 0,
         (passed - 1).to(torch.float64) / n_calib.clamp_min(1).to(torch.float64),
