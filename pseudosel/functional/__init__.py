@@ -55,6 +55,12 @@ from pseudosel.functional.freematch import (
     freematch_select,
     freematch_update,
 )
+from pseudosel.functional.gmm import (
+    GMM_POLICIES,
+    gmm_thresholds,
+    score_queue_update,
+    total_score_cut,
+)
 from pseudosel.functional.precision import (
     PrecisionTargetState,
     certified_threshold,
@@ -83,6 +89,7 @@ __all__ = [
     "CorrMatchState",
     "FlexMatchState",
     "FreeMatchState",
+    "GMM_POLICIES",
     "PrecisionTargetState",
     "SoftMatchState",
     "adamatch",
@@ -123,6 +130,7 @@ __all__ = [
     "freematch_init",
     "freematch_select",
     "freematch_update",
+    "gmm_thresholds",
     "masked_quantile",
     "precision_candidates",
     "precision_counts",
@@ -131,10 +139,12 @@ __all__ = [
     "precision_target_observe",
     "precision_target_select",
     "precision_target_update",
+    "score_queue_update",
     "softmatch_init",
     "softmatch_select",
     "softmatch_update",
     "split_by_entropy",
     "threshold",
     "top_ratio",
+    "total_score_cut",
 ]
