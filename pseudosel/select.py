@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from pseudosel._deprecation import warn_once
 from pseudosel.functional.separation import load_variants
 from pseudosel.inputs import prepare
-from pseudosel.registry import SelectorSpec, check_selection, selector_spec
+from pseudosel.registry import NEEDS_INPUTS, SelectorSpec, check_selection, selector_spec
 from pseudosel.selection import WEIGHTINGS, Selection
 from pseudosel.selectors._base import Alignment, Selector
 from pseudosel.validation import check_activation, check_choice
@@ -155,7 +155,8 @@ def _check_option_names(spec: SelectorSpec, options: dict[str, Any]) -> None:
     accepted = spec.option_names()
     if accepted is None:  # the function takes any keyword and answers for itself
         return
-    unknown = sorted(set(options) - accepted)
+    per_call = NEEDS_INPUTS if spec.needs else frozenset()  # e.g. AdaMatch's probs_labeled
+    unknown = sorted(set(options) - accepted - per_call)
     if unknown:
         raise TypeError(
             f"select_reliable({spec.name!r}): unknown option(s) {', '.join(unknown)}; "

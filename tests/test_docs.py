@@ -26,6 +26,7 @@ PAGES = [
     "csl",
     "dense",
     "binary",
+    "detection",
     "distributed",
     "recipes",
     "performance",

@@ -38,6 +38,7 @@ from pseudosel.functional.corrmatch import (
 )
 from pseudosel.functional.csl import csl, csl_covar, csl_max_margin
 from pseudosel.functional.dash import dash_rho, dash_select
+from pseudosel.functional.dual_threshold import dual_threshold, uncertain_positions
 from pseudosel.functional.entropy_split import entropy_split, split_by_entropy
 from pseudosel.functional.flexmatch import (
     FlexMatchState,
@@ -119,6 +120,7 @@ __all__ = [
     "csl_max_margin",
     "dash_rho",
     "dash_select",
+    "dual_threshold",
     "entropy_split",
     "flexmatch_classwise_acc",
     "flexmatch_init",
@@ -147,4 +149,5 @@ __all__ = [
     "threshold",
     "top_ratio",
     "total_score_cut",
+    "uncertain_positions",
 ]

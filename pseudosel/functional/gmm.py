@@ -17,9 +17,10 @@ float64 (float32 on MPS), step for step:
 - M-step: n_c = Σ r + 10·eps, μ_c = Σ r·x / n_c, σ_c² = Σ r·(x − μ_c)² / n_c + reg_covar,
   w_c = n_c / Σ n_c;
 - a row stops when its lower bound moved by less than ``tol`` (keeping the M-step's
-  parameters); the others go on, up to ``max_iter`` steps. On the CPU the loop ends as soon
-  as every row has stopped (a free read there); elsewhere it always runs ``max_iter`` steps,
-  the stopped rows frozen, so nothing is read on the host.
+  parameters); the others go on, up to ``max_iter`` steps. In eager mode on the CPU the
+  loop ends as soon as every row has stopped (a free read there:
+  :func:`~pseudosel.kernels.eager_cpu`); elsewhere it always runs ``max_iter`` steps, the
+  stopped rows frozen, so nothing is read on the host.
 
 Then each point goes to the component of higher weighted likelihood (component 0 on a tie,
 as ``argmax``), and the threshold is, by ``policy``:
@@ -40,6 +41,7 @@ import torch
 from torch import Tensor
 
 from pseudosel.functional.separation import accumulation_dtype
+from pseudosel.kernels import eager_cpu
 from pseudosel.validation import check_choice, check_real
 
 __all__ = ["GMM_POLICIES", "gmm_thresholds", "score_queue_update", "total_score_cut"]
@@ -184,8 +186,8 @@ def gmm_thresholds(
     prec_chol = torch.ones_like(weights)
     bound = torch.full((scores.shape[0],), -math.inf, dtype=wide, device=scores.device)
     running = count >= min_count
-    # the host may read a CPU tensor for free: stop when every row has stopped
-    may_stop_early = scores.device.type == "cpu" and not torch.compiler.is_compiling()
+    # the host reads a CPU tensor for free: there, stop when every row has stopped
+    may_stop_early = eager_cpu(scores)
     rows = count.clamp_min(1).to(wide)
     parameters = (weights, means, prec_chol)
     for _ in range(max_iter):

@@ -131,6 +131,27 @@ register_selector(
     builtin=True,
 )
 register_selector(
+    "dual_threshold",
+    F.dual_threshold,
+    inputs=EVERY_OUTPUT,
+    bench=(BenchCase("dual_threshold"),),
+    examples={"default": {"low": 0.3, "high": 0.7}},
+    value_option="high",
+    summary="certain (>= high) pseudo-labels; the uncertain ones (>= low) apart, for objectness",
+    source="Efficient Teacher (Xu et al., 2023)",
+    builtin=True,
+)
+register_selector(
+    "gmm",
+    S.GMMThresholdSelector,
+    process_group=True,
+    bench=(BenchCase("gmm step"),),
+    examples={"default": {"num_scores": 24}, "middle": {"num_scores": 24, "policy": "middle"}},
+    summary="per-class thresholds from a two-Gaussian mixture over each class's last scores",
+    source="Consistent-Teacher (Wang et al., CVPR 2023)",
+    builtin=True,
+)
+register_selector(
     "flexmatch",
     S.FlexMatchSelector,
     needs=("index",),

@@ -21,6 +21,7 @@ from pseudosel.selectors.dash import DashSelector
 from pseudosel.selectors.entropy_split import EntropySplitSelector
 from pseudosel.selectors.flexmatch import FlexMatchSelector
 from pseudosel.selectors.freematch import FreeMatchSelector
+from pseudosel.selectors.gmm import GMMThresholdSelector
 from pseudosel.selectors.precision import PrecisionTargetSelector
 from pseudosel.selectors.softmatch import SoftMatchSelector
 from pseudosel.selectors.threshold import ThresholdSelector
@@ -37,6 +38,7 @@ __all__ = [
     "EntropySplitSelector",
     "FlexMatchSelector",
     "FreeMatchSelector",
+    "GMMThresholdSelector",
     "PrecisionTargetSelector",
     "Selector",
     "SoftMatchSelector",

@@ -4,41 +4,18 @@ against the code's own loops (``ssod/models/consistent_teacher.py``), on the sam
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from helpers.consistent_teacher import (
+    published_gmm_policy,
+    published_prefilter,
+    published_queue_update,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.mixture import GaussianMixture
 
 import pseudosel.functional as F
-
-
-def published_gmm_policy(scores: torch.Tensor, given_gt_thr: float, policy: str) -> float:
-    """The code's ``gmm_policy``: fewer than 4 scores → ``given_gt_thr``; otherwise a
-    two-component GaussianMixture with weights ½, means (min, max), precisions 1, fitted on
-    the scores as float32 numpy; ``high``: the score of the most likely (largest
-    ``score_samples``) high-component point, taken as the smallest high-component score at
-    or above it; ``middle``: the smallest high-component score; no high point → fallback."""
-    if len(scores) < 4:
-        return given_gt_thr
-    x = scores.cpu().numpy()[:, np.newaxis]
-    gmm = GaussianMixture(
-        2,
-        weights_init=[0.5, 0.5],
-        means_init=[[np.min(x)], [np.max(x)]],
-        precisions_init=[[[1.0]], [[1.0]]],
-    )
-    gmm.fit(x)
-    assignment = gmm.predict(x)
-    density = gmm.score_samples(x)
-    if not (assignment == 1).any():
-        return given_gt_thr
-    if policy == "high":
-        density[assignment == 0] = -np.inf
-        best = np.argmax(density, axis=0)
-        return float(x[(assignment == 1) & (x >= x[best]).squeeze()].min())
-    return float(x[assignment == 1].min())
+from pseudosel.kernels import formulas_only
 
 
 def reference_thresholds(rows: torch.Tensor, valid: torch.Tensor, fallback=0.0, policy="high"):
@@ -141,12 +118,12 @@ def test_invalid_entries_do_not_count_even_when_not_finite():
     )
 
 
-def test_the_early_stop_on_the_cpu_changes_nothing(monkeypatch):
+def test_the_early_stop_on_the_cpu_changes_nothing():
     rows, valid = random_rows(KINDS * 3, 100, seed=5)
     early = F.gmm_thresholds(rows, valid)
     # the device path: every row frozen once stopped, all max_iter steps run
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    assert torch.equal(F.gmm_thresholds(rows, valid), early)
+    with formulas_only():
+        assert torch.equal(F.gmm_thresholds(rows, valid), early)
 
 
 def test_half_precision_scores():
@@ -160,17 +137,6 @@ def test_half_precision_scores():
 
 
 # ------------------------------------------------------------ the per-image pre-filter
-
-
-def published_prefilter(scores: torch.Tensor, ratio: float) -> float:
-    """The code's per-image cut: sorted descending, num_gt = int(Σ·ratio + 0.5) capped at
-    len − 1, cut = scores[num_gt] − 1e-5; an image without boxes gets 1."""
-    scores = scores.sort(descending=True)[0]
-    if len(scores) == 0:
-        return 1.0
-    num_gt = int(scores.sum() * ratio + 0.5)
-    num_gt = min(num_gt, len(scores) - 1)
-    return float(scores[num_gt] - 1e-5)
 
 
 @settings(max_examples=60)
@@ -197,16 +163,6 @@ def test_total_score_cut_without_boxes():
 
 
 # ------------------------------------------------------------ the score queues
-
-
-def published_queue_update(queue: torch.Tensor, scores, labels) -> torch.Tensor:
-    """The code's loop: for each class in the batch, cat(new scores, old queue)[:length]."""
-    queue = queue.clone()
-    for label in torch.unique(labels):
-        label = int(label)
-        added = scores[labels == label]
-        queue[label] = torch.cat([added.float(), queue[label].float()])[: queue.shape[1]]
-    return queue
 
 
 @settings(max_examples=60)
@@ -244,15 +200,23 @@ def test_score_queue_update_keeps_batch_order_across_images():
     [
         (lambda: F.gmm_thresholds(torch.rand(3)), TypeError, r"\(K, Q\).*shape \(3,\)"),
         (lambda: F.gmm_thresholds(torch.ones(2, 3, dtype=torch.long)), TypeError, "floating"),
-        (lambda: F.gmm_thresholds(torch.rand(2, 3), torch.ones(2, 3)), TypeError, "valid must be a bool"),
-        (lambda: F.gmm_thresholds(torch.rand(2, 3), torch.ones(3, 2, dtype=torch.bool)), ValueError, r"valid must have the shape of scores \(2, 3\), got \(3, 2\)"),
-        (lambda: F.gmm_thresholds(torch.rand(2, 3), policy="low"), ValueError, "policy must be one of 'high', 'middle', got 'low'"),
-        (lambda: F.gmm_thresholds(torch.rand(2, 3), max_iter=-1), ValueError, "max_iter must be an integer >= 0, got -1"),
-        (lambda: F.gmm_thresholds(torch.rand(2, 3), reg_covar=0), ValueError, r"reg_covar must be in \(0, inf\), got 0"),
+        (lambda: F.gmm_thresholds(torch.rand(2, 3), torch.ones(2, 3)), TypeError,
+         "valid must be a bool"),
+        (lambda: F.gmm_thresholds(torch.rand(2, 3), torch.ones(3, 2, dtype=torch.bool)), ValueError,
+         r"valid must have the shape of scores \(2, 3\), got \(3, 2\)"),
+        (lambda: F.gmm_thresholds(torch.rand(2, 3), policy="low"), ValueError,
+         "policy must be one of 'high', 'middle', got 'low'"),
+        (lambda: F.gmm_thresholds(torch.rand(2, 3), max_iter=-1), ValueError,
+         "max_iter must be an integer >= 0, got -1"),
+        (lambda: F.gmm_thresholds(torch.rand(2, 3), reg_covar=0), ValueError,
+         r"reg_covar must be in \(0, inf\), got 0"),
         (lambda: F.total_score_cut(torch.rand(4)), TypeError, r"\(N, M\) tensor of box scores"),
         (lambda: F.total_score_cut(torch.rand(2, 4), ratio=-1), ValueError, "ratio must be in"),
-        (lambda: F.score_queue_update(torch.zeros(2, 3), torch.rand(4), torch.zeros(4)), TypeError, "labels must be a long tensor, got torch.float32"),
-        (lambda: F.score_queue_update(torch.zeros(2, 3), torch.rand(4), torch.zeros(5, dtype=torch.long)), ValueError, r"one shape, got \(4,\), \(5,\)"),
+        (lambda: F.score_queue_update(torch.zeros(2, 3), torch.rand(4), torch.zeros(4)), TypeError,
+         "labels must be a long tensor, got torch.float32"),
+        (lambda: F.score_queue_update(torch.zeros(2, 3), torch.rand(4),
+                                      torch.zeros(5, dtype=torch.long)), ValueError,
+         r"one shape, got \(4,\), \(5,\)"),
     ],
 )  # fmt: skip
 def test_bad_arguments_are_named(call, error, match):

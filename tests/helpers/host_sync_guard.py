@@ -52,6 +52,8 @@ from typing import Any
 
 import torch
 
+from pseudosel.kernels import formulas_only
+
 __all__ = ["GUARDED", "HostSyncError", "forbid_host_sync"]
 
 
@@ -132,7 +134,9 @@ def _guarded(label: str, original: Callable[..., Any], syncs: Callable[..., bool
 
 @contextlib.contextmanager
 def forbid_host_sync(*, allow: Iterable[str] = ()) -> Iterator[None]:
-    """Within the block, calls that would synchronise a GPU with the host raise.
+    """Within the block, calls that would synchronise a GPU with the host raise, and
+    pseudosel runs the code a GPU runs (:func:`pseudosel.kernels.formulas_only`: no
+    eager-CPU fast path).
 
     Args:
         allow: labels to leave alone, such as ``"torch.bincount"`` or ``"Tensor.cpu"``.
@@ -160,7 +164,10 @@ def forbid_host_sync(*, allow: Iterable[str] = ()) -> Iterator[None]:
             else:  # inherited (torch._C.TensorBase): removing the patch uncovers it again
                 undo.append(lambda owner=owner, name=name: delattr(owner, name))
             setattr(owner, name, _guarded(label, original, syncs))
-        yield
+        # the path a GPU runs: the eager-CPU fast paths (pseudosel.kernels.eager_cpu) never
+        # run there, and may read CPU tensors on the host, where that is free
+        with formulas_only():
+            yield
     finally:
         for restore in reversed(undo):
             restore()

@@ -1,0 +1,136 @@
+"""``pseudosel bench --gmm``: Consistent-Teacher's GMM step, pseudosel against the code's.
+
+The published code fits scikit-learn's ``GaussianMixture`` once per class present in the
+batch, on the CPU, at every training step. This times one step of that loop for every class
+(the worst case: all classes present) against :func:`pseudosel.functional.gmm_thresholds`
+on the same queues — eager, and compiled when asked — on the chosen device, and checks that
+the thresholds are equal. The queues hold ``scores`` positive scores per class drawn from a
+two-mode mixture, as a teacher's box scores are.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from datetime import date
+
+import torch
+
+from pseudosel.functional import gmm_thresholds
+from pseudosel.tools.bench.timing import median_seconds, synchronize
+
+__all__ = ["gmm_queues", "gmm_report", "gmm_markdown", "sklearn_step"]
+
+
+def gmm_queues(classes: int, scores: int, *, seed: int = 0) -> torch.Tensor:
+    """(classes, scores) float32 queues: a low mode and a high mode per class, in (0, 1]."""
+    gen = torch.Generator().manual_seed(seed)
+    share = torch.rand(classes, 1, generator=gen) * 0.6 + 0.2
+    high = torch.rand(classes, scores, generator=gen) < share
+    low_scores = torch.rand(classes, scores, generator=gen) * 0.35
+    high_scores = 0.55 + torch.rand(classes, scores, generator=gen) * 0.45
+    return torch.where(high, high_scores, low_scores).clamp_min(1e-4)
+
+
+def sklearn_step(queues: torch.Tensor, policy: str = "high") -> list[float]:
+    """The code's per-class loop over every class: ``gmm_policy`` on each queue's positive
+    scores (scikit-learn's GaussianMixture, weights ½, means min/max, precisions 1)."""
+    import numpy as np
+    from sklearn.mixture import GaussianMixture
+
+    thresholds = []
+    for row in queues.cpu():
+        x = row[row > 0].numpy()[:, np.newaxis]
+        if len(x) < 4:
+            thresholds.append(0.0)
+            continue
+        gmm = GaussianMixture(
+            2,
+            weights_init=[0.5, 0.5],
+            means_init=[[np.min(x)], [np.max(x)]],
+            precisions_init=[[[1.0]], [[1.0]]],
+        )
+        gmm.fit(x)
+        assignment = gmm.predict(x)
+        density = gmm.score_samples(x)
+        if not (assignment == 1).any():
+            thresholds.append(0.0)
+        elif policy == "high":
+            density[assignment == 0] = -np.inf
+            best = np.argmax(density, axis=0)
+            thresholds.append(float(x[(assignment == 1) & (x >= x[best]).squeeze()].min()))
+        else:
+            thresholds.append(float(x[assignment == 1].min()))
+    return thresholds
+
+
+def gmm_report(
+    classes: int = 80,
+    scores: int = 100,
+    *,
+    device: str | None = None,
+    repeats: int = 11,
+    compiled: bool = True,
+) -> dict:
+    """Time one GMM step three ways on the same queues; returns the rows and the machine."""
+    where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    queues = gmm_queues(classes, scores).to(where)
+    valid = queues > 0
+    want = torch.tensor(sklearn_step(queues))
+    rows = []
+
+    def row(name: str, fn, got=None) -> None:
+        seconds = median_seconds(fn, where, repeats, warmup=2)
+        equal = None if got is None else int((got.cpu() == want).sum())
+        rows.append({"kernel": name, "median_ms": seconds * 1e3, "equal_thresholds": equal})
+
+    row("Consistent-Teacher loop (scikit-learn, CPU)", lambda: sklearn_step(queues), want)
+    row(
+        f"pseudosel gmm_thresholds (eager, {where.type})",
+        lambda: gmm_thresholds(queues, valid),
+        gmm_thresholds(queues, valid),
+    )
+    if compiled:
+        fitted = torch.compile(gmm_thresholds, fullgraph=True)
+        got = fitted(queues, valid)  # compiles
+        synchronize(where)
+        row(
+            f"pseudosel gmm_thresholds (compiled, {where.type})", lambda: fitted(queues, valid), got
+        )
+    base = rows[0]["median_ms"]
+    for entry in rows:
+        entry["speedup_vs_loop"] = base / entry["median_ms"]
+    return {
+        "date": date.today().isoformat(),
+        "device": torch.cuda.get_device_name(where) if where.type == "cuda" else "cpu",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.platform()}",
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "classes": classes,
+        "scores": scores,
+        "repeats": repeats,
+        "rows": rows,
+    }
+
+
+def gmm_markdown(report: dict) -> str:
+    """The report as a markdown table."""
+    lines = [
+        f"GMM step, {report['classes']} classes x {report['scores']} scores — "
+        f"{report['date']}, {report['device']}, {report['machine']}, torch {report['torch']}",
+        "",
+        "| kernel | median ms | speed-up vs the loop | thresholds equal to the loop's |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row in report["rows"]:
+        equal = (
+            "-"
+            if row["equal_thresholds"] is None
+            else (f"{row['equal_thresholds']} of {report['classes']}")
+        )
+        lines.append(
+            f"| {row['kernel']} | {row['median_ms']:.2f} | {row['speedup_vs_loop']:.1f}x | "
+            f"{equal} |"
+        )
+    return "\n".join(lines)
