@@ -153,3 +153,19 @@ def test_busy_mode_times_every_row_beside_a_load(tmp_path):
     assert any(name.startswith("busy: csl at 32x5, slowdown") for name in names)
     assert any(name.startswith("busy: threshold at 32x5, all threads / one") for name in names)
     assert "floor's slowdown" in (out / "bench_selection.md").read_text()
+
+
+def test_gmm_mode_times_the_published_loop_beside_pseudosel(tmp_path):
+    from pseudosel.tools.cli import main
+
+    assert main(["bench", "--gmm", "--quick", "--no-compile", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "gmm.json").read_text())
+    assert (report["classes"], report["scores"]) == (8, 50)
+    names = [row["kernel"] for row in report["rows"]]
+    assert names == [
+        "Consistent-Teacher loop (scikit-learn, CPU)",
+        "pseudosel gmm_thresholds (eager, cpu)",
+    ]
+    assert all(row["median_ms"] > 0 for row in report["rows"])
+    assert report["rows"][1]["equal_thresholds"] == 8  # the same thresholds as the loop
+    assert "| pseudosel gmm_thresholds (eager, cpu) |" in (tmp_path / "gmm.md").read_text()
