@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import importlib
 import json
 import math
 import multiprocessing
@@ -199,7 +200,8 @@ def code_sources() -> list[Path]:
         for module in list(sys.modules.values())
         if getattr(module, "__file__", None)
         and Path(module.__file__).resolve().parent == here
-        and Path(module.__file__).stem not in ("compare_selectors", "threshold_sweep")
+        and Path(module.__file__).stem
+        not in ("compare_selectors", "threshold_sweep", "detection_comparison")
     )
     return sources
 
@@ -401,6 +403,17 @@ def write_outputs(
     return summary
 
 
+#: trainers of the separate commands' tasks, imported when one of their runs trains
+OTHER_TRAINERS = {"teacher_detection": "train_teacher_detection"}
+
+
+def trainer_of(task: str):
+    """The ``train`` function of ``task``: the main job's, or a separate command's."""
+    if task in OTHER_TRAINERS:
+        return importlib.import_module(OTHER_TRAINERS[task]).train
+    return tasks(False)[task]["train"]
+
+
 def train_one(task: str, selector: str, options: dict, folder: str, device: str):
     """Train one run on one torch thread; return ``(history, seconds)``.
 
@@ -411,7 +424,7 @@ def train_one(task: str, selector: str, options: dict, folder: str, device: str)
     torch.set_num_threads(1)
     try:
         begin = time.time()
-        trainer = tasks(False)[task]["train"]
+        trainer = trainer_of(task)
         history = trainer(selector, device=device, out=Path(folder), progress=False, **options)
         return history, time.time() - begin
     finally:

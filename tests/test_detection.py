@@ -14,7 +14,6 @@ import torch
 from helpers.selector_zoo import CASES
 
 import pseudosel
-from pseudosel.registry import selector_spec
 from pseudosel.detection import (
     from_detectron2,
     from_mmdet,
@@ -22,6 +21,7 @@ from pseudosel.detection import (
     pad_detections,
     unpad,
 )
+from pseudosel.registry import selector_spec
 
 
 def detections(counts, classes, seed=0):
