@@ -8,8 +8,8 @@ thresholds and CSL, all on the teacher's box scores — over paired seeds (a see
 data, the initialisation and the batch order for every run). Reports, per run, the mean ±
 std over seeds of the final test mAP@0.5 and mAP@[0.5:0.95] (pycocotools' COCOeval) and of
 the pseudo-boxes' precision, recall and share kept against the hidden true boxes, and each
-run's paired difference to the fixed threshold at 0.7 (Unbiased Teacher's) with a 95%
-bootstrap interval.
+run's paired difference to the fixed threshold at 0.7 (Unbiased Teacher's) and, for
+mAP@0.5, to the supervised-only baseline, with 95% bootstrap intervals.
 
 A separate command, like the threshold sweep (the main job stays under 30 minutes), and
 resumable like it: each finished run is written at once and reused when the same code made
@@ -79,24 +79,26 @@ def summarise(results: dict, seeds: int, done: int, total: int, quick: bool) -> 
         data["runs"][name] = cells
         text = " | ".join(compare._cell(*cells[key]) for key in cells)
         lines.append(f"| {name} | {len(results[name])} | {text} |")
-    reference = results.get(REFERENCE, {})
-    for metric in METRICS:
+    comparisons = [(metric, REFERENCE) for metric in METRICS] + [(METRICS[0], "supervised")]
+    for metric, against in comparisons:
+        reference = results.get(against, {})
         lines += [
             "",
-            f"Paired difference of {metric} to `{REFERENCE}` (same seeds), mean and 95% "
+            f"Paired difference of {metric} to `{against}` (same seeds), mean and 95% "
             f"bootstrap CI; a verdict needs the interval to exclude 0 (and ≥ "
             f"{compare.MIN_PAIRS} seeds):",
             "",
             "| run | pairs | difference | 95% CI | verdict |",
             "| --- | ---: | ---: | --- | --- |",
         ]
-        for name in (n for n in detection.RUNS if n in results and n != REFERENCE):
+        for name in (n for n in detection.RUNS if n in results and n != against):
             shared = sorted(set(results[name]) & set(reference))
             r = compare.paired_difference(
                 [results[name][s][-1][metric] for s in shared],
                 [reference[s][-1][metric] for s in shared],
             )
-            data["paired"].setdefault(metric, {})[name] = r
+            key = metric if against == REFERENCE else f"{metric} vs {against}"
+            data["paired"].setdefault(key, {})[name] = r
             mean = "-" if math.isnan(r["mean"]) else f"{r['mean']:+.3f}"
             ci = "-" if math.isnan(r["low"]) else f"[{r['low']:+.3f}, {r['high']:+.3f}]"
             lines.append(f"| {name} | {r['n']} | {mean} | {ci} | {r['verdict']} |")

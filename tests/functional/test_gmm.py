@@ -222,3 +222,11 @@ def test_score_queue_update_keeps_batch_order_across_images():
 def test_bad_arguments_are_named(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_compiled_fullgraph_equals_eager():
+    rows, valid = random_rows(KINDS * 2, 40, seed=11)
+    fitted = torch.compile(F.gmm_thresholds, fullgraph=True)
+    with formulas_only():  # eager runs every step too: the compiled path never stops early
+        eager = F.gmm_thresholds(rows, valid, policy="middle")
+    assert torch.equal(fitted(rows, valid, policy="middle"), eager)
