@@ -181,8 +181,8 @@ def unpad(selection: Selection, batch: DetectionBatch) -> list[dict[str, Tensor]
         ...                        [torch.tensor([1, 0]), torch.tensor([0])], num_classes=2)
         >>> sel = pseudosel.select_reliable(batch.scores, "threshold", tau=0.5,
         ...                                 valid=batch.valid, validate=False)
-        >>> [image["mask"] for image in unpad(sel, batch)]
-        [tensor([ True, False]), tensor([True])]
+        >>> [int(image["mask"].sum()) for image in unpad(sel, batch)]  # kept per image
+        [1, 1]
     """
     if not isinstance(selection, Selection):
         raise TypeError(f"selection must be a pseudosel.Selection, got {type(selection).__name__}")

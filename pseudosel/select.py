@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from pseudosel._deprecation import warn_once
+from pseudosel.detection import DetectionBatch
 from pseudosel.functional.separation import load_variants
 from pseudosel.inputs import prepare
 from pseudosel.registry import NEEDS_INPUTS, SelectorSpec, check_selection, selector_spec
@@ -20,7 +21,7 @@ __all__ = ["select_reliable"]
 
 
 def select_reliable(
-    probs: Tensor,
+    probs: Tensor | DetectionBatch,
     method: str | nn.Module = "csl",
     *,
     valid: Tensor | None = None,
@@ -41,7 +42,11 @@ def select_reliable(
     Args:
         probs: (N, K) or (N, K, *spatial) probabilities (or logits with ``from_logits``);
             detached inside, so passing a tensor that requires grad is fine. The class axis
-            is dim 1; channels-last input needs ``probs.movedim(-1, 1)``.
+            is dim 1; channels-last input needs ``probs.movedim(-1, 1)``. Or a
+            :class:`~pseudosel.detection.DetectionBatch` of teacher detections: its
+            ``scores`` (N, K, M) with its ``valid`` padding mask, and for a named method
+            no value check (box scores are not a distribution; a module keeps its own
+            ``validate``: build it with ``validate=False``). docs/detection.md.
         method: a stateless selector's name — ``"csl"`` (default; the authors' ICCV
             code), ``"csl_covar"`` (CSL as the CoVar code configures it),
             ``"csl_max_margin"`` (experimental), ``"threshold"``, ``"adamatch"`` (pass
@@ -95,6 +100,14 @@ def select_reliable(
         >>> select_reliable(masks, "threshold", from_logits=True, activation="sigmoid").mask.shape
         torch.Size([2, 8, 8])
     """
+    if isinstance(probs, DetectionBatch):
+        if valid is not None or ignore_mask is not None:
+            raise ValueError(
+                "probs is a DetectionBatch, which carries its own valid mask (its padding): "
+                "pass neither valid nor ignore_mask"
+            )
+        # box scores, not a distribution over the classes: nothing for the value check
+        probs, valid, validate = probs.scores, probs.valid, False
     activation, weighting = _output_options(method, activation, weighting)
     if isinstance(method, nn.Module):
         selection = _select_with_module(

@@ -189,3 +189,19 @@ def test_the_detection_page_runs():
     for block in blocks:
         exec(compile(block, "docs/detection.md", "exec"), namespace)
     assert namespace["objectness_loss"].isfinite()
+
+
+def test_one_call_from_a_detectors_output_to_pseudo_boxes():
+    scores, labels, boxes = detections([3, 0, 4], classes=4, seed=5)
+    outputs = [
+        {"boxes": b, "scores": s, "labels": lab}
+        for s, lab, b in zip(scores, labels, boxes, strict=True)
+    ]
+    batch = from_torchvision(outputs, num_classes=4)
+    sel = pseudosel.select_reliable(batch, "threshold", tau=0.5)
+    assert torch.equal(sel.mask, batch.valid & (batch.scores.amax(1) >= 0.5))
+    assert sel.valid.equal(batch.valid)
+    gmm = pseudosel.GMMThresholdSelector(4, num_scores=10, validate=False)
+    assert pseudosel.select_reliable(batch, gmm).mask.shape == batch.valid.shape
+    with pytest.raises(ValueError, match="DetectionBatch, which carries its own valid mask"):
+        pseudosel.select_reliable(batch, "threshold", valid=batch.valid)

@@ -66,7 +66,11 @@ def dual_threshold(
         high: the confidence of a certain pseudo-label, in [0, 1] or (K,). Default 0.6
             (``ignore_thres_high``).
         valid: optional bool (N, *spatial); False marks ignored positions (padding).
-        validate, activation, multilabel: as in :func:`~pseudosel.functional.threshold`.
+        validate: check that valid positions hold probabilities (default True; False for
+            box scores).
+        activation: ``"softmax"`` (default) or ``"sigmoid"``, as in
+            :func:`~pseudosel.functional.threshold`.
+        multilabel: for ``"sigmoid"``, as in :func:`~pseudosel.functional.threshold`.
 
     Returns:
         :class:`~pseudosel.Selection`: ``mask`` = certain, ``weight`` = mask as float,

@@ -51,8 +51,8 @@ class GMMThresholdSelector(Selector):
         fallback: the threshold of a class with fewer than 4 scores or no high component.
             Default 0.0 (the code's ``given_gt_thr``).
         total_score_ratio: the pre-filter's ``dynamic_ratio``. Default 1.0; None: no cut.
-        max_iter, tol: EM's step cap and stop tolerance. Defaults 100 and 1e-3
-            (scikit-learn's, as the code uses them).
+        max_iter: EM's step cap. Default 100 (scikit-learn's, as the code uses it).
+        tol: EM's stop tolerance on the mean log-likelihood. Default 1e-3 (scikit-learn's).
         process_group: process group of the gather (default: the default group, when
             torch.distributed is initialised). Every rank must pass the same input shape
             (pad detections to a fixed ``max_boxes``).
@@ -65,9 +65,8 @@ class GMMThresholdSelector(Selector):
         ``scores`` (K, num_scores) the queues (0 = empty slot), ``thresholds`` (K,) the last
         fitted thresholds (``fallback`` until the first training call).
 
-    Returns:
-        :class:`~pseudosel.Selection`: ``mask`` the kept boxes, ``weight`` the mask as
-        float, ``score`` = box score − its class's threshold (0 at padding).
+    The result is a :class:`~pseudosel.Selection`: ``mask`` the kept boxes, ``weight`` the
+    mask as float, ``score`` = box score − its class's threshold (0 at padding).
 
     Example:
         >>> import torch
