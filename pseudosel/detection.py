@@ -33,6 +33,7 @@ __all__ = [
     "DetectionBatch",
     "from_detectron2",
     "from_mmdet",
+    "from_padded",
     "from_torchvision",
     "pad_detections",
     "unpad",
@@ -135,6 +136,8 @@ def pad_detections(
                     f"labels[{i}] must have the shape of scores[{i}] {tuple(image.shape)}, "
                     f"got {tuple(label.shape)}"
                 )
+            if len(label) and not bool(((label >= 0) & (label < num_classes)).all()):
+                raise ValueError(f"labels[{i}] must hold classes in [0, {num_classes})")
         if boxes is not None and (boxes[i].dim() != 2 or tuple(boxes[i].shape) != (counts[-1], 4)):
             raise ValueError(
                 f"boxes[{i}] must have shape ({counts[-1]}, 4), got {tuple(boxes[i].shape)}"
@@ -147,24 +150,88 @@ def pad_detections(
             raise ValueError(f"scores[{i}] has {count} boxes, more than max_boxes={width}")
     device = scores[0].device if scores else torch.device("cpu")
     dtype = scores[0].dtype if scores else torch.float32
-    out = torch.zeros(len(scores), num_classes, width, dtype=dtype, device=device)
-    valid = torch.zeros(len(scores), width, dtype=torch.bool, device=device)
+    valid = torch.arange(width, device=device) < torch.tensor(counts, device=device).view(-1, 1)
     padded_boxes = None
     if boxes is not None:
         box_dtype = boxes[0].dtype if boxes else torch.float32
         padded_boxes = torch.zeros(len(scores), width, 4, dtype=box_dtype, device=device)
-    for i, (image, count) in enumerate(zip(scores, counts, strict=True)):
-        valid[i, :count] = True
-        if labels is None:
+        for i, count in enumerate(counts):
+            padded_boxes[i, :count] = boxes[i].to(device, box_dtype)
+    if labels is None:  # per-class scores: kept as they are
+        out = torch.zeros(len(scores), num_classes, width, dtype=dtype, device=device)
+        for i, (image, count) in enumerate(zip(scores, counts, strict=True)):
             out[i, :, :count] = image.T.to(device, dtype)
-        else:
-            label = labels[i].to(device)
-            if count and not bool(((label >= 0) & (label < num_classes)).all()):
-                raise ValueError(f"labels[{i}] must hold classes in [0, {num_classes})")
-            out[i, label, torch.arange(count, device=device)] = image.to(device, dtype)
-        if padded_boxes is not None:
-            padded_boxes[i, :count] = boxes[i].to(device, padded_boxes.dtype)
-    return DetectionBatch(out, valid, padded_boxes)
+        return DetectionBatch(out, valid.reshape(len(scores), width), padded_boxes)
+    flat_scores = torch.zeros(len(scores), width, dtype=dtype, device=device)
+    flat_labels = torch.zeros(len(scores), width, dtype=torch.long, device=device)
+    for i, count in enumerate(counts):
+        flat_scores[i, :count] = scores[i].to(device, dtype)
+        flat_labels[i, :count] = labels[i].to(device)
+    return from_padded(
+        flat_scores, flat_labels, valid.reshape(len(scores), width), padded_boxes,
+        num_classes=num_classes,
+    )  # fmt: skip
+
+
+def from_padded(
+    scores: Tensor,
+    labels: Tensor,
+    valid: Tensor | None = None,
+    boxes: Tensor | None = None,
+    *,
+    num_classes: int,
+) -> DetectionBatch:
+    """A :class:`DetectionBatch` from detections already padded to (N, M): one (score,
+    label) per box slot, spread into (N, K, M) — the box's score in its label's column, 0
+    in the others (the one place this conversion is made; :func:`pad_detections` uses it).
+
+    Args:
+        scores: floating (N, M) box scores.
+        labels: long (N, M) classes in [0, K) at valid slots (any value at padding).
+        valid: optional bool (N, M), False at padding (default: every slot).
+        boxes: optional (N, M, 4).
+        num_classes: K.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.detection import from_padded
+        >>> batch = from_padded(torch.tensor([[0.9, 0.4]]), torch.tensor([[1, 0]]),
+        ...                     torch.tensor([[True, False]]), num_classes=2)
+        >>> batch.scores
+        tensor([[[0.0000, 0.0000],
+                 [0.9000, 0.0000]]])
+    """
+    if not isinstance(scores, Tensor) or not scores.is_floating_point() or scores.dim() != 2:
+        got = (
+            f"{scores.dtype} tensor of shape {tuple(scores.shape)}"
+            if isinstance(scores, Tensor)
+            else type(scores).__name__
+        )
+        raise TypeError(f"scores must be a floating (N, M) tensor, got {got}")
+    if not isinstance(labels, Tensor) or labels.dtype != torch.long:
+        got = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
+        raise TypeError(f"labels must be a long tensor, got {got}")
+    if valid is None:
+        valid = torch.ones_like(scores, dtype=torch.bool)
+    if labels.shape != scores.shape or valid.shape != scores.shape:
+        raise ValueError(
+            f"labels and valid must have the shape of scores {tuple(scores.shape)}, got "
+            f"{tuple(labels.shape)} and {tuple(valid.shape)}"
+        )
+    if boxes is not None and tuple(boxes.shape) != (*scores.shape, 4):
+        raise ValueError(f"boxes must have shape {(*scores.shape, 4)}, got {tuple(boxes.shape)}")
+    in_range = (labels >= 0) & (labels < num_classes)
+    if scores.device.type == "cpu" and not bool((in_range | ~valid).all()):
+        raise ValueError(f"labels must hold classes in [0, {num_classes}) at valid slots")
+    label = torch.where(valid & in_range, labels, 0)
+    value = torch.where(valid, scores, 0)
+    spread = torch.zeros(
+        scores.shape[0], num_classes, scores.shape[1], dtype=scores.dtype, device=scores.device
+    )
+    spread.scatter_(1, label.unsqueeze(1), value.unsqueeze(1))
+    if boxes is not None:
+        boxes = torch.where(valid.unsqueeze(-1), boxes, 0)
+    return DetectionBatch(spread, valid, boxes)
 
 
 def unpad(selection: Selection, batch: DetectionBatch) -> list[dict[str, Tensor]]:

@@ -14,6 +14,7 @@ import torch
 from helpers.selector_zoo import CASES
 
 import pseudosel
+import pseudosel.detection
 from pseudosel.detection import (
     from_detectron2,
     from_mmdet,
@@ -205,3 +206,30 @@ def test_one_call_from_a_detectors_output_to_pseudo_boxes():
     assert pseudosel.select_reliable(batch, gmm).mask.shape == batch.valid.shape
     with pytest.raises(ValueError, match="DetectionBatch, which carries its own valid mask"):
         pseudosel.select_reliable(batch, "threshold", valid=batch.valid)
+
+
+def test_from_padded_is_the_one_spread_of_score_and_label():
+    gen = torch.Generator().manual_seed(8)
+    scores = torch.rand(3, 5, generator=gen)
+    labels = torch.randint(0, 4, (3, 5), generator=gen)
+    valid = torch.rand(3, 5, generator=gen) < 0.7
+    batch = pseudosel.detection.from_padded(
+        scores, torch.where(valid, labels, -1), valid, num_classes=4
+    )
+    confidence, label = batch.scores.max(1)
+    assert torch.equal(confidence, torch.where(valid, scores, 0))
+    assert torch.equal(label[valid], labels[valid])
+    assert batch.valid.equal(valid) and batch.boxes is None
+    lists = pad_detections(
+        [s[v] for s, v in zip(scores, valid, strict=True)],
+        [lab[v] for lab, v in zip(labels, valid, strict=True)],
+        num_classes=4,
+    )
+    # the same boxes, packed to the front of each image
+    for i in range(3):
+        n = int(valid[i].sum())
+        assert torch.equal(lists.scores[i, :, :n], batch.scores[i][:, valid[i]])
+    with pytest.raises(ValueError, match=r"labels must hold classes in \[0, 4\) at valid"):
+        pseudosel.detection.from_padded(scores, labels + 1, num_classes=4)
+    with pytest.raises(TypeError, match="labels must be a long tensor, got torch.float32"):
+        pseudosel.detection.from_padded(scores, labels.float(), num_classes=4)
