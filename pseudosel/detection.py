@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from pseudosel.selection import Selection
+from pseudosel.validation import check_float_matrix, check_long
 
 __all__ = [
     "DetectionBatch",
@@ -128,9 +129,7 @@ def pad_detections(
         counts.append(image.shape[0])
         if labels is not None:
             label = labels[i]
-            if not isinstance(label, Tensor) or label.dtype != torch.long:
-                got = label.dtype if isinstance(label, Tensor) else type(label).__name__
-                raise TypeError(f"labels[{i}] must be a long tensor, got {got}")
+            check_long(f"labels[{i}]", label)
             if label.shape != image.shape:
                 raise ValueError(
                     f"labels[{i}] must have the shape of scores[{i}] {tuple(image.shape)}, "
@@ -201,16 +200,8 @@ def from_padded(
         tensor([[[0.0000, 0.0000],
                  [0.9000, 0.0000]]])
     """
-    if not isinstance(scores, Tensor) or not scores.is_floating_point() or scores.dim() != 2:
-        got = (
-            f"{scores.dtype} tensor of shape {tuple(scores.shape)}"
-            if isinstance(scores, Tensor)
-            else type(scores).__name__
-        )
-        raise TypeError(f"scores must be a floating (N, M) tensor, got {got}")
-    if not isinstance(labels, Tensor) or labels.dtype != torch.long:
-        got = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
-        raise TypeError(f"labels must be a long tensor, got {got}")
+    check_float_matrix("scores", scores, "(N, M) tensor")
+    check_long("labels", labels)
     if valid is None:
         valid = torch.ones_like(scores, dtype=torch.bool)
     if labels.shape != scores.shape or valid.shape != scores.shape:

@@ -23,8 +23,10 @@ __all__ = [
     "ACTIVATIONS",
     "check_activation",
     "check_choice",
+    "check_float_matrix",
     "check_ignore_index",
     "check_labels",
+    "check_long",
     "check_probability_values",
     "check_probs",
     "check_real",
@@ -475,3 +477,39 @@ def check_choice(name: str, value: object, choices: Collection[str]) -> str:
         options = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
     return value
+
+
+def check_float_matrix(name: str, value: object, meaning: str) -> None:
+    """``value`` must be a floating 2-D tensor; ``meaning`` names its axes for the message,
+    e.g. ``"(K, Q) tensor of score rows"``.
+
+    Example:
+        >>> import torch
+        >>> check_float_matrix("scores", torch.zeros(3), "(N, M) tensor")
+        Traceback (most recent call last):
+        ...
+        TypeError: scores must be a floating (N, M) tensor, got torch.float32 tensor of shape (3,)
+    """
+    if isinstance(value, Tensor) and value.is_floating_point() and value.dim() == 2:
+        return
+    got = (
+        f"{value.dtype} tensor of shape {tuple(value.shape)}"
+        if isinstance(value, Tensor)
+        else type(value).__name__
+    )
+    raise TypeError(f"{name} must be a floating {meaning}, got {got}")
+
+
+def check_long(name: str, value: object) -> None:
+    """``value`` must be a long (int64) tensor.
+
+    Example:
+        >>> import torch
+        >>> check_long("labels", torch.zeros(2))
+        Traceback (most recent call last):
+        ...
+        TypeError: labels must be a long tensor, got torch.float32
+    """
+    if not isinstance(value, Tensor) or value.dtype != torch.long:
+        got = value.dtype if isinstance(value, Tensor) else type(value).__name__
+        raise TypeError(f"{name} must be a long tensor, got {got}")

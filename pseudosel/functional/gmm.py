@@ -42,7 +42,7 @@ from torch import Tensor
 
 from pseudosel.functional.separation import accumulation_dtype
 from pseudosel.kernels import eager_cpu
-from pseudosel.validation import check_choice, check_real
+from pseudosel.validation import check_choice, check_float_matrix, check_long, check_real
 
 __all__ = ["GMM_POLICIES", "gmm_thresholds", "score_queue_update", "total_score_cut"]
 
@@ -51,13 +51,7 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 def _check_rows(name: str, scores: object, valid: object) -> None:
-    if not isinstance(scores, Tensor) or not scores.is_floating_point() or scores.dim() != 2:
-        got = (
-            f"{scores.dtype} tensor of shape {tuple(scores.shape)}"
-            if isinstance(scores, Tensor)
-            else type(scores).__name__
-        )
-        raise TypeError(f"{name} must be a floating (K, Q) tensor of score rows, got {got}")
+    check_float_matrix(name, scores, "(K, Q) tensor of score rows")
     if valid is not None:
         if not isinstance(valid, Tensor) or valid.dtype != torch.bool:
             got = valid.dtype if isinstance(valid, Tensor) else type(valid).__name__
@@ -239,13 +233,7 @@ def total_score_cut(scores: Tensor, valid: Tensor | None = None, *, ratio: float
         tensor([[ True,  True,  True, False],
                 [ True,  True, False, False]])
     """
-    if not isinstance(scores, Tensor) or not scores.is_floating_point() or scores.dim() != 2:
-        got = (
-            f"{scores.dtype} tensor of shape {tuple(scores.shape)}"
-            if isinstance(scores, Tensor)
-            else type(scores).__name__
-        )
-        raise TypeError(f"scores must be a floating (N, M) tensor of box scores, got {got}")
+    check_float_matrix("scores", scores, "(N, M) tensor of box scores")
     if valid is not None:
         _check_rows("scores", scores, valid)
     ratio = check_real("ratio", ratio, low=0.0)
@@ -291,9 +279,7 @@ def score_queue_update(
     """
     if not isinstance(queue, Tensor) or not queue.is_floating_point() or queue.dim() != 2:
         raise TypeError("queue must be a floating (K, Q) tensor")
-    if not isinstance(labels, Tensor) or labels.dtype != torch.long:
-        got = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
-        raise TypeError(f"labels must be a long tensor, got {got}")
+    check_long("labels", labels)
     if labels.shape != scores.shape or (valid is not None and valid.shape != scores.shape):
         raise ValueError(
             f"scores, labels and valid must have one shape, got {tuple(scores.shape)}, "

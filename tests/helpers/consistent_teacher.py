@@ -4,36 +4,17 @@ it, the per-image total-score cut, the per-class score queues and one teacher st
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from sklearn.mixture import GaussianMixture
 
+# the per-class rule through scikit-learn, shared with `pseudosel bench --gmm`
+from pseudosel.tools.bench.gmm import published_gmm_policy
 
-def published_gmm_policy(scores: torch.Tensor, given_gt_thr: float, policy: str) -> float:
-    """The code's ``gmm_policy``: fewer than 4 scores → ``given_gt_thr``; otherwise a
-    two-component GaussianMixture with weights ½, means (min, max), precisions 1, fitted on
-    the scores as float32 numpy; ``high``: the score of the most likely (largest
-    ``score_samples``) high-component point, taken as the smallest high-component score at
-    or above it; ``middle``: the smallest high-component score; no high point → fallback."""
-    if len(scores) < 4:
-        return given_gt_thr
-    x = scores.cpu().numpy()[:, np.newaxis]
-    gmm = GaussianMixture(
-        2,
-        weights_init=[0.5, 0.5],
-        means_init=[[np.min(x)], [np.max(x)]],
-        precisions_init=[[[1.0]], [[1.0]]],
-    )
-    gmm.fit(x)
-    assignment = gmm.predict(x)
-    density = gmm.score_samples(x)
-    if not (assignment == 1).any():
-        return given_gt_thr
-    if policy == "high":
-        density[assignment == 0] = -np.inf
-        best = np.argmax(density, axis=0)
-        return float(x[(assignment == 1) & (x >= x[best]).squeeze()].min())
-    return float(x[assignment == 1].min())
+__all__ = [
+    "published_gmm_policy",
+    "published_prefilter",
+    "published_queue_update",
+    "published_teacher_step",
+]
 
 
 def published_prefilter(scores: torch.Tensor, ratio: float) -> float:

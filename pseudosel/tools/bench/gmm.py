@@ -19,7 +19,7 @@ import torch
 from pseudosel.functional import gmm_thresholds
 from pseudosel.tools.bench.timing import median_seconds, synchronize
 
-__all__ = ["gmm_queues", "gmm_report", "gmm_markdown", "sklearn_step"]
+__all__ = ["gmm_markdown", "gmm_queues", "gmm_report", "published_gmm_policy", "sklearn_step"]
 
 
 def gmm_queues(classes: int, scores: int, *, seed: int = 0) -> torch.Tensor:
@@ -32,36 +32,41 @@ def gmm_queues(classes: int, scores: int, *, seed: int = 0) -> torch.Tensor:
     return torch.where(high, high_scores, low_scores).clamp_min(1e-4)
 
 
-def sklearn_step(queues: torch.Tensor, policy: str = "high") -> list[float]:
-    """The code's per-class loop over every class: ``gmm_policy`` on each queue's positive
-    scores (scikit-learn's GaussianMixture, weights ½, means min/max, precisions 1)."""
+def published_gmm_policy(scores: torch.Tensor, given_gt_thr: float = 0.0, policy="high") -> float:
+    """Consistent-Teacher's ``gmm_policy`` on one class's scores, as the code runs it: fewer
+    than 4 scores → ``given_gt_thr``; else scikit-learn's two-component GaussianMixture
+    (weights ½, means min/max, precisions 1) fitted on the scores as float32 numpy;
+    ``"high"``: the score of the most likely (largest ``score_samples``) high-component
+    point, taken as the smallest high-component score at or above it; ``"middle"``: the
+    smallest high-component score; no high-component point → ``given_gt_thr``."""
     import numpy as np
     from sklearn.mixture import GaussianMixture
 
-    thresholds = []
-    for row in queues.cpu():
-        x = row[row > 0].numpy()[:, np.newaxis]
-        if len(x) < 4:
-            thresholds.append(0.0)
-            continue
-        gmm = GaussianMixture(
-            2,
-            weights_init=[0.5, 0.5],
-            means_init=[[np.min(x)], [np.max(x)]],
-            precisions_init=[[[1.0]], [[1.0]]],
-        )
-        gmm.fit(x)
-        assignment = gmm.predict(x)
-        density = gmm.score_samples(x)
-        if not (assignment == 1).any():
-            thresholds.append(0.0)
-        elif policy == "high":
-            density[assignment == 0] = -np.inf
-            best = np.argmax(density, axis=0)
-            thresholds.append(float(x[(assignment == 1) & (x >= x[best]).squeeze()].min()))
-        else:
-            thresholds.append(float(x[assignment == 1].min()))
-    return thresholds
+    if len(scores) < 4:
+        return given_gt_thr
+    x = scores.cpu().numpy()[:, np.newaxis]
+    gmm = GaussianMixture(
+        2,
+        weights_init=[0.5, 0.5],
+        means_init=[[np.min(x)], [np.max(x)]],
+        precisions_init=[[[1.0]], [[1.0]]],
+    )
+    gmm.fit(x)
+    assignment = gmm.predict(x)
+    density = gmm.score_samples(x)
+    if not (assignment == 1).any():
+        return given_gt_thr
+    if policy == "high":
+        density[assignment == 0] = -np.inf
+        best = np.argmax(density, axis=0)
+        return float(x[(assignment == 1) & (x >= x[best]).squeeze()].min())
+    return float(x[assignment == 1].min())
+
+
+def sklearn_step(queues: torch.Tensor, policy: str = "high") -> list[float]:
+    """The code's per-class loop over every class: :func:`published_gmm_policy` on each
+    queue's positive scores."""
+    return [published_gmm_policy(row[row > 0], 0.0, policy) for row in queues.cpu()]
 
 
 def gmm_report(
