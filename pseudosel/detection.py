@@ -8,15 +8,16 @@ M_i. :func:`pad_detections` turns that list into
   "gmm", valid=batch.valid)``). A detector that gives one (score, label) per box after NMS
   (mmdet, detectron2, torchvision) is spread here, in one place: the box's label column
   holds its score, the others 0 — so max over dim 1 is the score and the arg-max the label
-  (a box of score 0 reads as class 0: no selector keeps it). Per-class scores (a sigmoid
+  (a box of score exactly 0 reads as class 0). Per-class scores (a sigmoid
   detector's (M_i, K) before NMS) are kept as they are.
 - ``valid`` (N, M): False at the padding; ``boxes`` (N, M, 4) when given (0 at padding).
 
-The scores are not a probability distribution over the classes: call the selectors with
-``validate=False`` (the value check would refuse them) — except a softmax detector's full
-class probabilities, background column removed first. :func:`unpad` gives the per-image
-results back. The ``from_*`` readers take the three detector libraries' outputs without
-importing them (duck-typed on their attribute names); docs/detection.md has the recipes.
+The scores are not a probability distribution over the classes: ``select_reliable`` takes
+a :class:`DetectionBatch` itself without the value check; called on its ``scores``, or as
+modules, the selectors need ``validate=False`` (the value check would refuse them).
+:func:`unpad` gives the per-image results back. The ``from_*`` readers take the three
+detector libraries' outputs without importing them (duck-typed on their attribute names);
+docs/detection.md has the recipes.
 """
 
 from __future__ import annotations
@@ -212,8 +213,12 @@ def from_padded(
     if boxes is not None and tuple(boxes.shape) != (*scores.shape, 4):
         raise ValueError(f"boxes must have shape {(*scores.shape, 4)}, got {tuple(boxes.shape)}")
     in_range = (labels >= 0) & (labels < num_classes)
-    if scores.device.type == "cpu" and not bool((in_range | ~valid).all()):
-        raise ValueError(f"labels must hold classes in [0, {num_classes}) at valid slots")
+    hint = f"labels must hold classes in [0, {num_classes}) at valid slots"
+    if scores.device.type == "cpu":
+        if not bool((in_range | ~valid).all()):
+            raise ValueError(hint)
+    else:  # a device-side assertion: no host synchronisation
+        torch._assert_async((in_range | ~valid).all(), hint)
     label = torch.where(valid & in_range, labels, 0)
     value = torch.where(valid, scores, 0)
     spread = torch.zeros(
@@ -226,11 +231,13 @@ def from_padded(
 
 
 def unpad(selection: Selection, batch: DetectionBatch) -> list[dict[str, Tensor]]:
-    """Per-image results of a selection over a padded batch: for image i, its M_i boxes'
-    ``mask``, ``weight``, ``labels`` and ``score`` (the Selection's fields without the
-    padding), and the kept boxes' ``boxes`` (k, 4) when the batch has boxes.
+    """Per-image results of a selection over a padded batch: for image i, its boxes'
+    ``mask``, ``weight``, ``labels`` and ``score`` (the Selection's fields at the image's
+    valid slots, in slot order), and the kept boxes' ``boxes`` (k, 4) when the batch has
+    boxes.
 
-    Reads the per-image box counts on the host (building per-image targets does anyway).
+    Indexes with the valid mask, so it reads it on the host (building per-image targets
+    does anyway).
 
     Example:
         >>> import torch, pseudosel
@@ -249,15 +256,14 @@ def unpad(selection: Selection, batch: DetectionBatch) -> list[dict[str, Tensor]
             f"selection must be over the batch's boxes {tuple(batch.valid.shape)}, got "
             f"{tuple(selection.mask.shape)}"
         )
-    counts = batch.valid.sum(1).tolist()
     images = []
-    for i, count in enumerate(counts):
+    for i, slots in enumerate(batch.valid):  # padding anywhere in the row, not only at its end
         image = {
-            field: getattr(selection, field)[i, :count]
+            field: getattr(selection, field)[i][slots]
             for field in ("mask", "weight", "labels", "score")
         }
         if batch.boxes is not None:
-            image["boxes"] = batch.boxes[i, :count][image["mask"]]
+            image["boxes"] = batch.boxes[i][slots][image["mask"]]
         images.append(image)
     return images
 

@@ -233,3 +233,48 @@ def test_from_padded_is_the_one_spread_of_score_and_label():
         pseudosel.detection.from_padded(scores, labels + 1, num_classes=4)
     with pytest.raises(TypeError, match="labels must be a long tensor, got torch.float32"):
         pseudosel.detection.from_padded(scores, labels.float(), num_classes=4)
+
+
+def test_unpad_follows_the_valid_mask_wherever_the_padding_is():
+    scores = torch.tensor([[0.0, 0.9, 0.8], [0.7, 0.0, 0.6]])
+    labels = torch.tensor([[0, 1, 2], [2, 0, 1]])
+    valid = torch.tensor([[False, True, True], [True, False, True]])
+    boxes = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+    batch = pseudosel.detection.from_padded(scores, labels, valid, boxes, num_classes=3)
+    sel = pseudosel.select_reliable(batch, "threshold", tau=0.65)
+    images = unpad(sel, batch)
+    assert images[0]["score"].tolist() == pytest.approx([0.9, 0.8])
+    assert images[0]["labels"].tolist() == [1, 2]
+    assert images[0]["mask"].tolist() == [True, True]
+    assert torch.equal(images[0]["boxes"], boxes[0, 1:])
+    assert images[1]["mask"].tolist() == [True, False]
+    assert torch.equal(images[1]["boxes"], boxes[1, :1])
+
+
+def spread_box_batch(classes: int, seed: int):
+    """(score, label) detections of 3 images (0, 5 and 9 boxes) padded to 9 slots — the
+    form docs/detection.md gives post-NMS detections; class 0 never predicted."""
+    gen = torch.Generator().manual_seed(seed)
+    counts = (0, 5, 9)
+    scores = [torch.rand(n, generator=gen) * 0.95 + 0.05 for n in counts]
+    labels = [torch.randint(1, classes, (n,), generator=gen) for n in counts]
+    return pad_detections(scores, labels, num_classes=classes, max_boxes=9)
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.dense and not c.convex], ids=lambda c: c.name
+)
+def test_every_dense_selector_takes_score_and_label_boxes(case):
+    module, step = case.build(5, validate=False)
+    for seed in range(3):
+        batch = spread_box_batch(5, seed)
+        result = step(batch.scores, batch.valid)
+        if isinstance(result, pseudosel.Selection):
+            assert result.mask.shape == batch.valid.shape
+            assert not (result.mask & ~batch.valid).any()
+            assert not result.weight[~batch.valid].any()
+            assert torch.isfinite(result.weight).all() and torch.isfinite(result.score).all()
+            kept = result.mask & batch.valid
+            assert torch.equal(result.labels[kept], batch.scores.argmax(1)[kept])
+        else:  # the alignment transforms: aligned probabilities
+            assert torch.isfinite(result[batch.valid.unsqueeze(1).expand_as(result)]).all()

@@ -96,8 +96,8 @@ def test_coco_map_is_one_for_perfect_detections_and_lower_for_shifted_ones(monke
 
     map_all, map_50 = detection.coco_map(Perfect(0.0), test, "cpu")
     assert map_all == pytest.approx(1.0, abs=1e-6) and map_50 == pytest.approx(1.0, abs=1e-6)
-    shifted_all, shifted_50 = detection.coco_map(Perfect(0.6), test, "cpu")
-    assert shifted_all < 0.9 and shifted_50 <= 1.0
+    shifted_all, _ = detection.coco_map(Perfect(0.6), test, "cpu")
+    assert 0.0 < shifted_all < 0.9  # boxes off by 2.4 pixels miss the strict IoU levels
 
 
 def test_box_quality_counts_right_boxes_once():

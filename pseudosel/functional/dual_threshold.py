@@ -22,7 +22,7 @@ from pseudosel.inputs import prepare
 from pseudosel.selection import Selection, hard_selection
 from pseudosel.validation import check_real
 
-__all__ = ["dual_threshold", "uncertain_positions"]
+__all__ = ["check_dual_thresholds", "dual_threshold", "uncertain_positions"]
 
 
 def _thresholds(name: str, value: float | Tensor) -> float | Tensor:
@@ -35,6 +35,17 @@ def _thresholds(name: str, value: float | Tensor) -> float | Tensor:
             )
         return value
     return check_real(name, value, low=0.0, high=1.0)
+
+
+def check_dual_thresholds(
+    low: float | Tensor, high: float | Tensor
+) -> tuple[float | Tensor, float | Tensor]:
+    """``low`` and ``high`` checked: numbers in [0, 1] with low <= high, or (K,) floating
+    tensors of per-class thresholds; returned as given (numbers as float)."""
+    low, high = _thresholds("low", low), _thresholds("high", high)
+    if not isinstance(low, Tensor) and not isinstance(high, Tensor) and low > high:
+        raise ValueError(f"low must not exceed high, got low={low!r} > high={high!r}")
+    return low, high
 
 
 def _per_position(threshold: float | Tensor, labels: Tensor, dtype: torch.dtype):
@@ -84,13 +95,16 @@ def dual_threshold(
         >>> certain.mask, uncertain_positions(certain, low=0.5)
         (tensor([ True,  True, False]), tensor([False, False,  True]))
     """
-    low = _thresholds("low", low)
-    high = _thresholds("high", high)
-    if not isinstance(low, Tensor) and not isinstance(high, Tensor) and low > high:
-        raise ValueError(f"low must not exceed high, got low={low!r} > high={high!r}")
+    low, high = check_dual_thresholds(low, high)
     probs, valid, _ = prepare(
         probs, valid, activation=activation, multilabel=multilabel, validate=validate
     )
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, Tensor) and value.shape[0] != probs.shape[1]:
+            raise ValueError(
+                f"{name} must hold one threshold per class: {probs.shape[1]} classes at dim 1 "
+                f"of probs, got {value.shape[0]} thresholds"
+            )
     confidence, labels = confidence_and_labels(probs)
     certain = valid & (confidence >= _per_position(high, labels, confidence.dtype))
     return hard_selection(labels, certain, confidence, valid)

@@ -121,6 +121,7 @@ register_selector(
 register_selector(
     "top_ratio",
     F.top_ratio,
+    module=S.TopRatioSelector,
     inputs=EVERY_OUTPUT,
     process_group=True,
     bench=(BenchCase("top_ratio"),),
@@ -133,6 +134,7 @@ register_selector(
 register_selector(
     "dual_threshold",
     F.dual_threshold,
+    module=S.DualThresholdSelector,
     inputs=EVERY_OUTPUT,
     bench=(BenchCase("dual_threshold"),),
     examples={"default": {"low": 0.3, "high": 0.7}},

@@ -18,6 +18,7 @@ from pseudosel.selectors.alignment_queue import DistributionAlignmentQueue
 from pseudosel.selectors.corrmatch import CorrMatchSelector
 from pseudosel.selectors.csl import CSLSelector
 from pseudosel.selectors.dash import DashSelector
+from pseudosel.selectors.dual_threshold import DualThresholdSelector
 from pseudosel.selectors.entropy_split import EntropySplitSelector
 from pseudosel.selectors.flexmatch import FlexMatchSelector
 from pseudosel.selectors.freematch import FreeMatchSelector
@@ -25,6 +26,7 @@ from pseudosel.selectors.gmm import GMMThresholdSelector
 from pseudosel.selectors.precision import PrecisionTargetSelector
 from pseudosel.selectors.softmatch import SoftMatchSelector
 from pseudosel.selectors.threshold import ThresholdSelector
+from pseudosel.selectors.top_ratio import TopRatioSelector
 
 __all__ = [
     "AdaMatchSelector",
@@ -35,6 +37,7 @@ __all__ = [
     "DashSelector",
     "DistributionAlignment",
     "DistributionAlignmentQueue",
+    "DualThresholdSelector",
     "EntropySplitSelector",
     "FlexMatchSelector",
     "FreeMatchSelector",
@@ -43,4 +46,5 @@ __all__ = [
     "Selector",
     "SoftMatchSelector",
     "ThresholdSelector",
+    "TopRatioSelector",
 ]

@@ -94,3 +94,25 @@ def test_by_name_and_the_value_option():
 def test_bad_arguments_are_named(call, error, match):
     with pytest.raises(error, match=match):
         call(torch.tensor([[0.9, 0.1]]))
+
+
+def test_per_class_thresholds_must_match_the_classes():
+    probs = torch.tensor([[0.9, 0.05, 0.05]])
+    with pytest.raises(ValueError, match="high must hold one threshold per class: 3 classes"):
+        F.dual_threshold(probs, high=torch.tensor([0.5, 0.6]))
+    sel = F.dual_threshold(
+        probs, low=torch.tensor([0.1, 0.1, 0.1]), high=torch.tensor([0.95, 0.5, 0.5])
+    )
+    assert sel.mask.tolist() == [False]
+    assert F.uncertain_positions(sel, torch.tensor([0.1, 0.1, 0.1])).tolist() == [True]
+
+
+def test_the_module_keeps_its_low_for_the_uncertain_set():
+    selector = pseudosel.DualThresholdSelector(low=0.3, high=0.7)
+    probs = torch.tensor([[0.8, 0.2], [0.6, 0.4], [0.5, 0.5]])
+    certain = selector(probs)
+    assert certain.mask.tolist() == [True, False, False]
+    assert selector.uncertain(certain).tolist() == [False, True, True]
+    assert torch.equal(certain.mask, F.dual_threshold(probs, 0.3, 0.7).mask)
+    with pytest.raises(ValueError, match="low must not exceed high"):
+        pseudosel.DualThresholdSelector(low=0.8, high=0.7)

@@ -77,31 +77,40 @@ def gmm_report(
     repeats: int = 11,
     compiled: bool = True,
 ) -> dict:
-    """Time one GMM step three ways on the same queues; returns the rows and the machine."""
+    """Time one GMM step on the same queues: the published loop, then pseudosel eager (and
+    compiled) on the CPU and, when ``device`` is a GPU, on it too; returns the rows and the
+    machine."""
     where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    queues = gmm_queues(classes, scores).to(where)
-    valid = queues > 0
+    queues = gmm_queues(classes, scores)
     want = torch.tensor(sklearn_step(queues))
     rows = []
 
-    def row(name: str, fn, got=None) -> None:
-        seconds = median_seconds(fn, where, repeats, warmup=2)
+    def row(name: str, fn, got, on: torch.device) -> None:
+        seconds = median_seconds(fn, on, repeats, warmup=2)
         equal = None if got is None else int((got.cpu() == want).sum())
         rows.append({"kernel": name, "median_ms": seconds * 1e3, "equal_thresholds": equal})
 
-    row("Consistent-Teacher loop (scikit-learn, CPU)", lambda: sklearn_step(queues), want)
-    row(
-        f"pseudosel gmm_thresholds (eager, {where.type})",
-        lambda: gmm_thresholds(queues, valid),
-        gmm_thresholds(queues, valid),
-    )
-    if compiled:
-        fitted = torch.compile(gmm_thresholds, fullgraph=True)
-        got = fitted(queues, valid)  # compiles
-        synchronize(where)
+    cpu = torch.device("cpu")
+    row("Consistent-Teacher loop (scikit-learn, CPU)", lambda: sklearn_step(queues), want, cpu)
+    for on in (cpu,) if where.type == "cpu" else (cpu, where):
+        rows_on, valid_on = queues.to(on), queues.to(on) > 0
+        eager = gmm_thresholds(rows_on, valid_on)
         row(
-            f"pseudosel gmm_thresholds (compiled, {where.type})", lambda: fitted(queues, valid), got
+            f"pseudosel gmm_thresholds (eager, {on.type})",
+            lambda r=rows_on, v=valid_on: gmm_thresholds(r, v),
+            eager,
+            on,
         )
+        if compiled:
+            fitted = torch.compile(gmm_thresholds, fullgraph=True)
+            got = fitted(rows_on, valid_on)  # compiles
+            synchronize(on)
+            row(
+                f"pseudosel gmm_thresholds (compiled, {on.type})",
+                lambda r=rows_on, v=valid_on, f=fitted: f(r, v),
+                got,
+                on,
+            )
     base = rows[0]["median_ms"]
     for entry in rows:
         entry["speedup_vs_loop"] = base / entry["median_ms"]
