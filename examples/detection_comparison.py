@@ -85,7 +85,9 @@ def summarise(results: dict, seeds: int, done: int, total: int, quick: bool) -> 
     comparisons = [(metric, REFERENCE) for metric in METRICS]
     comparisons += [(METRICS[0], "supervised"), (METRICS[0], "threshold@0.5")]
     for metric, against in comparisons:
-        reference = results.get(against, {})
+        if against not in results:  # e.g. --quick has no threshold@0.5 run
+            continue
+        reference = results[against]
         lines += [
             "",
             f"Paired difference of {metric} to `{against}` (same seeds), mean and 95% "
