@@ -169,6 +169,8 @@ def gmm_thresholds(
     tol = check_real("tol", tol, low=0.0)
     reg_covar = check_real("reg_covar", reg_covar, low=0.0, low_open=True)
 
+    if scores.shape[1] == 0:  # rows without a slot: nothing to fit
+        return torch.full((scores.shape[0],), fallback, dtype=scores.dtype, device=scores.device)
     wide = accumulation_dtype(scores.device)
     if valid is None:
         valid = torch.ones_like(scores, dtype=torch.bool)

@@ -107,6 +107,11 @@ def test_every_row_within_one_point_of_scikit_learn(kinds, length, seed, policy,
     assert (got[few] == fallback).all()
 
 
+def test_empty_rows_and_no_rows():
+    assert F.gmm_thresholds(torch.zeros(3, 0), fallback=0.2).tolist() == pytest.approx([0.2] * 3)
+    assert F.gmm_thresholds(torch.zeros(0, 5)).shape == (0,)
+
+
 def test_rows_that_cannot_be_split_fall_back():
     rows = torch.tensor([[0.4] * 10, [0.2, 0.7, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
     got = F.gmm_thresholds(rows, rows > 0, fallback=0.25)
