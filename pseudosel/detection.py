@@ -268,13 +268,17 @@ def unpad(selection: Selection, batch: DetectionBatch) -> list[dict[str, Tensor]
     return images
 
 
-def _read(item: Any, names: Sequence[str], what: str, index: int) -> Any:
-    for name in names:
+def _column(items: list, name: str, what: str) -> list:
+    """Field ``name`` of every image's result: a dict key or an attribute."""
+    found = []
+    for index, item in enumerate(items):
         if isinstance(item, Mapping) and name in item:
-            return item[name]
-        if not isinstance(item, Mapping) and hasattr(item, name):
-            return getattr(item, name)
-    raise TypeError(f"{what}[{index}] has none of {', '.join(names)}")
+            found.append(item[name])
+        elif not isinstance(item, Mapping) and hasattr(item, name):
+            found.append(getattr(item, name))
+        else:
+            raise TypeError(f"{what}[{index}] has none of {name}")
+    return found
 
 
 def from_torchvision(
@@ -295,9 +299,9 @@ def from_torchvision(
     """
     outputs = _as_list("outputs", outputs)
     return pad_detections(
-        [_read(o, ("scores",), "outputs", i) for i, o in enumerate(outputs)],
-        [_read(o, ("labels",), "outputs", i) for i, o in enumerate(outputs)],
-        [_read(o, ("boxes",), "outputs", i) for i, o in enumerate(outputs)],
+        _column(outputs, "scores", "outputs"),
+        _column(outputs, "labels", "outputs"),
+        _column(outputs, "boxes", "outputs"),
         num_classes=num_classes,
         max_boxes=max_boxes,
     )
@@ -321,9 +325,9 @@ def from_mmdet(
     results = _as_list("results", results)
     found = [getattr(r, "pred_instances", r) for r in results]
     return pad_detections(
-        [_read(r, ("scores",), "results", i) for i, r in enumerate(found)],
-        [_read(r, ("labels",), "results", i) for i, r in enumerate(found)],
-        [_read(r, ("bboxes",), "results", i) for i, r in enumerate(found)],
+        _column(found, "scores", "results"),
+        _column(found, "labels", "results"),
+        _column(found, "bboxes", "results"),
         num_classes=num_classes,
         max_boxes=max_boxes,
     )
@@ -348,11 +352,10 @@ def from_detectron2(
     """
     results = _as_list("results", results)
     found = [r["instances"] if isinstance(r, Mapping) else r for r in results]
-    boxes = [_read(r, ("pred_boxes",), "results", i) for i, r in enumerate(found)]
     return pad_detections(
-        [_read(r, ("scores",), "results", i) for i, r in enumerate(found)],
-        [_read(r, ("pred_classes",), "results", i) for i, r in enumerate(found)],
-        [getattr(b, "tensor", b) for b in boxes],
+        _column(found, "scores", "results"),
+        _column(found, "pred_classes", "results"),
+        [getattr(b, "tensor", b) for b in _column(found, "pred_boxes", "results")],
         num_classes=num_classes,
         max_boxes=max_boxes,
     )

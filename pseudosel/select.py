@@ -12,7 +12,13 @@ from pseudosel._deprecation import warn_once
 from pseudosel.detection import DetectionBatch
 from pseudosel.functional.separation import load_variants
 from pseudosel.inputs import prepare
-from pseudosel.registry import NEEDS_INPUTS, SelectorSpec, check_selection, selector_spec
+from pseudosel.registry import (
+    FRONT_DOOR_OPTIONS,
+    NEEDS_INPUTS,
+    SelectorSpec,
+    check_selection,
+    selector_spec,
+)
 from pseudosel.selection import WEIGHTINGS, Selection
 from pseudosel.selectors._base import Alignment, Selector
 from pseudosel.validation import check_activation, check_choice
@@ -159,9 +165,6 @@ def select_reliable(
     return selection.hard() if weighting == "hard" else selection
 
 
-_FRONT_DOOR_OPTIONS = frozenset({"validate", "activation", "multilabel"})  # own parameters
-
-
 def _check_option_names(spec: SelectorSpec, options: dict[str, Any]) -> None:
     """A misspelt option (``threshold=`` for ``tau=``) is refused with the accepted names,
     not left to the function's own bare "unexpected keyword" message."""
@@ -173,7 +176,7 @@ def _check_option_names(spec: SelectorSpec, options: dict[str, Any]) -> None:
     if unknown:
         raise TypeError(
             f"select_reliable({spec.name!r}): unknown option(s) {', '.join(unknown)}; "
-            f"{spec.name!r} takes {', '.join(sorted(accepted - _FRONT_DOOR_OPTIONS)) or 'none'}"
+            f"{spec.name!r} takes {', '.join(sorted(accepted - FRONT_DOOR_OPTIONS)) or 'none'}"
         )
 
 

@@ -243,6 +243,8 @@ def total_score_cut(scores: Tensor, valid: Tensor | None = None, *, ratio: float
         _check_rows("scores", scores, valid)
     ratio = check_real("ratio", ratio, low=0.0)
     dtype = scores.dtype if scores.dtype in (torch.float32, torch.float64) else torch.float32
+    if scores.shape[1] == 0:  # no box slot: nothing is kept
+        return torch.ones(scores.shape[0], dtype=dtype, device=scores.device)
     scores = scores.to(dtype)
     if valid is None:
         valid = torch.ones_like(scores, dtype=torch.bool)
@@ -250,9 +252,7 @@ def total_score_cut(scores: Tensor, valid: Tensor | None = None, *, ratio: float
     count = valid.sum(1)
     ordered = torch.where(valid, scores, -math.inf).sort(1, descending=True).values
     kept = torch.floor(held.sum(1) * ratio + 0.5).to(torch.long)
-    position = torch.minimum(kept, count - 1).clamp(0, max(scores.shape[1] - 1, 0))
-    if scores.shape[1] == 0:
-        return torch.ones(scores.shape[0], dtype=dtype, device=scores.device)
+    position = torch.minimum(kept, count - 1).clamp(0, scores.shape[1] - 1)
     cut = ordered.gather(1, position.unsqueeze(1)).squeeze(1) - 1e-5
     return torch.where(count > 0, cut, 1.0)
 

@@ -58,6 +58,8 @@ ENTRY_POINT_GROUP = "pseudosel.selectors"
 NEEDS = ("index", "labeled", "heldout")
 #: the per-call arguments those needs arrive as (not options of the selector)
 NEEDS_INPUTS = frozenset({"index", "probs_labeled", "valid_labeled"})
+#: the options select_reliable's front door gives every selector function
+FRONT_DOOR_OPTIONS = frozenset({"validate", "activation", "multilabel"})
 #: the outputs a selector may take: softmax class probabilities, a binary sigmoid output
 #: (N, 1, *spatial), a multi-label sigmoid output (N, L, *spatial)
 INPUTS = ("softmax", "sigmoid", "multilabel")
@@ -227,7 +229,7 @@ class SelectorSpec:
         else:
             names = _keyword_options(getattr(self.function, "plugin_function", self.function))
             if names is not None and hasattr(self.function, "plugin_function"):
-                names |= {"validate", "activation", "multilabel"}  # the front door's
+                names |= FRONT_DOOR_OPTIONS
         return None if names is None else frozenset(names - {"probs", "valid"} - NEEDS_INPUTS)
 
     def step(self, module: nn.Module, probs: Tensor, valid: Tensor | None, **inputs: Any):
