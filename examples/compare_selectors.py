@@ -577,6 +577,25 @@ def output_folder(out: Path | None, quick: bool) -> Path:
     return Path("results/comparison-quick" if quick else "results/comparison")
 
 
+def add_parallel_options(parser: argparse.ArgumentParser) -> None:
+    """``--jobs`` and ``--device``, as every comparison command takes them."""
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        help="runs trained side by side, one torch thread each (default: the CPU count, "
+        "at most 4; 1 on a GPU)",
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parallel_jobs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The runs to train side by side: ``--jobs`` on the CPU (refused below 1), 1 on a GPU."""
+    if args.jobs < 1:
+        parser.error(f"--jobs: expected a positive number of parallel runs, got {args.jobs}")
+    return 1 if args.device != "cpu" else args.jobs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="paired seeds (default 5)")
@@ -592,21 +611,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--fresh", action="store_true", help="train every run again, ignoring finished ones"
     )
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=default_jobs(),
-        help="runs trained side by side, one torch thread each (default: the CPU count, "
-        "at most 4; 1 on a GPU)",
-    )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_parallel_options(parser)
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs: expected a positive number of parallel runs, got {args.jobs}")
+    jobs = parallel_jobs(parser, args)
     seeds = 1 if args.quick else args.seeds
     out = output_folder(args.out, args.quick)
     start = time.time()
-    jobs = 1 if args.device != "cpu" else args.jobs
     run_all(seeds, out, args.quick, args.device, fresh=args.fresh, jobs=jobs)
     summary = (out / "summary.md").read_text()
     print(summary)

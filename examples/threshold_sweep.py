@@ -214,20 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path("results/comparison"),
         help="the main job's folder, whose finished identical runs are reused",
     )
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=compare.default_jobs(),
-        help="runs trained side by side, one torch thread each (default: the CPU count, at most 4)",
-    )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    compare.add_parallel_options(parser)
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs: expected a positive number of parallel runs, got {args.jobs}")
+    jobs = compare.parallel_jobs(parser, args)
     seeds = 1 if args.quick else args.seeds
     out = args.out or Path("results/sweep-quick" if args.quick else "results/sweep")
     start = time.time()
-    jobs = 1 if args.device != "cpu" else args.jobs
     run_sweep(seeds, out, args.quick, args.device, fresh=args.fresh, reuse=args.reuse, jobs=jobs)
     print((out / "summary.md").read_text())
     print(f"wrote {out / 'summary.md'} and results.json ({time.time() - start:.0f} s)")
