@@ -6,7 +6,13 @@ selectors and this package the ``nn.Module`` selectors.
 """
 
 from pseudosel import features, functional, masking, registry, selectors
-from pseudosel.losses import weighted_binary_cross_entropy, weighted_cross_entropy
+from pseudosel.functional.shrinkmatch import ShrunkClasses
+from pseudosel.losses import (
+    generalized_cross_entropy,
+    shrunk_cross_entropy,
+    weighted_binary_cross_entropy,
+    weighted_cross_entropy,
+)
 from pseudosel.registry import available_selectors, register_selector
 from pseudosel.registry import builtin as _builtin  # noqa: F401  (declares the built-ins)
 from pseudosel.schedules import linear_rampup
@@ -18,16 +24,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Selection",
+    "ShrunkClasses",
     "__version__",
     "available_selectors",
     "features",
     "functional",
+    "generalized_cross_entropy",
     "linear_rampup",
     "masking",
     "register_selector",
     "registry",
     "select_reliable",
     "selectors",
+    "shrunk_cross_entropy",
     "weighted_binary_cross_entropy",
     "weighted_cross_entropy",
 ]

@@ -27,6 +27,7 @@ PAGES = [
     "dense",
     "binary",
     "detection",
+    "beyond",
     "distributed",
     "recipes",
     "performance",
@@ -213,3 +214,14 @@ def test_csl_page_renders_its_formulas_in_a_headless_browser(site, tmp_path):
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 50_000, "a blank page would compress to a few KB"
     print(f"screenshot of the CSL page: {screenshot}")
+
+
+def test_the_beyond_page_runs():
+    """docs/beyond.md's code blocks (ShrinkMatch, CGMatch, S4MC, class-prior thresholds),
+    run in order in one namespace."""
+    page = (ROOT / "docs" / "beyond.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(blocks) >= 5
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/beyond.md", "exec"), namespace)

@@ -112,12 +112,15 @@ STATEFUL = _stateful()
 def test_stateful_selector_properties(device, inputs, name, training):
     """Two declared steps (``spec.step``) in training or eval mode: documented shapes and
     ranges, finite state. A selector recording per sample, or one taking (N, K) input
-    only, gets the positions as rows, with their indices."""
+    only, gets the positions as rows, with their indices; one taking images only gets rows
+    as 1 x 1 images."""
     probs, valid = (x.to(device) for x in inputs)
     spec, options = STATEFUL[name]
     per_sample = options["num_unlabeled"] is not None
     if per_sample or not spec.dense:
         probs, valid = probs.movedim(1, -1).reshape(-1, probs.shape[1]), valid.reshape(-1)
+    elif not spec.classification and probs.dim() == 2:  # an image of one pixel per row
+        probs, valid = probs[..., None, None], valid[..., None, None]
     selector = spec.build(probs.shape[1], **options).to(device).train(training)
     index = torch.arange(len(probs), device=device) % NUM_UNLABELED
     extra = {"index": index} if per_sample else {}

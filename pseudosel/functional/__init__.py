@@ -23,6 +23,17 @@ from pseudosel.functional.alignment_queue import (
     alignment_queue_init,
     alignment_queue_update,
 )
+from pseudosel.functional.cgmatch import (
+    CGMatchState,
+    ambiguous_positions,
+    cgmatch_ambiguous_weight,
+    cgmatch_init,
+    cgmatch_record,
+    cgmatch_select,
+    cgmatch_update,
+    count_gap,
+)
+from pseudosel.functional.class_prior import check_prior, class_prior, class_prior_thresholds
 from pseudosel.functional.clopper_pearson import (
     betainc,
     betainc_iterations,
@@ -74,6 +85,8 @@ from pseudosel.functional.precision import (
     precision_target_update,
 )
 from pseudosel.functional.quantile import masked_quantile
+from pseudosel.functional.s4mc import s4mc, s4mc_refine
+from pseudosel.functional.shrinkmatch import ShrunkClasses, shrink_classes, shrinkmatch
 from pseudosel.functional.softmatch import (
     SoftMatchState,
     softmatch_init,
@@ -87,11 +100,13 @@ __all__ = [
     "AdshState",
     "AlignmentQueueState",
     "AlignmentState",
+    "CGMatchState",
     "CorrMatchState",
     "FlexMatchState",
     "FreeMatchState",
     "GMM_POLICIES",
     "PrecisionTargetState",
+    "ShrunkClasses",
     "SoftMatchState",
     "adamatch",
     "adsh_calibrate",
@@ -104,10 +119,19 @@ __all__ = [
     "alignment_queue_init",
     "alignment_queue_update",
     "alignment_update",
+    "ambiguous_positions",
     "betainc",
     "betainc_iterations",
     "binomial_tail",
     "certified_threshold",
+    "cgmatch_ambiguous_weight",
+    "cgmatch_init",
+    "cgmatch_record",
+    "cgmatch_select",
+    "cgmatch_update",
+    "check_prior",
+    "class_prior",
+    "class_prior_thresholds",
     "class_probs",
     "class_threshold_selection",
     "clopper_pearson_lower",
@@ -115,6 +139,7 @@ __all__ = [
     "corrmatch_init",
     "corrmatch_select",
     "corrmatch_update",
+    "count_gap",
     "csl",
     "csl_covar",
     "csl_max_margin",
@@ -141,7 +166,11 @@ __all__ = [
     "precision_target_observe",
     "precision_target_select",
     "precision_target_update",
+    "s4mc",
+    "s4mc_refine",
     "score_queue_update",
+    "shrink_classes",
+    "shrinkmatch",
     "softmatch_init",
     "softmatch_select",
     "softmatch_update",

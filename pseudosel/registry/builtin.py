@@ -40,6 +40,14 @@ def _adsh_step(module: S.AdshSelector, probs: Tensor, valid: Tensor | None, *, i
     return selection
 
 
+def _shrinkmatch_step(module: S.ShrinkMatchSelector, probs: Tensor, valid: Tensor | None):
+    """ShrinkMatch's step: the certain set (advancing the certain share), then the shrunk
+    class space of the same batch with that share (the loss's inputs)."""
+    selection = module(probs, valid=valid)
+    module.shrink(probs, valid=valid)
+    return selection
+
+
 def _corrmatch_init(num_classes: int) -> F.CorrMatchState:
     return F.corrmatch_init()
 
@@ -144,6 +152,19 @@ register_selector(
     builtin=True,
 )
 register_selector(
+    "shrinkmatch",
+    S.ShrinkMatchSelector,
+    inputs=EVERY_OUTPUT,
+    process_group=True,
+    train_step=_shrinkmatch_step,
+    bench=(BenchCase("shrinkmatch step"),),
+    examples={"default": {"tau": 0.7, "momentum": 0.9}, "restart": {"reset_every": 2}},
+    value_option="tau",
+    summary="certain set (max p >= tau); the uncertain rest trains in a shrunk class space",
+    source="ShrinkMatch (Yang et al., ICCV 2023)",
+    builtin=True,
+)
+register_selector(
     "gmm",
     S.GMMThresholdSelector,
     process_group=True,
@@ -151,6 +172,20 @@ register_selector(
     examples={"default": {"num_scores": 24}, "middle": {"num_scores": 24, "policy": "middle"}},
     summary="per-class thresholds from a two-Gaussian mixture over each class's last scores",
     source="Consistent-Teacher (Wang et al., CVPR 2023)",
+    builtin=True,
+)
+register_selector(
+    "class_prior",
+    S.ClassPriorSelector,
+    process_group=True,
+    bench=(BenchCase("class_prior step"),),
+    examples={
+        "default": {"tau": 0.7},
+        "explicit_prior": {"prior": "uniform", "kept_share": 0.5, "momentum": 0.5},
+    },
+    value_option="kept_share",
+    summary="per-class cuts keeping pseudo-labels in the labelled class proportions",
+    source="DARS (He et al., ICCV 2021); LabelMatch (Chen et al., CVPR 2022)",
     builtin=True,
 )
 register_selector(
@@ -282,6 +317,25 @@ register_selector(
     builtin=True,
 )
 register_selector(
+    "s4mc",
+    S.S4MCSelector,
+    classification=False,
+    process_group=True,
+    bench=(BenchCase("s4mc step", {"total_steps": 10_000}, dense=True),),
+    examples={
+        "default": {"total_steps": 5},
+        "neighbours": {
+            "total_steps": 4,
+            "connectivity": 8,
+            "num_neighbours": 2,
+            "indicator": "confidence",
+        },
+    },
+    summary="margins refined by the best neighbours vs a percentile kept share rising to 100%",
+    source="S4MC (Kimhi et al., TMLR 2024 / arXiv:2308.13900)",
+    builtin=True,
+)
+register_selector(
     "adsh",
     S.AdshSelector,
     needs=("index",),
@@ -291,6 +345,21 @@ register_selector(
     examples={"default": {"tau_1": 0.6}},
     summary="class-wise thresholds for imbalanced data, rescaled per pass",
     source="Adsh (Guo & Li, ICML 2022), USB",
+    builtin=True,
+)
+register_selector(
+    "cgmatch",
+    S.CGMatchSelector,
+    needs=("index",),
+    dense=False,
+    process_group=True,
+    bench=(BenchCase("cgmatch step", dense=False),),
+    examples={
+        "default": {"momentum": 0.9},
+        "per_class_window": {"momentum": 0.9, "per_class": True, "window": 4},
+    },
+    summary="easy = confidence >= its EMA; ambiguous = below it with a count gap >= its EMA",
+    source="CGMatch (Cheng et al., CVPR 2025)",
     builtin=True,
 )
 register_selector(

@@ -15,6 +15,8 @@ from pseudosel.selectors.adamatch import AdaMatchSelector
 from pseudosel.selectors.adsh import AdshSelector
 from pseudosel.selectors.alignment import DistributionAlignment
 from pseudosel.selectors.alignment_queue import DistributionAlignmentQueue
+from pseudosel.selectors.cgmatch import CGMatchSelector
+from pseudosel.selectors.class_prior import ClassPriorSelector
 from pseudosel.selectors.corrmatch import CorrMatchSelector
 from pseudosel.selectors.csl import CSLSelector
 from pseudosel.selectors.dash import DashSelector
@@ -24,6 +26,8 @@ from pseudosel.selectors.flexmatch import FlexMatchSelector
 from pseudosel.selectors.freematch import FreeMatchSelector
 from pseudosel.selectors.gmm import GMMThresholdSelector
 from pseudosel.selectors.precision import PrecisionTargetSelector
+from pseudosel.selectors.s4mc import S4MCSelector
+from pseudosel.selectors.shrinkmatch import ShrinkMatchSelector
 from pseudosel.selectors.softmatch import SoftMatchSelector
 from pseudosel.selectors.threshold import ThresholdSelector
 from pseudosel.selectors.top_ratio import TopRatioSelector
@@ -32,7 +36,9 @@ __all__ = [
     "AdaMatchSelector",
     "Alignment",
     "AdshSelector",
+    "CGMatchSelector",
     "CSLSelector",
+    "ClassPriorSelector",
     "CorrMatchSelector",
     "DashSelector",
     "DistributionAlignment",
@@ -43,7 +49,9 @@ __all__ = [
     "FreeMatchSelector",
     "GMMThresholdSelector",
     "PrecisionTargetSelector",
+    "S4MCSelector",
     "Selector",
+    "ShrinkMatchSelector",
     "SoftMatchSelector",
     "ThresholdSelector",
     "TopRatioSelector",

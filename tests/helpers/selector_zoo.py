@@ -44,16 +44,19 @@ class Case:
     ``validate``, passed to the functional selectors (``Selection.hard`` for them), and
     ``device=``: where the module's buffers or the carried functional state live.
 
-    ``dense``: accepts (N, K, *spatial) input. ``convex``: needs cvxpy (slow; skipped by
-    the fuzz test). ``checked``: the step runs pseudosel's front door (bad input raises).
-    ``inputs(probs)``: the per-call inputs a module's ``forward`` takes besides ``probs``
-    and ``valid``. ``state(module_or_step)`` is taken from the module's buffers, or from
-    the functional state the step carries (exposed as ``step.state``).
+    ``dense``: accepts (N, K, *spatial) input. ``classification``: accepts (N, K) input
+    (False for a selector that needs an image, such as S4MC's neighbours). ``convex``: needs
+    cvxpy (slow; skipped by the fuzz test). ``checked``: the step runs pseudosel's front
+    door (bad input raises). ``inputs(probs)``: the per-call inputs a module's ``forward``
+    takes besides ``probs`` and ``valid``. ``state(module_or_step)`` is taken from the
+    module's buffers, or from the functional state the step carries (exposed as
+    ``step.state``).
     """
 
     name: str
     build: Callable[..., tuple[nn.Module | None, Callable[[Tensor, Tensor], Any]]]
     dense: bool = True
+    classification: bool = True
     convex: bool = False
     checked: bool = True
     inputs: Callable[[Tensor], dict[str, Tensor]] = lambda probs: {}
@@ -188,7 +191,8 @@ def _registered_module_case(spec: SelectorSpec, example: str, options: dict) -> 
 
     label = spec.module.__name__ + ("" if example == "default" else f"/{example}")
     dense = spec.dense and not per_sample
-    return Case(label, build, dense=dense, inputs=inputs if spec.train_step is None else _none)
+    given = inputs if spec.train_step is None else _none
+    return Case(label, build, dense=dense, classification=spec.classification, inputs=given)
 
 
 def _none(probs: Tensor) -> dict:
@@ -211,7 +215,7 @@ def _registered_function_case(spec: SelectorSpec, example: str, options: dict) -
         return None, step
 
     label = f"F.{spec.name}" + ("" if example == "default" else f"/{example}")
-    return Case(label, build, convex=bool(spec.requires))
+    return Case(label, build, classification=spec.classification, convex=bool(spec.requires))
 
 
 class _FunctionalState:
