@@ -1,15 +1,26 @@
 """The selector comparison on real offline data — the README's main job.
 
-Runs both example trainers over several seeds: FixMatch on scikit-learn digits and
-UniMatch on digit mosaics, each with the supervised-only baseline and the threshold,
-FlexMatch, FreeMatch, SoftMatch and CSL selectors, plus Adsh and the precision-targeted
-selector (calibrated on 2 of the 4 labelled digits per class) on digits and CorrMatch's
-threshold and CSL with Trusted Mask Perturbation on the mosaics. Seeds are paired: a seed
-fixes the data split, the initialisation and the
-batch order for every selector of a task. Prints, per task, the mean ± std over seeds of the
-final test metric and of the pseudo-label precision and coverage, and each selector's paired
+Runs the example trainers over several seeds, each task with the supervised-only baseline
+and the selectors that fit it:
+
+- FixMatch on scikit-learn digits (balanced): the threshold, FlexMatch, FreeMatch,
+  SoftMatch, Adsh, the precision-targeted selector (calibrated on 2 of the 4 labelled digits
+  per class), CGMatch, ShrinkMatch and CSL.
+- FixMatch on long-tailed digits (imbalance ratio 10 in the labelled and the unlabelled
+  data, a balanced test set; the main metric is the balanced accuracy, the worst class's
+  recall beside it): the threshold, FlexMatch, FreeMatch, SoftMatch, Adsh, the class-prior
+  thresholds, CGMatch, ShrinkMatch and CSL; and the same runs where the unlabelled classes
+  fall in the opposite order (the labelled distribution is then a wrong prior).
+- UniMatch on digit mosaics: the threshold, FlexMatch, FreeMatch, SoftMatch, CorrMatch's
+  threshold, S4MC, the class-prior thresholds, CSL, and CSL with Trusted Mask Perturbation.
+
+Seeds are paired: a seed fixes the data split, the initialisation and the batch order for
+every selector of a task. Prints, per task, the mean ± std over seeds of the final test
+metric and of the pseudo-label precision and coverage, and each selector's paired
 difference to the fixed threshold with a 95% bootstrap confidence interval; writes
-``summary.md``, ``results.json`` and plots to ``--out``.
+``summary.md``, ``results.json`` and plots to ``--out``. ``--seeds`` is the most seeds a
+task runs; the mosaics run 3 and the balanced digits 4 (:data:`SEEDS_CAP`) to keep the job
+within 30 minutes on 2 cores.
 
 Robust to interruption: each run's folder gets its per-epoch JSON and a ``result.json``
 marker as soon as it finishes, and the summary, JSON and plots are refreshed after every run
@@ -66,19 +77,59 @@ CLASSIFICATION = [
         "softmatch",
         "adsh",
         "precision_target",
+        "cgmatch",
+        "shrinkmatch",
+        "csl",
+    )
+]
+LONG_TAILED = [
+    (name, name, {})
+    for name in (
+        "supervised",
+        "threshold",
+        "flexmatch",
+        "freematch",
+        "softmatch",
+        "adsh",
+        "class_prior",
+        "cgmatch",
+        "shrinkmatch",
         "csl",
     )
 ]
 SEGMENTATION = [
     (name, name, {})
-    for name in ("supervised", "threshold", "flexmatch", "freematch", "softmatch", "corrmatch")
+    for name in (
+        "supervised",
+        "threshold",
+        "flexmatch",
+        "freematch",
+        "softmatch",
+        "corrmatch",
+        "s4mc",
+        "class_prior",
+    )
 ] + [("csl", "csl", {}), ("csl+tmp", "csl", {"tmp": True})]
 QUICK_CLASSIFICATION = [
     (n, s, o) for n, s, o in CLASSIFICATION if n in ("supervised", "threshold", "csl")
 ]
+QUICK_LONG_TAILED = [
+    (n, s, o) for n, s, o in LONG_TAILED if n in ("supervised", "threshold", "class_prior")
+]
 QUICK_SEGMENTATION = [
     (n, s, o) for n, s, o in SEGMENTATION if n in ("supervised", "threshold", "csl", "csl+tmp")
 ]
+#: the most seeds a task runs (``--seeds`` caps the rest): the comparison stays within 30
+#: minutes on 2 cores with the mosaics (about a minute a run) on 3 seeds and the balanced
+#: digits on 4
+SEEDS_CAP = {"unimatch_mosaics": 3, "fixmatch_digits": 4}
+#: long-tailed digits: 20 labelled digits in the head class down to 2 in the tail, 120
+#: unlabelled down to 12 (imbalance ratio 10 in both), a balanced test set
+LONG_TAILED_OPTIONS = {"epochs": 60, "labels_per_class": 20, "imbalance": 10.0}
+QUICK_LONG_TAILED_OPTIONS = {"epochs": 4, "warmup_epochs": 2, "labels_per_class": 20}
+QUICK_LONG_TAILED_OPTIONS["imbalance"] = 10.0
+#: the long-tailed tasks' metrics: the main one first, then the ones shown and paired beside
+LONG_TAILED_METRICS = ("test_balanced_accuracy", "test_worst_class_recall", "test_accuracy")
 #: the run every selector is compared with, seed by seed
 REFERENCE = "threshold"
 #: selection quality along training, plotted per epoch (mean over seeds)
@@ -90,7 +141,9 @@ MARKER = "result.json"
 
 
 def tasks(quick: bool) -> dict[str, dict]:
-    """The two tasks with their trainer, metric, runs and training settings."""
+    """The tasks with their trainer, metric (``metrics``: the main one first, then the ones
+    shown and paired beside it), runs and training settings."""
+    long_tailed = QUICK_LONG_TAILED_OPTIONS if quick else LONG_TAILED_OPTIONS
     return {
         "fixmatch_digits": {
             "train": train_fixmatch_digits.train,
@@ -101,6 +154,20 @@ def tasks(quick: bool) -> dict[str, dict]:
                 if quick
                 else {"epochs": 60, "labels_per_class": 4}
             ),
+        },
+        "longtail_digits": {
+            "train": train_fixmatch_digits.train,
+            "metric": LONG_TAILED_METRICS[0],
+            "metrics": LONG_TAILED_METRICS,
+            "runs": QUICK_LONG_TAILED if quick else LONG_TAILED,
+            "options": {**long_tailed, "unlabelled_profile": "same"},
+        },
+        "longtail_reversed_digits": {
+            "train": train_fixmatch_digits.train,
+            "metric": LONG_TAILED_METRICS[0],
+            "metrics": LONG_TAILED_METRICS,
+            "runs": QUICK_LONG_TAILED if quick else LONG_TAILED,
+            "options": {**long_tailed, "unlabelled_profile": "reversed"},
         },
         "unimatch_mosaics": {
             "train": train_unimatch_mosaics.train,
@@ -175,8 +242,14 @@ def plan(quick: bool, seeds: int) -> list[tuple[int, str, str, str, dict]]:
         (seed, task, name, selector, extra)
         for seed in range(seeds)
         for task, block in spec.items()
+        if seed < SEEDS_CAP.get(task, seeds)
         for name, selector, extra in block["runs"]
     ]
+
+
+def metrics_of(block: dict) -> tuple[str, ...]:
+    """A task's metrics: the main one first, then the ones shown beside it."""
+    return tuple(block.get("metrics", (block["metric"],)))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -256,32 +329,34 @@ def summarise(results: dict) -> dict:
     """Per task and run: mean ± std over seeds of the final metric, precision, coverage."""
     table: dict = {}
     for task, block in results.items():
-        metric = block["metric"]
         table[task] = {}
         for name, by_seed in block["runs"].items():
             finals = [h[-1] for h in by_seed.values()]
             table[task][name] = {
                 key: mean_std([f.get(key) for f in finals])
-                for key in (metric, "precision", "ratio", "mean_weight")
+                for key in (*metrics_of(block), "precision", "ratio", "mean_weight")
             }
     return table
 
 
 def compare_to_reference(results: dict) -> dict:
-    """Per task and selector: the paired difference of the final metric to ``REFERENCE``."""
+    """Per task and selector: the paired difference of the final metric to ``REFERENCE``
+    (``paired[task][name]``); for a task with several metrics, the others' under
+    ``paired[task + ":" + metric][name]``."""
     paired: dict = {}
     for task, block in results.items():
-        metric = block["metric"]
         reference = block["runs"].get(REFERENCE, {})
-        paired[task] = {}
-        for name, by_seed in block["runs"].items():
-            if name in (REFERENCE, "supervised"):
-                continue
-            seeds = sorted(set(by_seed) & set(reference))
-            paired[task][name] = paired_difference(
-                [by_seed[s][-1][metric] for s in seeds],
-                [reference[s][-1][metric] for s in seeds],
-            )
+        for i, metric in enumerate(metrics_of(block)):
+            key = task if i == 0 else f"{task}:{metric}"
+            paired[key] = {}
+            for name, by_seed in block["runs"].items():
+                if name in (REFERENCE, "supervised"):
+                    continue
+                seeds = sorted(set(by_seed) & set(reference))
+                paired[key][name] = paired_difference(
+                    [by_seed[s][-1][metric] for s in seeds],
+                    [reference[s][-1][metric] for s in seeds],
+                )
     return paired
 
 
@@ -289,15 +364,21 @@ def _cell(mean: float, std: float) -> str:
     return "-" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
-def markdown_table(task: str, metric: str, rows: dict, seeds: dict | None = None) -> list[str]:
+def markdown_table(
+    task: str, metric: str | Sequence[str], rows: dict, seeds: dict | None = None
+) -> list[str]:
+    """The task's table: one row per run; ``metric`` one name or several (main first)."""
+    metrics = (metric,) if isinstance(metric, str) else tuple(metric)
     lines = [
         f"### {task}",
         "",
-        f"| run | seeds | {metric} | pseudo-label precision | coverage (ratio) | mean weight |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| run | seeds | {' | '.join(metrics)} | pseudo-label precision | coverage (ratio) "
+        "| mean weight |",
+        "| --- |" + " ---: |" * (len(metrics) + 4),
     ]
     for name, stats in rows.items():
-        cells = [_cell(*stats[key]) for key in (metric, "precision", "ratio", "mean_weight")]
+        keys = (*metrics, "precision", "ratio", "mean_weight")
+        cells = [_cell(*stats[key]) for key in keys]
         count = "" if seeds is None else str(seeds.get(name, ""))
         lines.append(f"| {name} | {count} | " + " | ".join(cells) + " |")
     return lines
@@ -367,7 +448,11 @@ def write_outputs(
         f"rest unlabelled, {setting['fixmatch_digits']['options']}; UniMatch (EMA teacher) on "
         "24x24 digit mosaics — labelled canvases built from the labelled digits (64 labelled, "
         "512 unlabelled, 256 test unless the options say otherwise), "
-        f"{setting['unimatch_mosaics']['options']}. Values are the final "
+        f"{setting['unimatch_mosaics']['options']}; long-tailed digits — "
+        f"{setting['longtail_digits']['options']} (labelled and unlabelled counts fall "
+        "geometrically from the head class to the tail class, whose digit a seed picks; "
+        "`longtail_reversed_digits`: the unlabelled counts in the opposite order; balanced "
+        "test set). Values are the final "
         "epoch's, mean ± std over seeds; precision and coverage are measured against the "
         "hidden true labels of the unlabelled data (precision `-`: nothing was selected). "
         "Seeds are paired: the same seed gives every run of a task the same split, "
@@ -377,9 +462,12 @@ def write_outputs(
     ]
     for task, rows in table.items():
         counts = {name: len(by_seed) for name, by_seed in results[task]["runs"].items()}
-        lines += markdown_table(task, results[task]["metric"], rows, counts)
-        if paired[task]:
-            lines += paired_table(results[task]["metric"], paired[task])
+        metrics = metrics_of(results[task])
+        lines += markdown_table(task, metrics, rows, counts)
+        for i, metric in enumerate(metrics):
+            key = task if i == 0 else f"{task}:{metric}"
+            if paired[key]:
+                lines += paired_table(metric, paired[key])
         lines.append("")
     summary = "\n".join(lines)
     write_atomic(out / "summary.md", summary)
@@ -511,7 +599,13 @@ def run_all(
     spec = tasks(quick)
     todo = plan(quick, seeds)
     results: dict = {
-        task: {"metric": block["metric"], "options": block["options"], "runs": {}, "seconds": 0.0}
+        task: {
+            "metric": block["metric"],
+            "metrics": metrics_of(block),
+            "options": block["options"],
+            "runs": {},
+            "seconds": 0.0,
+        }
         for task, block in spec.items()
     }
     start = time.time()

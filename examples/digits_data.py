@@ -2,6 +2,9 @@
 
 - :func:`digit_splits` — the 1,797 real 8x8 digits split into a few labelled examples per
   class, an unlabelled set (labels kept only to measure pseudo-label quality) and a test set.
+- :func:`long_tailed_splits` — the same, with labelled and unlabelled class counts falling
+  geometrically from a head class to a tail class (imbalance ratio head / tail), and a
+  balanced test set.
 - :func:`make_mosaics` — "digit mosaics" for segmentation: real digits placed on a canvas,
   per-pixel label = the digit's class where its ink is, background (class 10) elsewhere.
 """
@@ -51,6 +54,69 @@ def digit_splits(labels_per_class: int = 4, test_fraction: float = 0.2, seed: in
     pick = [torch.cat(parts) for parts in (labelled_idx, unlabelled_idx, test_idx)]
     labelled, unlabelled, test = ((images[i], targets[i]) for i in pick)
     return DigitSplits(labelled, unlabelled, test)
+
+
+#: how the unlabelled class counts follow the labelled ones in :func:`long_tailed_splits`
+UNLABELLED_PROFILES = ("same", "reversed", "balanced")
+
+
+def long_tailed_counts(head: int, imbalance: float, classes: int = 10) -> list[int]:
+    """``head · imbalance^(-r / (classes - 1))`` for ranks r = 0 … classes − 1, rounded, at
+    least 1: the exponential profile of CIFAR-LT, used by Adsh and DARS."""
+    return [max(1, round(head * imbalance ** (-r / (classes - 1)))) for r in range(classes)]
+
+
+def long_tailed_splits(
+    head_labelled: int = 20,
+    head_unlabelled: int = 120,
+    imbalance: float = 10.0,
+    unlabelled: str = "same",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> DigitSplits:
+    """Long-tailed labelled and unlabelled digits, a balanced test set.
+
+    A seeded permutation ranks the ten classes from head to tail (so seeds average over which
+    digit is rare); rank r gets ``long_tailed_counts(head_labelled, imbalance)[r]`` labelled
+    digits and, for ``unlabelled="same"``, the unlabelled counts of the same profile with
+    ``head_unlabelled`` at the head — the same imbalance ratio in both, as Adsh and DARS
+    evaluate. ``"reversed"`` gives the unlabelled set the opposite order (the labelled tail is
+    the unlabelled head: the labelled distribution is a wrong prior), ``"balanced"``
+    ``head_unlabelled`` of every class. The test split is stratified (``test_fraction`` of
+    every class) and the same as :func:`digit_splits`' for the seed. Deterministic for a seed.
+    """
+    if unlabelled not in UNLABELLED_PROFILES:
+        raise ValueError(f"unlabelled must be one of {UNLABELLED_PROFILES}, got {unlabelled!r}")
+    images, targets = _all_digits()
+    gen = torch.Generator().manual_seed(seed)
+    members_of = []
+    test_idx = []
+    for k in range(10):
+        members = (targets == k).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        n_test = round(len(members) * test_fraction)
+        test_idx.append(members[:n_test])
+        members_of.append(members[n_test:])
+    rank_of_class = torch.randperm(10, generator=gen).tolist()
+    labelled_counts = long_tailed_counts(head_labelled, imbalance)
+    unlabelled_counts = {
+        "same": long_tailed_counts(head_unlabelled, imbalance),
+        "reversed": long_tailed_counts(head_unlabelled, imbalance)[::-1],
+        "balanced": [head_unlabelled] * 10,
+    }[unlabelled]
+    labelled_idx, unlabelled_idx = [], []
+    for k, members in enumerate(members_of):
+        n_l, n_u = labelled_counts[rank_of_class[k]], unlabelled_counts[rank_of_class[k]]
+        if n_l + n_u > len(members):
+            raise ValueError(
+                f"class {k} has {len(members)} digits outside the test split, "
+                f"{n_l} labelled + {n_u} unlabelled were asked for"
+            )
+        labelled_idx.append(members[:n_l])
+        unlabelled_idx.append(members[n_l : n_l + n_u])
+    pick = [torch.cat(parts) for parts in (labelled_idx, unlabelled_idx, test_idx)]
+    labelled, unlabelled_split, test = ((images[i], targets[i]) for i in pick)
+    return DigitSplits(labelled, unlabelled_split, test)
 
 
 def make_mosaics(

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from digits_data import digit_splits  # noqa: E402
+from digits_data import UNLABELLED_PROFILES, digit_splits, long_tailed_splits  # noqa: E402
 from models import DigitCNN  # noqa: E402
 from run_reports import quality_record, scatter_of, write_run  # noqa: E402
 from selectors_by_name import SELECTORS, build  # noqa: E402
@@ -36,12 +36,20 @@ import pseudosel  # noqa: E402
 from pseudosel.metrics import SelectionStats  # noqa: E402
 
 
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Test accuracy, balanced accuracy (the mean of the per-class recalls) and the worst
+    class's recall: on long-tailed training data the tail classes show in the last two."""
     model.eval()
     with torch.no_grad():
-        accuracy = (model(images).argmax(1) == labels).float().mean().item()
+        correct = (model(images).argmax(1) == labels).float()
     model.train()
-    return accuracy
+    classes = labels.unique()
+    recalls = torch.stack([correct[labels == k].mean() for k in classes])
+    return {
+        "test_accuracy": correct.mean().item(),
+        "test_balanced_accuracy": recalls.mean().item(),
+        "test_worst_class_recall": recalls.min().item(),
+    }
 
 
 def heldout_split(images: torch.Tensor, labels: torch.Tensor, per_class: int):
@@ -80,6 +88,8 @@ def train(
     warmup_epochs: int = 5,
     tau: float = 0.95,
     heldout_per_class: int = 2,
+    imbalance: float = 1.0,
+    unlabelled_profile: str = "same",
     device: str = "cpu",
     out: str | Path | None = None,
     progress: bool = True,
@@ -90,13 +100,24 @@ def train(
     ``csl_feature_space.png`` there. ``tau`` is the fixed threshold's τ (selector
     "threshold" only). The precision-targeted selector holds ``heldout_per_class`` of the
     labelled digits per class out of training and calibrates on their (un-augmented)
-    predictions at the start of every semi-supervised epoch."""
+    predictions at the start of every semi-supervised epoch.
+
+    ``imbalance`` > 1 trains on long-tailed digits (:func:`digits_data.long_tailed_splits`):
+    ``labels_per_class`` labelled digits in the head class falling to 1/``imbalance`` of
+    that in the tail, 120 unlabelled digits in the head likewise (``unlabelled_profile``
+    "same"), in the opposite order ("reversed") or 120 of every class ("balanced"); the test
+    set stays balanced."""
     torch.manual_seed(seed)
     # two streams, so a seed gives every selector the same batches: ``order_gen`` draws the
     # batches, ``gen`` the augmentations (whose use depends on the selector's phase)
     order_gen = torch.Generator().manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1_000_003)
-    splits = digit_splits(labels_per_class, seed=seed)
+    if imbalance > 1:
+        splits = long_tailed_splits(
+            labels_per_class, imbalance=imbalance, unlabelled=unlabelled_profile, seed=seed
+        )
+    else:
+        splits = digit_splits(labels_per_class, seed=seed)
     x_l, y_l = splits.labelled
     x_h = y_h = None
     if selector == "precision_target":  # calibrates on labelled digits it never trains on
@@ -109,6 +130,7 @@ def train(
     if select is not None:
         for module in select.modules:
             module.to(device)
+        select.observe_labelled(y_l.to(device))
     history = []
     steps = max(1, len(x_u) // unlabelled_batch)
     bar = None
@@ -134,14 +156,17 @@ def train(
             if select is not None and epoch >= warmup_epochs:
                 weak_u = weak_digits(x_u[index], gen).to(device)
                 strong_u = strong_digits(x_u[index], gen).to(device)
-                with torch.no_grad():
-                    probs_w = model(weak_u).softmax(1)
+                with torch.set_grad_enabled(select.trains_weak_view):
+                    logits_w = model(weak_u)
+                probs_w = logits_w.detach().softmax(1)
                 selection = select(
                     probs_w, index=index.to(device), probs_labeled=logits_l.detach().softmax(1)
                 )
-                loss_u = pseudosel.weighted_cross_entropy(
-                    model(strong_u), selection, normalize="batch"
-                )
+                logits_s = model(strong_u)
+                loss_u = pseudosel.weighted_cross_entropy(logits_s, selection, normalize="batch")
+                done = (epoch - warmup_epochs) * steps + step
+                progress = done / max(1, (epochs - warmup_epochs) * steps)
+                loss_u = loss_u + select.extra_loss(logits_s, logits_w, progress)
                 loss = loss + lambda_u * loss_u
                 stats.update(selection, y_u[index].to(device))
             optimiser.zero_grad()
@@ -152,7 +177,7 @@ def train(
                 bar.update()
         record = {
             "epoch": epoch + 1,
-            "test_accuracy": evaluate(model, x_t.to(device), y_t.to(device)),
+            **evaluate(model, x_t.to(device), y_t.to(device)),
             "loss": sum(losses) / len(losses),
         }
         if select is not None and epoch >= warmup_epochs:
@@ -170,6 +195,8 @@ def train(
             "tau": tau,
             "heldout_per_class": heldout_per_class if selector == "precision_target" else 0,
             "labels_per_class": labels_per_class,
+            "imbalance": imbalance,
+            "unlabelled_profile": unlabelled_profile if imbalance > 1 else "same",
             "labelled": len(x_l),
             "unlabelled": len(x_u),
             "test": len(x_t),
@@ -185,7 +212,10 @@ def train(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--selector", default="csl", choices=SELECTORS)
+    # S4MC refines each pixel with its neighbours: segmentation only
+    parser.add_argument(
+        "--selector", default="csl", choices=[name for name in SELECTORS if name != "s4mc"]
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--labels-per-class", type=int, default=4)
@@ -194,6 +224,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=5,
         help="supervised-only epochs before the unlabelled loss starts",
+    )
+    parser.add_argument(
+        "--imbalance",
+        type=float,
+        default=1.0,
+        help="> 1: long-tailed labelled and unlabelled digits with this head/tail ratio",
+    )
+    parser.add_argument(
+        "--unlabelled-profile",
+        choices=UNLABELLED_PROFILES,
+        default="same",
+        help="with --imbalance: the unlabelled class counts follow the labelled ones, the "
+        "opposite order, or are balanced",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", type=Path, default=Path("results/fixmatch_digits"))
@@ -204,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs=args.epochs,
         labels_per_class=args.labels_per_class,
         warmup_epochs=args.warmup_epochs,
+        imbalance=args.imbalance,
+        unlabelled_profile=args.unlabelled_profile,
         device=args.device,
         out=args.out / args.selector / f"seed{args.seed}",
     )

@@ -131,12 +131,15 @@ def train(
     # UniMatch V2's teacher: pseudo-labels (and the test mIoU) from an EMA of the student
     teacher = None if ema is None else copy.deepcopy(model).eval().requires_grad_(False)
     predictor = model if teacher is None else teacher
-    select = build(selector, NUM_SEG_CLASSES, dense=True, tau=tau)
+    steps = max(1, len(x_u) // batch)
+    semi_steps = max(1, (epochs - warmup_epochs) * steps)
+    select = build(selector, NUM_SEG_CLASSES, dense=True, tau=tau, total_steps=semi_steps)
     if select is not None:
         for module in select.modules:
             module.to(device)
+        # the labelled pixels' classes (the class-prior thresholds' prior)
+        select.observe_labelled(y_l.to(device), valid=(y_l != IGNORE).to(device))
     history = []
-    steps = max(1, len(x_u) // batch)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -258,9 +261,11 @@ def unlabelled_loss(model, img_u, selection, tmp, feature_dropout, gen, crop):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    # Adsh and the precision-targeted selector need per-sample records or held-out labels,
-    # which this trainer does not provide (the digits trainer does)
-    dense_selectors = [name for name in SELECTORS if name not in ("adsh", "precision_target")]
+    # Adsh, CGMatch and the precision-targeted selector need per-sample records or held-out
+    # labels, which this trainer does not provide, and ShrinkMatch's loss on the shrunk class
+    # space is wired into the digits trainer only
+    per_sample = ("adsh", "precision_target", "cgmatch", "shrinkmatch")
+    dense_selectors = [name for name in SELECTORS if name not in per_sample]
     parser.add_argument("--selector", default="csl", choices=dense_selectors)
     parser.add_argument("--tmp", action="store_true", help="Trusted Mask Perturbation view")
     parser.add_argument("--no-feature-dropout", action="store_true")

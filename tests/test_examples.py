@@ -138,10 +138,9 @@ def test_paired_difference_bootstrap_on_synthetic_numbers():
 
 def fake_history(value: float, quality: dict, epochs: int) -> list[dict]:
     """What a trainer returns: one row per epoch, the same test score in each."""
-    return [
-        {"epoch": e + 1, "test_accuracy": value, "test_miou": value, **quality}
-        for e in range(epochs)
-    ]
+    metrics = {"test_accuracy": value, "test_miou": value, "test_balanced_accuracy": value}
+    metrics["test_worst_class_recall"] = value - 0.2
+    return [{"epoch": e + 1, **metrics, **quality} for e in range(epochs)]
 
 
 def fake_trainer(calls, stop_after=None):
@@ -170,7 +169,9 @@ def test_comparison_resumes_and_starts_fresh(tmp_path, monkeypatch):
     monkeypatch.setattr(train_unimatch_mosaics, "train", fake_trainer(calls, stop_after=9))
     total = len(compare_selectors.plan(False, 3))
     assert total == 3 * (
-        len(compare_selectors.CLASSIFICATION) + len(compare_selectors.SEGMENTATION)
+        len(compare_selectors.CLASSIFICATION)
+        + 2 * len(compare_selectors.LONG_TAILED)
+        + len(compare_selectors.SEGMENTATION)
     )
     with pytest.raises(KeyboardInterrupt):
         compare_selectors.main(["--seeds", "3", "--out", str(tmp_path), "--jobs", "1"])
@@ -195,6 +196,16 @@ def test_comparison_resumes_and_starts_fresh(tmp_path, monkeypatch):
     assert "| threshold | 3 | 0.510 ± 0.010 | - | 0.000 ± 0.000 |" in summary
     # csl is 0.1 above the threshold on every seed: a verdict with 3 paired seeds
     assert "| csl | 3 | +0.100 | [+0.100, +0.100] | better |" in summary
+    # the long-tailed tables show and pair the balanced accuracy, the worst class's recall
+    # and the accuracy
+    assert (
+        "| run | seeds | test_balanced_accuracy | test_worst_class_recall | test_accuracy |"
+        in summary
+    )
+    assert "| csl | 3 | 0.610 ± 0.010 | 0.410 ± 0.010 | 0.610 ± 0.010 |" in summary
+    assert "Paired difference of test_worst_class_recall to `threshold`" in summary
+    paired = json.loads((tmp_path / "results.json").read_text())["paired"]
+    assert paired["longtail_digits:test_worst_class_recall"]["csl"]["verdict"] == "better"
     # a corrupt marker counts as unfinished
     (tmp_path / "fixmatch_digits" / "csl" / "seed1" / "result.json").write_text("{")
     calls.clear()
@@ -203,6 +214,41 @@ def test_comparison_resumes_and_starts_fresh(tmp_path, monkeypatch):
     calls.clear()
     compare_selectors.run_all(3, tmp_path, False, "cpu", fresh=True, log=lines.append)
     assert len(calls) == total
+
+
+def test_seeds_are_capped_per_task():
+    """--seeds 5: the mosaics run 3 seeds, the balanced digits 4, the long-tailed tasks 5."""
+    plan = compare_selectors.plan(False, 5)
+    seeds = {}
+    for seed, task, *_ in plan:
+        seeds.setdefault(task, set()).add(seed)
+    assert {task: len(s) for task, s in seeds.items()} == {
+        "fixmatch_digits": 4,
+        "longtail_digits": 5,
+        "longtail_reversed_digits": 5,
+        "unimatch_mosaics": 3,
+    }
+
+
+def test_long_tailed_digits_follow_the_profile():
+    """Labelled and unlabelled counts fall by the imbalance ratio from head to tail (or the
+    reverse for the unlabelled set), the test set is the balanced one of digit_splits."""
+    from digits_data import digit_splits, long_tailed_counts, long_tailed_splits
+
+    assert long_tailed_counts(20, 10.0) == [20, 15, 12, 9, 7, 6, 4, 3, 3, 2]
+    same = long_tailed_splits(seed=1)
+    reversed_ = long_tailed_splits(unlabelled="reversed", seed=1)
+    labelled = torch.bincount(same.labelled[1], minlength=10)
+    unlabelled = torch.bincount(same.unlabelled[1], minlength=10)
+    assert sorted(labelled.tolist(), reverse=True) == long_tailed_counts(20, 10.0)
+    assert sorted(unlabelled.tolist(), reverse=True) == long_tailed_counts(120, 10.0)
+    # the head of the labelled data is the head of the unlabelled data, or its tail
+    assert labelled.argmax() == unlabelled.argmax()
+    flipped = torch.bincount(reversed_.unlabelled[1], minlength=10)
+    assert flipped[labelled.argmax()] == 12 and labelled[flipped.argmax()] == 2
+    assert torch.equal(same.test[1], digit_splits(seed=1).test[1])
+    with pytest.raises(ValueError, match="unlabelled must be one of"):
+        long_tailed_splits(unlabelled="uniform")
 
 
 def test_runs_made_by_other_code_are_trained_again(tmp_path, monkeypatch):
@@ -269,13 +315,13 @@ def test_quick_mode_has_its_own_folder():
 def test_comparison_quick_mode_writes_everything(tmp_path, capsys):
     assert compare_selectors.main(["--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    # runs finish in any order when they train side by side (--jobs): no fixed [i/7]
+    # runs finish in any order when they train side by side (--jobs): no fixed [i/13]
     assert "| csl+tmp |" in out
-    assert re.search(r"\[\d/7\] unimatch_mosaics csl\+tmp seed0 trained", out)
+    assert re.search(r"\[\d+/13\] unimatch_mosaics csl\+tmp seed0 trained", out)
     marker = tmp_path / "unimatch_mosaics" / "csl+tmp" / "seed0" / "epochs.json"
     before = marker.stat().st_mtime_ns
     assert compare_selectors.main(["--quick", "--out", str(tmp_path)]) == 0
-    assert re.search(r"\[\d/7\] unimatch_mosaics csl\+tmp seed0 loaded", capsys.readouterr().out)
+    assert re.search(r"\[\d+/13\] unimatch_mosaics csl\+tmp seed0 loaded", capsys.readouterr().out)
     assert marker.stat().st_mtime_ns == before  # finished runs are not retrained
     results = json.loads((tmp_path / "results.json").read_text())
     for task, rows in results["summary"].items():
