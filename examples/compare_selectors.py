@@ -123,8 +123,8 @@ QUICK_SEGMENTATION = [
 #: minutes on 2 cores with the mosaics (about a minute a run) on 3 seeds and the balanced
 #: digits on 4
 SEEDS_CAP = {"unimatch_mosaics": 3, "fixmatch_digits": 4}
-#: long-tailed digits: 20 labelled digits in the head class down to 2 in the tail, 120
-#: unlabelled down to 12 (imbalance ratio 10 in both), a balanced test set
+#: long-tailed digits: 20 labelled digits in the head class down to 2 in the tail, 110
+#: unlabelled down to 11 (imbalance ratio 10 in both), a balanced test set
 LONG_TAILED_OPTIONS = {"epochs": 60, "labels_per_class": 20, "imbalance": 10.0}
 QUICK_LONG_TAILED_OPTIONS = {"epochs": 4, "warmup_epochs": 2, "labels_per_class": 20}
 QUICK_LONG_TAILED_OPTIONS["imbalance"] = 10.0

@@ -62,13 +62,20 @@ UNLABELLED_PROFILES = ("same", "reversed", "balanced")
 
 def long_tailed_counts(head: int, imbalance: float, classes: int = 10) -> list[int]:
     """``head · imbalance^(-r / (classes - 1))`` for ranks r = 0 … classes − 1, rounded, at
-    least 1: the exponential profile of CIFAR-LT, used by Adsh and DARS."""
+    least 1: the exponential profile of CIFAR-LT, used by Adsh and DARS. A head smaller than
+    the imbalance ratio would give a tail under one example (a weaker ratio than asked):
+    refused."""
+    if head < imbalance:
+        raise ValueError(
+            f"an imbalance ratio of {imbalance:g} needs at least {imbalance:g} examples in the "
+            f"head class, got {head}"
+        )
     return [max(1, round(head * imbalance ** (-r / (classes - 1)))) for r in range(classes)]
 
 
 def long_tailed_splits(
     head_labelled: int = 20,
-    head_unlabelled: int = 120,
+    head_unlabelled: int = 110,
     imbalance: float = 10.0,
     unlabelled: str = "same",
     test_fraction: float = 0.2,
@@ -79,11 +86,13 @@ def long_tailed_splits(
     A seeded permutation ranks the ten classes from head to tail (so seeds average over which
     digit is rare); rank r gets ``long_tailed_counts(head_labelled, imbalance)[r]`` labelled
     digits and, for ``unlabelled="same"``, the unlabelled counts of the same profile with
-    ``head_unlabelled`` at the head — the same imbalance ratio in both, as Adsh and DARS
-    evaluate. ``"reversed"`` gives the unlabelled set the opposite order (the labelled tail is
-    the unlabelled head: the labelled distribution is a wrong prior), ``"balanced"``
-    ``head_unlabelled`` of every class. The test split is stratified (``test_fraction`` of
-    every class) and the same as :func:`digit_splits`' for the seed. Deterministic for a seed.
+    ``head_unlabelled`` at the head (110 by default: with 20 labelled, every digit has that
+    many outside the test split, the rarest one 139) — the same imbalance ratio in both, as
+    Adsh and DARS evaluate. ``"reversed"`` gives the unlabelled set the opposite order (the
+    labelled tail is the unlabelled head: the labelled distribution is a wrong prior),
+    ``"balanced"`` ``head_unlabelled`` of every class. The test split is stratified
+    (``test_fraction`` of every class) and the same as :func:`digit_splits`' for the seed.
+    Deterministic for a seed.
     """
     if unlabelled not in UNLABELLED_PROFILES:
         raise ValueError(f"unlabelled must be one of {UNLABELLED_PROFILES}, got {unlabelled!r}")

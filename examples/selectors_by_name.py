@@ -5,10 +5,11 @@ ignore_mask=None) -> Selection`` (or None for the supervised-only baseline), cal
 ``pseudosel.select_reliable`` with a selector module, so swapping selectors is one word.
 The function also carries what a few selectors add to a training step:
 ``observe_labelled(labels, valid=None)`` (the class-prior thresholds learn the labelled
-class distribution), ``extra_loss(logits_strong, logits_weak, progress)`` (ShrinkMatch's
-loss on the shrunk class space of the uncertain samples; CGMatch's robust loss on the
-ambiguous ones) and ``trains_weak_view`` (CGMatch's loss also trains the weak view's
-logits, so the trainer keeps their graph).
+class distribution), ``warmup_step(predict_unlabelled)`` (CGMatch records every unlabelled
+sample's prediction after each warm-up step), ``extra_loss(logits_strong, logits_weak,
+progress)`` (ShrinkMatch's loss on the shrunk class space of the uncertain samples;
+CGMatch's robust loss on the ambiguous ones) and ``trains_weak_view`` (CGMatch's loss also
+trains the weak view's logits, so the trainer keeps their graph).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def build(
     dense: bool = False,
     tau: float = 0.95,
     total_steps: int | None = None,
+    steps_per_epoch: int | None = None,
 ) -> Select | None:
     """A selection function for ``name``; ``num_unlabeled`` enables FlexMatch's per-sample
     curriculum (classification), else FlexMatch is class-wise (segmentation). ``dense``
@@ -57,7 +59,8 @@ def build(
     balanced classification and, on segmentation dominated by background, it collapses the
     predictions (measured: mIoU 0.05 on the mosaics). ``tau`` is the fixed threshold's τ
     (default 0.95, FixMatch's; the threshold sweep varies it). ``total_steps``: the
-    semi-supervised steps of the run, for S4MC's schedule of the kept share."""
+    semi-supervised steps of the run, for S4MC's schedule of the kept share, which moves
+    once every ``steps_per_epoch`` steps (the authors': once per epoch)."""
     if name not in SELECTORS:
         raise ValueError(f"unknown selector {name!r}; choose from {', '.join(SELECTORS)}")
     if name == "supervised":
@@ -101,7 +104,8 @@ def build(
     elif name == "s4mc":
         if total_steps is None:
             raise ValueError("s4mc schedules its kept share over training: pass total_steps")
-        module = pseudosel.S4MCSelector(total_steps)
+        # the authors move the kept share once per epoch
+        module = pseudosel.S4MCSelector(total_steps, steps_per_epoch=steps_per_epoch or 1)
     elif name == "csl":
         module = pseudosel.CSLSelector()
     else:
@@ -130,6 +134,15 @@ def build(
         their prior; the other selectors need nothing."""
         if isinstance(module, pseudosel.ClassPriorSelector):
             module.update_labeled(labels, valid=valid)
+
+    def warmup_step(predict_unlabelled: Callable[[], torch.Tensor]) -> None:
+        """After each supervised warm-up step: CGMatch records the model's eval-mode
+        prediction of every unlabelled sample (the authors' ``warm_up_evaluate``, run after
+        every warm-up iteration), so its count gaps start from a history; the other
+        selectors need nothing."""
+        if isinstance(module, pseudosel.CGMatchSelector):
+            probs = predict_unlabelled()
+            module.record(probs, torch.arange(len(probs), device=probs.device))
 
     def extra_loss(
         logits_strong: torch.Tensor, logits_weak: torch.Tensor, progress: float
@@ -179,6 +192,7 @@ def build(
     select.modules = [m for m in (align, module) if m is not None]  # type: ignore[attr-defined]
     select.start_epoch = start_epoch  # type: ignore[attr-defined]
     select.observe_labelled = observe_labelled  # type: ignore[attr-defined]
+    select.warmup_step = warmup_step  # type: ignore[attr-defined]
     select.extra_loss = extra_loss  # type: ignore[attr-defined]
     select.trains_weak_view = isinstance(module, pseudosel.CGMatchSelector)  # type: ignore[attr-defined]
     return select

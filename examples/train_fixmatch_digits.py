@@ -104,8 +104,8 @@ def train(
 
     ``imbalance`` > 1 trains on long-tailed digits (:func:`digits_data.long_tailed_splits`):
     ``labels_per_class`` labelled digits in the head class falling to 1/``imbalance`` of
-    that in the tail, 120 unlabelled digits in the head likewise (``unlabelled_profile``
-    "same"), in the opposite order ("reversed") or 120 of every class ("balanced"); the test
+    that in the tail, 110 unlabelled digits in the head likewise (``unlabelled_profile``
+    "same"), in the opposite order ("reversed") or 110 of every class ("balanced"); the test
     set stays balanced."""
     torch.manual_seed(seed)
     # two streams, so a seed gives every selector the same batches: ``order_gen`` draws the
@@ -166,12 +166,15 @@ def train(
                 loss_u = pseudosel.weighted_cross_entropy(logits_s, selection, normalize="batch")
                 done = (epoch - warmup_epochs) * steps + step
                 progress = done / max(1, (epochs - warmup_epochs) * steps)
-                loss_u = loss_u + select.extra_loss(logits_s, logits_w, progress)
-                loss = loss + lambda_u * loss_u
+                # ShrinkMatch's and CGMatch's own terms are added beside λ_u · L_u, as the
+                # authors add them
+                loss = loss + lambda_u * loss_u + select.extra_loss(logits_s, logits_w, progress)
                 stats.update(selection, y_u[index].to(device))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            if select is not None and epoch < warmup_epochs:
+                select.warmup_step(lambda: predict(model, x_u.to(device)))
             losses.append(loss.item())
             if bar is not None:
                 bar.update()

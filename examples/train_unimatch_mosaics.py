@@ -133,7 +133,14 @@ def train(
     predictor = model if teacher is None else teacher
     steps = max(1, len(x_u) // batch)
     semi_steps = max(1, (epochs - warmup_epochs) * steps)
-    select = build(selector, NUM_SEG_CLASSES, dense=True, tau=tau, total_steps=semi_steps)
+    select = build(
+        selector,
+        NUM_SEG_CLASSES,
+        dense=True,
+        tau=tau,
+        total_steps=semi_steps,
+        steps_per_epoch=steps,
+    )
     if select is not None:
         for module in select.modules:
             module.to(device)

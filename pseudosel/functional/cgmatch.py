@@ -23,7 +23,7 @@ compute it over the whole unlabelled set, filled by their warm-up passes:
 :func:`cgmatch_record`); then the masks with the new μ_t and g_t. Initially μ = 1/K.
 
 State (:class:`CGMatchState`): the counts (N_u, K), one row per unlabelled sample — not the
-authors' N_u × 1000 queue. How the two differ (docs/cgmatch.md):
+authors' N_u × 1000 queue. How the two differ (docs/beyond.md):
 
 - the authors' queue starts as zeros, so until a sample has 1000 predictions its empty
   slots count as predictions of class 0 (a row never visited has gap 1000). Here only real
@@ -188,6 +188,16 @@ def cgmatch_ambiguous_weight(
         >>> cgmatch_ambiguous_weight(60, 110, warmup_steps=10)
         0.25
     """
+    for name, value in (
+        ("step", step),
+        ("total_steps", total_steps),
+        ("warmup_steps", warmup_steps),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    lambda_h = check_real("lambda_h", lambda_h, low=0.0)
     if total_steps <= warmup_steps:
         raise ValueError(
             f"total_steps must be > warmup_steps, got total_steps={total_steps}, "
@@ -257,6 +267,7 @@ def _record(
     valid: Tensor,
     decay: float,
     process_group: ProcessGroup | None,
+    inplace: bool = False,
 ) -> tuple[CGMatchState, Tensor, Tensor]:
     """Add the (gathered) batch's labels to the counts; returns the new state and, for every
     occurrence of the global batch, its count gap after recording and its ``valid``."""
@@ -274,10 +285,16 @@ def _record(
     # sequential semantics for a sample seen r times in the batch: its counts decay r times,
     # and an occurrence followed by `later` others of its sample is added decayed that often
     decayed = old * torch.pow(torch.full_like(old[:, :1], decay), hits.sum(1, keepdim=True))
-    counts = counts.index_copy(0, index, decayed)
     added = torch.where(valid, torch.pow(torch.full_like(old[:, 0], decay), later), 0.0)
-    counts = counts.index_put((index, labels), added, accumulate=True)
-    new = counts[index]
+    # the batch's new rows, built in a (B, K) scratch: every occurrence adds to the row of its
+    # sample's first occurrence, which all its occurrences then read
+    # (an empty batch has no rows to reduce: argmax refuses a (0, 0) input)
+    first_position = same.to(torch.float32).argmax(1) if batch else position
+    rows = decayed.index_put((first_position, labels), added.to(decayed.dtype), accumulate=True)
+    new = rows[first_position]
+    # one write of the touched rows (duplicates write equal rows); in place for a module's
+    # buffer, so a step does not copy the whole (N_u, K) table
+    counts = counts.index_copy_(0, index, new) if inplace else counts.index_copy(0, index, new)
     gap_old, gap_new = count_gap(old), count_gap(new)
     wide = state.totals.dtype
     newly_seen = (old.sum(1) == 0) & (new.sum(1) > 0)
@@ -296,6 +313,7 @@ def cgmatch_record(
     valid: Tensor | None = None,
     window: float | None = None,
     process_group: ProcessGroup | None = None,
+    inplace: bool = False,
     **front: Any,
 ) -> CGMatchState:
     """Record the batch's arg-max labels in the counts, without moving μ_t or g_t.
@@ -312,6 +330,8 @@ def cgmatch_record(
         window: None (default: count every prediction) or W >= 1: a sample's counts decay
             by (1 − 1/W) at each of its predictions (module docstring).
         process_group: of the gathers (default group, if initialised).
+        inplace: write the batch's rows into ``state.counts`` itself (a module's buffer) instead
+            of a copy of the (N_u, K) table. Default False.
         **front: the front door's ``validate`` (default True: probabilities and index
             range are checked) and ``activation``.
 
@@ -330,7 +350,8 @@ def cgmatch_record(
     """
     probs, index, valid = _inputs(probs, index, state, valid, "cgmatch_record", front)
     _, labels = confidence_and_labels(probs)
-    return _record(state, labels, index, valid, _check_window(window), process_group)[0]
+    window = _check_window(window)
+    return _record(state, labels, index, valid, window, process_group, inplace is True)[0]
 
 
 @torch.no_grad()
@@ -343,6 +364,7 @@ def cgmatch_update(
     momentum: float = 0.999,
     window: float | None = None,
     process_group: ProcessGroup | None = None,
+    inplace: bool = False,
     **front: Any,
 ) -> CGMatchState:
     """One training step's statistics: record the batch, then move μ_t and g_t.
@@ -363,6 +385,7 @@ def cgmatch_update(
         momentum: m, the weight of the OLD value. Default 0.999 (the authors' ``ema_p``).
         window: None (default) or W (:func:`cgmatch_record`).
         process_group: of the collectives (default group, if initialised).
+        inplace: as in :func:`cgmatch_record`. Default False.
         **front: the front door's ``validate`` and ``activation``.
 
     Returns:
@@ -379,7 +402,7 @@ def cgmatch_update(
     probs, index, valid = _inputs(probs, index, state, valid, "cgmatch_update", front)
     confidence, labels = confidence_and_labels(probs)
     state, gaps, valid_all = _record(
-        state, labels, index, valid, _check_window(window), process_group
+        state, labels, index, valid, _check_window(window), process_group, inplace is True
     )
     m = check_real("momentum", momentum, low=0.0, high=1.0)
     per_class = state.mu.dim() == 1
@@ -399,9 +422,11 @@ def cgmatch_update(
     batch_mu = total / count.clamp_min(1)
     dtype = state.mu.dtype
     if per_class:
-        # the authors' hook: a class with fewer than two positions in the batch contributes 0
+        # the authors' hook: a class with fewer than two positions in the batch contributes 0;
+        # a batch without any valid position leaves μ as it is (as the global μ)
         batch_mu = torch.where(count > 1, batch_mu, 0.0)
-        mu = state.mu * m + (1 - m) * batch_mu.to(dtype)
+        moved = state.mu * m + (1 - m) * batch_mu.to(dtype)
+        mu = torch.where(count.sum() > 0, moved, state.mu)
     else:
         moved = state.mu * m + (1 - m) * batch_mu.to(dtype).reshape(())
         mu = torch.where(count.reshape(()) > 0, moved, state.mu)

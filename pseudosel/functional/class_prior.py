@@ -3,9 +3,10 @@ proportions of a class prior (the labelled class distribution).
 
 He et al., "Re-distributing Biased Pseudo Labels for Semi-supervised Semantic Segmentation:
 A Baseline Investigation" (DARS), ICCV 2021, and the adaptive class-specific thresholds of
-LabelMatch (Chen et al., "Label Matching Semi-Supervised Object Detection", CVPR 2022; also
-in Efficient Teacher). A single global threshold keeps far more pseudo-labels of the
-majority classes than their share; instead, with
+LabelMatch (Chen et al., "Label Matching Semi-Supervised Object Detection", CVPR 2022;
+Efficient Teacher carries a copy, commented out in favour of its own cuts). A single global
+threshold keeps far more pseudo-labels of the majority classes than their share; instead,
+with
 
 - n the number of valid positions (over the batch, and every rank under torch.distributed),
 - s the kept share (DARS's labelling ratio α): a given number, or by default the share that
@@ -158,10 +159,14 @@ def check_kept_share(kept_share: float | Tensor | None) -> float | Tensor | None
     if kept_share is None:
         return None
     if isinstance(kept_share, Tensor):
-        if kept_share.dim() != 0 or not kept_share.is_floating_point():
+        described = f"a {kept_share.dtype} tensor of shape {tuple(kept_share.shape)}"
+        if not kept_share.is_floating_point():
+            raise TypeError(
+                f"kept_share must be a number in [0, 1] or a 0-dim floating tensor, got {described}"
+            )
+        if kept_share.dim() != 0:
             raise ValueError(
-                "kept_share must be a number in [0, 1] or a 0-dim floating tensor, got a "
-                f"{kept_share.dtype} tensor of shape {tuple(kept_share.shape)}"
+                f"kept_share must be a number in [0, 1] or a 0-dim floating tensor, got {described}"
             )
         return kept_share
     return check_real("kept_share", kept_share, low=0.0, high=1.0)

@@ -41,7 +41,7 @@ class CGMatchSelector(Selector):
         per_class: μ_t per pseudo-label. Default False (the authors' default).
         window: None (default: counts of every prediction) or W: a sample's counts decay by
             1 − 1/W at each of its predictions (the authors keep a sliding window of the
-            last 1000; docs/cgmatch.md).
+            last 1000; docs/beyond.md).
         clamp: None or (low, high) clamping μ_t in the comparison (the authors: (0.9, 0.95)
             on SVHN).
         process_group: of the collectives (default: the default group, if initialised).
@@ -112,7 +112,8 @@ class CGMatchSelector(Selector):
 
     def _store(self, new: F.CGMatchState) -> None:
         for buffer, value in zip(self.state(), new, strict=True):
-            buffer.copy_(value)
+            if value is not buffer:  # the counts were written in place
+                buffer.copy_(value)
 
     def gap_threshold(self) -> Tensor:
         """g_t, the running mean of the count gap (0-dim)."""
@@ -177,6 +178,7 @@ class CGMatchSelector(Selector):
             momentum=self.momentum,
             window=self.window,
             process_group=self.process_group,
+            inplace=True,
             validate=False,
         )
 
@@ -199,6 +201,7 @@ class CGMatchSelector(Selector):
             valid=valid,
             window=self.window,
             process_group=self.process_group,
+            inplace=True,
             validate=False,
         )
         self._store(new)

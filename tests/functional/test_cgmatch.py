@@ -153,10 +153,10 @@ def test_first_update_initialises_the_gap_mean_from_every_recorded_sample():
     assert float(state.gap_mu) == pytest.approx(0.9 * 11 / 4 + 0.1 * 1.0)  # then the EMA
 
 
-def test_a_batch_without_valid_positions_leaves_the_means():
-    state = F.cgmatch_update(
-        torch.tensor([[0.9, 0.1]]), torch.tensor([0]), F.cgmatch_init(2, 3), momentum=0.5
-    )
+@pytest.mark.parametrize("per_class", [False, True])
+def test_a_batch_without_valid_positions_leaves_the_means(per_class):
+    start = F.cgmatch_init(2, 3, per_class=per_class)
+    state = F.cgmatch_update(torch.tensor([[0.9, 0.1]]), torch.tensor([0]), start, momentum=0.5)
     after = F.cgmatch_update(
         torch.tensor([[0.2, 0.8]]),
         torch.tensor([1]),
@@ -165,6 +165,24 @@ def test_a_batch_without_valid_positions_leaves_the_means():
         momentum=0.5,
     )
     for a, b in zip(state, after, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_inplace_recording_writes_the_given_counts_and_equals_the_copy():
+    """A module's step writes its (N_u, K) buffer in place; the result equals the
+    out-of-place update, repeated indices included."""
+    gen = torch.Generator().manual_seed(3)
+    probs = torch.rand(6, 4, generator=gen).softmax(1)
+    index = torch.tensor([0, 5, 0, 2, 5, 0])
+    start = F.cgmatch_init(4, 7)
+    start = F.cgmatch_update(probs.flip(0), index.flip(0), start, momentum=0.9)
+    copied = F.cgmatch_update(probs, index, start, momentum=0.9, window=3)
+    counts_before = start.counts.clone()
+    own = start._replace(counts=start.counts.clone())
+    written = F.cgmatch_update(probs, index, own, momentum=0.9, window=3, inplace=True)
+    assert written.counts is own.counts
+    assert torch.equal(start.counts, counts_before)  # the out-of-place call left it alone
+    for a, b in zip(copied, written, strict=True):
         assert torch.equal(a, b)
 
 
