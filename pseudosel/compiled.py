@@ -43,7 +43,7 @@ from pseudosel.registry import spec_of_function
 from pseudosel.selection import Selection
 from pseudosel.validation import resolve_valid, values_hint, values_ok
 
-__all__ = ["compiled"]
+__all__ = ["compiled", "raise_on_verdict", "shared_compiled"]
 
 
 def compiled(selector: Callable[..., Selection]) -> Callable[..., Selection]:
@@ -99,6 +99,31 @@ def compiled(selector: Callable[..., Selection]) -> Callable[..., Selection]:
         return selection._replace(mask=_as_bool(selection.mask), valid=_as_bool(selection.valid))
 
     return call
+
+
+@functools.cache
+def shared_compiled(selector: Callable[..., Selection]) -> Callable[..., Selection]:
+    """:func:`compiled` of ``selector``, made once per process: what ``backend="compiled"``
+    of :func:`pseudosel.functional.threshold` and :func:`pseudosel.functional.csl` calls.
+
+    Example:
+        >>> import pseudosel.functional as F
+        >>> from pseudosel.compiled import shared_compiled
+        >>> shared_compiled(F.threshold) is shared_compiled(F.threshold)
+        True
+    """
+    return compiled(selector)
+
+
+def raise_on_verdict(
+    verdict: Tensor, probs: Tensor, valid: Tensor | None, activation: str = "softmax"
+) -> None:
+    """Raise on a value check's verdict computed apart from the check itself (inside a
+    graph, or fused into a Triton kernel): on a CPU a failed check raises the eager
+    ``ValueError`` naming the first offending position (the eager check runs again on
+    ``probs`` and ``valid`` as the caller gave them); elsewhere the verdict becomes a
+    device-side assertion (``RuntimeError``, no host synchronisation)."""
+    _raise_on(verdict, probs, valid, activation)
 
 
 def _checks_after_graph(selector: Callable[..., Selection]) -> bool:

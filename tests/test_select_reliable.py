@@ -79,7 +79,9 @@ def test_errors_name_the_argument():
         TypeError, match=r"select_reliable\('csl'\): unknown option\(s\) tau; 'csl' takes alpha,"
     ):
         pseudosel.select_reliable(probs, "csl", tau=0.9)
-    with pytest.raises(TypeError, match=r"unknown option\(s\) threshold; 'threshold' takes tau$"):
+    with pytest.raises(
+        TypeError, match=r"unknown option\(s\) threshold; 'threshold' takes backend, tau$"
+    ):
         pseudosel.select_reliable(probs, "threshold", threshold=0.9)
     with pytest.raises(ValueError, match="either valid .* or ignore_mask"):
         pseudosel.select_reliable(

@@ -249,6 +249,7 @@ def csl(
     seed: int = 0,
     activation: str = "softmax",
     multilabel: bool | None = None,
+    backend: str = "auto",
 ) -> Selection:
     """CSL pseudo-label selection: a per-image (or per-batch) boundary, no threshold.
 
@@ -294,6 +295,11 @@ def csl(
             ``"sample"`` (all labels of a sample together) and ``"batch"`` keep their
             meaning.
         multilabel: for ``"sigmoid"``, as in :func:`~pseudosel.functional.threshold`.
+        backend: ``"auto"`` (default), ``"eager"``, ``"compiled"`` or ``"triton"``, as in
+            :func:`~pseudosel.functional.threshold`; ``"triton"`` computes the features
+            (c, s), the labels and the value check in one Triton pass
+            (:func:`pseudosel.kernels.triton.csl_features`) and the split's passes over
+            the positions as Triton kernels (:func:`pseudosel.kernels.triton.split_groups`).
 
     Returns:
         :class:`~pseudosel.Selection` with soft weights; ``mask`` is the trusted set
@@ -321,6 +327,17 @@ def csl(
         max_points=max_points,
     )
     check_csl_options(scope=scope, **options)
+    path = kernels.resolve_backend("csl", backend, probs)
+    if path == "compiled":
+        from pseudosel.compiled import shared_compiled
+
+        return shared_compiled(csl)(
+            probs, scope=scope, valid=valid, validate=validate, seed=seed,
+            activation=activation, multilabel=multilabel, **options,
+        )  # fmt: skip
+    # triton: the value check of softmax probabilities is fused into the feature pass
+    fused_check = path == "triton" and validate and check_activation(activation) == "softmax"
+    given_probs, given_valid = probs, valid
     # a multi-label sigmoid output with scope="auto": one boundary per label
     per_label = (
         check_activation(activation) == "sigmoid"
@@ -330,15 +347,29 @@ def csl(
         and probs.shape[1] > 1
     )
     probs, valid, all_valid = prepare(
-        probs, valid, activation=activation, multilabel=multilabel, validate=validate
+        probs,
+        valid,
+        activation=activation,
+        multilabel=multilabel,
+        validate=validate and not fused_check,
     )
+    triton = path == "triton"
     if per_label:
         # (N, 2, L, *spatial) → (L, 2, N, *spatial): each label's positions form one image
         by_label = _csl_split(
-            probs.transpose(0, 2), valid.transpose(0, 1), all_valid, "sample", seed=seed, **options
-        )
+            probs.transpose(0, 2), valid.transpose(0, 1), all_valid, "sample", seed=seed,
+            triton=triton, **options,
+        )  # fmt: skip
         return Selection(*(field.transpose(0, 1).contiguous() for field in by_label))
-    return _csl_split(probs, valid, all_valid, scope, seed=seed, **options)
+    if not fused_check:
+        return _csl_split(probs, valid, all_valid, scope, seed=seed, triton=triton, **options)
+    selection, verdict = _csl_split(
+        probs, valid, all_valid, scope, seed=seed, triton=True, check=True, **options
+    )
+    from pseudosel.compiled import raise_on_verdict
+
+    raise_on_verdict(verdict, given_probs, given_valid, activation)
+    return selection
 
 
 def _csl_split(
@@ -358,33 +389,56 @@ def _csl_split(
     boundary: str,
     max_points: int,
     seed: int,
-) -> Selection:
-    """CSL on prepared class probabilities: features, per-group split, weights."""
-    c, s, labels = csl_features(probs, residual=residual, g_scale=g_scale)
+    triton: bool = False,
+    check: bool = False,
+) -> Selection | tuple[Selection, Tensor]:
+    """CSL on prepared class probabilities: features, per-group split, weights.
+
+    ``triton``: the features and the split's passes as Triton kernels
+    (:mod:`pseudosel.kernels.triton`); with ``check`` the feature pass also computes the
+    value check, and (Selection, verdict) is returned."""
+    verdict = None
+    if triton:
+        from pseudosel.kernels import triton as triton_kernels
+
+        c, s, labels, verdict = triton_kernels.csl_features(
+            probs, residual, g_scale, valid=None if all_valid else valid, check=check
+        )
+    else:
+        c, s, labels = csl_features(probs, residual=residual, g_scale=g_scale)
     shape = labels.shape
     c, s, grouped_valid = group_points(c, s, valid, scope, probs.dim())
-    split = split_groups(
-        c,
-        s,
-        grouped_valid,
-        alpha=alpha,
-        cluster_rule=cluster_rule,
-        min_var=min_var,
-        eps=eps,
-        solver=solver,
-        rank_one_guard=rank_one_guard,
-        all_valid=all_valid,
-    )
+    if triton and c.numel() > 0:  # the split's passes over the positions as Triton kernels
+        axes_solver = AXES_SOLVERS[solver]
+        split = triton_kernels.split_groups(
+            c, s, grouped_valid, axes_of=axes_solver.axes,
+            rank_one=axes_solver.rank_one_ratio if rank_one_guard else None, alpha=alpha,
+            cluster_rule=cluster_rule, min_var=min_var, eps=eps, all_valid=all_valid,
+        )  # fmt: skip
+    else:
+        split = split_groups(
+            c,
+            s,
+            grouped_valid,
+            alpha=alpha,
+            cluster_rule=cluster_rule,
+            min_var=min_var,
+            eps=eps,
+            solver=solver,
+            rank_one_guard=rank_one_guard,
+            all_valid=all_valid,
+        )
     refine = BOUNDARIES[boundary]
     if refine is not None:
         split = refine(c, s, grouped_valid, split, alpha=alpha, max_points=max_points, seed=seed)
-    return Selection(
+    selection = Selection(
         labels=labels,
         weight=split.weight.reshape(shape),
         mask=split.mask.reshape(shape),
         score=split.score.reshape(shape),
         valid=valid,
     )
+    return (selection, verdict) if check else selection
 
 
 def csl_covar(probs: Tensor, **options: Any) -> Selection:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pseudosel import kernels
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
 from pseudosel.selection import Selection, hard_selection
-from pseudosel.validation import check_real
+from pseudosel.validation import check_activation, check_real
 
 __all__ = ["class_threshold_selection", "threshold"]
 
@@ -22,6 +23,7 @@ def threshold(
     validate: bool = True,
     activation: str = "softmax",
     multilabel: bool | None = None,
+    backend: str = "auto",
 ) -> Selection:
     """FixMatch's hard selection: mask = max_k p_k >= tau.
 
@@ -39,6 +41,14 @@ def threshold(
             (p >= tau, label 1) or a confident negative (p <= 1 − tau, label 0).
         multilabel: for ``"sigmoid"``: dim 1 holds labels (True) or one binary channel
             (False); None (default) reads it from the shape (3-D input must say).
+        backend: how it runs (the same results; docs/performance.md): ``"auto"`` (default:
+            on CUDA the path a GPU run measured fastest,
+            ``pseudosel.kernels.MEASURED_FASTEST``; until there is one, and on other
+            devices, ``"eager"``), ``"eager"`` (torch ops),
+            ``"compiled"`` (:func:`pseudosel.compiled.compiled`, compiled on the first
+            call) or ``"triton"`` (CUDA tensors: one Triton pass computes the selection
+            and the value check, :mod:`pseudosel.kernels.triton`; needs the ``triton``
+            extra).
 
     Returns:
         :class:`~pseudosel.Selection`: labels = arg-max, weight = mask as float,
@@ -52,9 +62,34 @@ def threshold(
         (tensor([ True, False]), tensor([1., 0.]))
     """
     tau = check_real("tau", tau, low=0.0, high=1.0)
+    path = kernels.resolve_backend("threshold", backend, probs)
+    if path == "compiled":
+        from pseudosel.compiled import shared_compiled
+
+        return shared_compiled(threshold)(
+            probs, tau, valid=valid, validate=validate, activation=activation,
+            multilabel=multilabel,
+        )  # fmt: skip
+    # triton: the value check of softmax probabilities is fused into the selection's pass
+    fused_check = path == "triton" and validate and check_activation(activation) == "softmax"
+    given_probs, given_valid = probs, valid
     probs, valid, all_valid = prepare(
-        probs, valid, activation=activation, multilabel=multilabel, validate=validate
+        probs,
+        valid,
+        activation=activation,
+        multilabel=multilabel,
+        validate=validate and not fused_check,
     )
+    if path == "triton":
+        from pseudosel.compiled import raise_on_verdict
+        from pseudosel.kernels import triton as triton_kernels
+
+        labels, weight, mask, score, verdict = triton_kernels.threshold_selection(
+            probs, tau, None if all_valid else valid, check=fused_check
+        )
+        if verdict is not None:
+            raise_on_verdict(verdict, given_probs, given_valid, activation)
+        return Selection(labels, weight, mask, score, valid)
     confidence, labels = confidence_and_labels(probs)
     mask = confidence >= tau
     if all_valid:  # nothing to mask: skip two passes

@@ -16,7 +16,10 @@ which is what runs on a GPU in eager mode and on the ``meta`` device.
 - :mod:`pseudosel.kernels.split`: CSL's per-group passes (moments, assignment, cluster
   statistics, weights), blocked for eager CPU and fused under ``torch.compile``;
 - :mod:`pseudosel.kernels.shared`: a training step's arg-max computed once for its update
-  and its selection (eager).
+  and its selection (eager);
+- :mod:`pseudosel.kernels.triton`: Triton kernels for CUDA tensors (the feature pass with
+  the threshold selection and the value check fused in), chosen by ``backend="triton"``
+  (:func:`resolve_backend`); imported only when used.
 
 :func:`formulas_only` turns every fast path off, so that the readable formulas run
 everywhere (the tests compare the two; a user can do the same when in doubt).
@@ -30,7 +33,23 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["compiling", "eager_cpu", "formulas_only"]
+__all__ = [
+    "BACKENDS",
+    "MEASURED_FASTEST",
+    "compiling",
+    "eager_cpu",
+    "formulas_only",
+    "resolve_backend",
+]
+
+#: the values of the ``backend=`` option of :func:`pseudosel.functional.threshold` and
+#: :func:`pseudosel.functional.csl` (and their modules)
+BACKENDS = ("auto", "eager", "compiled", "triton")
+#: what ``backend="auto"`` picks on CUDA tensors, per selector: the path measured fastest by
+#: the GPU run (benchmarks/gpu.sh, docs/performance.md). Empty until a GPU has measured
+#: it: "auto" then stays on the eager path (or the compiled one, for a module built with
+#: ``compile=True``).
+MEASURED_FASTEST: dict[str, str] = {}
 
 # False inside formulas_only(): a plain global, which torch.compile guards on (a context
 # variable would break its graph)
@@ -89,3 +108,54 @@ def formulas_only() -> Iterator[None]:
         yield
     finally:
         _ENABLED = before
+
+
+def resolve_backend(selector: str, backend: object, probs: object) -> str:
+    """The path a selector call takes: ``"eager"``, ``"compiled"`` or ``"triton"``.
+
+    ``backend="auto"`` (the default) takes :data:`MEASURED_FASTEST`'s entry for
+    ``selector`` on CUDA tensors and ``"eager"`` otherwise; while torch.compile traces,
+    every backend but ``"triton"`` is ``"eager"`` (the call is already in a graph).
+
+    Raises:
+        ValueError: an unknown backend; ``"triton"`` where it cannot run (not a CUDA tensor
+            and not ``TRITON_INTERPRET=1``, or under torch.compile).
+        ImportError: ``"triton"`` without triton installed.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.kernels import resolve_backend
+        >>> resolve_backend("threshold", "auto", torch.zeros(2, 3))
+        'eager'
+    """
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        options = ", ".join(repr(name) for name in BACKENDS)  # as validation.check_choice
+        raise ValueError(f"backend must be one of {options}, got {backend!r}")
+    if backend == "triton":
+        if torch.compiler.is_compiling():
+            raise ValueError(
+                'backend="triton" launches its own kernels and does not run inside '
+                'torch.compile; use backend="compiled" (or "auto") there'
+            )
+        from pseudosel.kernels import triton as triton_kernels
+
+        triton_kernels.require(_device_of(probs))
+        return "triton"
+    if torch.compiler.is_compiling():
+        return "eager"
+    if backend == "auto":
+        if _device_of(probs).type != "cuda":
+            return "eager"
+        choice = MEASURED_FASTEST.get(selector, "eager")
+        if choice == "triton":
+            from pseudosel.kernels import triton as triton_kernels
+
+            ready = triton_kernels.unavailable_reason(_device_of(probs)) is None
+            return "triton" if ready else "eager"
+        return choice
+    return backend
+
+
+def _device_of(probs: object) -> torch.device:
+    """The device of ``probs`` (a non-tensor is refused later, by the front door)."""
+    return probs.device if isinstance(probs, Tensor) else torch.device("cpu")

@@ -222,7 +222,7 @@ class SelectorSpec:
         Example:
             >>> from pseudosel.registry import selector_spec
             >>> sorted(selector_spec("threshold").option_names())
-            ['activation', 'multilabel', 'tau', 'validate']
+            ['activation', 'backend', 'multilabel', 'tau', 'validate']
         """
         if self.stateful:
             names = _constructor_options(self.module)

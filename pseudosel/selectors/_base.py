@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from pseudosel.distributed import ProcessGroup
 from pseudosel.inputs import Inputs, prepare
+from pseudosel.kernels import BACKENDS
 from pseudosel.kernels.shared import with_shared_features
 from pseudosel.selection import WEIGHTINGS, Selection
 from pseudosel.validation import check_activation, check_choice, check_real
@@ -54,6 +55,19 @@ def check_positive_int(name: str, value: object) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
+
+
+def check_backend(backend: object, compile: object = False) -> str:
+    """A stateless selector module's ``backend=`` (:data:`pseudosel.kernels.BACKENDS`),
+    consistent with its ``compile=``: ``compile=True`` allows ``"auto"`` and
+    ``"compiled"`` only."""
+    backend = check_choice("backend", backend, BACKENDS)
+    if compile and backend not in ("auto", "compiled"):
+        raise ValueError(
+            f"compile=True runs the compiled path, but backend={backend!r} asks for another; "
+            'pass one of them (backend="compiled" is compile=True)'
+        )
+    return backend
 
 
 def check_momentum(momentum: object) -> float:

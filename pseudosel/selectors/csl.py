@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from pseudosel.features import DEFAULT_RESIDUAL
 from pseudosel.functional.csl import CSL_PRESETS, check_csl_options
 from pseudosel.functional.separation import load_variants
 from pseudosel.selection import Selection
-from pseudosel.selectors._base import Selector
+from pseudosel.selectors._base import Selector, check_backend
 from pseudosel.validation import check_choice
 
 __all__ = ["CSLSelector"]
@@ -28,7 +29,9 @@ class CSLSelector(Selector):
     published ICCV code; they are kept in the ``options`` dict. :meth:`preset` builds one
     from a named configuration (``"csl"``, ``"csl_covar"``). ``compile=True`` runs the
     compiled path (:mod:`pseudosel.compiled`: compiled on the first call, batch size
-    dynamic); default False (eager). ``validate``, ``activation``, ``multilabel`` and
+    dynamic); default False (eager). ``backend``: ``"auto"`` (default), ``"eager"``,
+    ``"compiled"`` (the same as ``compile=True``) or ``"triton"`` (CUDA), as in
+    :func:`pseudosel.functional.csl`. ``validate``, ``activation``, ``multilabel`` and
     ``weighting`` are the options every selector module shares
     (:mod:`pseudosel.selectors._base`): ``activation="sigmoid"`` takes binary
     (N, 1, *spatial) or multi-label (N, L, *spatial) sigmoid outputs (one boundary per label
@@ -66,6 +69,7 @@ class CSLSelector(Selector):
         max_points: int = 256,
         seed: int = 0,
         compile: bool = False,
+        backend: str = "auto",
         **shared: Any,
     ) -> None:
         super().__init__(**shared)
@@ -85,8 +89,12 @@ class CSLSelector(Selector):
         load_variants(self.options)  # solver="cvxpy" / boundary="max_margin" plug in
         check_csl_options(**self.options)
         self.seed = seed
-        self.compile = bool(compile)
-        self._select = compiled(F.csl) if self.compile else F.csl
+        self.backend = check_backend(backend, compile)
+        self.compile = bool(compile) or self.backend == "compiled"
+        if self.compile:
+            self._select = compiled(F.csl)
+        else:
+            self._select = functools.partial(F.csl, backend=self.backend)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> CSLSelector:
@@ -118,5 +126,10 @@ class CSLSelector(Selector):
         return self.finish(selection)
 
     def extra_repr(self) -> str:
-        items = {**self.options, "compile": self.compile, **self.shared_options()}
+        items = {
+            **self.options,
+            "compile": self.compile,
+            "backend": self.backend,
+            **self.shared_options(),
+        }
         return ", ".join(f"{key}={value!r}" for key, value in items.items())

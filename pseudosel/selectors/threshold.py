@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 from pseudosel import functional as F
 from pseudosel.compiled import compiled
 from pseudosel.selection import Selection
-from pseudosel.selectors._base import Selector
+from pseudosel.selectors._base import Selector, check_backend
 from pseudosel.validation import check_real
 
 __all__ = ["ThresholdSelector"]
@@ -26,6 +27,10 @@ class ThresholdSelector(Selector):
         tau: threshold in [0, 1]. Default 0.95 (FixMatch, UniMatch).
         compile: run the compiled path (:mod:`pseudosel.compiled`): compiled on the first
             call, batch size dynamic. Default False (eager).
+        backend: ``"auto"`` (default), ``"eager"``, ``"compiled"`` (the same as
+            ``compile=True``) or ``"triton"`` (CUDA): see
+            :func:`pseudosel.functional.threshold`. With ``compile=True`` it must be
+            ``"auto"`` or ``"compiled"``.
 
     Shape:
         probs (N, K) or (N, K, *spatial); valid (N, *spatial); every Selection field
@@ -39,19 +44,24 @@ class ThresholdSelector(Selector):
         tensor([True])
     """
 
-    shown = ("tau", "compile")
+    shown = ("tau", "compile", "backend")
 
     def __init__(
         self,
         tau: float = 0.95,
         *,
         compile: bool = False,
+        backend: str = "auto",
         **shared: Any,
     ) -> None:
         super().__init__(**shared)
         self.tau = check_real("tau", tau, low=0.0, high=1.0)
-        self.compile = bool(compile)
-        self._select = compiled(F.threshold) if self.compile else F.threshold
+        self.backend = check_backend(backend, compile)
+        self.compile = bool(compile) or self.backend == "compiled"
+        if self.compile:
+            self._select = compiled(F.threshold)
+        else:
+            self._select = functools.partial(F.threshold, backend=self.backend)
 
     @torch.no_grad()
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:

@@ -64,6 +64,10 @@ def _find(report: Report, shape: str, kernel: str, dtype: str = "float32") -> Ro
 
 
 DENSE_SIZES = ("8x21x321x321", "64x21x32x32")
+#: the GPU targets (issue #28): at this size, each variant's share of the copy bandwidth
+GPU_SIZE = "16x21x512x512"
+GPU_COPY_SHARE = {"csl": 0.6, "threshold": 0.8}
+COPY_ROW = "copy (read + write)"
 CLASSIFICATION_SIZES = ("448x10", "448x100", "256x1000")
 ADAPTIVE_STEPS = (
     "flexmatch step (per-sample)",
@@ -131,6 +135,18 @@ def targets(report: Report) -> list[dict]:
             10.0,
             at_most=False,
         )
+    if report.device != "cpu":  # the GPU targets: a share of the copy's bandwidth
+        copy = _find(report, GPU_SIZE, COPY_ROW)
+        for kernel, share in GPU_COPY_SHARE.items():
+            for variant in ("", ", compiled", ", triton"):
+                row = _find(report, GPU_SIZE, kernel + variant)
+                if copy is not None and row is not None:
+                    add(
+                        f"GPU: {kernel}{variant} at {GPU_SIZE}, share of copy bandwidth",
+                        copy.median_ms / row.median_ms,
+                        share,
+                        at_most=False,
+                    )
     for shape in CLASSIFICATION_SIZES:
         add(f"csl eager at {shape}, x floor", ratio(shape, "csl"), 30.0)
         add(f"threshold eager at {shape}, x floor", ratio(shape, "threshold"), 3.0)

@@ -8,7 +8,9 @@ the selector take:
 - stateless: ``spec.function(probs, validate=False, **options)``; a case with ``validate``
   adds ``"<label>, validate=True"``, one with ``compiled`` adds ``"<label>, compiled"``
   through :func:`pseudosel.compiled.compiled` (and with ``validate`` also ``"<label>,
-  compiled, validate=True"``);
+  compiled, validate=True"``); on CUDA, a case with ``compiled`` of a selector that takes
+  ``backend=`` also adds ``"<label>, triton"`` (and ``"<label>, triton, validate=True"``):
+  :mod:`pseudosel.kernels.triton`, when triton is installed;
 - stateful: one module, ``spec.build(K, num_unlabeled=..., validate=False, **options)``,
   timed over its training steps ``spec.step(module, probs, None, **inputs)`` — with
   ``index`` (random positions in an unlabelled set of 50,000, CIFAR-sized) for a selector
@@ -119,7 +121,25 @@ def selector_rows(
             rows[f"{case.label}, compiled, validate=True"] = lambda: fast(
                 probs, **inputs, **options
             )
+    if case.compiled and _triton_runs(spec, probs):
+        rows[f"{case.label}, triton"] = lambda: function(
+            probs, validate=False, backend="triton", **inputs, **options
+        )
+        if case.validate:
+            rows[f"{case.label}, triton, validate=True"] = lambda: function(
+                probs, backend="triton", **inputs, **options
+            )
     return rows
+
+
+def _triton_runs(spec: SelectorSpec, probs: torch.Tensor) -> bool:
+    """Whether ``backend="triton"`` rows apply: a CUDA input, triton installed, and a
+    selector that takes ``backend=``."""
+    if probs.device.type != "cuda" or "backend" not in (spec.option_names() or ()):
+        return False
+    from pseudosel.kernels import triton as triton_kernels
+
+    return triton_kernels.unavailable_reason(probs.device) is None
 
 
 def _adaptive(spec: SelectorSpec) -> bool:
