@@ -19,8 +19,8 @@ every selector of a task. Prints, per task, the mean ± std over seeds of the fi
 metric and of the pseudo-label precision and coverage, and each selector's paired
 difference to the fixed threshold with a 95% bootstrap confidence interval; writes
 ``summary.md``, ``results.json`` and plots to ``--out``. ``--seeds`` is the most seeds a
-task runs; the mosaics run 3 and the balanced digits 4 (:data:`SEEDS_CAP`) to keep the job
-within 30 minutes on 2 cores.
+task runs; the mosaics, the balanced digits and the reversed long-tailed digits run 3
+(:data:`SEEDS_CAP`) to keep the job within 30 minutes on 2 cores.
 
 Robust to interruption: each run's folder gets its per-epoch JSON and a ``result.json``
 marker as soon as it finishes, and the summary, JSON and plots are refreshed after every run
@@ -120,9 +120,9 @@ QUICK_SEGMENTATION = [
     (n, s, o) for n, s, o in SEGMENTATION if n in ("supervised", "threshold", "csl", "csl+tmp")
 ]
 #: the most seeds a task runs (``--seeds`` caps the rest): the comparison stays within 30
-#: minutes on 2 cores with the mosaics (about a minute a run) on 3 seeds and the balanced
-#: digits on 4
-SEEDS_CAP = {"unimatch_mosaics": 3, "fixmatch_digits": 4}
+#: minutes on 2 cores with the mosaics (about a minute a run), the balanced digits (20 s) and
+#: the reversed long-tailed digits on 3 seeds, the long-tailed digits on 5 (10 s a run)
+SEEDS_CAP = {"unimatch_mosaics": 3, "fixmatch_digits": 3, "longtail_reversed_digits": 3}
 #: long-tailed digits: 20 labelled digits in the head class down to 2 in the tail, 110
 #: unlabelled down to 11 (imbalance ratio 10 in both), a balanced test set
 LONG_TAILED_OPTIONS = {"epochs": 60, "labels_per_class": 20, "imbalance": 10.0}
