@@ -121,17 +121,21 @@ def _image_view(tensor: Tensor) -> Tensor:
     return tensor.unsqueeze(-2) if tensor.dim() == 3 else tensor
 
 
-def _refine(
+def _lent_and_refined(
     probs: Tensor,
+    valid: Tensor,
     *,
     connectivity: int,
     num_neighbours: int,
     beta: float,
-    agreement: Tensor | None,
-) -> Tensor:
-    """The union with the best neighbours, on (N, K, *lead, H, W) probabilities that are
-    0 wherever a position may not lend (ignored positions); the border pads with 0."""
-    image = _image_view(probs)
+    agreement: object,
+) -> tuple[Tensor, Tensor]:
+    """The probabilities that lend — in the compute dtype, 0 at ignored positions (they
+    lend nothing, and whatever they hold, NaN included, goes no further) — and their union
+    with the best neighbours, both (N, K, *lead, H, W); the border pads with 0."""
+    lending = torch.where(valid.unsqueeze(1), probs.to(compute_dtype(probs.dtype)), 0.0)
+    agreement = _agreement_tensor(agreement, probs.shape[1], lending)
+    image = _image_view(lending)
     height, width = image.shape[-2:]
     padded = nnf.pad(image, (1, 1, 1, 1))
     views = [
@@ -148,13 +152,7 @@ def _refine(
     for neighbour in best:
         joint = neighbour if agreement is None else torch.maximum(neighbour, agreement)
         refined = refined + beta * neighbour - beta * (refined * joint)
-    return refined.reshape(probs.shape)
-
-
-def _lending(probs: Tensor, valid: Tensor) -> Tensor:
-    """The probabilities in the compute dtype, 0 at ignored positions (they lend nothing,
-    and whatever they hold — NaN included — goes no further)."""
-    return torch.where(valid.unsqueeze(1), probs.to(compute_dtype(probs.dtype)), 0.0)
+    return lending, refined.reshape(lending.shape)
 
 
 @torch.no_grad()
@@ -207,13 +205,13 @@ def s4mc_refine(
     connectivity, num_neighbours, beta = check_s4mc_options(connectivity, num_neighbours, beta)
     probs, valid, _ = prepare(probs, valid, validate=validate)
     _check_dense(probs, "s4mc_refine")
-    lending = _lending(probs, valid)
-    refined = _refine(
-        lending,
+    _, refined = _lent_and_refined(
+        probs,
+        valid,
         connectivity=connectivity,
         num_neighbours=num_neighbours,
         beta=beta,
-        agreement=_agreement_tensor(agreement, probs.shape[1], lending),
+        agreement=agreement,
     )
     return torch.where(valid.unsqueeze(1), refined, probs.to(refined.dtype))
 
@@ -299,13 +297,13 @@ def s4mc(
         probs, valid, activation=activation, multilabel=multilabel, validate=validate
     )
     _check_dense(probs, "s4mc")
-    teacher = _lending(probs, valid)
-    refined = _refine(
-        teacher,
+    teacher, refined = _lent_and_refined(
+        probs,
+        valid,
         connectivity=connectivity,
         num_neighbours=num_neighbours,
         beta=beta,
-        agreement=_agreement_tensor(agreement, probs.shape[1], teacher),
+        agreement=agreement,
     )
     before, after = _indicator(teacher, indicator), _indicator(refined, indicator)
     if indicator == "entropy":  # the uncertain share: high entropy
