@@ -22,6 +22,7 @@ from pseudosel.kernels import planes
 __all__ = [
     "ACTIVATIONS",
     "check_activation",
+    "check_bool_mask",
     "check_choice",
     "check_float_matrix",
     "check_ignore_index",
@@ -498,6 +499,25 @@ def check_float_matrix(name: str, value: object, meaning: str) -> None:
         else type(value).__name__
     )
     raise TypeError(f"{name} must be a floating {meaning}, got {got}")
+
+
+def check_bool_mask(name: str, value: object, of: str, shape: tuple[int, ...]) -> None:
+    """``value`` must be a bool tensor of ``shape``, the shape of the tensor named ``of``.
+
+    Example:
+        >>> import torch
+        >>> check_bool_mask("valid", torch.ones(3, dtype=torch.bool), "labels", (2,))
+        Traceback (most recent call last):
+        ...
+        ValueError: valid must have the shape of labels (2,), got (3,)
+    """
+    if not isinstance(value, Tensor) or value.dtype != torch.bool:
+        got = value.dtype if isinstance(value, Tensor) else type(value).__name__
+        raise TypeError(f"{name} must be a bool tensor, got {got}")
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(
+            f"{name} must have the shape of {of} {tuple(shape)}, got {tuple(value.shape)}"
+        )
 
 
 def check_long(name: str, value: object) -> None:

@@ -45,7 +45,13 @@ from torch import Tensor
 
 from pseudosel.functional.separation import accumulation_dtype
 from pseudosel.kernels import eager_cpu
-from pseudosel.validation import check_choice, check_float_matrix, check_long, check_real
+from pseudosel.validation import (
+    check_bool_mask,
+    check_choice,
+    check_float_matrix,
+    check_long,
+    check_real,
+)
 
 __all__ = ["GMM_POLICIES", "gmm_thresholds", "score_queue_update", "total_score_cut"]
 
@@ -56,14 +62,7 @@ _LOG_2PI = math.log(2 * math.pi)
 def _check_rows(name: str, scores: object, valid: object) -> None:
     check_float_matrix(name, scores, "(K, Q) tensor of score rows")
     if valid is not None:
-        if not isinstance(valid, Tensor) or valid.dtype != torch.bool:
-            got = valid.dtype if isinstance(valid, Tensor) else type(valid).__name__
-            raise TypeError(f"valid must be a bool tensor, got {got}")
-        if valid.shape != scores.shape:
-            raise ValueError(
-                f"valid must have the shape of {name} {tuple(scores.shape)}, "
-                f"got {tuple(valid.shape)}"
-            )
+        check_bool_mask("valid", valid, name, scores.shape)
 
 
 def _check_count(name: str, value: object, low: int) -> int:

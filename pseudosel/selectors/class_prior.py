@@ -19,7 +19,7 @@ from pseudosel.functional.class_prior import (
 )
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector, check_momentum
-from pseudosel.validation import check_ignore_index, check_labels, check_real
+from pseudosel.validation import check_bool_mask, check_ignore_index, check_labels, check_real
 
 __all__ = ["ClassPriorSelector"]
 
@@ -176,14 +176,7 @@ class ClassPriorSelector(Selector):
             raise TypeError(f"labels must be an integer tensor, got {got}")
         used = torch.ones_like(labels, dtype=torch.bool)
         if valid is not None:
-            if not isinstance(valid, Tensor) or valid.dtype != torch.bool:
-                got = valid.dtype if isinstance(valid, Tensor) else type(valid).__name__
-                raise TypeError(f"valid must be a bool tensor, got {got}")
-            if valid.shape != labels.shape:
-                raise ValueError(
-                    f"valid must have the shape of labels {tuple(labels.shape)}, "
-                    f"got {tuple(valid.shape)}"
-                )
+            check_bool_mask("valid", valid, "labels", labels.shape)
             used = used & valid
         if ignore_index is not None:
             ignore_index = check_ignore_index(ignore_index)
