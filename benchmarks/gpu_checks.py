@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import platform
 import sys
@@ -127,26 +128,41 @@ def _selectors(shard: tuple[int, int] = (0, 1)) -> list[SelectorSpec]:
     return [spec for spec in specs if not spec.requires][index::count]
 
 
+def _layouts(spec: SelectorSpec, device: torch.device) -> list[tuple[str, tuple[int, ...]]]:
+    """The (layout, shape) pairs of :func:`_shapes` that ``spec`` takes."""
+    return [
+        (layout, shape)
+        for layout, shape in _shapes(device).items()
+        if (spec.dense if layout == "dense" else spec.classification)
+    ]
+
+
+def _record(rows: list, row: dict[str, Any], check, failed: str, save) -> None:
+    """Run ``check()`` into ``row`` and time it; an exception is recorded as ``failed: "no"``
+    with its message, not raised (every selector is tried); then print the row, append it
+    to ``rows`` and call ``save(rows)``."""
+    start = time.perf_counter()
+    try:
+        row.update(check())
+    except Exception as error:
+        row.update({failed: "no", "error": _short(error)})
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    if save is not None:
+        save(rows)
+
+
 def check_graphs(device: torch.device, shard=(0, 1), save=None) -> list[dict[str, Any]]:
     """CUDA-graph capture of every selector's training step (module docstring); ``save``
     is called with the rows so far after each one (a stage cut off keeps its rows)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in _selectors(shard):
         for label, options in _variants(spec, device):
-            for layout, shape in _shapes(device).items():
-                if not (spec.dense if layout == "dense" else spec.classification):
-                    continue
+            for layout, shape in _layouts(spec, device):
                 row = {"selector": spec.name, "options": label, "layout": layout}
-                start = time.perf_counter()
-                try:
-                    row.update(_capture_one(spec, options, device, shape))
-                except Exception as error:  # recorded, not raised: every selector is tried
-                    row.update(captured="no", error=_short(error))
-                row["seconds"] = round(time.perf_counter() - start, 2)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                if save is not None:
-                    save(rows)
+                check = functools.partial(_capture_one, spec, options, device, shape)
+                _record(rows, row, check, "captured", save)
     return rows
 
 
@@ -178,24 +194,14 @@ def _capture_one(spec, options, device, shape) -> dict[str, Any]:
 def check_compile(device: torch.device, shard=(0, 1), save=None) -> list[dict[str, Any]]:
     """torch.compile(fullgraph=True) of every selector's step against eager; ``save`` as
     in :func:`check_graphs`."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for spec in _selectors(shard):
         options = dict(spec.examples.get("default", next(iter(spec.examples.values()))))
-        for layout, shape in _shapes(device).items():
-            if not (spec.dense if layout == "dense" else spec.classification):
-                continue
+        for layout, shape in _layouts(spec, device):
             row = {"selector": spec.name, "layout": layout}
-            start = time.perf_counter()
-            try:
-                row.update(_compile_one(spec, options, device, shape))
-            except Exception as error:
-                row.update(compiled="no", error=_short(error))
-            row["seconds"] = round(time.perf_counter() - start, 2)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if save is not None:
-                save(rows)
+            check = functools.partial(_compile_one, spec, options, device, shape)
+            _record(rows, row, check, "compiled", save)
     return rows
 
 
