@@ -155,19 +155,18 @@ def tasks(quick: bool) -> dict[str, dict]:
                 else {"epochs": 60, "labels_per_class": 4}
             ),
         },
-        "longtail_digits": {
-            "train": train_fixmatch_digits.train,
-            "metric": LONG_TAILED_METRICS[0],
-            "metrics": LONG_TAILED_METRICS,
-            "runs": QUICK_LONG_TAILED if quick else LONG_TAILED,
-            "options": {**long_tailed, "unlabelled_profile": "same"},
-        },
-        "longtail_reversed_digits": {
-            "train": train_fixmatch_digits.train,
-            "metric": LONG_TAILED_METRICS[0],
-            "metrics": LONG_TAILED_METRICS,
-            "runs": QUICK_LONG_TAILED if quick else LONG_TAILED,
-            "options": {**long_tailed, "unlabelled_profile": "reversed"},
+        **{
+            task: {
+                "train": train_fixmatch_digits.train,
+                "metric": LONG_TAILED_METRICS[0],
+                "metrics": LONG_TAILED_METRICS,
+                "runs": QUICK_LONG_TAILED if quick else LONG_TAILED,
+                "options": {**long_tailed, "unlabelled_profile": profile},
+            }
+            for task, profile in (
+                ("longtail_digits", "same"),
+                ("longtail_reversed_digits", "reversed"),
+            )
         },
         "unimatch_mosaics": {
             "train": train_unimatch_mosaics.train,
