@@ -83,7 +83,8 @@ def _confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
     if kernels.compiling() and planes.unrolls(probs):
         return planes.confidence_and_labels(probs)
     confidence, labels = probs.max(1)
-    return confidence.to(compute_dtype(probs.dtype)), labels
+    dtype = compute_dtype(probs.dtype)
+    return (confidence if confidence.dtype == dtype else confidence.to(dtype)), labels
 
 
 def entropy(probs: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.selection import Selection
 from pseudosel.validation import check_labels
@@ -92,7 +93,7 @@ def auroc(score: Tensor, positive: Tensor, include: Tensor) -> Tensor:
     return torch.where(defined, u / (n_pos * n_neg).clamp_min(1), 0.5)
 
 
-@torch.no_grad()
+@no_grad
 def selection_quality(
     selection: Selection,
     target: Tensor | None = None,
@@ -328,7 +329,7 @@ class SelectionStats(nn.Module):
         self.score_hist += sums.score_hist.to(self.score_hist.device)
         self._with_target |= with_target
 
-    @torch.no_grad()
+    @no_grad
     def update(self, selection: Selection, target: Tensor | None = None) -> None:
         """Add one batch (no host synchronisation)."""
         sums = _batch_sums(
@@ -336,7 +337,7 @@ class SelectionStats(nn.Module):
         )
         self._add(sums, target is not None)
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, selection: Selection, target: Tensor | None = None) -> dict[str, Tensor]:
         """Update with the batch and return that batch's own :func:`selection_quality`."""
         sums = _batch_sums(
@@ -345,7 +346,7 @@ class SelectionStats(nn.Module):
         self._add(sums, target is not None)
         return _batch_result(sums, selection, target, self.ignore_index)
 
-    @torch.no_grad()
+    @no_grad
     def compute(self, sync: bool = True) -> dict[str, Tensor]:
         """The statistics over everything since the last reset, across all ranks.
 

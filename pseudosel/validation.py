@@ -9,6 +9,7 @@ break. Every selector exposes them through ``validate: bool = True``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Collection
 from numbers import Integral, Real
@@ -291,6 +292,29 @@ def probability_vectors_ok(probs: Tensor, valid: Tensor, *, all_valid: bool = Fa
     return (ok_position | ~valid).all()
 
 
+def probability_vectors_ok_on_host(probs: Tensor) -> bool:
+    """:func:`probability_vectors_ok` with ``all_valid`` for eager CPU input, where the
+    verdict is read on the host anyway: the row sums' smallest and largest and the smallest
+    entry, three reductions read as Python numbers and compared there — a third of the ops
+    of the tensor-valued test, which is what a small batch pays for (the same verdict:
+    tests/test_validation.py). ``probs`` must have at least one position."""
+    work = compute_dtype(probs.dtype)
+    lowest, highest = torch.aminmax(probs.sum(1, dtype=work))
+    tol = _tolerance_in(probs.dtype, work)
+    # |x - 1| is exact in ``work`` near 1, and NaN compares False, as on the device
+    return (
+        abs(lowest.item() - 1.0) <= tol
+        and abs(highest.item() - 1.0) <= tol
+        and probs.amin().item() >= 0
+    )
+
+
+@functools.cache
+def _tolerance_in(dtype: torch.dtype, work: torch.dtype) -> float:
+    """``sum_tolerance(dtype)`` rounded to ``work``, as the device-side comparison sees it."""
+    return torch.tensor(sum_tolerance(dtype), dtype=work).item()
+
+
 def sigmoid_values_ok(probs: Tensor, valid: Tensor) -> Tensor:
     """0-dim bool tensor: every valid position of a sigmoid output (N, 1, *spatial) or
     (N, L, *spatial) holds a probability in [0, 1] (NaN fails). No host synchronisation."""
@@ -330,8 +354,13 @@ def check_probability_values(probs: Tensor, valid: Tensor, *, all_valid: bool = 
         RuntimeError: from the device-side assertion on other devices / under torch.compile.
     """
     tol = sum_tolerance(probs.dtype)
-    hint = _VALUES_HINT.format(tol=tol)
-    if not _passes(probability_vectors_ok(probs, valid, all_valid=all_valid), hint):
+    if all_valid and kernels.eager_cpu(probs) and probs.numel() > 0:
+        passed = probability_vectors_ok_on_host(probs)
+    else:
+        ok = probability_vectors_ok(probs, valid, all_valid=all_valid)
+        passed = _passes(ok, _VALUES_HINT.format(tol=tol))
+    if not passed:
+        hint = _VALUES_HINT.format(tol=tol)
         # CPU eager only: the per-position test again, to name the first failure
         _refuse_channels_last(probs, tol)
         work = compute_dtype(probs.dtype)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from pseudosel._deprecation import renamed_keywords
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
@@ -15,7 +16,7 @@ from pseudosel.validation import check_real, compute_dtype
 __all__ = ["adamatch"]
 
 
-@torch.no_grad()
+@no_grad
 @renamed_keywords("adamatch", group="process_group")
 def adamatch(
     probs: Tensor,

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from pseudosel._deprecation import keyword_valid, warn_once
+from pseudosel._grad import no_grad
 from pseudosel.functional.threshold import class_threshold_selection
 from pseudosel.inputs import per_class_inputs
 from pseudosel.selection import Selection
@@ -70,7 +71,7 @@ def adsh_thresholds(state: AdshState) -> Tensor:
     return torch.exp(-state.s)
 
 
-@torch.no_grad()
+@no_grad
 def adsh_calibrate(
     confidence: Tensor,
     labels: Tensor,
@@ -141,7 +142,7 @@ def adsh_recompute(state: AdshState, confidence: Tensor, labels: Tensor, **optio
     return adsh_calibrate(confidence, labels, state, **options)
 
 
-@torch.no_grad()
+@no_grad
 @keyword_valid("adsh_select", 2)
 def adsh_select(
     probs: Tensor,

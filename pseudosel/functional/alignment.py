@@ -15,6 +15,7 @@ from torch import Tensor
 
 from pseudosel import kernels
 from pseudosel._deprecation import renamed_keywords, state_after_input
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.inputs import Inputs, per_class_inputs
 from pseudosel.kernels import cpu
@@ -63,7 +64,7 @@ def _class_mean(probs: Tensor, valid: Tensor, group) -> tuple[Tensor, Tensor]:
     return stats[:-1] / count.clamp_min(1), count
 
 
-@torch.no_grad()
+@no_grad
 @state_after_input("alignment_update", AlignmentState)
 @renamed_keywords("alignment_update", group="process_group")
 def alignment_update(
@@ -114,7 +115,7 @@ def alignment_update(
     return AlignmentState(p_model, p_target, initialized)
 
 
-@torch.no_grad()
+@no_grad
 def align(
     probs: Tensor,
     state: AlignmentState,

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from pseudosel._deprecation import renamed_keywords, state_after_input
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.functional.alignment import masked_class_sums, prepared, rescaled
 from pseudosel.validation import compute_dtype
@@ -89,7 +90,7 @@ def _push(queue: Tensor, ptr: Tensor, probs: Tensor, valid: Tensor, group) -> tu
     return queue, torch.where(seen, (ptr + 1) % queue.shape[0], ptr)
 
 
-@torch.no_grad()
+@no_grad
 @state_after_input("alignment_queue_update", AlignmentQueueState)
 @renamed_keywords("alignment_queue_update", group="process_group")
 def alignment_queue_update(
@@ -133,7 +134,7 @@ def alignment_queue_update(
     return AlignmentQueueState(p_model, p_model_ptr, p_target, p_target_ptr)
 
 
-@torch.no_grad()
+@no_grad
 def align_queue(
     probs: Tensor,
     state: AlignmentQueueState,

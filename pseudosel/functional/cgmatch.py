@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_gather_cat, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import per_class_inputs
@@ -304,7 +305,7 @@ def _record(
     return state._replace(counts=counts, totals=totals), gap_new, valid
 
 
-@torch.no_grad()
+@no_grad
 def cgmatch_record(
     probs: Tensor,
     index: Tensor,
@@ -354,7 +355,7 @@ def cgmatch_record(
     return _record(state, labels, index, valid, window, process_group, inplace is True)[0]
 
 
-@torch.no_grad()
+@no_grad
 def cgmatch_update(
     probs: Tensor,
     index: Tensor,
@@ -442,7 +443,7 @@ def cgmatch_update(
     return state._replace(mu=mu, gap_mu=gap_mu, started=state.started | ready)
 
 
-@torch.no_grad()
+@no_grad
 def cgmatch_select(
     probs: Tensor,
     index: Tensor,

@@ -49,6 +49,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_gather_cat, is_distributed
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import per_class_inputs
@@ -257,7 +258,7 @@ def _check_options(tau: float, min_threshold: float) -> tuple[float, float]:
     )
 
 
-@torch.no_grad()
+@no_grad
 def class_prior_thresholds(
     probs: Tensor,
     prior: PriorLike = None,
@@ -332,7 +333,7 @@ def select_with_thresholds(
     return hard_selection(labels, mask, confidence - cut, valid)
 
 
-@torch.no_grad()
+@no_grad
 def class_prior(
     probs: Tensor,
     prior: PriorLike = None,

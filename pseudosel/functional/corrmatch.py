@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_input
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_max
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.threshold import class_threshold_selection
@@ -55,7 +56,7 @@ def corrmatch_init(
     return CorrMatchState(torch.tensor(thresh_init, dtype=dtype, device=device))
 
 
-@torch.no_grad()
+@no_grad
 @renamed_keywords("corrmatch_class_max", group="process_group")
 def corrmatch_class_max(
     probs: Tensor, valid: Tensor, process_group: ProcessGroup | None = None
@@ -78,7 +79,7 @@ def corrmatch_class_max(
     return all_reduce_max(class_max, process_group)
 
 
-@torch.no_grad()
+@no_grad
 @state_after_input("corrmatch_update", CorrMatchState)
 @renamed_keywords("corrmatch_update", group="process_group")
 def corrmatch_update(
@@ -118,7 +119,7 @@ def corrmatch_update(
     return CorrMatchState(torch.where(count > 0, thresh, state.thresh))
 
 
-@torch.no_grad()
+@no_grad
 @keyword_valid("corrmatch_select", 2)
 def corrmatch_select(
     probs: Tensor,

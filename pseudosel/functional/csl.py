@@ -24,6 +24,7 @@ from torch import Tensor
 
 from pseudosel import kernels
 from pseudosel._deprecation import renamed_keywords
+from pseudosel._grad import no_grad
 from pseudosel.features import DEFAULT_RESIDUAL, RESIDUAL_VARIANTS, csl_features
 from pseudosel.functional.separation import (
     AXES_SOLVERS,
@@ -228,7 +229,7 @@ def split_groups(
     return GroupSplit(weight, weight == 1, score, second, reliable_is_second, center.to(dtype))
 
 
-@torch.no_grad()
+@no_grad
 @renamed_keywords("csl", group="scope")
 def csl(
     probs: Tensor,

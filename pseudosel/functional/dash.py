@@ -24,6 +24,7 @@ from torch import Tensor
 
 from pseudosel import kernels
 from pseudosel._deprecation import keyword_valid
+from pseudosel._grad import no_grad
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
 from pseudosel.kernels import cpu
@@ -34,7 +35,7 @@ from pseudosel.validation import check_real, compute_dtype
 __all__ = ["dash_rho", "dash_select"]
 
 
-@torch.no_grad()
+@no_grad
 def dash_rho(
     update_count: Tensor,
     rho_init: Tensor,
@@ -57,7 +58,7 @@ def dash_rho(
     return torch.clamp_min(c * decay * rho_init, rho_min)
 
 
-@torch.no_grad()
+@no_grad
 @keyword_valid("dash_select", 2)
 def dash_select(
     probs: Tensor,

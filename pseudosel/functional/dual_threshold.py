@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pseudosel._grad import no_grad
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
 from pseudosel.selection import Selection, hard_selection
@@ -54,7 +55,7 @@ def _per_position(threshold: float | Tensor, labels: Tensor, dtype: torch.dtype)
     return threshold
 
 
-@torch.no_grad()
+@no_grad
 def dual_threshold(
     probs: Tensor,
     low: float | Tensor = 0.1,
@@ -110,7 +111,7 @@ def dual_threshold(
     return hard_selection(labels, certain, confidence, valid)
 
 
-@torch.no_grad()
+@no_grad
 def uncertain_positions(selection: Selection, low: float | Tensor = 0.1) -> Tensor:
     """The uncertain pseudo-labels of a :func:`dual_threshold` selection: valid, not
     certain, confidence (``score``) >= ``low`` — Efficient Teacher's objectness-only boxes.

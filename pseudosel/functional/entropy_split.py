@@ -10,10 +10,10 @@ computes it per rank with numpy on the CPU.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from pseudosel._deprecation import renamed_keywords, warn_once
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
 from pseudosel.features import confidence_and_labels, entropy
 from pseudosel.functional.quantile import masked_quantile
@@ -24,7 +24,7 @@ from pseudosel.validation import check_real
 __all__ = ["entropy_split", "split_by_entropy"]
 
 
-@torch.no_grad()
+@no_grad
 @renamed_keywords("entropy_split", group="process_group")
 def entropy_split(
     probs: Tensor,

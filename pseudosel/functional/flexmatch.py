@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from pseudosel._deprecation import keyword_valid, renamed_keywords, warn_once
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_gather_cat, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.threshold import class_threshold_selection
@@ -80,7 +81,7 @@ def flexmatch_init(
     )
 
 
-@torch.no_grad()
+@no_grad
 def flexmatch_thresholds(
     classwise_acc: Tensor, *, tau: float = 0.95, mapping: str = "convex"
 ) -> Tensor:
@@ -111,7 +112,7 @@ def flexmatch_thresholds(
     return tau * mapped
 
 
-@torch.no_grad()
+@no_grad
 @keyword_valid("flexmatch_select", 2)
 def flexmatch_select(
     probs: Tensor,
@@ -152,7 +153,7 @@ def flexmatch_select(
     return class_threshold_selection(probs, thresholds, valid)
 
 
-@torch.no_grad()
+@no_grad
 @renamed_keywords("flexmatch_update", group="process_group")
 def flexmatch_update(
     probs: Tensor,
@@ -224,7 +225,7 @@ def check_flexmatch_options(tau: object, mapping: object) -> tuple[float, str]:
     return check_real("tau", tau, low=0.0, high=1.0), check_choice("mapping", mapping, MAPPINGS)
 
 
-@torch.no_grad()
+@no_grad
 def flexmatch_classwise_acc(counts: Tensor, previous: Tensor, *, warmup: bool = True) -> Tensor:
     """β from the learning-effect counts; unchanged while one bucket holds everything.
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_input
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.alignment import masked_class_sums
@@ -51,7 +52,7 @@ def freematch_init(num_classes: int, *, dtype=torch.float32, device=None) -> Fre
     return FreeMatchState(uniform.mean(), uniform.clone(), uniform.clone())
 
 
-@torch.no_grad()
+@no_grad
 @state_after_input("freematch_update", FreeMatchState)
 @renamed_keywords("freematch_update", group="process_group")
 def freematch_update(
@@ -131,7 +132,7 @@ def freematch_update(
     )
 
 
-@torch.no_grad()
+@no_grad
 @keyword_valid("freematch_select", 2)
 def freematch_select(
     probs: Tensor,

@@ -43,6 +43,7 @@ import math
 import torch
 from torch import Tensor
 
+from pseudosel._grad import no_grad
 from pseudosel.functional.separation import accumulation_dtype
 from pseudosel.kernels import eager_cpu
 from pseudosel.validation import (
@@ -117,7 +118,7 @@ def _em_step(
     return parameters, bound, running & ~converged
 
 
-@torch.no_grad()
+@no_grad
 def gmm_thresholds(
     scores: Tensor,
     valid: Tensor | None = None,
@@ -210,7 +211,7 @@ def gmm_thresholds(
     return threshold.to(scores.dtype)
 
 
-@torch.no_grad()
+@no_grad
 def total_score_cut(scores: Tensor, valid: Tensor | None = None, *, ratio: float = 1.0) -> Tensor:
     """Consistent-Teacher's per-image pre-filter: the cut below which an image's boxes are
     dropped before the GMM, from the image's total score.
@@ -256,7 +257,7 @@ def total_score_cut(scores: Tensor, valid: Tensor | None = None, *, ratio: float
     return torch.where(count > 0, cut, 1.0)
 
 
-@torch.no_grad()
+@no_grad
 def score_queue_update(
     queue: Tensor, scores: Tensor, labels: Tensor, valid: Tensor | None = None
 ) -> Tensor:

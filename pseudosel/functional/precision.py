@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from pseudosel._deprecation import keyword_valid, renamed_keywords, warn_once
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_gather_cat
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.clopper_pearson import betainc_iterations, binomial_tail
@@ -120,7 +121,7 @@ def precision_candidates(num: int = NUM_CANDIDATES, *, dtype=torch.float64, devi
     return torch.arange(num, -1, -1, dtype=torch.float64, device=device).div(num).to(dtype)
 
 
-@torch.no_grad()
+@no_grad
 @renamed_keywords("precision_target_update", group="process_group")
 def precision_target_update(
     probs: Tensor,
@@ -244,7 +245,7 @@ def check_label_tensor(
         check_labels(labels, num_classes, valid, name=name)
 
 
-@torch.no_grad()
+@no_grad
 def precision_counts(
     confidence: Tensor,
     correct: Tensor,
@@ -305,7 +306,7 @@ def min_certifiable(epsilon: float, delta: float) -> int:
     return n
 
 
-@torch.no_grad()
+@no_grad
 def check_target(epsilon: object, delta: object, min_count: object) -> tuple[float, float, int]:
     """The checked ``(epsilon, delta, min_count)``: ε and δ in (0, 1), min_count an int >= 0.
 
@@ -375,7 +376,7 @@ def certified_threshold(
     return tau.to(candidates.dtype)
 
 
-@torch.no_grad()
+@no_grad
 def precision_target_calibrate(
     state: PrecisionTargetState,
     candidates: Tensor,
@@ -434,7 +435,7 @@ def precision_target_calibrate(
     return state._replace(thresh=torch.where(state.filled > 0, thresh, state.thresh))
 
 
-@torch.no_grad()
+@no_grad
 @keyword_valid("precision_target_select", 2)
 def precision_target_select(
     probs: Tensor,

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pseudosel._deprecation import renamed_keywords
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 
 __all__ = ["masked_quantile", "order_statistics"]
@@ -64,7 +65,7 @@ def _pick_digit(histogram: Tensor, rank: Tensor) -> tuple[Tensor, Tensor]:
     return digit, rank - before
 
 
-@torch.no_grad()
+@no_grad
 @renamed_keywords("order_statistics", group="process_group")
 def order_statistics(
     values: Tensor, valid: Tensor, ranks: Tensor, process_group: ProcessGroup | None = None
@@ -104,7 +105,7 @@ def order_statistics(
     return torch.where(total > 0, result, 0.0)
 
 
-@torch.no_grad()
+@no_grad
 @renamed_keywords("masked_quantile", group="process_group")
 def masked_quantile(
     values: Tensor, valid: Tensor, q: float | Tensor, process_group: ProcessGroup | None = None

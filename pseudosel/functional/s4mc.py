@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.inputs import prepare
@@ -155,7 +156,7 @@ def _lent_and_refined(
     return lending, refined.reshape(lending.shape)
 
 
-@torch.no_grad()
+@no_grad
 def s4mc_refine(
     probs: Tensor,
     *,
@@ -227,7 +228,7 @@ def _indicator(probs: Tensor, indicator: str) -> Tensor:
     return -(probs * torch.log(probs + 1e-10)).sum(1)
 
 
-@torch.no_grad()
+@no_grad
 def s4mc(
     probs: Tensor,
     drop_percent: float | Tensor = 60.0,

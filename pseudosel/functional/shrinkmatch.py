@@ -37,6 +37,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from pseudosel._grad import no_grad
 from pseudosel.functional.threshold import threshold
 from pseudosel.inputs import prepare
 from pseudosel.selection import Selection
@@ -77,7 +78,7 @@ def _check_ratio(certain_ratio: float | Tensor) -> float | Tensor:
     return check_real("certain_ratio", certain_ratio, low=0.0, high=1.0)
 
 
-@torch.no_grad()
+@no_grad
 def shrink_classes(
     probs: Tensor,
     tau: float = 0.95,
@@ -152,7 +153,7 @@ def shrink_classes(
     return ShrunkClasses(labels, classes, weight, valid)
 
 
-@torch.no_grad()
+@no_grad
 def shrinkmatch(
     probs: Tensor,
     tau: float = 0.95,

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_input
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import per_class_inputs
@@ -55,7 +56,7 @@ def softmatch_init(
     )
 
 
-@torch.no_grad()
+@no_grad
 @state_after_input("softmatch_update", SoftMatchState)
 @renamed_keywords("softmatch_update", group="process_group")
 def softmatch_update(
@@ -128,7 +129,7 @@ def softmatch_update(
     )
 
 
-@torch.no_grad()
+@no_grad
 @keyword_valid("softmatch_select", 2)
 def softmatch_select(
     probs: Tensor,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from pseudosel import kernels
+from pseudosel._grad import no_grad
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
 from pseudosel.selection import Selection, hard_selection
@@ -14,7 +14,7 @@ from pseudosel.validation import check_activation, check_real
 __all__ = ["class_threshold_selection", "threshold"]
 
 
-@torch.no_grad()
+@no_grad
 def threshold(
     probs: Tensor,
     tau: float = 0.95,
@@ -98,7 +98,7 @@ def threshold(
     return hard_selection(labels, mask, confidence, valid)
 
 
-@torch.no_grad()
+@no_grad
 def class_threshold_selection(probs: Tensor, class_thresholds: Tensor, valid: Tensor) -> Selection:
     """Hard selection with one threshold per class: mask = max p >= T(argmax p).
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.quantile import order_statistics
@@ -29,7 +30,7 @@ from pseudosel.validation import check_real
 __all__ = ["top_ratio"]
 
 
-@torch.no_grad()
+@no_grad
 def top_ratio(
     probs: Tensor,
     ratio: float = 0.01,

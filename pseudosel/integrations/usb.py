@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 import pseudosel
+from pseudosel._grad import no_grad
 from pseudosel.registry import (
     MISSING,
     SelectorSpec,
@@ -223,7 +224,7 @@ class PseudoselMaskingHook(MaskingHook):
         self._restored = False
 
     # ----------------------------------------------------------------------------- USB calls
-    @torch.no_grad()
+    @no_grad
     def masking(
         self,
         algorithm: Any,

@@ -20,6 +20,7 @@ from torch import Tensor
 
 import pseudosel.features as formulas
 import pseudosel.validation as validation
+from pseudosel.kernels import blocks
 from pseudosel.kernels.blocks import BlockScratch, flatten, position_blocks
 
 __all__ = [
@@ -38,7 +39,7 @@ def takes_argmax(probs: Tensor) -> bool:
     """Whether :func:`confidence_and_labels` beats ``max(1)`` on this (eager CPU) input:
     dense input (the class dim is not the last one) or more than one block; for a small
     classification batch, ``max(1)`` over its last dim is already fast."""
-    return probs.dim() > 2 or len(position_blocks(flatten(probs))) > 1
+    return probs.dim() > 2 or probs.numel() > blocks.CPU_BLOCK_ELEMENTS  # > one block
 
 
 def max_and_index(block: Tensor, scratch: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -81,6 +81,9 @@ class UsbMapping:
             ``classwise_acc`` ...) → the module buffer that holds it.
         initial: USB attribute → ``f(num_classes, num_unlabeled)``, what USB's own hook
             holds before its first call.
+        hook: the class name of USB's own masking hook this selector replaces (under
+            ``semilearn.algorithms``), or "": ``pseudosel bench --peers`` times the two side
+            by side (:mod:`pseudosel.tools.bench.peers`).
 
     Example:
         >>> from pseudosel.registry import selector_spec
@@ -91,6 +94,7 @@ class UsbMapping:
     settings: Mapping[str, str | Callable[[Any], Any]] = field(default_factory=_no_options)
     state: Mapping[str, str] = field(default_factory=_no_options)
     initial: Mapping[str, Callable[[int, int], Any]] = field(default_factory=_no_options)
+    hook: str = ""
 
 
 #: a USB settings reader's answer for "the algorithm has no such setting"

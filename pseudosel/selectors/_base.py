@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
 from pseudosel.inputs import Inputs, prepare
 from pseudosel.kernels import BACKENDS
@@ -242,7 +242,7 @@ class Alignment(CheckedModule):
     def state(self) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
-    @torch.no_grad()
+    @no_grad
     def forward(
         self,
         probs: Tensor,
@@ -257,7 +257,7 @@ class Alignment(CheckedModule):
             self._update(probs, probs_labeled, valid, valid_labeled)
         return type(self).align_stage(probs, self.state(), validate=False)
 
-    @torch.no_grad()
+    @no_grad
     def update(
         self,
         probs: Tensor,
@@ -319,7 +319,7 @@ class UpdateThenSelect(Selector):
     def state(self) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """In training mode update the statistics, then select; in eval mode select."""
         inputs = self.prepare(probs, valid)
@@ -335,7 +335,7 @@ class UpdateThenSelect(Selector):
         )
         return self.finish(selection)
 
-    @torch.no_grad()
+    @no_grad
     def update(self, probs: Tensor, valid: Tensor | None = None) -> None:
         """Advance the statistics with a batch, without selecting."""
         inputs = self.prepare(probs, valid)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector
@@ -56,7 +56,7 @@ class AdaMatchSelector(Selector):
         self.tau = check_real("tau", tau, low=0.0, high=1.0)
         self.process_group = process_group
 
-    @torch.no_grad()
+    @no_grad
     def forward(
         self,
         probs: Tensor,

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel._deprecation import warn_once
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_gather_cat
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection
@@ -106,13 +107,13 @@ class AdshSelector(Selector):
         """(K,) class-wise thresholds exp(−s)."""
         return F.adsh_thresholds(self.state())
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select with the current class-wise thresholds (training and eval mode alike)."""
         probs, valid, _ = self.prepare(probs, valid)
         return self.finish(F.adsh_select(probs, self.state(), valid=valid, validate=False))
 
-    @torch.no_grad()
+    @no_grad
     def update(self, probs: Tensor, index: Tensor, valid: Tensor | None = None) -> None:
         """Store the confidence and arg-max of unlabelled samples ``index`` for this pass."""
         probs, valid, _ = self.prepare(probs, valid)
@@ -139,7 +140,7 @@ class AdshSelector(Selector):
         self.confidence.index_copy_(0, index, confidence)
         self.prediction.index_copy_(0, index, labels)
 
-    @torch.no_grad()
+    @no_grad
     def calibrate(self, *, reset: bool = True) -> None:
         """New scores from this pass's records (USB's ``after_train_epoch``); then, with
         ``reset``, forget the records for the next pass."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
 from pseudosel.features import with_shared_features
 from pseudosel.functional.cgmatch import _check_window, check_index
@@ -124,7 +124,7 @@ class CGMatchSelector(Selector):
         count gap >= g_t (the current :meth:`gap_threshold`). bool (N,)."""
         return F.ambiguous_positions(selection, self.gap_mu)
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, index: Tensor, valid: Tensor | None = None) -> Selection:
         """Training: record the batch, move μ_t and g_t, then select. Eval: select.
 
@@ -182,13 +182,13 @@ class CGMatchSelector(Selector):
             validate=False,
         )
 
-    @torch.no_grad()
+    @no_grad
     def update(self, probs: Tensor, index: Tensor, valid: Tensor | None = None) -> None:
         """Record the batch and move μ_t and g_t, without selecting."""
         probs, valid, index = self._inputs(probs, index, valid)
         self._store(self._advance(probs, index, valid))
 
-    @torch.no_grad()
+    @no_grad
     def record(self, probs: Tensor, index: Tensor, valid: Tensor | None = None) -> None:
         """Only record the batch's pseudo-labels in the counts (μ_t, g_t unchanged): the
         authors' warm-up passes, one prediction per unlabelled sample after each

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.class_prior import (
@@ -141,7 +142,7 @@ class ClassPriorSelector(Selector):
         learned = self.label_counts / total.clamp(min=1)
         return torch.where(total > 0, learned, self.prior)
 
-    @torch.no_grad()
+    @no_grad
     def update_labeled(
         self, labels: Tensor, valid: Tensor | None = None, *, ignore_index: int | None = None
     ) -> None:
@@ -208,14 +209,14 @@ class ClassPriorSelector(Selector):
         self.thresholds.copy_(torch.where(update, new, self.thresholds))
         self.initialized.logical_or_(update)
 
-    @torch.no_grad()
+    @no_grad
     def update(self, probs: Tensor, valid: Tensor | None = None) -> None:
         """Move the running cuts with a batch, without selecting."""
         probs, valid, _ = self.prepare(probs, valid)
         confidence, labels = confidence_and_labels(probs)
         self._advance(confidence, labels, valid)
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Training: move the cuts with the batch, then select. Eval: select with the
         stored cuts."""

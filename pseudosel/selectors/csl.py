@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel._deprecation import renamed_keywords
+from pseudosel._grad import no_grad
 from pseudosel.compiled import compiled
 from pseudosel.features import DEFAULT_RESIDUAL
 from pseudosel.functional.csl import CSL_PRESETS, check_csl_options
@@ -111,7 +111,7 @@ class CSLSelector(Selector):
         check_choice("preset", name, CSL_PRESETS)
         return cls(**{**CSL_PRESETS[name], **overrides})
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select on ``probs``; see :func:`pseudosel.functional.csl`."""
         selection = self._select(

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._grad import no_grad
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector, check_positive_int
 from pseudosel.validation import check_real
@@ -114,7 +115,7 @@ class DashSelector(Selector):
             return torch.ones((), dtype=torch.bool, device=self.rho.device)
         return self.rho <= self.rho_min
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """One Dash step in training mode (update ρ if due, select, count); else select."""
         probs, valid, _ = self.prepare(probs, valid)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._grad import no_grad
 from pseudosel.functional.dual_threshold import check_dual_thresholds
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector
@@ -51,7 +51,7 @@ class DualThresholdSelector(Selector):
         super().__init__(**shared)
         self.low, self.high = check_dual_thresholds(low, high)
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """The certain pseudo-labels; see :func:`pseudosel.functional.dual_threshold`."""
         selection = F.dual_threshold(

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector, check_positive_int
@@ -67,7 +68,7 @@ class EntropySplitSelector(Selector):
         progress = self.step.clamp(max=self.total_steps).to(torch.float64) / self.total_steps
         return self.alpha0 * (1 - progress)
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Split with α_t; in training mode then advance the step."""
         selection = F.entropy_split(

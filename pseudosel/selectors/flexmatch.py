@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
 from pseudosel.features import with_shared_features
 from pseudosel.functional.flexmatch import check_flexmatch_options
@@ -139,7 +140,7 @@ class FlexMatchSelector(Selector):
             check_index(index, self.num_unlabeled)
         return probs, valid
 
-    @torch.no_grad()
+    @no_grad
     def forward(
         self, probs: Tensor, index: Tensor | None = None, valid: Tensor | None = None
     ) -> Selection:
@@ -159,7 +160,7 @@ class FlexMatchSelector(Selector):
             self._record(probs, index, valid)
         return self.finish(selection)
 
-    @torch.no_grad()
+    @no_grad
     def update(
         self, probs: Tensor, index: Tensor | None = None, valid: Tensor | None = None
     ) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_gather_cat
 from pseudosel.features import confidence_and_labels
 from pseudosel.selection import Selection, hard_selection
@@ -130,7 +131,7 @@ class GMMThresholdSelector(Selector):
         shape = (-1,) + (1,) * (confidence.dim() - 1)
         return valid & (confidence > cut.view(shape))
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Training: cut, queue, fit, select. Eval: cut and select with the stored
         thresholds."""

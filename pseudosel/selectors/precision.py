@@ -11,6 +11,7 @@ from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel._deprecation import warn_once
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
 from pseudosel.functional.precision import (
     DELTA,
@@ -157,14 +158,14 @@ class PrecisionTargetSelector(Selector):
             self.confidence, self.correct, self.predicted, self.filled, self.ptr, self.thresh
         )
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select with the current thresholds (training and eval mode alike)."""
         probs, valid, _ = self.prepare(probs, valid)
         selection = F.precision_target_select(probs, self.state(), valid=valid, validate=False)
         return self.finish(selection)
 
-    @torch.no_grad()
+    @no_grad
     def update_heldout(
         self, probs_heldout: Tensor, labels_heldout: Tensor, valid: Tensor | None = None
     ) -> None:
@@ -200,7 +201,7 @@ class PrecisionTargetSelector(Selector):
         )
         self.update_heldout(probs_heldout, labels_heldout, valid)
 
-    @torch.no_grad()
+    @no_grad
     def calibrate(self) -> None:
         """Recompute the thresholds from the window (unchanged while it is empty).
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
 from pseudosel.functional.s4mc import S4MC_BETA, S4MC_INDICATORS, check_s4mc_options
 from pseudosel.selection import Selection
@@ -115,7 +116,7 @@ class S4MCSelector(Selector):
         progress = (epochs_done * self.steps_per_epoch).to(torch.float64) / self.total_steps
         return 100 - (100 - self.drop_percent) * (1 - progress)
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select at drop_percent_t; in training mode then advance the step."""
         selection = F.s4mc(

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.functional.shrinkmatch import ShrunkClasses
 from pseudosel.selection import Selection
@@ -96,7 +97,7 @@ class ShrinkMatchSelector(Selector):
         self.register_buffer("certain_ratio", torch.zeros(1, dtype=torch.float64))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """The certain pseudo-labels (:func:`~pseudosel.functional.shrinkmatch`); in
         training mode the certain share enters the running ratio first."""
@@ -106,13 +107,13 @@ class ShrinkMatchSelector(Selector):
             self._advance(selection.mask, valid)
         return self.finish(selection)
 
-    @torch.no_grad()
+    @no_grad
     def update(self, probs: Tensor, valid: Tensor | None = None) -> None:
         """Advance the running certain share with a batch, without selecting."""
         probs, valid, _ = self.prepare(probs, valid)
         self._advance(F.shrinkmatch(probs, self.tau, valid=valid, validate=False).mask, valid)
 
-    @torch.no_grad()
+    @no_grad
     def shrink(self, probs: Tensor, valid: Tensor | None = None) -> ShrunkClasses:
         """The shrunk class space of ``probs`` with weights times the current
         :attr:`certain_ratio` (:func:`~pseudosel.functional.shrink_classes`); reads the

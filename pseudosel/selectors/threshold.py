@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel._grad import no_grad
 from pseudosel.compiled import compiled
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector, check_backend
@@ -63,7 +63,7 @@ class ThresholdSelector(Selector):
         else:
             self._select = functools.partial(F.threshold, backend=self.backend)
 
-    @torch.no_grad()
+    @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select on ``probs``; see :func:`pseudosel.functional.threshold`."""
         selection = self._select(

@@ -194,6 +194,14 @@ def _bench_parser(sub) -> None:
         "gmm_thresholds against the published per-class scikit-learn loop (needs "
         "scikit-learn)",
     )
+    bench.add_argument(
+        "--peers",
+        action="store_true",
+        help="instead: every selector USB also has beside semilearn 0.3.2's own hook for it, "
+        "on the same batches, at USB's sizes 448x10, 448x100 and 64x10 (or --sizes), with "
+        "pseudosel's defaults (validate=True); needs semilearn (the README's test command "
+        "installs it)",
+    )
     bench.add_argument("--no-compile", action="store_true", help="skip torch.compile rows")
     bench.add_argument(
         "--no-adaptive",
@@ -215,6 +223,8 @@ def _bench(args: argparse.Namespace, extra, argv: Sequence[str]) -> int:
 
     if args.gmm:
         return _bench_gmm(args)
+    if args.peers:
+        return _bench_peers(args)
     sizes = args.sizes or (benchmark.QUICK_SIZES if args.quick else benchmark.DEFAULT_SIZES)
     if args.large and not args.quick:
         sizes = [*sizes, *benchmark.LARGE_SIZES]
@@ -234,6 +244,27 @@ def _bench(args: argparse.Namespace, extra, argv: Sequence[str]) -> int:
     )
     json_path, md_path = benchmark.save(report, args.out)
     print(benchmark.markdown(report))
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def _bench_peers(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from pseudosel.tools.bench import peers
+
+    if args.device is not None and torch.device(args.device).type != "cpu":
+        raise SystemExit("--peers times the CPU: USB's hooks move their state on every call")
+    sizes = args.sizes or (["64x10"] if args.quick else list(peers.PEER_SIZES))
+    report = peers.peer_report(sizes, rounds=3 if args.quick else 15)
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = args.out / "peers.json", args.out / "peers.md"
+    json_path.write_text(json.dumps(peers.report_dict(report), indent=2) + "\n")
+    table = peers.peer_markdown(report)
+    md_path.write_text(table + "\n")
+    print(table)
     print(f"wrote {json_path} and {md_path}")
     return 0
 

@@ -1,23 +1,8 @@
 """Test support for the USB (semilearn 0.3.2) integration: the import environment and a CPU rig.
 
-Environment. The README's test command installs semilearn's pure-Python import needs with the
-``usb`` extra, then ``semilearn==0.3.2`` and ``torchvision==0.28.0`` with ``--no-deps`` into
-``<venv>/usb`` (not site-packages: PyPI's torchvision is CUDA-linked and, beside the CPU torch,
-fails to import with "operator torchvision::nms does not exist", which would also break
-``import lightning`` in every process of the venv). :func:`install_import_shims` (called by
-``tests/integrations/conftest.py``, for the USB tests only) makes that folder importable
-inside pytest and adds two shims:
-
-- when torchvision's C++ operators did not load, the two op schemas its Python code registers
-  fakes for (``torchvision::nms``, ``torchvision::qnms``) are defined with ``torch.library``
-  first, so the pure-Python parts (``transforms``, which USB's augmentation uses) load;
-- modules semilearn imports at top level for code these tests never run — torchaudio (audio
-  datasets), transformers (BERT/wav2vec collators and nets), timm (ViT), wandb and aim
-  (logger hooks) — resolve to stubs, only when the real package is not installed.
-
-A USB user does not need either shim: installed from the index that matches their torch
-(e.g. PyTorch's CPU index for a CPU torch), torchvision imports, and semilearn's own
-requirements bring the rest. See docs/usb.md.
+Environment: :mod:`pseudosel.tools.semilearn_env` (its ``install_import_shims`` is called by
+``tests/integrations/conftest.py``, for the USB tests only) makes the ``<venv>/usb`` folder
+the README's test command installs semilearn into importable, with its two shims.
 
 Rig. :func:`digit_batches` runs sklearn's digits through USB's own ``BasicDataset``,
 ``RandAugment`` and ``get_data_loader``; :func:`build_algorithm` builds an algorithm with
@@ -29,14 +14,9 @@ method itself needs CUDA).
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import inspect
 import os
 import random
-import sys
-import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,67 +26,11 @@ import pytest
 import torch
 from torch import nn
 
-# Where the README's test command installs semilearn and torchvision (pip --target).
-USB_SITE = Path(os.environ.get("PSEUDOSEL_USB_SITE", Path(sys.prefix) / "usb"))
-STUBBED = ("torchaudio", "transformers", "timm", "wandb", "aim")
-INSTALL_HINT = (
-    'run the README test command, or: pip install -e ".[usb]" && pip install --no-deps '
-    f"--upgrade --target {USB_SITE} semilearn==0.3.2 torchvision==0.28.0"
+from pseudosel.tools.semilearn_env import (  # noqa: F401 (install_import_shims: for conftest)
+    INSTALL_HINT,
+    install_import_shims,
+    semilearn_available,
 )
-
-
-class _TorchvisionOps(importlib.abc.MetaPathFinder):
-    """Before torchvision registers fakes for its operators, define any that did not load."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "torchvision._meta_registrations":
-            for op in ("nms", "qnms"):
-                if not _operator_exists(f"torchvision::{op}"):
-                    torch.library.define(
-                        f"torchvision::{op}",
-                        "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-                    )
-        return None  # the regular finders import the module
-
-
-def _operator_exists(qualified_name: str) -> bool:
-    return bool(torch._C._dispatch_has_kernel(qualified_name)) or any(
-        schema.name == qualified_name for schema in torch._C._jit_get_all_schemas()
-    )
-
-
-class _StubModule(types.ModuleType):
-    """A package whose every public attribute is a placeholder class."""
-
-    def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        message = f"{self.__name__}.{attr} is a test stub (see tests/helpers/usb_support.py)"
-
-        def refuse(*args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError(message)
-
-        stub = type(attr, (), {"__init__": refuse, "__module__": self.__name__})
-        setattr(self, attr, stub)
-        return stub
-
-
-class _Stubs(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Last on sys.meta_path: answers only for the STUBBED packages no other finder found."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in STUBBED:
-            return importlib.machinery.ModuleSpec(name, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = _StubModule(spec.name)
-        module.__path__ = []
-        return module
-
-    def exec_module(self, module):
-        return None
-
 
 #: marks of a test module that runs inside semilearn: its CPU warnings ignored, one thread
 #: (the ``one_thread`` fixture of tests/integrations/conftest.py)
@@ -115,21 +39,6 @@ IN_SEMILEARN = [
     pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning:torch.*"),
     pytest.mark.usefixtures("one_thread"),
 ]
-
-
-def install_import_shims() -> None:
-    """Make semilearn importable in this process (idempotent; imports nothing itself)."""
-    if USB_SITE.is_dir() and str(USB_SITE) not in sys.path:
-        sys.path.append(str(USB_SITE))
-    if not any(isinstance(finder, _TorchvisionOps) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _TorchvisionOps())
-    if not any(isinstance(finder, _Stubs) for finder in sys.meta_path):
-        sys.meta_path.append(_Stubs())
-
-
-def semilearn_available() -> bool:
-    install_import_shims()
-    return importlib.util.find_spec("semilearn") is not None
 
 
 def require_semilearn() -> None:

@@ -1,0 +1,472 @@
+"""``pseudosel bench --peers``: pseudosel's selectors beside semilearn's (USB 0.3.2) own hooks.
+
+USB is where most readers first meet these selectors, so its hooks are the peers to beat at
+its own sizes (CIFAR: 448 unlabelled samples per step, 10 or 100 classes; 64 for a small
+batch). Every registered selector whose :class:`~pseudosel.registry.UsbMapping` names the
+USB hook it replaces (``hook=``), and distribution alignment (USB's ``DistAlignEMAHook`` and
+``DistAlignQueueHook``), is timed on the same batches as that hook, in one run, round by
+round in turn:
+
+- pseudosel: the selector's module as a training loop holds it, with its defaults —
+  ``validate=True`` included — one training step per call (:meth:`SelectorSpec.step`);
+- USB: what USB's ``train_step`` calls for the same result: the masking hook on the weak
+  view's probabilities (``softmax_x_ulb=False``, as USB's algorithms call it) and, where the
+  pseudosel selection also carries the pseudo-labels, ``PseudoLabelingHook.gen_ulb_targets``
+  (hard labels); the alignment hooks' ``dist_align``.
+
+Before timing, both run the same 20 batches from their initial state and their outputs are
+compared (``same output``: equal masks and labels; weights, aligned probabilities and the
+Dash loss within float32 rounding): a row times two implementations of one rule, not two
+rules. The batches cycle through 8 draws of varied confidence; FlexMatch gets random
+positions in an unlabelled set of 50,000 (CIFAR's), AdaMatch a labelled batch of a seventh
+of the unlabelled one.
+
+semilearn is imported from where the README's test command installs it
+(:mod:`pseudosel.tools.semilearn_env`); without it, :func:`peer_report` raises ImportError
+with the install line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import platform
+import statistics
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pseudosel.registry import available_selectors, selector_spec
+from pseudosel.tools.bench.sizes import parse_size
+from pseudosel.tools.semilearn_env import INSTALL_HINT, install_import_shims
+
+__all__ = ["PEER_SIZES", "PeerRow", "peer_markdown", "peer_report"]
+
+#: USB's sizes: CIFAR-10 and CIFAR-100 steps (64 labelled x uratio 7), and a small batch
+PEER_SIZES = ("448x10", "448x100", "64x10")
+#: the unlabelled set FlexMatch records per sample (CIFAR's 50,000)
+NUM_UNLABELED = 50_000
+#: steps both sides run from their initial state before timing, outputs compared
+CHECKED_STEPS = 20
+#: distinct batches per size, cycled
+BATCHES = 8
+#: calls per timed round; rounds alternate between pseudosel and USB
+CALLS_PER_ROUND = 20
+#: USB's defaults for what its hooks read from the algorithm (semilearn's config files)
+TAU = 0.95
+MOMENTUM = 0.999
+DASH = dict(rho_min=0.05, gamma=1.27, C=1.0001, rho_init=1.0, T=0.5, iter_per_epoch=100)
+
+
+@dataclass
+class PeerRow:
+    """One selector at one size: median ms per step of each side, and their ratio."""
+
+    selector: str
+    hook: str
+    shape: list[int]
+    ours_ms: float
+    usb_ms: float
+    ratio: float  # pseudosel / USB: below 1, pseudosel is faster
+    same_output: bool
+    difference: str = ""  # what differed, when not the same
+
+
+@dataclass
+class PeerReport:
+    date: str
+    machine: str
+    torch: str
+    semilearn: str
+    python: str
+    threads: int
+    rounds: int
+    calls_per_round: int = CALLS_PER_ROUND
+    rows: list[PeerRow] = field(default_factory=list)
+
+
+@dataclass
+class _Pair:
+    """Both sides of one row: factories of a fresh step function each (batch → outputs)."""
+
+    selector: str
+    hook: str
+    ours: Callable[[], Callable[[dict[str, Tensor]], Any]]
+    usb: Callable[[], Callable[[dict[str, Tensor]], Any]]
+    compare: Callable[[Any, Any], str]  # "" when equal, else what differs
+
+
+def peer_report(
+    sizes: Sequence[str] = PEER_SIZES, *, rounds: int = 15, seed: int = 0
+) -> PeerReport:
+    """Time every selector USB also has beside USB's hook, at each size (N x K, on the CPU).
+
+    Args:
+        sizes: classification shapes ``"NxK"`` (default :data:`PEER_SIZES`).
+        rounds: timed rounds per side (each :data:`CALLS_PER_ROUND` calls; the median
+            round is reported). Default 15.
+        seed: seed of the batches.
+
+    Raises:
+        ImportError: semilearn is not importable (the message says how to install it).
+        ValueError: a size that is not (N, K).
+    """
+    shapes = [parse_size(size) for size in sizes]
+    for size, shape in zip(sizes, shapes, strict=True):
+        if len(shape) != 2:
+            raise ValueError(f"--peers sizes are (N, K) classification batches, got {size!r}")
+    semilearn = _import_semilearn()
+    report = PeerReport(
+        date=date.today().isoformat(),
+        machine=f"{platform.machine()}, {platform.processor() or platform.platform()}",
+        torch=torch.__version__,
+        semilearn=getattr(semilearn, "__version__", "0.3.2"),
+        python=sys.version.split()[0],
+        threads=torch.get_num_threads(),
+        rounds=rounds,
+    )
+    for shape in shapes:
+        batches = _batches(shape, seed)
+        for pair in _pairs(shape[1]):
+            difference = _compare(pair, batches)
+            ours_s, usb_s = _time_side_by_side(pair, batches, rounds)
+            report.rows.append(
+                PeerRow(
+                    selector=pair.selector,
+                    hook=pair.hook,
+                    shape=list(shape),
+                    ours_ms=ours_s * 1e3,
+                    usb_ms=usb_s * 1e3,
+                    ratio=ours_s / usb_s,
+                    same_output=not difference,
+                    difference=difference,
+                )
+            )
+    return report
+
+
+def peer_markdown(report: PeerReport) -> str:
+    """The report as a markdown table, with its machine line."""
+    lines = [
+        f"{report.date} · {report.machine} · {report.threads} threads · torch {report.torch} · "
+        f"semilearn {report.semilearn} · median of {report.rounds} rounds of "
+        f"{report.calls_per_round} steps, alternated",
+        "",
+        "| selector | USB hook | shape | pseudosel ms | USB ms | pseudosel / USB | same output |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for row in report.rows:
+        shape = "x".join(map(str, row.shape))
+        same = "yes" if row.same_output else f"NO: {row.difference}"
+        lines.append(
+            f"| {row.selector} | {row.hook} | {shape} | {row.ours_ms:.3f} | {row.usb_ms:.3f} | "
+            f"{row.ratio:.2f} | {same} |"
+        )
+    slower = [row for row in report.rows if row.ratio > 1]
+    lines += [
+        "",
+        f"pseudosel no slower than USB's hook in {len(report.rows) - len(slower)} of "
+        f"{len(report.rows)} rows"
+        + ("." if not slower else "; slower: " + ", ".join(_row_name(row) for row in slower)),
+    ]
+    return "\n".join(lines)
+
+
+def report_dict(report: PeerReport) -> dict[str, Any]:
+    return asdict(report)
+
+
+def _row_name(row: PeerRow) -> str:
+    return f"{row.selector} at {'x'.join(map(str, row.shape))} ({row.ratio:.2f}x)"
+
+
+def _import_semilearn() -> types.ModuleType:
+    install_import_shims()
+    try:
+        import semilearn
+    except ImportError as error:
+        raise ImportError(f"pseudosel bench --peers needs semilearn 0.3.2 ({error}): "
+                          f"{INSTALL_HINT}") from error  # fmt: skip
+    return semilearn
+
+
+def _batches(shape: tuple[int, ...], seed: int) -> list[dict[str, Tensor]]:
+    """:data:`BATCHES` batches: probabilities of logits at several scales (from unsure to
+    confident), their log (USB's Dash hook takes logits), the labelled batch and the
+    unlabelled positions."""
+    n, k = shape
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for i in range(BATCHES):
+        scale = 1.0 + 1.5 * i
+        logits = torch.randn(n, k, generator=generator) * scale
+        labelled = torch.randn(max(1, n // 7), k, generator=generator) * (scale + 2.0)
+        probs = logits.softmax(-1)
+        batches.append(
+            {
+                "probs": probs,
+                "logits": probs.log(),
+                "probs_labeled": labelled.softmax(-1),
+                "index": torch.randperm(NUM_UNLABELED, generator=generator)[:n],
+            }
+        )
+    return batches
+
+
+def _cycle(batches: list[dict[str, Tensor]]) -> Iterator[dict[str, Tensor]]:
+    while True:
+        yield from batches
+
+
+def _compare(pair: _Pair, batches: list[dict[str, Tensor]]) -> str:
+    ours, usb = pair.ours(), pair.usb()
+    for step, batch in zip(range(CHECKED_STEPS), _cycle(batches), strict=False):
+        difference = pair.compare(ours(batch), usb(batch))
+        if difference:
+            return f"step {step}: {difference}"
+    return ""
+
+
+def _time_side_by_side(
+    pair: _Pair, batches: list[dict[str, Tensor]], rounds: int
+) -> tuple[float, float]:
+    """Median seconds per step of each side: rounds of :data:`CALLS_PER_ROUND` steps,
+    pseudosel and USB in turn, each side on fresh state warmed up by one round."""
+    sides = [(pair.ours(), _cycle(batches)), (pair.usb(), _cycle(batches))]
+    times: list[list[float]] = [[], []]
+    for round_ in range(rounds + 1):
+        for side, (step, batch_of) in enumerate(sides):
+            begin = time.perf_counter()
+            for _ in range(CALLS_PER_ROUND):
+                step(next(batch_of))
+            if round_ > 0:  # the first round warms up
+                times[side].append((time.perf_counter() - begin) / CALLS_PER_ROUND)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+# ------------------------------------------------------------------------------ the pairs
+def _pairs(num_classes: int) -> list[_Pair]:
+    """Every registered selector whose USB mapping names its hook, then alignment."""
+    _import_semilearn()
+    pairs = []
+    for name in available_selectors():
+        spec = selector_spec(name)
+        if spec.usb is None or not spec.usb.hook:
+            continue
+        if spec.usb.hook not in _USB_SIDES:
+            raise ValueError(
+                f"selector {name!r} names USB hook {spec.usb.hook!r}, which --peers cannot "
+                f"drive (known: {sorted(_USB_SIDES)})"
+            )
+        usb_side, options, compare = _USB_SIDES[spec.usb.hook]
+        pairs.append(
+            _Pair(
+                name,
+                spec.usb.hook,
+                _ours_factory(name, num_classes, options(num_classes)),
+                lambda side=usb_side: side(num_classes),
+                compare,
+            )
+        )
+    pairs += _alignment_pairs(num_classes)
+    return pairs
+
+
+def _ours_factory(name: str, num_classes: int, options: dict[str, Any]):
+    """A fresh module of the registered selector (its defaults, validate=True) → step."""
+    spec = selector_spec(name)
+
+    def build() -> Callable[[dict[str, Tensor]], Any]:
+        module = spec.build(num_classes, num_unlabeled=NUM_UNLABELED, **options).train()
+        inputs = [need for need in ("index", "probs_labeled") if _needs(spec, need)]
+
+        def step(batch: dict[str, Tensor]) -> Any:
+            return spec.step(module, batch["probs"], None, **{k: batch[k] for k in inputs})
+
+        return step
+
+    return build
+
+
+def _needs(spec, need: str) -> bool:
+    return ("labeled" if need == "probs_labeled" else need) in spec.needs
+
+
+def _hook(path: str, name: str):
+    return getattr(importlib.import_module(f"semilearn.algorithms.{path}"), name)
+
+
+def _algorithm(**settings: Any) -> types.SimpleNamespace:
+    """The attributes of USB's algorithm object that its hooks read (one process)."""
+    return types.SimpleNamespace(
+        p_cutoff=TAU, distributed=False, world_size=1, use_quantile=False, clip_thresh=False,
+        **settings,
+    )  # fmt: skip
+
+
+def _with_labels(masking: Callable[[dict[str, Tensor]], Tensor]):
+    """USB's mask, then its hard pseudo-labels (``PseudoLabelingHook``), as ``train_step``."""
+    labeler = _hook("hooks", "PseudoLabelingHook")()
+    algorithm = _algorithm()
+
+    def step(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        mask = masking(batch)
+        labels = labeler.gen_ulb_targets(algorithm, batch["probs"], use_hard_label=True,
+                                         softmax=False)  # fmt: skip
+        return mask, labels
+
+    return step
+
+
+def _fixed(num_classes: int):
+    hook, algorithm = _hook("hooks", "FixedThresholdingHook")(), _algorithm()
+    return _with_labels(
+        lambda b: hook.masking(algorithm, logits_x_ulb=b["probs"], softmax_x_ulb=False)
+    )
+
+
+def _adamatch(num_classes: int):
+    hook, algorithm = _hook("adamatch.utils", "AdaMatchThresholdingHook")(), _algorithm()
+    return _with_labels(
+        lambda b: hook.masking(
+            algorithm,
+            logits_x_lb=b["probs_labeled"],
+            logits_x_ulb=b["probs"],
+            softmax_x_lb=False,
+            softmax_x_ulb=False,
+        )  # fmt: skip
+    )
+
+
+def _flexmatch(num_classes: int):
+    hook = _hook("flexmatch.utils", "FlexMatchThresholdingHook")(
+        ulb_dest_len=NUM_UNLABELED, num_classes=num_classes, thresh_warmup=True
+    )
+    algorithm = _algorithm()
+    return _with_labels(
+        lambda b: hook.masking(
+            algorithm, logits_x_ulb=b["probs"], idx_ulb=b["index"], softmax_x_ulb=False
+        )  # fmt: skip
+    )
+
+
+def _freematch(num_classes: int):
+    hook = _hook("freematch.utils", "FreeMatchThresholdingHook")(num_classes, MOMENTUM)
+    algorithm = _algorithm()
+    return _with_labels(
+        lambda b: hook.masking(algorithm, logits_x_ulb=b["probs"], softmax_x_ulb=False)
+    )
+
+
+def _softmatch(num_classes: int):
+    hook = _hook("softmatch.utils", "SoftMatchWeightingHook")(num_classes, momentum=MOMENTUM)
+    algorithm = _algorithm()
+    return _with_labels(
+        lambda b: hook.masking(algorithm, logits_x_ulb=b["probs"], softmax_x_ulb=False)
+    )
+
+
+def _dash(num_classes: int):
+    from semilearn.core.criterions import CELoss
+
+    hook = _hook("dash.utils", "DashThresholdingHook")(
+        rho_min=DASH["rho_min"], gamma=DASH["gamma"], C=DASH["C"]
+    )
+    algorithm = _algorithm(
+        rho_init=DASH["rho_init"], T=DASH["T"], it=0, num_iter_per_epoch=DASH["iter_per_epoch"],
+        use_hard_label=False, ce_loss=CELoss(), compute_prob=lambda x: torch.softmax(x, -1),
+    )  # fmt: skip
+
+    def masking(batch: dict[str, Tensor]) -> Tensor:
+        mask = hook.masking(algorithm, logits_x_ulb=batch["logits"])
+        algorithm.it += 1  # USB's training loop counts the steps
+        return mask
+
+    return _with_labels(masking)
+
+
+def _dash_options(num_classes: int) -> dict[str, Any]:
+    return dict(rho_init=DASH["rho_init"], update_every=10 * DASH["iter_per_epoch"],
+                gamma=DASH["gamma"], c=DASH["C"], rho_min=DASH["rho_min"], T=DASH["T"])  # fmt: skip
+
+
+def _no_options(num_classes: int) -> dict[str, Any]:
+    return {}
+
+
+def _hard(ours, usb) -> str:
+    """A hard selection: equal mask and labels (USB's mask is a 0/1 float)."""
+    mask, labels = usb
+    if not torch.equal(ours.mask, mask > 0):
+        return f"{int((ours.mask != (mask > 0)).sum())} mask entries differ"
+    if not torch.equal(ours.labels, labels):
+        return "labels differ"
+    return ""
+
+
+def _soft(ours, usb) -> str:
+    """A soft weighting: weights within float32 rounding, equal labels."""
+    weight, labels = usb
+    if not torch.allclose(ours.weight, weight, rtol=1e-5, atol=1e-6):
+        return f"weights differ by up to {float((ours.weight - weight).abs().max()):.3g}"
+    if not torch.equal(ours.labels, labels):
+        return "labels differ"
+    return ""
+
+
+#: USB hook class → (its step factory, the pseudosel options that match USB's defaults,
+#: how the outputs compare)
+_USB_SIDES: dict[str, tuple[Callable, Callable[[int], dict[str, Any]], Callable]] = {
+    "FixedThresholdingHook": (_fixed, _no_options, _hard),
+    "AdaMatchThresholdingHook": (_adamatch, _no_options, _hard),
+    "FlexMatchThresholdingHook": (_flexmatch, _no_options, _hard),
+    "FreeMatchThresholdingHook": (_freematch, _no_options, _hard),
+    "SoftMatchWeightingHook": (_softmatch, _no_options, _soft),
+    "DashThresholdingHook": (_dash, _dash_options, _hard),
+}
+
+
+def _alignment_pairs(num_classes: int) -> list[_Pair]:
+    """Distribution alignment, EMA (ReMixMatch, SoftMatch...) and queue (SimMatch,
+    CoMatch): a transform before a selector, not a registered selector."""
+    from pseudosel import DistributionAlignment, DistributionAlignmentQueue
+
+    def usb_ema():
+        with contextlib.redirect_stdout(io.StringIO()):  # the hook prints its target
+            hook = _hook("hooks", "DistAlignEMAHook")(num_classes, momentum=MOMENTUM)
+        algorithm = _algorithm()
+        return lambda b: hook.dist_align(algorithm, probs_x_ulb=b["probs"])
+
+    def usb_queue():
+        with contextlib.redirect_stdout(io.StringIO()):
+            hook = _hook("hooks", "DistAlignQueueHook")(num_classes)
+        algorithm = _algorithm()
+        return lambda b: hook.dist_align(algorithm, probs_x_ulb=b["probs"])
+
+    def ours(cls):
+        def build():
+            module = cls(num_classes).train()
+            return lambda b: module(b["probs"])
+
+        return build
+
+    def aligned(ours_probs, usb_probs) -> str:
+        if torch.allclose(ours_probs, usb_probs, rtol=1e-5, atol=1e-7):
+            return ""
+        gap = float((ours_probs - usb_probs).abs().max())
+        return f"aligned probabilities differ by up to {gap:.3g}"
+
+    return [
+        _Pair("distribution alignment", "DistAlignEMAHook", ours(DistributionAlignment),
+              usb_ema, aligned),
+        _Pair("distribution alignment (queue)", "DistAlignQueueHook",
+              ours(DistributionAlignmentQueue), usb_queue, aligned),
+    ]  # fmt: skip

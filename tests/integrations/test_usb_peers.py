@@ -1,0 +1,67 @@
+"""``pseudosel bench --peers``: pseudosel's selectors beside semilearn 0.3.2's own hooks.
+
+The report is only worth reading if each row times two implementations of one rule, so the
+tool runs both sides on the same 20 batches first and records whether they gave the same
+output; here every row must. The timings themselves are not asserted (a benchmark, not a
+timed test): benchmarks/RESULTS.md records them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import usb_support
+
+import pseudosel
+from pseudosel.registry import selector_spec
+from pseudosel.tools.bench import peers
+
+usb_support.require_semilearn()
+
+
+def _usb_selectors() -> list[str]:
+    """The registered selectors whose USB mapping names the hook they replace."""
+    return [
+        name
+        for name in pseudosel.available_selectors()
+        if selector_spec(name).usb is not None and selector_spec(name).usb.hook
+    ]
+
+
+def test_every_usb_selector_is_timed_beside_its_hook_with_the_same_output(tmp_path):
+    command = [sys.executable, "-m", "pseudosel", "bench", "--peers", "--quick",
+               "--sizes", "64x10", "32x5", "--out", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "peers.json").read_text())
+    expected = [*_usb_selectors(), "distribution alignment", "distribution alignment (queue)"]
+    assert len(expected) >= 8  # threshold, AdaMatch, FlexMatch, FreeMatch, SoftMatch, Dash
+    for shape in ([64, 10], [32, 5]):
+        rows = [row for row in report["rows"] if row["shape"] == shape]
+        assert [row["selector"] for row in rows] == expected
+        for row in rows:
+            assert row["same_output"], (row["selector"], row["difference"])
+            assert row["ours_ms"] > 0 and row["usb_ms"] > 0
+            assert row["ratio"] == pytest.approx(row["ours_ms"] / row["usb_ms"])
+    table = (tmp_path / "peers.md").read_text()
+    assert "| flexmatch | FlexMatchThresholdingHook | 64x10 |" in table
+    assert "pseudosel no slower than USB's hook in" in table
+
+
+def test_a_difference_is_reported_not_hidden():
+    batches = peers._batches((16, 4), seed=0)
+    pair = next(pair for pair in peers._pairs(4) if pair.selector == "threshold")
+    assert peers._compare(pair, batches) == ""
+    # a selector at another threshold selects differently: the comparison must say so
+    strict = peers._Pair(pair.selector, pair.hook, peers._ours_factory("threshold", 4,
+                         {"tau": 0.5}), pair.usb, pair.compare)  # fmt: skip
+    assert "mask entries differ" in peers._compare(strict, batches)
+
+
+@pytest.mark.parametrize("size", ["8x21x4x4", "448"])
+def test_peer_sizes_are_classification_batches(size):
+    with pytest.raises(ValueError, match="size|shape"):
+        peers.peer_report([size], rounds=1)
