@@ -16,7 +16,7 @@ from torch import Tensor
 from pseudosel import kernels
 from pseudosel._deprecation import renamed_keywords, state_after_input
 from pseudosel._grad import no_grad
-from pseudosel.distributed import ProcessGroup, all_reduce_sum
+from pseudosel.distributed import ProcessGroup, all_reduce_sum, is_distributed
 from pseudosel.inputs import Inputs, per_class_inputs
 from pseudosel.kernels import cpu
 from pseudosel.kernels.blocks import flatten
@@ -35,11 +35,18 @@ class AlignmentState(NamedTuple):
     initialized: Tensor
 
 
-def masked_class_sums(probs: Tensor, valid: Tensor, dtype: torch.dtype) -> Tensor:
+def masked_class_sums(probs: Tensor, valid: Tensor | None, dtype: torch.dtype) -> Tensor:
     """Σ over valid positions of p, per class: (N, K, *spatial), (N, *spatial) → (K,).
 
     Ignored positions are replaced by 0 before the sum (not multiplied by 0), so NaN or Inf
-    there — padding, ignore regions — never reach the statistic."""
+    there — padding, ignore regions — never reach the statistic. ``valid=None``: every
+    position (a classification batch is then one sum over dim 0)."""
+    if valid is None and probs.dim() == 2:
+        return probs.sum(0, dtype=dtype)
+    if valid is None:
+        valid = torch.ones((), dtype=torch.bool, device=probs.device).expand(
+            probs.shape[:1] + probs.shape[2:]
+        )
     flat, keep = flatten(probs), flatten(valid.unsqueeze(1))
     # eager CPU: summed block by block, without the input-sized masked copy
     if kernels.eager_cpu(probs) and cpu.blocked(probs):
@@ -55,9 +62,15 @@ def prepared(
     return per_class_inputs(probs, valid, state.p_model.shape[-1], function, **front)
 
 
-def _class_mean(probs: Tensor, valid: Tensor, group) -> tuple[Tensor, Tensor]:
-    """(K,) mean of ``probs`` over valid positions (all ranks) and the global count."""
+def _class_mean(
+    probs: Tensor, valid: Tensor, group, all_valid: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """(K,) mean of ``probs`` over valid positions (all ranks) and the global count; with
+    ``all_valid`` and one process, the count is None (the batch's positions, not 0)."""
     work = compute_dtype(probs.dtype)
+    if all_valid and not is_distributed() and valid.numel() > 0:
+        # every position counts: the sums of one process divided by their number
+        return masked_class_sums(probs, None, work) / valid.numel(), None
     stats = torch.cat((masked_class_sums(probs, valid, work), valid.sum().to(work).unsqueeze(0)))
     all_reduce_sum(stats, group)
     count = stats[-1]
@@ -95,18 +108,21 @@ def alignment_update(
         >>> new.p_model, bool(new.initialized)  # the first batch sets p_model
         (tensor([0.8000, 0.2000]), True)
     """
-    probs, valid, _ = prepared(probs, valid, state, "alignment_update", **front)
+    probs, valid, all_valid = prepared(probs, valid, state, "alignment_update", **front)
     if probs_labeled is not None:
         probs_labeled, valid_labeled, _ = prepared(
             probs_labeled, valid_labeled, state, "alignment_update", name="probs_labeled", **front
         )
     m = momentum
     dtype = state.p_model.dtype
-    mean, count = _class_mean(probs, valid, process_group)
+    mean, count = _class_mean(probs, valid, process_group, all_valid)
     mean = mean.to(dtype)
     p_model = torch.where(state.initialized, state.p_model * m + (1 - m) * mean, mean)
-    p_model = torch.where(count > 0, p_model, state.p_model)
-    initialized = state.initialized | (count > 0)
+    if count is None:  # the batch's positions count: it is seen
+        initialized = torch.ones_like(state.initialized)
+    else:
+        p_model = torch.where(count > 0, p_model, state.p_model)
+        initialized = state.initialized | (count > 0)
     p_target = state.p_target
     if probs_labeled is not None:
         mean_lb, count_lb = _class_mean(probs_labeled, valid_labeled, process_group)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_input
 from pseudosel._grad import no_grad
-from pseudosel.distributed import ProcessGroup, all_reduce_sum
+from pseudosel.distributed import ProcessGroup, all_reduce_sum, is_distributed
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.alignment import masked_class_sums
 from pseudosel.functional.quantile import masked_quantile
@@ -89,31 +89,39 @@ def freematch_update(
         >>> round(float(new.time_p), 4)
         0.6
     """
-    probs, valid, _ = per_class_inputs(
+    probs, valid, all_valid = per_class_inputs(
         probs, valid, state.p_model.shape[0], "freematch_update", **front
     )
     num_classes = probs.shape[1]
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
     confidence = confidence.to(work)
-    weight = valid.to(work)
-    # ignored positions are replaced (not multiplied) by 0: NaN/Inf there stay out
-    class_sums = masked_class_sums(probs, valid, work)
-    hist = torch.zeros(num_classes, dtype=work, device=probs.device)
-    hist.index_add_(0, labels.flatten(), weight.flatten())
-    stats = torch.cat(
-        (
-            torch.where(valid, confidence, 0.0).sum().unsqueeze(0),
-            weight.sum().unsqueeze(0),
-            class_sums,
-            hist,
+    if all_valid and not is_distributed() and valid.numel() > 0:
+        # one process, every position counts: plain sums and a label histogram
+        count = valid.numel()
+        conf_sum = confidence.sum()
+        p_sum = masked_class_sums(probs, None, work)
+        hist = torch.bincount(labels.flatten(), minlength=num_classes).to(work)
+        seen = None
+    else:
+        weight = valid.to(work)
+        # ignored positions are replaced (not multiplied) by 0: NaN/Inf there stay out
+        class_sums = masked_class_sums(probs, valid, work)
+        hist = torch.zeros(num_classes, dtype=work, device=probs.device)
+        hist.index_add_(0, labels.flatten(), weight.flatten())
+        stats = torch.cat(
+            (
+                torch.where(valid, confidence, 0.0).sum().unsqueeze(0),
+                weight.sum().unsqueeze(0),
+                class_sums,
+                hist,
+            )
         )
-    )
-    all_reduce_sum(stats, process_group)
-    conf_sum, count = stats[0], stats[1]
-    p_sum, hist = stats[2 : 2 + num_classes], stats[2 + num_classes :]
-    seen = count > 0
-    count = count.clamp_min(1)
+        all_reduce_sum(stats, process_group)
+        conf_sum, count = stats[0], stats[1]
+        p_sum, hist = stats[2 : 2 + num_classes], stats[2 + num_classes :]
+        seen = count > 0
+        count = count.clamp_min(1)
     if use_quantile:
         batch_time = masked_quantile(confidence, valid, QUANTILE, process_group).to(work)
     else:
@@ -125,6 +133,8 @@ def freematch_update(
         time_p = time_p.clamp(0.0, CLIP_MAX)
     p_model = state.p_model * m + (1 - m) * (p_sum / count).to(dtype)
     label_hist = state.label_hist * m + (1 - m) * (hist / count).to(dtype)
+    if seen is None:  # the batch's positions count: it is seen
+        return FreeMatchState(time_p, p_model, label_hist)
     return FreeMatchState(
         torch.where(seen, time_p, state.time_p),
         torch.where(seen, p_model, state.p_model),
@@ -154,8 +164,8 @@ def freematch_select(
         >>> sel.mask  # τ₀ = 1/2
         tensor([True, True])
     """
-    probs, valid, _ = per_class_inputs(
+    probs, valid, all_valid = per_class_inputs(
         probs, valid, state.p_model.shape[0], "freematch_select", **front
     )
     local = state.p_model / state.p_model.max()
-    return class_threshold_selection(probs, state.time_p * local, valid)
+    return class_threshold_selection(probs, state.time_p * local, valid, all_valid=all_valid)

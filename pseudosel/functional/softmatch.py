@@ -87,7 +87,7 @@ def softmatch_update(
         >>> round(float(new.mu), 4), round(float(new.var), 4)
         (0.65, 0.51)
     """
-    probs, valid, _ = per_class_inputs(probs, valid, None, "softmatch_update", **front)
+    probs, valid, all_valid = per_class_inputs(probs, valid, None, "softmatch_update", **front)
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
     confidence = confidence.to(work).flatten()
@@ -96,7 +96,9 @@ def softmatch_update(
     slot = labels.flatten()
     shift = state.mu.to(work)[slot] if per_class else state.mu.to(work)
     # ignored positions are replaced (not multiplied) by 0: NaN/Inf there stay out
-    deviation = torch.where(valid.flatten(), confidence - shift, 0.0)
+    deviation = confidence - shift
+    if not all_valid:
+        deviation = torch.where(valid.flatten(), deviation, 0.0)
     if per_class:
         stats = torch.zeros(3, buckets, dtype=work, device=probs.device)
         stats[0].index_add_(0, slot, weight)
@@ -154,7 +156,7 @@ def softmatch_select(
         >>> sel.weight
         tensor([1.0000, 0.1353])
     """
-    probs, valid, _ = per_class_inputs(probs, valid, None, "softmatch_select", **front)
+    probs, valid, all_valid = per_class_inputs(probs, valid, None, "softmatch_select", **front)
     confidence, labels = confidence_and_labels(probs)
     if state.mu.dim() == 0:
         mu, var = state.mu.to(confidence.dtype), state.var.to(confidence.dtype)
@@ -164,6 +166,8 @@ def softmatch_select(
     below = (confidence - mu).clamp(max=0.0)
     spread = (2 * var / (n_sigma * n_sigma)).clamp_min(torch.finfo(var.dtype).tiny)  # no 0/0
     weight = torch.exp(-(below * below) / spread)
+    if all_valid:  # nothing to mask
+        return Selection(labels, weight, weight == 1, confidence, valid)
     weight = torch.where(valid, weight, 0.0)
     return Selection(
         labels=labels,

@@ -99,7 +99,9 @@ def threshold(
 
 
 @no_grad
-def class_threshold_selection(probs: Tensor, class_thresholds: Tensor, valid: Tensor) -> Selection:
+def class_threshold_selection(
+    probs: Tensor, class_thresholds: Tensor, valid: Tensor, *, all_valid: bool = False
+) -> Selection:
     """Hard selection with one threshold per class: mask = max p >= T(argmax p).
 
     The shared last step of the class-wise selectors (FlexMatch, FreeMatch).
@@ -108,6 +110,7 @@ def class_threshold_selection(probs: Tensor, class_thresholds: Tensor, valid: Te
         probs: (N, K, *spatial) probabilities.
         class_thresholds: (K,) thresholds T(k).
         valid: bool (N, *spatial).
+        all_valid: promise that ``valid`` is all True (skips the masking). Default False.
 
     Returns:
         :class:`~pseudosel.Selection`; score = max p − T(argmax p) (0 at ignored positions).
@@ -122,5 +125,7 @@ def class_threshold_selection(probs: Tensor, class_thresholds: Tensor, valid: Te
     """
     confidence, labels = confidence_and_labels(probs)
     threshold = class_thresholds.to(confidence.dtype)[labels]
-    mask = valid & (confidence >= threshold)
-    return hard_selection(labels, mask, confidence - threshold, valid)
+    mask = confidence >= threshold
+    if all_valid:  # nothing to mask
+        return Selection(labels, mask.to(confidence.dtype), mask, confidence - threshold, valid)
+    return hard_selection(labels, mask & valid, confidence - threshold, valid)

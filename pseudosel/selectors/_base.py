@@ -252,9 +252,10 @@ class Alignment(CheckedModule):
     ) -> Tensor:
         """Aligned probabilities (N, K, *spatial); updates first in training mode (with the
         labelled batch when the target is learned: ``target="model"``)."""
-        probs, valid, _ = self.prepare(probs, valid)
+        probs, valid, all_valid = self.prepare(probs, valid)
         if self.training:
-            self._update(probs, probs_labeled, valid, valid_labeled)
+            # no mask when nothing is ignored: the update then skips its masking
+            self._update(probs, probs_labeled, None if all_valid else valid, valid_labeled)
         return type(self).align_stage(probs, self.state(), validate=False)
 
     @no_grad
@@ -266,14 +267,14 @@ class Alignment(CheckedModule):
         valid_labeled: Tensor | None = None,
     ) -> None:
         """Advance the statistics with a batch, without aligning."""
-        probs, valid, _ = self.prepare(probs, valid)
-        self._update(probs, probs_labeled, valid, valid_labeled)
+        probs, valid, all_valid = self.prepare(probs, valid)
+        self._update(probs, probs_labeled, None if all_valid else valid, valid_labeled)
 
     def _update(
         self,
         probs: Tensor,
         probs_labeled: Tensor | None,
-        valid: Tensor,
+        valid: Tensor | None,
         valid_labeled: Tensor | None,
     ) -> None:
         if not self.learn_target:
@@ -323,10 +324,12 @@ class UpdateThenSelect(Selector):
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """In training mode update the statistics, then select; in eval mode select."""
         inputs = self.prepare(probs, valid)
-        # the update and the selection read one arg-max
-        return with_shared_features(self._step, inputs.probs, inputs.valid)
+        # the update and the selection read one arg-max; no mask when nothing is ignored,
+        # so that the stages skip their masking (they rebuild an all-True ``valid``)
+        valid = None if inputs.all_valid else inputs.valid
+        return with_shared_features(self._step, inputs.probs, valid)
 
-    def _step(self, probs: Tensor, valid: Tensor) -> Selection:
+    def _step(self, probs: Tensor, valid: Tensor | None) -> Selection:
         if self.training:
             self._store(self._advance(probs, valid))
         options = {name: getattr(self, name) for name in self.select_options}
@@ -339,9 +342,9 @@ class UpdateThenSelect(Selector):
     def update(self, probs: Tensor, valid: Tensor | None = None) -> None:
         """Advance the statistics with a batch, without selecting."""
         inputs = self.prepare(probs, valid)
-        self._store(self._advance(inputs.probs, inputs.valid))
+        self._store(self._advance(inputs.probs, None if inputs.all_valid else inputs.valid))
 
-    def _advance(self, probs: Tensor, valid: Tensor) -> tuple[Tensor, ...]:
+    def _advance(self, probs: Tensor, valid: Tensor | None) -> tuple[Tensor, ...]:
         options = {name: getattr(self, name) for name in self.update_options}
         return type(self).update_stage(
             probs,

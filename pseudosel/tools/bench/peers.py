@@ -199,9 +199,8 @@ def _import_semilearn() -> types.ModuleType:
 
 
 def _batches(shape: tuple[int, ...], seed: int) -> list[dict[str, Tensor]]:
-    """:data:`BATCHES` batches: probabilities of logits at several scales (from unsure to
-    confident), their log (USB's Dash hook takes logits), the labelled batch and the
-    unlabelled positions."""
+    """:data:`BATCHES` batches: logits at several scales (from unsure to confident), the
+    labelled batch's logits and the unlabelled positions."""
     n, k = shape
     generator = torch.Generator().manual_seed(seed)
     batches = []
@@ -209,15 +208,8 @@ def _batches(shape: tuple[int, ...], seed: int) -> list[dict[str, Tensor]]:
         scale = 1.0 + 1.5 * i
         logits = torch.randn(n, k, generator=generator) * scale
         labelled = torch.randn(max(1, n // 7), k, generator=generator) * (scale + 2.0)
-        probs = logits.softmax(-1)
-        batches.append(
-            {
-                "probs": probs,
-                "logits": probs.log(),
-                "probs_labeled": labelled.softmax(-1),
-                "index": torch.randperm(NUM_UNLABELED, generator=generator)[:n],
-            }
-        )
+        index = torch.randperm(NUM_UNLABELED, generator=generator)[:n]
+        batches.append({"logits": logits, "logits_labeled": labelled, "index": index})
     return batches
 
 
@@ -281,46 +273,69 @@ def _pairs(num_classes: int) -> list[_Pair]:
 
 
 def _ours_factory(name: str, num_classes: int, options: dict[str, Any]):
-    """A fresh module of the registered selector (its defaults, validate=True) → step."""
+    """A fresh module of the registered selector (its defaults, validate=True) → a step
+    from the batch's logits: ``softmax(-1)``, then :meth:`SelectorSpec.step`."""
     spec = selector_spec(name)
 
     def build() -> Callable[[dict[str, Tensor]], Any]:
         module = spec.build(num_classes, num_unlabeled=NUM_UNLABELED, **options).train()
-        inputs = [need for need in ("index", "probs_labeled") if _needs(spec, need)]
+        labelled, index = "labeled" in spec.needs, "index" in spec.needs
 
         def step(batch: dict[str, Tensor]) -> Any:
-            return spec.step(module, batch["probs"], None, **{k: batch[k] for k in inputs})
+            inputs = {}
+            if labelled:
+                inputs["probs_labeled"] = batch["logits_labeled"].softmax(-1)
+            if index:
+                inputs["index"] = batch["index"]
+            return spec.step(module, batch["logits"].softmax(-1), None, **inputs)
 
         return step
 
     return build
 
 
-def _needs(spec, need: str) -> bool:
-    return ("labeled" if need == "probs_labeled" else need) in spec.needs
-
-
 def _hook(path: str, name: str):
     return getattr(importlib.import_module(f"semilearn.algorithms.{path}"), name)
 
 
+def _softmax(logits: Tensor) -> Tensor:
+    """USB's ``AlgorithmBase.compute_prob``."""
+    return torch.softmax(logits, dim=-1)
+
+
 def _algorithm(**settings: Any) -> types.SimpleNamespace:
     """The attributes of USB's algorithm object that its hooks read (one process)."""
-    return types.SimpleNamespace(
-        p_cutoff=TAU, distributed=False, world_size=1, use_quantile=False, clip_thresh=False,
-        **settings,
-    )  # fmt: skip
+    defaults = dict(p_cutoff=TAU, distributed=False, world_size=1, use_quantile=False,
+                    clip_thresh=False, T=DASH["T"], compute_prob=_softmax)  # fmt: skip
+    return types.SimpleNamespace(**{**defaults, **settings})
 
 
-def _with_labels(masking: Callable[[dict[str, Tensor]], Tensor]):
-    """USB's mask, then its hard pseudo-labels (``PseudoLabelingHook``), as ``train_step``."""
+def _on_probs(masking: Callable[[Tensor, dict[str, Tensor]], Tensor]):
+    """FixMatch's ``train_step`` order: ``compute_prob`` (softmax), the masking hook on the
+    probabilities, then hard pseudo-labels from them (``PseudoLabelingHook``)."""
+    labeler = _hook("hooks", "PseudoLabelingHook")()
+    algorithm = _algorithm()
+
+    def step(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        probs = torch.softmax(batch["logits"].detach(), dim=-1)
+        mask = masking(probs, batch)
+        labels = labeler.gen_ulb_targets(algorithm, probs, use_hard_label=True, softmax=False)
+        return mask, labels
+
+    return step
+
+
+def _on_logits(masking: Callable[[dict[str, Tensor]], Tensor], *, hard: bool = True):
+    """FreeMatch's and Dash's ``train_step`` order: the masking hook on the logits (it
+    applies the softmax), then the pseudo-labels from the logits."""
     labeler = _hook("hooks", "PseudoLabelingHook")()
     algorithm = _algorithm()
 
     def step(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         mask = masking(batch)
-        labels = labeler.gen_ulb_targets(algorithm, batch["probs"], use_hard_label=True,
-                                         softmax=False)  # fmt: skip
+        labels = labeler.gen_ulb_targets(
+            algorithm, batch["logits"], use_hard_label=hard, T=algorithm.T
+        )
         return mask, labels
 
     return step
@@ -328,22 +343,24 @@ def _with_labels(masking: Callable[[dict[str, Tensor]], Tensor]):
 
 def _fixed(num_classes: int):
     hook, algorithm = _hook("hooks", "FixedThresholdingHook")(), _algorithm()
-    return _with_labels(
-        lambda b: hook.masking(algorithm, logits_x_ulb=b["probs"], softmax_x_ulb=False)
-    )
+
+    def masking(probs: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        return hook.masking(algorithm, logits_x_ulb=probs, softmax_x_ulb=False)
+
+    return _on_probs(masking)
 
 
 def _adamatch(num_classes: int):
     hook, algorithm = _hook("adamatch.utils", "AdaMatchThresholdingHook")(), _algorithm()
-    return _with_labels(
-        lambda b: hook.masking(
-            algorithm,
-            logits_x_lb=b["probs_labeled"],
-            logits_x_ulb=b["probs"],
-            softmax_x_lb=False,
+
+    def masking(probs: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        probs_labeled = torch.softmax(batch["logits_labeled"].detach(), dim=-1)
+        return hook.masking(
+            algorithm, logits_x_lb=probs_labeled, logits_x_ulb=probs, softmax_x_lb=False,
             softmax_x_ulb=False,
         )  # fmt: skip
-    )
+
+    return _on_probs(masking)
 
 
 def _flexmatch(num_classes: int):
@@ -351,27 +368,29 @@ def _flexmatch(num_classes: int):
         ulb_dest_len=NUM_UNLABELED, num_classes=num_classes, thresh_warmup=True
     )
     algorithm = _algorithm()
-    return _with_labels(
-        lambda b: hook.masking(
-            algorithm, logits_x_ulb=b["probs"], idx_ulb=b["index"], softmax_x_ulb=False
-        )  # fmt: skip
-    )
+
+    def masking(probs: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        return hook.masking(
+            algorithm, logits_x_ulb=probs, idx_ulb=batch["index"], softmax_x_ulb=False
+        )
+
+    return _on_probs(masking)
 
 
 def _freematch(num_classes: int):
     hook = _hook("freematch.utils", "FreeMatchThresholdingHook")(num_classes, MOMENTUM)
     algorithm = _algorithm()
-    return _with_labels(
-        lambda b: hook.masking(algorithm, logits_x_ulb=b["probs"], softmax_x_ulb=False)
-    )
+    return _on_logits(lambda batch: hook.masking(algorithm, logits_x_ulb=batch["logits"]))
 
 
 def _softmatch(num_classes: int):
     hook = _hook("softmatch.utils", "SoftMatchWeightingHook")(num_classes, momentum=MOMENTUM)
     algorithm = _algorithm()
-    return _with_labels(
-        lambda b: hook.masking(algorithm, logits_x_ulb=b["probs"], softmax_x_ulb=False)
-    )
+
+    def masking(probs: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        return hook.masking(algorithm, logits_x_ulb=probs, softmax_x_ulb=False)
+
+    return _on_probs(masking)
 
 
 def _dash(num_classes: int):
@@ -381,8 +400,8 @@ def _dash(num_classes: int):
         rho_min=DASH["rho_min"], gamma=DASH["gamma"], C=DASH["C"]
     )
     algorithm = _algorithm(
-        rho_init=DASH["rho_init"], T=DASH["T"], it=0, num_iter_per_epoch=DASH["iter_per_epoch"],
-        use_hard_label=False, ce_loss=CELoss(), compute_prob=lambda x: torch.softmax(x, -1),
+        rho_init=DASH["rho_init"], it=0, num_iter_per_epoch=DASH["iter_per_epoch"],
+        use_hard_label=False, ce_loss=CELoss(),
     )  # fmt: skip
 
     def masking(batch: dict[str, Tensor]) -> Tensor:
@@ -390,7 +409,8 @@ def _dash(num_classes: int):
         algorithm.it += 1  # USB's training loop counts the steps
         return mask
 
-    return _with_labels(masking)
+    # Dash trains on soft targets until rho reaches its floor: gen_ulb_targets as called
+    return _on_logits(masking, hard=False)
 
 
 def _dash_options(num_classes: int) -> dict[str, Any]:
@@ -402,14 +422,18 @@ def _no_options(num_classes: int) -> dict[str, Any]:
     return {}
 
 
+def _labels_differ(ours, labels: Tensor) -> bool:
+    if labels.dim() == ours.labels.dim() + 1:  # soft targets (Dash): their arg-max
+        labels = labels.argmax(-1)
+    return not torch.equal(ours.labels, labels)
+
+
 def _hard(ours, usb) -> str:
     """A hard selection: equal mask and labels (USB's mask is a 0/1 float)."""
     mask, labels = usb
     if not torch.equal(ours.mask, mask > 0):
         return f"{int((ours.mask != (mask > 0)).sum())} mask entries differ"
-    if not torch.equal(ours.labels, labels):
-        return "labels differ"
-    return ""
+    return "labels differ" if _labels_differ(ours, labels) else ""
 
 
 def _soft(ours, usb) -> str:
@@ -417,9 +441,7 @@ def _soft(ours, usb) -> str:
     weight, labels = usb
     if not torch.allclose(ours.weight, weight, rtol=1e-5, atol=1e-6):
         return f"weights differ by up to {float((ours.weight - weight).abs().max()):.3g}"
-    if not torch.equal(ours.labels, labels):
-        return "labels differ"
-    return ""
+    return "labels differ" if _labels_differ(ours, labels) else ""
 
 
 #: USB hook class → (its step factory, the pseudosel options that match USB's defaults,
@@ -435,26 +457,24 @@ _USB_SIDES: dict[str, tuple[Callable, Callable[[int], dict[str, Any]], Callable]
 
 
 def _alignment_pairs(num_classes: int) -> list[_Pair]:
-    """Distribution alignment, EMA (ReMixMatch, SoftMatch...) and queue (SimMatch,
-    CoMatch): a transform before a selector, not a registered selector."""
+    """Distribution alignment, EMA (ReMixMatch, SoftMatch, AdaMatch) and queue (SimMatch,
+    CoMatch): a transform before a selector, not a registered selector. Both sides: the
+    softmax of the logits, then the alignment."""
     from pseudosel import DistributionAlignment, DistributionAlignmentQueue
 
-    def usb_ema():
-        with contextlib.redirect_stdout(io.StringIO()):  # the hook prints its target
-            hook = _hook("hooks", "DistAlignEMAHook")(num_classes, momentum=MOMENTUM)
-        algorithm = _algorithm()
-        return lambda b: hook.dist_align(algorithm, probs_x_ulb=b["probs"])
+    def usb(name: str, **options: Any):
+        def build():
+            with contextlib.redirect_stdout(io.StringIO()):  # the hooks print their target
+                hook = _hook("hooks", name)(num_classes, **options)
+            algorithm = _algorithm()
+            return lambda b: hook.dist_align(algorithm, probs_x_ulb=b["logits"].softmax(-1))
 
-    def usb_queue():
-        with contextlib.redirect_stdout(io.StringIO()):
-            hook = _hook("hooks", "DistAlignQueueHook")(num_classes)
-        algorithm = _algorithm()
-        return lambda b: hook.dist_align(algorithm, probs_x_ulb=b["probs"])
+        return build
 
     def ours(cls):
         def build():
             module = cls(num_classes).train()
-            return lambda b: module(b["probs"])
+            return lambda b: module(b["logits"].softmax(-1))
 
         return build
 
@@ -466,7 +486,7 @@ def _alignment_pairs(num_classes: int) -> list[_Pair]:
 
     return [
         _Pair("distribution alignment", "DistAlignEMAHook", ours(DistributionAlignment),
-              usb_ema, aligned),
+              usb("DistAlignEMAHook", momentum=MOMENTUM), aligned),
         _Pair("distribution alignment (queue)", "DistAlignQueueHook",
-              ours(DistributionAlignmentQueue), usb_queue, aligned),
+              ours(DistributionAlignmentQueue), usb("DistAlignQueueHook"), aligned),
     ]  # fmt: skip
