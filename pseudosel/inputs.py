@@ -70,6 +70,7 @@ def prepare(
     per_class_state: str | None = None,
     name: str = "probs",
     to_classes: bool = True,
+    prepared: Inputs | None = None,
 ) -> Inputs:
     """Check and convert a selector's input (see the module docstring for the order).
 
@@ -97,6 +98,9 @@ def prepare(
         to_classes: run steps 4 and 5 (True, default). False stops after the validity mask
             and returns the probabilities as given (after ``from_logits``): for a caller
             that hands them to a selector which runs its own front door.
+        prepared: what an earlier call returned for these probabilities (a module passes
+            its front door's :class:`Inputs` to its stages): returned as it is when its
+            ``probs`` is ``probs`` — the checks ran there — and ignored otherwise.
 
     Returns:
         :class:`Inputs`.
@@ -117,6 +121,8 @@ def prepare(
         >>> prepare(logits.movedim(-1, 1), from_logits=True, num_classes=5).probs.shape
         torch.Size([2, 5, 8, 8])
     """
+    if prepared is not None and prepared.probs is probs and not from_logits:
+        return prepared
     activation = check_activation(activation)
     sigmoid = activation == "sigmoid"
     shown = "logits" if from_logits else name
@@ -156,12 +162,13 @@ def per_class_inputs(
     validate: bool = True,
     activation: str = "softmax",
     name: str = "probs",
+    prepared: Inputs | None = None,
     **unexpected: object,
 ) -> Inputs:
     """:func:`prepare` for a functional core with per-class state (``function``): its
     ``validate`` and ``activation`` (binary sigmoid outputs only: multi-label input is
     refused, naming ``function``), ``num_classes`` from its state (None when the state does
-    not tell).
+    not tell), ``prepared`` (a module's front door already ran: :func:`prepare`).
 
     Example:
         >>> import torch
@@ -184,6 +191,7 @@ def per_class_inputs(
         validate=validate,
         per_class_state=function,
         name=name,
+        prepared=prepared,
     )
 
 

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from pseudosel._deprecation import renamed_keywords
 from pseudosel._grad import no_grad
-from pseudosel.distributed import ProcessGroup, all_reduce_sum
+from pseudosel.distributed import ProcessGroup, all_reduce_sum, is_distributed
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
 from pseudosel.selection import Selection, hard_selection
@@ -63,7 +63,7 @@ def adamatch(
     """
     tau = check_real("tau", tau, low=0.0, high=1.0)
     classes = probs.shape[1] if isinstance(probs, Tensor) and probs.dim() >= 2 else None
-    probs, valid, _ = prepare(
+    probs, valid, all_valid = prepare(
         probs, valid, activation=activation, multilabel=multilabel, validate=validate
     )
     if isinstance(probs_labeled, Tensor) and probs_labeled.dim() >= 2:
@@ -72,7 +72,7 @@ def adamatch(
                 f"probs_labeled must have the {classes} classes of probs at dim 1, got shape "
                 f"{tuple(probs_labeled.shape)}"
             )
-    probs_labeled, valid_labeled, _ = prepare(
+    probs_labeled, valid_labeled, all_labeled = prepare(
         probs_labeled,
         valid_labeled,
         activation=activation,
@@ -81,11 +81,19 @@ def adamatch(
         name="probs_labeled",
     )
     work = compute_dtype(probs.dtype)
-    labeled_conf = probs_labeled.amax(1).to(work)
-    labeled_sum = torch.where(valid_labeled, labeled_conf, 0.0).sum()  # NaN/Inf stay out
-    stats = torch.stack((labeled_sum, valid_labeled.sum().to(work)))
-    all_reduce_sum(stats, process_group)
-    cutoff = torch.where(stats[1] > 0, tau * stats[0] / stats[1].clamp_min(1), tau)
+    labeled_conf = probs_labeled.amax(1)
+    if labeled_conf.dtype != work:
+        labeled_conf = labeled_conf.to(work)
+    if all_labeled and not is_distributed() and valid_labeled.numel() > 0:
+        # one process, every labelled position counts: a plain mean
+        cutoff = tau * labeled_conf.sum() / valid_labeled.numel()
+    else:
+        labeled_sum = torch.where(valid_labeled, labeled_conf, 0.0).sum()  # NaN/Inf stay out
+        stats = torch.stack((labeled_sum, valid_labeled.sum().to(work)))
+        all_reduce_sum(stats, process_group)
+        cutoff = torch.where(stats[1] > 0, tau * stats[0] / stats[1].clamp_min(1), tau)
     confidence, labels = confidence_and_labels(probs)
-    mask = valid & (confidence >= cutoff)
-    return hard_selection(labels, mask, confidence, valid)
+    mask = confidence >= cutoff
+    if all_valid:  # nothing to mask
+        return Selection(labels, mask.to(confidence.dtype), mask, confidence, valid)
+    return hard_selection(labels, mask & valid, confidence, valid)

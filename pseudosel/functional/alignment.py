@@ -62,7 +62,7 @@ def prepared(
     return per_class_inputs(probs, valid, state.p_model.shape[-1], function, **front)
 
 
-def _class_mean(
+def class_mean(
     probs: Tensor, valid: Tensor, group, all_valid: bool = False
 ) -> tuple[Tensor, Tensor | None]:
     """(K,) mean of ``probs`` over valid positions (all ranks) and the global count; with
@@ -115,7 +115,7 @@ def alignment_update(
         )
     m = momentum
     dtype = state.p_model.dtype
-    mean, count = _class_mean(probs, valid, process_group, all_valid)
+    mean, count = class_mean(probs, valid, process_group, all_valid)
     mean = mean.to(dtype)
     p_model = torch.where(state.initialized, state.p_model * m + (1 - m) * mean, mean)
     if count is None:  # the batch's positions count: it is seen
@@ -125,7 +125,7 @@ def alignment_update(
         initialized = state.initialized | (count > 0)
     p_target = state.p_target
     if probs_labeled is not None:
-        mean_lb, count_lb = _class_mean(probs_labeled, valid_labeled, process_group)
+        mean_lb, count_lb = class_mean(probs_labeled, valid_labeled, process_group)
         updated = p_target * m + (1 - m) * mean_lb.to(dtype)
         p_target = torch.where(count_lb > 0, updated, p_target)
     return AlignmentState(p_model, p_target, initialized)

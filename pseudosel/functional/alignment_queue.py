@@ -22,8 +22,8 @@ from torch import Tensor
 
 from pseudosel._deprecation import renamed_keywords, state_after_input
 from pseudosel._grad import no_grad
-from pseudosel.distributed import ProcessGroup, all_reduce_sum
-from pseudosel.functional.alignment import masked_class_sums, prepared, rescaled
+from pseudosel.distributed import ProcessGroup
+from pseudosel.functional.alignment import class_mean, prepared, rescaled
 from pseudosel.validation import compute_dtype
 
 __all__ = [
@@ -77,13 +77,14 @@ def alignment_queue_init(
     )
 
 
-def _push(queue: Tensor, ptr: Tensor, probs: Tensor, valid: Tensor, group) -> tuple[Tensor, Tensor]:
+def _push(
+    queue: Tensor, ptr: Tensor, probs: Tensor, valid: Tensor, group, all_valid: bool = False
+) -> tuple[Tensor, Tensor]:
     """Write the mean of ``probs`` over valid positions (all ranks) at row ``ptr``."""
-    work = compute_dtype(probs.dtype)
-    stats = torch.cat((masked_class_sums(probs, valid, work), valid.sum().to(work).unsqueeze(0)))
-    all_reduce_sum(stats, group)
-    count = stats[-1]
-    mean = (stats[:-1] / count.clamp_min(1)).to(queue.dtype)
+    mean, count = class_mean(probs, valid, group, all_valid)
+    mean = mean.to(queue.dtype)
+    if count is None:  # the batch's positions count: the row is written
+        return queue.index_copy(0, ptr.view(1), mean.unsqueeze(0)), (ptr + 1) % queue.shape[0]
     seen = count > 0
     rows = torch.arange(queue.shape[0], device=queue.device)
     queue = torch.where(((rows == ptr) & seen).unsqueeze(1), mean.unsqueeze(0), queue)
@@ -121,8 +122,10 @@ def alignment_queue_update(
                 [0.0000, 0.0000]]), 1)
     """
     function = "alignment_queue_update"
-    probs, valid, _ = prepared(probs, valid, state, function, **front)
-    p_model, p_model_ptr = _push(state.p_model, state.p_model_ptr, probs, valid, process_group)
+    probs, valid, all_valid = prepared(probs, valid, state, function, **front)
+    p_model, p_model_ptr = _push(
+        state.p_model, state.p_model_ptr, probs, valid, process_group, all_valid
+    )
     p_target, p_target_ptr = state.p_target, state.p_target_ptr
     if probs_labeled is not None:
         probs_labeled, valid_labeled, _ = prepared(

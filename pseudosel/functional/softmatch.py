@@ -23,7 +23,7 @@ from torch import Tensor
 
 from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_input
 from pseudosel._grad import no_grad
-from pseudosel.distributed import ProcessGroup, all_reduce_sum
+from pseudosel.distributed import ProcessGroup, all_reduce_sum, is_distributed
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import per_class_inputs
 from pseudosel.selection import Selection
@@ -91,6 +91,8 @@ def softmatch_update(
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
     confidence = confidence.to(work).flatten()
+    if all_valid and not per_class and not is_distributed() and valid.numel() > 1:
+        return _global_update_all_valid(confidence, state, momentum)
     weight = valid.flatten().to(work)
     buckets = state.mu.numel()
     slot = labels.flatten()
@@ -128,6 +130,24 @@ def softmatch_update(
     count = count.reshape(())
     return SoftMatchState(
         torch.where(count > 0, mu, state.mu), torch.where(count > 1, var, state.var)
+    )
+
+
+def _global_update_all_valid(
+    confidence: Tensor, state: SoftMatchState, momentum: float
+) -> SoftMatchState:
+    """:func:`softmatch_update`'s global statistics when every position counts and there is
+    one process: the same shifted sums, with the count a number (n > 1)."""
+    count = confidence.numel()
+    deviation = confidence - state.mu.to(confidence.dtype)
+    wide = torch.float64 if confidence.device.type != "mps" else torch.float32
+    first, second = torch.stack((deviation.sum(), (deviation * deviation).sum())).to(wide)
+    batch_mu = state.mu.to(wide) + first / count
+    batch_var = ((second - first * first / count) / (count - 1)).clamp_min(0)
+    m = momentum
+    dtype = state.mu.dtype
+    return SoftMatchState(
+        state.mu * m + (1 - m) * batch_mu.to(dtype), state.var * m + (1 - m) * batch_var.to(dtype)
     )
 
 

@@ -252,11 +252,12 @@ class Alignment(CheckedModule):
     ) -> Tensor:
         """Aligned probabilities (N, K, *spatial); updates first in training mode (with the
         labelled batch when the target is learned: ``target="model"``)."""
-        probs, valid, all_valid = self.prepare(probs, valid)
+        inputs = self.prepare(probs, valid)
+        state = self.state()  # the buffers, updated in place by _update
         if self.training:
-            # no mask when nothing is ignored: the update then skips its masking
-            self._update(probs, probs_labeled, None if all_valid else valid, valid_labeled)
-        return type(self).align_stage(probs, self.state(), validate=False)
+            self._update(inputs, probs_labeled, valid_labeled, state)
+        # the stages are handed the front door's result: they skip their own
+        return type(self).align_stage(inputs.probs, state, valid=inputs.valid, prepared=inputs)
 
     @no_grad
     def update(
@@ -267,15 +268,14 @@ class Alignment(CheckedModule):
         valid_labeled: Tensor | None = None,
     ) -> None:
         """Advance the statistics with a batch, without aligning."""
-        probs, valid, all_valid = self.prepare(probs, valid)
-        self._update(probs, probs_labeled, None if all_valid else valid, valid_labeled)
+        self._update(self.prepare(probs, valid), probs_labeled, valid_labeled, self.state())
 
     def _update(
         self,
-        probs: Tensor,
+        inputs: Inputs,
         probs_labeled: Tensor | None,
-        valid: Tensor | None,
         valid_labeled: Tensor | None,
+        state: tuple[Tensor, ...],
     ) -> None:
         if not self.learn_target:
             probs_labeled = valid_labeled = None  # a fixed target reads no labelled batch
@@ -287,16 +287,17 @@ class Alignment(CheckedModule):
             )
         options = {name: getattr(self, name) for name in self.update_options}
         new = type(self).update_stage(
-            probs,
-            self.state(),
-            valid=valid,
+            inputs.probs,
+            state,
+            valid=inputs.valid,
             probs_labeled=probs_labeled,
             valid_labeled=valid_labeled,
             process_group=self.process_group,
             validate=False,
+            prepared=inputs,
             **options,
         )
-        for buffer, value in zip(self.state(), new, strict=True):
+        for buffer, value in zip(state, new, strict=True):
             buffer.copy_(value)
 
 
@@ -323,40 +324,40 @@ class UpdateThenSelect(Selector):
     @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """In training mode update the statistics, then select; in eval mode select."""
-        inputs = self.prepare(probs, valid)
-        # the update and the selection read one arg-max; no mask when nothing is ignored,
-        # so that the stages skip their masking (they rebuild an all-True ``valid``)
-        valid = None if inputs.all_valid else inputs.valid
-        return with_shared_features(self._step, inputs.probs, valid)
+        # the update and the selection read one arg-max
+        return with_shared_features(self._step, self.prepare(probs, valid))
 
-    def _step(self, probs: Tensor, valid: Tensor | None) -> Selection:
+    def _step(self, inputs: Inputs) -> Selection:
+        state = self.state()  # the buffers, updated in place by _store
         if self.training:
-            self._store(self._advance(probs, valid))
+            self._store(self._advance(inputs, state), state)
         options = {name: getattr(self, name) for name in self.select_options}
+        # the stages are handed the front door's result: they skip their own
         selection = type(self).select_stage(
-            probs, self.state(), valid=valid, validate=False, **options
+            inputs.probs, state, valid=inputs.valid, prepared=inputs, **options
         )
         return self.finish(selection)
 
     @no_grad
     def update(self, probs: Tensor, valid: Tensor | None = None) -> None:
         """Advance the statistics with a batch, without selecting."""
-        inputs = self.prepare(probs, valid)
-        self._store(self._advance(inputs.probs, None if inputs.all_valid else inputs.valid))
+        state = self.state()
+        self._store(self._advance(self.prepare(probs, valid), state), state)
 
-    def _advance(self, probs: Tensor, valid: Tensor | None) -> tuple[Tensor, ...]:
+    def _advance(self, inputs: Inputs, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         options = {name: getattr(self, name) for name in self.update_options}
         return type(self).update_stage(
-            probs,
-            self.state(),
-            valid=valid,
+            inputs.probs,
+            state,
+            valid=inputs.valid,
             process_group=self.process_group,
-            validate=False,
+            prepared=inputs,
             **options,
         )
 
-    def _store(self, new: tuple[Tensor, ...]) -> None:
-        for buffer, value in zip(self.state(), new, strict=True):
+    @staticmethod
+    def _store(new: tuple[Tensor, ...], state: tuple[Tensor, ...]) -> None:
+        for buffer, value in zip(state, new, strict=True):
             buffer.copy_(value)
 
 

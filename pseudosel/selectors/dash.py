@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from pseudosel import functional as F
+from pseudosel import kernels
 from pseudosel._grad import no_grad
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector, check_positive_int
@@ -119,7 +120,15 @@ class DashSelector(Selector):
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """One Dash step in training mode (update ρ if due, select, count); else select."""
         probs, valid, _ = self.prepare(probs, valid)
-        if self.training:
+        # on the CPU a read of the step counter is free: the schedule is decided in Python
+        # (the same ρ as the device-side form below, which reads nothing on the host)
+        on_host = kernels.eager_cpu(self.step)
+        if self.training and on_host:
+            if int(self.step) % self.update_every == 0:
+                self.rho.copy_(self._rho_at(self.update_count, self.rho_init))
+                self.update_count.add_(1)
+            self.step.add_(1)
+        elif self.training:
             due = self.step % self.update_every == 0
             self.rho.copy_(
                 torch.where(due, self._rho_at(self.update_count, self.rho_init), self.rho)
@@ -127,6 +136,8 @@ class DashSelector(Selector):
             self.update_count.add_(due.long())
             self.step.add_(1)
         hard: Tensor | bool = True if self.hard_labels else self.use_hard_labels
+        if on_host and isinstance(hard, Tensor):
+            hard = bool(hard)  # one loss computed, not both
         selection = F.dash_select(
             probs, self.rho, valid=valid, use_hard_labels=hard, T=self.T, validate=False
         )
