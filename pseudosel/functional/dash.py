@@ -133,8 +133,9 @@ def _soft_loss_terms(
     """Z = Σ_k e_k and Σ_k e_k·s_k over the classes, (N, *spatial) each, with
     s = (log p − log ĉ) / T and e = exp(s); ``hard_loss`` = −log ĉ."""
     top = hard_loss.unsqueeze(1)
-    # eager CPU: log and exp in cache-sized blocks, not as input-sized temporaries
-    if kernels.eager_cpu(probs) and cpu.blocked(probs):
+    # eager CPU: log and exp in cache-sized blocks, not as input-sized temporaries, and
+    # e·s instead of xlogy (a third of its speed on a CPU), at any size
+    if kernels.eager_cpu(probs):
         flat, shape = flatten(probs), hard_loss.shape
         z, spread = cpu.dash_soft_loss_terms(flat, top.reshape(flat.shape[0], 1, -1), T, dtype)
         return z.reshape(shape), spread.reshape(shape)

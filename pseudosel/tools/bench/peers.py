@@ -14,6 +14,8 @@ round in turn:
   pseudosel selection also carries the pseudo-labels, ``PseudoLabelingHook.gen_ulb_targets``
   (hard labels); the alignment hooks' ``dist_align``.
 
+A third column times pseudosel with ``validate=False``: what the value check costs.
+
 Before timing, both run the same 20 batches from their initial state and their outputs are
 compared (``same output``: equal masks and labels; weights, aligned probabilities and the
 Dash loss within float32 rounding): a row times two implementations of one rule, not two
@@ -76,6 +78,7 @@ class PeerRow:
     ours_ms: float
     usb_ms: float
     ratio: float  # pseudosel / USB: below 1, pseudosel is faster
+    ours_unchecked_ms: float  # pseudosel with validate=False: what the value check costs
     same_output: bool
     difference: str = ""  # what differed, when not the same
 
@@ -95,11 +98,12 @@ class PeerReport:
 
 @dataclass
 class _Pair:
-    """Both sides of one row: factories of a fresh step function each (batch → outputs)."""
+    """Both sides of one row: factories of a fresh step function each (batch → outputs);
+    pseudosel's takes ``validate``."""
 
     selector: str
     hook: str
-    ours: Callable[[], Callable[[dict[str, Tensor]], Any]]
+    ours: Callable[[bool], Callable[[dict[str, Tensor]], Any]]
     usb: Callable[[], Callable[[dict[str, Tensor]], Any]]
     compare: Callable[[Any, Any], str]  # "" when equal, else what differs
 
@@ -137,7 +141,7 @@ def peer_report(
         batches = _batches(shape, seed)
         for pair in _pairs(shape[1]):
             difference = _compare(pair, batches)
-            ours_s, usb_s = _time_side_by_side(pair, batches, rounds)
+            ours_s, unchecked_s, usb_s = _time_side_by_side(pair, batches, rounds)
             report.rows.append(
                 PeerRow(
                     selector=pair.selector,
@@ -146,6 +150,7 @@ def peer_report(
                     ours_ms=ours_s * 1e3,
                     usb_ms=usb_s * 1e3,
                     ratio=ours_s / usb_s,
+                    ours_unchecked_ms=unchecked_s * 1e3,
                     same_output=not difference,
                     difference=difference,
                 )
@@ -160,15 +165,16 @@ def peer_markdown(report: PeerReport) -> str:
         f"semilearn {report.semilearn} · median of {report.rounds} rounds of "
         f"{report.calls_per_round} steps, alternated",
         "",
-        "| selector | USB hook | shape | pseudosel ms | USB ms | pseudosel / USB | same output |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+        "| selector | USB hook | shape | pseudosel ms | USB ms | pseudosel / USB | "
+        "pseudosel, validate=False ms | same output |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in report.rows:
         shape = "x".join(map(str, row.shape))
         same = "yes" if row.same_output else f"NO: {row.difference}"
         lines.append(
             f"| {row.selector} | {row.hook} | {shape} | {row.ours_ms:.3f} | {row.usb_ms:.3f} | "
-            f"{row.ratio:.2f} | {same} |"
+            f"{row.ratio:.2f} | {row.ours_unchecked_ms:.3f} | {same} |"
         )
     slower = [row for row in report.rows if row.ratio > 1]
     lines += [
@@ -219,7 +225,7 @@ def _cycle(batches: list[dict[str, Tensor]]) -> Iterator[dict[str, Tensor]]:
 
 
 def _compare(pair: _Pair, batches: list[dict[str, Tensor]]) -> str:
-    ours, usb = pair.ours(), pair.usb()
+    ours, usb = pair.ours(True), pair.usb()
     for step, batch in zip(range(CHECKED_STEPS), _cycle(batches), strict=False):
         difference = pair.compare(ours(batch), usb(batch))
         if difference:
@@ -229,11 +235,13 @@ def _compare(pair: _Pair, batches: list[dict[str, Tensor]]) -> str:
 
 def _time_side_by_side(
     pair: _Pair, batches: list[dict[str, Tensor]], rounds: int
-) -> tuple[float, float]:
-    """Median seconds per step of each side: rounds of :data:`CALLS_PER_ROUND` steps,
-    pseudosel and USB in turn, each side on fresh state warmed up by one round."""
-    sides = [(pair.ours(), _cycle(batches)), (pair.usb(), _cycle(batches))]
-    times: list[list[float]] = [[], []]
+) -> tuple[float, float, float]:
+    """Median seconds per step of pseudosel (validate=True, then False) and of USB: rounds
+    of :data:`CALLS_PER_ROUND` steps, the three in turn, each on fresh state warmed up by
+    one round."""
+    steps = (pair.ours(True), pair.ours(False), pair.usb())
+    sides = [(step, _cycle(batches)) for step in steps]
+    times: list[list[float]] = [[] for _ in sides]
     for round_ in range(rounds + 1):
         for side, (step, batch_of) in enumerate(sides):
             begin = time.perf_counter()
@@ -241,7 +249,8 @@ def _time_side_by_side(
                 step(next(batch_of))
             if round_ > 0:  # the first round warms up
                 times[side].append((time.perf_counter() - begin) / CALLS_PER_ROUND)
-    return statistics.median(times[0]), statistics.median(times[1])
+    ours, unchecked, usb = (statistics.median(side) for side in times)
+    return ours, unchecked, usb
 
 
 # ------------------------------------------------------------------------------ the pairs
@@ -273,12 +282,15 @@ def _pairs(num_classes: int) -> list[_Pair]:
 
 
 def _ours_factory(name: str, num_classes: int, options: dict[str, Any]):
-    """A fresh module of the registered selector (its defaults, validate=True) → a step
-    from the batch's logits: ``softmax(-1)``, then :meth:`SelectorSpec.step`."""
+    """A fresh module of the registered selector (its defaults; ``validate`` True unless
+    told) → a step from the batch's logits: ``softmax(-1)``, then
+    :meth:`SelectorSpec.step`."""
     spec = selector_spec(name)
 
-    def build() -> Callable[[dict[str, Tensor]], Any]:
-        module = spec.build(num_classes, num_unlabeled=NUM_UNLABELED, **options).train()
+    def build(validate: bool = True) -> Callable[[dict[str, Tensor]], Any]:
+        module = spec.build(
+            num_classes, num_unlabeled=NUM_UNLABELED, validate=validate, **options
+        ).train()
         labelled, index = "labeled" in spec.needs, "index" in spec.needs
 
         def step(batch: dict[str, Tensor]) -> Any:
@@ -472,8 +484,8 @@ def _alignment_pairs(num_classes: int) -> list[_Pair]:
         return build
 
     def ours(cls):
-        def build():
-            module = cls(num_classes).train()
+        def build(validate: bool = True):
+            module = cls(num_classes, validate=validate).train()
             return lambda b: module(b["logits"].softmax(-1))
 
         return build
