@@ -19,8 +19,9 @@ def no_grad(function: _Function) -> _Function:
     A selector module's forward calls its update and select stages, each a public function
     that must not build a graph when called on its own; nested ``torch.no_grad()``
     decorators each cost a context object and two grad-mode switches, more than a small
-    batch's arithmetic. Inside an outer one, this wrapper only checks the grad mode.
-    Traceable by torch.compile like ``torch.no_grad()``.
+    batch's arithmetic. Inside an outer one, this wrapper only checks the grad mode; the
+    outer one switches the mode off and back on directly in eager code, and enters
+    ``torch.no_grad()`` while torch.compile traces.
 
     Example:
         >>> import torch
@@ -32,9 +33,16 @@ def no_grad(function: _Function) -> _Function:
 
     @functools.wraps(function)
     def without_grad(*args: Any, **kwargs: Any) -> Any:
-        if torch.is_grad_enabled():
+        if not torch.is_grad_enabled():
+            return function(*args, **kwargs)
+        if torch.compiler.is_compiling():  # the form the compiler traces
             with torch.no_grad():
                 return function(*args, **kwargs)
-        return function(*args, **kwargs)
+        # eager: the switch itself, without building a context object
+        torch._C._set_grad_enabled(False)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            torch._C._set_grad_enabled(True)
 
     return without_grad  # type: ignore[return-value]

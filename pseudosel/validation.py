@@ -202,7 +202,9 @@ def check_ignore_index(ignore_index: object, dtype: torch.dtype | None = None) -
         ...
         ValueError: ignore_index=-1 is outside the range [0, 255] of ignore_mask's dtype...
     """
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, Integral):
+    if type(ignore_index) is not int and (
+        isinstance(ignore_index, bool) or not isinstance(ignore_index, Integral)
+    ):
         raise TypeError(
             "ignore_index must be an int, the value of ignore_mask that marks ignored "
             f"positions (default 255), got {type(ignore_index).__name__} {ignore_index!r}"
@@ -248,6 +250,7 @@ def _check_position_tensor(
         raise ValueError(f"{name} must be on {probs.device} like probs, got {tensor.device}")
 
 
+@functools.cache
 def sum_tolerance(dtype: torch.dtype) -> float:
     """How far from 1 a class-axis sum may be: 1e-3, or 6 machine epsilons for half types."""
     return max(1e-3, 6.0 * torch.finfo(dtype).eps)
@@ -299,13 +302,14 @@ def probability_vectors_ok_on_host(probs: Tensor) -> bool:
     of the tensor-valued test, which is what a small batch pays for (the same verdict:
     tests/test_validation.py). ``probs`` must have at least one position."""
     work = compute_dtype(probs.dtype)
-    lowest, highest = torch.aminmax(probs.sum(1, dtype=work))
+    row_sum = probs.sum(1) if probs.dtype == work else probs.sum(1, dtype=work)
+    lowest, highest = torch.aminmax(row_sum)
     tol = _tolerance_in(probs.dtype, work)
     # |x - 1| is exact in ``work`` near 1, and NaN compares False, as on the device
     return (
         abs(lowest.item() - 1.0) <= tol
         and abs(highest.item() - 1.0) <= tol
-        and probs.amin().item() >= 0
+        and probs.min().item() >= 0
     )
 
 
@@ -487,7 +491,7 @@ def check_real(
     low_open: bool = False,
 ) -> float:
     """Check that ``value`` is a finite real number in [low, high] (or (low, high]); return it."""
-    if isinstance(value, bool) or not isinstance(value, Real):
+    if type(value) is not float and (isinstance(value, bool) or not isinstance(value, Real)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     number = float(value)
     too_low = low is not None and (number <= low if low_open else number < low)

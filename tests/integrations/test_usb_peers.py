@@ -44,7 +44,7 @@ def test_every_usb_selector_is_timed_beside_its_hook_with_the_same_output(tmp_pa
         assert [row["selector"] for row in rows] == expected
         for row in rows:
             assert row["same_output"], (row["selector"], row["difference"])
-            assert row["ours_ms"] > 0 and row["usb_ms"] > 0
+            assert row["ours_ms"] > 0 and row["usb_ms"] > 0 and row["ours_unchecked_ms"] > 0
             assert row["ratio"] == pytest.approx(row["ours_ms"] / row["usb_ms"])
     table = (tmp_path / "peers.md").read_text()
     assert "| flexmatch | FlexMatchThresholdingHook | 64x10 |" in table

@@ -1,0 +1,151 @@
+"""Plain input — no mask, nothing ignored — takes shorter paths: the value check read as
+three numbers on the host (eager CPU), modules handing their front door's result to their
+stages, selections and statistics that skip their masking, one-process means. Each must
+give exactly what the general path gives, which this file pins:
+
+- every selector of the zoo (registry-driven: a new selector joins), over several training
+  steps, without a mask and with an all-True ``valid``: equal outputs and states, bit for bit;
+- the host-side value check against the tensor-valued one, on valid and broken inputs;
+- ``prepare(prepared=)`` and the nested ``no_grad``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from helpers.selector_zoo import CASES, case_batch, outputs_of, state_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pseudosel._grad import no_grad
+from pseudosel.inputs import prepare
+from pseudosel.validation import (
+    check_probability_values,
+    probability_vectors_ok,
+    probability_vectors_ok_on_host,
+)
+
+STEPS = 4
+# every zoo case on each layout it takes; not the convex ones (slow, and a reference path),
+# nor the two whose test steps read the mask they are given (held-out labels drawn from it;
+# Adsh's recomputation marking ignored positions by hand)
+NEEDS_A_MASK = ("PrecisionTargetSelector/heldout", "F.adsh_calibrate")
+PLAIN = [
+    pytest.param(case, layout, id=f"{case.name}-{layout}")
+    for case in CASES
+    if not case.convex and case.name not in NEEDS_A_MASK
+    for layout in ("classification", "dense")
+    if (case.dense if layout == "dense" else case.classification)
+]
+
+
+@pytest.mark.parametrize(("case", "layout"), PLAIN)
+def test_no_mask_equals_an_all_true_mask_bit_for_bit(case, layout):
+    case = case if layout == "dense" else replace(case, dense=False)  # (N, K) batches
+    plain_module, plain = case.build(5)
+    masked_module, masked = case.build(5)
+    for seed in range(STEPS):
+        probs, _ = case_batch(case, seed)
+        everything = torch.ones((probs.shape[0], *probs.shape[2:]), dtype=torch.bool)
+        outputs = zip(
+            outputs_of(plain(probs, None)), outputs_of(masked(probs, everything)), strict=True
+        )
+        for ours, theirs in outputs:
+            assert torch.equal(ours, theirs), f"{case.name}, step {seed}"
+        states = zip(state_of(plain_module, plain), state_of(masked_module, masked), strict=True)
+        for ours, theirs in states:
+            assert torch.equal(ours, theirs), f"{case.name} state, step {seed}"
+
+
+def _broken(kind: str, probs: torch.Tensor) -> torch.Tensor:
+    broken = probs.clone()
+    if kind == "negative":
+        broken[1, 0] -= 2 * broken[1, 0] + 1e-3
+    elif kind == "nan":
+        broken[0, 1] = float("nan")
+    elif kind == "inf":
+        broken[-1, -1] = float("inf")
+    elif kind == "unnormalised":
+        broken[2] *= 1.1  # beyond every dtype's tolerance (bfloat16's is 0.047)
+    elif kind == "logits":
+        broken = torch.randn_like(probs)
+    return broken
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["valid", "negative", "nan", "inf", "unnormalised", "logits"])
+def test_the_host_check_gives_the_device_verdict(kind, dtype):
+    probs = torch.randn(6, 4, 3, generator=torch.Generator().manual_seed(0)).softmax(1)
+    probs = probs.to(dtype) if kind == "valid" else _broken(kind, probs.to(dtype))
+    valid = torch.ones(6, 3, dtype=torch.bool)
+    expected = bool(probability_vectors_ok(probs, valid, all_valid=True))
+    assert probability_vectors_ok_on_host(probs) == expected
+    assert expected == (kind == "valid")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 9),
+    k=st.integers(2, 7),
+    shift=st.floats(-3e-3, 3e-3, allow_nan=False),
+    negative=st.booleans(),
+    dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32, torch.float64]),
+)
+def test_the_host_check_agrees_at_the_tolerance_edge(n, k, shift, negative, dtype):
+    """Rows whose sums straddle 1 ± tolerance, and entries just below 0."""
+    gen = torch.Generator().manual_seed(n * 31 + k)
+    probs = torch.rand(n, k, generator=gen, dtype=torch.float64).softmax(1)
+    probs[0] *= 1 + shift
+    if negative:
+        probs[-1, 0] = -1e-30
+    probs = probs.to(dtype)
+    valid = torch.ones(n, dtype=torch.bool)
+    assert probability_vectors_ok_on_host(probs) == bool(
+        probability_vectors_ok(probs, valid, all_valid=True)
+    )
+
+
+def test_a_failed_host_check_still_names_the_offending_position():
+    probs = torch.full((3, 4), 0.25)
+    probs[2, 1] = 0.5
+    with pytest.raises(ValueError, match=r"First offending position \(2,\)"):
+        check_probability_values(probs, torch.ones(3, dtype=torch.bool), all_valid=True)
+
+
+def test_prepared_inputs_are_reused_only_for_their_own_probabilities():
+    probs = torch.full((4, 3), 1 / 3)
+    inputs = prepare(probs)
+    assert prepare(probs, prepared=inputs) is inputs
+    other = probs.clone()
+    assert prepare(other, prepared=inputs).probs is other  # not these: the front door runs
+    with pytest.raises(ValueError, match="probabilities"):
+        prepare(torch.full((4, 3), 2.0), prepared=inputs)
+
+
+def test_no_grad_nests_and_restores_the_grad_mode():
+    leaf = torch.ones(2, requires_grad=True)
+
+    @no_grad
+    def inner(x):
+        assert not torch.is_grad_enabled()
+        return x * 2
+
+    @no_grad
+    def outer(x):
+        return inner(x) + 1
+
+    assert not outer(leaf).requires_grad
+    assert torch.is_grad_enabled()
+
+    @no_grad
+    def fails(x):
+        raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError, match="inside"):
+        fails(leaf)
+    assert torch.is_grad_enabled()  # restored after the error
+    with torch.no_grad():
+        assert not inner(leaf).requires_grad
+    assert torch.is_grad_enabled()
