@@ -137,7 +137,8 @@ def _soft_loss_terms(
     # e·s instead of xlogy (a third of its speed on a CPU), at any size
     if kernels.eager_cpu(probs):
         flat, shape = flatten(probs), hard_loss.shape
-        z, spread = cpu.dash_soft_loss_terms(flat, top.reshape(flat.shape[0], 1, -1), T, dtype)
+        top = top.reshape(flat.shape[0], 1, flat.shape[2])  # explicit sizes: N may be 0
+        z, spread = cpu.dash_soft_loss_terms(flat, top, T, dtype)
         return z.reshape(shape), spread.reshape(shape)
     e = ((probs.to(dtype).log() + top) / T).exp()
     return e.sum(1), torch.special.xlogy(e, e).sum(1)
