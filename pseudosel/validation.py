@@ -34,6 +34,7 @@ __all__ = [
     "check_real",
     "check_sigmoid_values",
     "compute_dtype",
+    "in_dtype",
     "is_multilabel",
     "probability_vectors_ok",
     "resolve_valid",
@@ -46,6 +47,19 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # How a network's output along dim 1 becomes probabilities: "softmax" (dim 1 holds K
 # classes) or "sigmoid" (each entry of dim 1 is an independent positive-class probability).
 ACTIVATIONS = ("softmax", "sigmoid")
+
+
+def in_dtype(tensor: Tensor, dtype: torch.dtype) -> Tensor:
+    """``tensor.to(dtype)``, without the call when it has that dtype already: even a no-op
+    ``.to`` is a dispatched op, and a small batch's training step makes dozens of them.
+
+    Example:
+        >>> import torch
+        >>> x = torch.zeros(2)
+        >>> in_dtype(x, torch.float32) is x, in_dtype(x, torch.float64).dtype
+        (True, torch.float64)
+    """
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

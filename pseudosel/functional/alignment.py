@@ -20,7 +20,7 @@ from pseudosel.distributed import ProcessGroup, all_reduce_sum, is_distributed
 from pseudosel.inputs import Inputs, per_class_inputs
 from pseudosel.kernels import cpu
 from pseudosel.kernels.blocks import flatten
-from pseudosel.validation import compute_dtype
+from pseudosel.validation import compute_dtype, in_dtype
 
 __all__ = ["AlignmentState", "align", "alignment_update", "masked_class_sums"]
 
@@ -116,7 +116,7 @@ def alignment_update(
     m = momentum
     dtype = state.p_model.dtype
     mean, count = class_mean(probs, valid, process_group, all_valid)
-    mean = mean.to(dtype)
+    mean = in_dtype(mean, dtype)
     p_model = torch.where(state.initialized, state.p_model * m + (1 - m) * mean, mean)
     if count is None:  # the batch's positions count: it is seen
         initialized = torch.ones_like(state.initialized)
@@ -164,9 +164,9 @@ def rescaled(probs: Tensor, p_target: Tensor, p_model: Tensor) -> Tensor:
     """normalise(p · (p_target + EPS) / (p_model + EPS)) over dim 1, in the compute dtype of
     ``probs``: the alignment step of :func:`align` and :func:`align_queue`."""
     work = compute_dtype(probs.dtype)
-    ratio = (p_target.to(work) + EPS) / (p_model.to(work) + EPS)
+    ratio = (in_dtype(p_target, work) + EPS) / (in_dtype(p_model, work) + EPS)
     shape = (1, -1) + (1,) * (probs.dim() - 2)
-    aligned = probs.to(work) * ratio.view(shape)
+    aligned = in_dtype(probs, work) * ratio.view(shape)
     # normalised in place: one input-sized result, not two (fresh pages cost more than
     # the arithmetic on a CPU)
     return aligned.div_(aligned.sum(1, keepdim=True).clamp_min_(torch.finfo(work).tiny))

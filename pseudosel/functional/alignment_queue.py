@@ -24,7 +24,7 @@ from pseudosel._deprecation import renamed_keywords, state_after_input
 from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
 from pseudosel.functional.alignment import class_mean, prepared, rescaled
-from pseudosel.validation import compute_dtype
+from pseudosel.validation import compute_dtype, in_dtype
 
 __all__ = [
     "AlignmentQueueState",
@@ -82,7 +82,7 @@ def _push(
 ) -> tuple[Tensor, Tensor]:
     """Write the mean of ``probs`` over valid positions (all ranks) at row ``ptr``."""
     mean, count = class_mean(probs, valid, group, all_valid)
-    mean = mean.to(queue.dtype)
+    mean = in_dtype(mean, queue.dtype)
     if count is None:  # the batch's positions count: the row is written
         return queue.index_copy(0, ptr.view(1), mean.unsqueeze(0)), (ptr + 1) % queue.shape[0]
     seen = count > 0
@@ -158,4 +158,6 @@ def align_queue(
     """
     probs = prepared(probs, valid, state, "align_queue", **front).probs
     work = compute_dtype(probs.dtype)
-    return rescaled(probs, state.p_target.to(work).mean(0), state.p_model.to(work).mean(0))
+    return rescaled(
+        probs, in_dtype(state.p_target, work).mean(0), in_dtype(state.p_model, work).mean(0)
+    )

@@ -30,7 +30,7 @@ from pseudosel.inputs import prepare
 from pseudosel.kernels import cpu
 from pseudosel.kernels.blocks import flatten
 from pseudosel.selection import Selection, hard_selection
-from pseudosel.validation import check_real, compute_dtype
+from pseudosel.validation import check_real, compute_dtype, in_dtype
 
 __all__ = ["dash_rho", "dash_select"]
 
@@ -110,7 +110,7 @@ def dash_select(
     )
     confidence, labels = confidence_and_labels(probs)
     dtype = compute_dtype(probs.dtype)
-    hard_loss = -torch.log(confidence.to(dtype))
+    hard_loss = -torch.log(in_dtype(confidence, dtype))
     if isinstance(use_hard_labels, bool) and use_hard_labels:
         loss = hard_loss
     else:
@@ -123,7 +123,7 @@ def dash_select(
             loss = soft_loss
         else:
             loss = torch.where(use_hard_labels.to(hard_loss.device), hard_loss, soft_loss)
-    mask = valid & (loss <= rho.to(loss.dtype))
+    mask = valid & (loss <= in_dtype(rho, loss.dtype))
     return hard_selection(labels, mask, -loss, valid)
 
 

@@ -24,7 +24,7 @@ from pseudosel.functional.quantile import masked_quantile
 from pseudosel.functional.threshold import class_threshold_selection
 from pseudosel.inputs import per_class_inputs
 from pseudosel.selection import Selection
-from pseudosel.validation import compute_dtype
+from pseudosel.validation import compute_dtype, in_dtype
 
 __all__ = ["FreeMatchState", "freematch_init", "freematch_select", "freematch_update"]
 
@@ -95,7 +95,7 @@ def freematch_update(
     num_classes = probs.shape[1]
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
-    confidence = confidence.to(work)
+    confidence = in_dtype(confidence, work)
     if all_valid and not is_distributed() and valid.numel() > 0:
         # one process, every position counts: plain sums and a label histogram
         count = valid.numel()
@@ -128,11 +128,11 @@ def freematch_update(
         batch_time = conf_sum / count
     m = momentum
     dtype = state.time_p.dtype
-    time_p = state.time_p * m + (1 - m) * batch_time.to(dtype)
+    time_p = state.time_p * m + (1 - m) * in_dtype(batch_time, dtype)
     if clip_thresh:
         time_p = time_p.clamp(0.0, CLIP_MAX)
-    p_model = state.p_model * m + (1 - m) * (p_sum / count).to(dtype)
-    label_hist = state.label_hist * m + (1 - m) * (hist / count).to(dtype)
+    p_model = state.p_model * m + (1 - m) * in_dtype(p_sum / count, dtype)
+    label_hist = state.label_hist * m + (1 - m) * in_dtype(hist / count, dtype)
     if seen is None:  # the batch's positions count: it is seen
         return FreeMatchState(time_p, p_model, label_hist)
     return FreeMatchState(

@@ -27,7 +27,7 @@ from pseudosel.distributed import ProcessGroup, all_reduce_sum, is_distributed
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import per_class_inputs
 from pseudosel.selection import Selection
-from pseudosel.validation import compute_dtype
+from pseudosel.validation import compute_dtype, in_dtype
 
 __all__ = ["SoftMatchState", "softmatch_init", "softmatch_select", "softmatch_update"]
 
@@ -90,7 +90,7 @@ def softmatch_update(
     probs, valid, all_valid = per_class_inputs(probs, valid, None, "softmatch_update", **front)
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
-    confidence = confidence.to(work).flatten()
+    confidence = in_dtype(confidence, work).flatten()
     if all_valid and not per_class and not is_distributed() and valid.numel() > 1:
         return _global_update_all_valid(confidence, state, momentum)
     weight = valid.flatten().to(work)
@@ -139,15 +139,16 @@ def _global_update_all_valid(
     """:func:`softmatch_update`'s global statistics when every position counts and there is
     one process: the same shifted sums, with the count a number (n > 1)."""
     count = confidence.numel()
-    deviation = confidence - state.mu.to(confidence.dtype)
+    deviation = confidence - in_dtype(state.mu, confidence.dtype)
     wide = torch.float64 if confidence.device.type != "mps" else torch.float32
     first, second = torch.stack((deviation.sum(), (deviation * deviation).sum())).to(wide)
-    batch_mu = state.mu.to(wide) + first / count
+    batch_mu = in_dtype(state.mu, wide) + first / count
     batch_var = ((second - first * first / count) / (count - 1)).clamp_min(0)
     m = momentum
     dtype = state.mu.dtype
     return SoftMatchState(
-        state.mu * m + (1 - m) * batch_mu.to(dtype), state.var * m + (1 - m) * batch_var.to(dtype)
+        state.mu * m + (1 - m) * in_dtype(batch_mu, dtype),
+        state.var * m + (1 - m) * in_dtype(batch_var, dtype),
     )
 
 
@@ -179,7 +180,7 @@ def softmatch_select(
     probs, valid, all_valid = per_class_inputs(probs, valid, None, "softmatch_select", **front)
     confidence, labels = confidence_and_labels(probs)
     if state.mu.dim() == 0:
-        mu, var = state.mu.to(confidence.dtype), state.var.to(confidence.dtype)
+        mu, var = in_dtype(state.mu, confidence.dtype), in_dtype(state.var, confidence.dtype)
     else:
         mu = state.mu.to(confidence.dtype)[labels]
         var = state.var.to(confidence.dtype)[labels]

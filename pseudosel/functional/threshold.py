@@ -9,7 +9,7 @@ from pseudosel._grad import no_grad
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
 from pseudosel.selection import Selection, hard_selection
-from pseudosel.validation import check_activation, check_real
+from pseudosel.validation import check_activation, check_real, in_dtype
 
 __all__ = ["class_threshold_selection", "threshold"]
 
@@ -124,7 +124,7 @@ def class_threshold_selection(
         tensor([ True, False])
     """
     confidence, labels = confidence_and_labels(probs)
-    threshold = class_thresholds.to(confidence.dtype)[labels]
+    threshold = in_dtype(class_thresholds, confidence.dtype)[labels]
     mask = confidence >= threshold
     if all_valid:  # nothing to mask
         return Selection(labels, mask.to(confidence.dtype), mask, confidence - threshold, valid)
