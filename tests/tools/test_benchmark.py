@@ -169,3 +169,26 @@ def test_gmm_mode_times_the_published_loop_beside_pseudosel(tmp_path):
     assert all(row["median_ms"] > 0 for row in report["rows"])
     assert report["rows"][1]["equal_thresholds"] == 8  # the same thresholds as the loop
     assert "| pseudosel gmm_thresholds (eager, cpu) |" in (tmp_path / "gmm.md").read_text()
+
+
+def test_the_busy_load_is_running_before_any_row_is_timed(monkeypatch):
+    """contention() yields once the training load says it runs, not after a fixed wait
+    (rows timed before it started looked unaffected), and refuses a load that never runs."""
+    from pseudosel.tools.bench import timing
+
+    marker = "import time\nprint('running', flush=True)\ntime.sleep(120)\n"
+    monkeypatch.setattr(timing, "_TRAINING_LOAD", marker)
+    started = []
+    real_popen = timing.subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(timing.subprocess, "Popen", popen)
+    with timing.contention():
+        assert all(proc.poll() is None for proc in started)  # the load and the spinner run
+    assert all(proc.poll() is not None for proc in started)  # and are gone after
+    monkeypatch.setattr(timing, "_TRAINING_LOAD", "raise SystemExit(1)\n")
+    with pytest.raises(RuntimeError, match="did not start"), timing.contention():
+        pass

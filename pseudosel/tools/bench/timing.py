@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import statistics
 import subprocess
 import sys
@@ -142,28 +143,47 @@ torch.set_num_threads(2)
 net = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
 opt = torch.optim.SGD(net.parameters(), lr=0.01)
 x, y = torch.randn(256, 512), torch.randint(0, 10, (256,))
+steps = 0
 while True:
     opt.zero_grad()
     torch.nn.functional.cross_entropy(net(x), y).backward()
     opt.step()
+    steps += 1
+    if steps == 3:  # running: tell the benchmark
+        print("running", flush=True)
 """
+# How long the training load may take to import torch and run its first steps.
+_START_TIMEOUT = 120.0
 _SPINNER = "while True:\n    pass\n"
 
 
 @contextlib.contextmanager
 def contention():
-    """Run a 2-thread torch training loop and a CPU-spinning process until the block ends."""
-    procs = [
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
-        for code in (_TRAINING_LOAD, _SPINNER)
-    ]
+    """Run a 2-thread torch training loop and a CPU-spinning process until the block ends.
+
+    The block starts once the training loop has run its first steps (it says so on its
+    stdout), not after a fixed wait: importing torch beside the spinner can take seconds,
+    and rows timed before the load runs would look unaffected by it.
+
+    Raises:
+        RuntimeError: the training loop did not start within ``_START_TIMEOUT`` seconds.
+    """
+    training = subprocess.Popen(
+        [sys.executable, "-c", _TRAINING_LOAD], stdout=subprocess.PIPE, text=True
+    )
+    procs = [training, subprocess.Popen([sys.executable, "-c", _SPINNER])]
     try:
-        time.sleep(2.0)  # let the training loop import torch and start
+        ready, _, _ = select.select([training.stdout], [], [], _START_TIMEOUT)
+        if not ready or training.stdout.readline().strip() != "running":
+            raise RuntimeError(
+                f"the --busy training load did not start within {_START_TIMEOUT:.0f} s"
+            )
         yield
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
+        training.stdout.close()
 
 
 @contextlib.contextmanager
