@@ -98,9 +98,10 @@ def prepare(
         to_classes: run steps 4 and 5 (True, default). False stops after the validity mask
             and returns the probabilities as given (after ``from_logits``): for a caller
             that hands them to a selector which runs its own front door.
-        prepared: what an earlier call returned for these probabilities (a module passes
-            its front door's :class:`Inputs` to its stages): returned as it is when its
-            ``probs`` is ``probs`` — the checks ran there — and ignored otherwise.
+        prepared: what an earlier call returned (a module passes its front door's
+            :class:`Inputs` to its stages): returned as it is when its ``probs`` is
+            ``probs`` and its ``valid`` is ``valid`` (or ``valid`` is None and nothing
+            was ignored) — the checks ran there — and ignored otherwise.
 
     Returns:
         :class:`Inputs`.
@@ -121,7 +122,13 @@ def prepare(
         >>> prepare(logits.movedim(-1, 1), from_logits=True, num_classes=5).probs.shape
         torch.Size([2, 5, 8, 8])
     """
-    if prepared is not None and prepared.probs is probs and not from_logits:
+    if (
+        prepared is not None
+        and prepared.probs is probs
+        and (valid is prepared.valid or (valid is None and prepared.all_valid))
+        and ignore_mask is None
+        and not from_logits
+    ):
         return prepared
     activation = check_activation(activation)
     sigmoid = activation == "sigmoid"

@@ -264,7 +264,6 @@ def _check_position_tensor(
         raise ValueError(f"{name} must be on {probs.device} like probs, got {tensor.device}")
 
 
-@functools.cache
 def sum_tolerance(dtype: torch.dtype) -> float:
     """How far from 1 a class-axis sum may be: 1e-3, or 6 machine epsilons for half types."""
     return max(1e-3, 6.0 * torch.finfo(dtype).eps)

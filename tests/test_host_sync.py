@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers.host_sync_guard import forbid_host_sync
 from helpers.probability_maps import classifier_outputs, smooth_maps
-from helpers.selector_zoo import CASES, case_batch, outputs_of
+from helpers.selector_zoo import CASES, NEEDS_A_MASK, case_batch, outputs_of
 
 import pseudosel
 from pseudosel.registry import selector_spec
@@ -31,6 +31,20 @@ def test_training_steps_never_read_the_device_from_the_host(case):
         for out in outputs_of(result):
             if out.is_floating_point():
                 assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if not c.convex and c.name not in NEEDS_A_MASK],
+    ids=lambda c: c.name,
+)
+def test_plain_input_steps_never_read_the_device_from_the_host(case):
+    """Without a mask (nothing ignored) selectors take shorter paths: the GPU's must not
+    read the device either."""
+    module, step = case.build(5, validate=False)
+    with forbid_host_sync():
+        for seed in range(3):
+            step(case_batch(case, seed)[0], None)
 
 
 def test_select_reliable_by_name_never_reads_the_device():

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.selector_zoo import CASES, case_batch, state_of
+from helpers.selector_zoo import CASES, NEEDS_A_MASK, case_batch, state_of
 from torch import Tensor
 
 import pseudosel
@@ -66,6 +66,9 @@ def _steps(case, module, step, *, k: int, dtype=torch.float32) -> None:
     for seed in range(3):
         probs, valid = case_batch(case, seed, k=k, dtype=dtype, device=META)
         _assert_on_meta(step(probs, valid), f"{case.name} step {seed}")
+    if case.name not in NEEDS_A_MASK:  # plain input (no mask) takes shorter paths
+        probs, _ = case_batch(case, 3, k=k, dtype=dtype, device=META)
+        _assert_on_meta(step(probs, None), f"{case.name} step without a mask")
     if module is not None:
         module.eval()
         probs, valid = case_batch(case, 9, k=k, dtype=dtype, device=META)

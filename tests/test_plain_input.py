@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from helpers.selector_zoo import CASES, case_batch, outputs_of, state_of
+from helpers.selector_zoo import CASES, NEEDS_A_MASK, case_batch, outputs_of, state_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,9 +29,7 @@ from pseudosel.validation import (
 
 STEPS = 4
 # every zoo case on each layout it takes; not the convex ones (slow, and a reference path),
-# nor the two whose test steps read the mask they are given (held-out labels drawn from it;
-# Adsh's recomputation marking ignored positions by hand)
-NEEDS_A_MASK = ("PrecisionTargetSelector/heldout", "F.adsh_calibrate")
+# nor those whose test steps need a mask
 PLAIN = [
     pytest.param(case, layout, id=f"{case.name}-{layout}")
     for case in CASES
@@ -122,6 +120,24 @@ def test_prepared_inputs_are_reused_only_for_their_own_probabilities():
     assert prepare(other, prepared=inputs).probs is other  # not these: the front door runs
     with pytest.raises(ValueError, match="probabilities"):
         prepare(torch.full((4, 3), 2.0), prepared=inputs)
+    # the same probabilities with another mask: the mask is not dropped
+    some = torch.tensor([True, False, True, True])
+    again = prepare(probs, some, prepared=inputs)
+    assert again is not inputs and torch.equal(again.valid, some) and not again.all_valid
+
+
+def test_a_labelled_batch_that_is_the_unlabelled_tensor_keeps_its_mask():
+    """A module hands its front door's result to its stages; the labelled batch has its own
+    mask even when it is the same tensor object."""
+    import pseudosel
+
+    probs = torch.randn(6, 3, generator=torch.Generator().manual_seed(0)).softmax(1)
+    keep = torch.tensor([True, False, True, False, True, True])
+    same = pseudosel.DistributionAlignment(3, target="model", momentum=0.5)
+    copied = pseudosel.DistributionAlignment(3, target="model", momentum=0.5)
+    same(probs, probs_labeled=probs, valid_labeled=keep)
+    copied(probs, probs_labeled=probs.clone(), valid_labeled=keep)
+    assert torch.equal(same.p_target, copied.p_target)
 
 
 def test_no_grad_nests_and_restores_the_grad_mode():
@@ -149,3 +165,46 @@ def test_no_grad_nests_and_restores_the_grad_mode():
     with torch.no_grad():
         assert not inner(leaf).requires_grad
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize("n", [50_000, 300_000])
+def test_large_plain_batches_sum_as_the_masked_ones(n):
+    """Above one block (N·K > 2^20) the masked class sums walk blocks; the plain ones must
+    too, or the order of the additions — and the last bits — would differ."""
+    import pseudosel
+    from pseudosel.functional.alignment import masked_class_sums
+
+    probs = torch.randn(n, 10, generator=torch.Generator().manual_seed(n)).mul(3).softmax(1)
+    everything = torch.ones(n, dtype=torch.bool)
+    assert torch.equal(
+        masked_class_sums(probs, None, torch.float32),
+        masked_class_sums(probs, everything, torch.float32),
+    )
+    plain, masked = (
+        pseudosel.FreeMatchSelector(10, momentum=0.0),
+        pseudosel.FreeMatchSelector(10, momentum=0.0),
+    )
+    plain(probs)
+    masked(probs, everything)
+    for ours, theirs in zip(plain.buffers(), masked.buffers(), strict=True):
+        assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "make", ["FreeMatchSelector", "SoftMatchSelector", "DistributionAlignment"]
+)
+def test_plain_input_compiles_to_the_eager_result(make):
+    """Compiled code takes the general path (the plain sums are eager CPU only): equal
+    within the compiled path's tolerance, and no graph break (fullgraph)."""
+    import pseudosel
+
+    eager, compiled = getattr(pseudosel, make)(5), getattr(pseudosel, make)(5)
+    step = torch.compile(compiled, fullgraph=True)
+    for seed in range(3):
+        probs = torch.randn(12, 5, generator=torch.Generator().manual_seed(seed)).softmax(1)
+        ours, theirs = eager(probs), step(probs)
+        for a, b in zip(outputs_of(ours), outputs_of(theirs), strict=True):
+            if a.is_floating_point():
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            else:
+                assert torch.equal(a, b)

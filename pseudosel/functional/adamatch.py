@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pseudosel import kernels
 from pseudosel._deprecation import renamed_keywords
 from pseudosel._grad import no_grad
-from pseudosel.distributed import ProcessGroup, all_reduce_sum, is_distributed
+from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
 from pseudosel.selection import Selection, hard_selection
@@ -84,8 +85,7 @@ def adamatch(
     labeled_conf = probs_labeled.amax(1)
     if labeled_conf.dtype != work:
         labeled_conf = labeled_conf.to(work)
-    if all_labeled and not is_distributed() and valid_labeled.numel() > 0:
-        # one process, every labelled position counts: a plain mean
+    if kernels.counted_plainly(valid_labeled, all_labeled):  # a plain mean
         cutoff = tau * labeled_conf.sum() / valid_labeled.numel()
     else:
         labeled_sum = torch.where(valid_labeled, labeled_conf, 0.0).sum()  # NaN/Inf stay out

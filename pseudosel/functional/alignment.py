@@ -16,7 +16,7 @@ from torch import Tensor
 from pseudosel import kernels
 from pseudosel._deprecation import renamed_keywords, state_after_input
 from pseudosel._grad import no_grad
-from pseudosel.distributed import ProcessGroup, all_reduce_sum, is_distributed
+from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.inputs import Inputs, per_class_inputs
 from pseudosel.kernels import cpu
 from pseudosel.kernels.blocks import flatten
@@ -41,7 +41,8 @@ def masked_class_sums(probs: Tensor, valid: Tensor | None, dtype: torch.dtype) -
     Ignored positions are replaced by 0 before the sum (not multiplied by 0), so NaN or Inf
     there — padding, ignore regions — never reach the statistic. ``valid=None``: every
     position (a classification batch is then one sum over dim 0)."""
-    if valid is None and probs.dim() == 2:
+    blocked = kernels.eager_cpu(probs) and cpu.blocked(probs)
+    if valid is None and probs.dim() == 2 and not blocked:
         return probs.sum(0, dtype=dtype)
     if valid is None:
         valid = torch.ones((), dtype=torch.bool, device=probs.device).expand(
@@ -49,7 +50,7 @@ def masked_class_sums(probs: Tensor, valid: Tensor | None, dtype: torch.dtype) -
         )
     flat, keep = flatten(probs), flatten(valid.unsqueeze(1))
     # eager CPU: summed block by block, without the input-sized masked copy
-    if kernels.eager_cpu(probs) and cpu.blocked(probs):
+    if blocked:
         return cpu.masked_class_sums(flat, keep, dtype)
     total = torch.zeros(probs.shape[1], dtype=dtype, device=probs.device)
     return total + torch.where(keep, flat, 0.0).sum((0, 2), dtype=dtype)
@@ -68,8 +69,7 @@ def class_mean(
     """(K,) mean of ``probs`` over valid positions (all ranks) and the global count; with
     ``all_valid`` and one process, the count is None (the batch's positions, not 0)."""
     work = compute_dtype(probs.dtype)
-    if all_valid and not is_distributed() and valid.numel() > 0:
-        # every position counts: the sums of one process divided by their number
+    if kernels.counted_plainly(valid, all_valid):  # the sums divided by their number
         return masked_class_sums(probs, None, work) / valid.numel(), None
     stats = torch.cat((masked_class_sums(probs, valid, work), valid.sum().to(work).unsqueeze(0)))
     all_reduce_sum(stats, group)

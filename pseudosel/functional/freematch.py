@@ -15,9 +15,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from pseudosel import kernels
 from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_input
 from pseudosel._grad import no_grad
-from pseudosel.distributed import ProcessGroup, all_reduce_sum, is_distributed
+from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.functional.alignment import masked_class_sums
 from pseudosel.functional.quantile import masked_quantile
@@ -96,8 +97,7 @@ def freematch_update(
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
     confidence = in_dtype(confidence, work)
-    if all_valid and not is_distributed() and valid.numel() > 0:
-        # one process, every position counts: plain sums and a label histogram
+    if kernels.counted_plainly(valid, all_valid):  # plain sums and a label histogram
         count = valid.numel()
         conf_sum = confidence.sum()
         p_sum = masked_class_sums(probs, None, work)

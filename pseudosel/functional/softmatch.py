@@ -21,9 +21,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from pseudosel import kernels
 from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_input
 from pseudosel._grad import no_grad
-from pseudosel.distributed import ProcessGroup, all_reduce_sum, is_distributed
+from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import per_class_inputs
 from pseudosel.selection import Selection
@@ -91,7 +92,7 @@ def softmatch_update(
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
     confidence = in_dtype(confidence, work).flatten()
-    if all_valid and not per_class and not is_distributed() and valid.numel() > 1:
+    if not per_class and valid.numel() > 1 and kernels.counted_plainly(valid, all_valid):
         return _global_update_all_valid(confidence, state, momentum)
     weight = valid.flatten().to(work)
     buckets = state.mu.numel()

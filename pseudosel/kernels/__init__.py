@@ -37,6 +37,7 @@ __all__ = [
     "BACKENDS",
     "MEASURED_FASTEST",
     "compiling",
+    "counted_plainly",
     "eager_cpu",
     "formulas_only",
     "resolve_backend",
@@ -73,6 +74,25 @@ def eager_cpu(tensor: Tensor) -> bool:
         False
     """
     return _ENABLED and tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def counted_plainly(valid: Tensor, all_valid: bool) -> bool:
+    """Whether a statistic over the positions may sum and count them plainly: nothing
+    ignored (``all_valid``), at least one position, one process (nothing to all-reduce),
+    eager CPU — a per-call saving for small batches. On CPUs a sum divided by the count
+    as a number rounds as one divided by the count as a tensor (tests/test_plain_input.py);
+    elsewhere the general path runs (CUDA divides by a number as by its reciprocal, and
+    the plain histogram, ``bincount``, reads the device there).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.kernels import counted_plainly
+        >>> counted_plainly(torch.ones(3, dtype=torch.bool), True)
+        True
+    """
+    from pseudosel.distributed import is_distributed
+
+    return all_valid and eager_cpu(valid) and valid.numel() > 0 and not is_distributed()
 
 
 def compiling() -> bool:

@@ -171,7 +171,8 @@ def dash_soft_loss_terms(
     probabilities — so s is clamped at log(tiny) + 1 before the exp and such e set to 0
     after (one pointwise ``threshold``, no bool mask). That keeps e·s = 0 where p = 0 (never
     0·(−inf) = NaN), a one-hot position's loss exactly 0, and Z >= 1 unchanged; Σ e·s
-    changes by less than K·1.5·e·tiny·|log tiny| (6e-36·K in float32)."""
+    changes by less than K·1.5·e·tiny·|log tiny| (5e-36·K in float32), the loss by T times
+    that at most."""
     blocks = position_blocks(flat)
     lowest = math.log(torch.finfo(dtype).tiny) + 1.0
     flushed = 1.5 * math.exp(lowest)  # above exp(lowest) by far more than its rounding

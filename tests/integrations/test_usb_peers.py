@@ -51,14 +51,29 @@ def test_every_usb_selector_is_timed_beside_its_hook_with_the_same_output(tmp_pa
     assert "pseudosel no slower than USB's hook in" in table
 
 
-def test_a_difference_is_reported_not_hidden():
-    batches = peers._batches((16, 4), seed=0)
-    pair = next(pair for pair in peers._pairs(4) if pair.selector == "threshold")
-    assert peers._compare(pair, batches) == ""
-    # a selector at another threshold selects differently: the comparison must say so
-    strict = peers._Pair(pair.selector, pair.hook, peers._ours_factory("threshold", 4,
-                         {"tau": 0.5}), pair.usb, pair.compare)  # fmt: skip
-    assert "mask entries differ" in peers._compare(strict, batches)
+# pseudosel's side with one option changed: a different rule, which the check must see
+# (one entry per USB hook the registry names; the set is compared with the registry below)
+MUTATIONS = {  # usb algorithms
+    "threshold": {"tau": 0.5},
+    "adamatch": {"tau": 0.5},
+    "flexmatch": {"tau": 0.5},
+    "freematch": {"momentum": 0.5},
+    "softmatch": {"n_sigma": 1.0},
+    "dash": {"gamma": 3.0},
+    "distribution alignment": {"momentum": 0.5},
+    "distribution alignment (queue)": {"queue_length": 64},
+}
+
+
+@pytest.mark.parametrize("shape", [(448, 10), (64, 10)])
+def test_a_different_rule_is_reported_not_hidden(shape):
+    batches = peers._batches(shape, seed=0)
+    pairs = peers._pairs(shape[1])
+    assert {pair.selector for pair in pairs} == set(MUTATIONS)
+    for pair in pairs:
+        assert peers._compare(pair, batches) == "", pair.selector
+        changed = peers._compare(pair, batches, **MUTATIONS[pair.selector])
+        assert changed.startswith("step "), (pair.selector, changed)
 
 
 @pytest.mark.parametrize("size", ["8x21x4x4", "448"])

@@ -7,21 +7,28 @@ USB hook it replaces (``hook=``), and distribution alignment (USB's ``DistAlignE
 ``DistAlignQueueHook``), is timed on the same batches as that hook, in one run, round by
 round in turn:
 
-- pseudosel: the selector's module as a training loop holds it, with its defaults —
-  ``validate=True`` included — one training step per call (:meth:`SelectorSpec.step`);
-- USB: what USB's ``train_step`` calls for the same result: the masking hook on the weak
-  view's probabilities (``softmax_x_ulb=False``, as USB's algorithms call it) and, where the
-  pseudosel selection also carries the pseudo-labels, ``PseudoLabelingHook.gen_ulb_targets``
-  (hard labels); the alignment hooks' ``dist_align``.
+- both sides start from the weak view's logits and end with the mask (or weights) and the
+  pseudo-labels (Dash: the soft targets its algorithm trains on), so a row times what a
+  training step pays for its selection;
+- pseudosel: ``softmax(-1)``, then the selector's module as a training loop holds it, with
+  its defaults — ``validate=True`` included — one training step per call
+  (:meth:`SelectorSpec.step`); a third column with ``validate=False``: what the value check
+  costs;
+- USB: what its algorithm's ``train_step`` calls: ``compute_prob`` and the masking hook on
+  the probabilities (FixMatch, FlexMatch, SoftMatch, AdaMatch), or the masking hook on the
+  logits, which applies the softmax itself (FreeMatch, Dash); then
+  ``PseudoLabelingHook.gen_ulb_targets`` as the algorithm calls it. Distribution alignment:
+  the softmax and ``dist_align`` on both sides.
 
-A third column times pseudosel with ``validate=False``: what the value check costs.
-
-Before timing, both run the same 20 batches from their initial state and their outputs are
-compared (``same output``: equal masks and labels; weights, aligned probabilities and the
-Dash loss within float32 rounding): a row times two implementations of one rule, not two
-rules. The batches cycle through 8 draws of varied confidence; FlexMatch gets random
-positions in an unlabelled set of 50,000 (CIFAR's), AdaMatch a labelled batch of a seventh
-of the unlabelled one.
+The timed rows use USB's defaults (EMA momentum 0.999, Dash's ρ updated every 10 epochs of
+100 steps). Before timing, both sides run the same 20 batches in a setting that moves their
+state within 20 steps (momentum 0.7, an epoch of one step) and are compared at every step:
+masks and labels equal, weights and aligned probabilities within float32 rounding, and the
+state USB's checkpoint code reads (``UsbMapping.state``: thresholds, EMA statistics, ρ,
+the per-sample records, the queues) equal — ``same output`` in the report. A row thus times
+two implementations of one rule, not two rules. The batches cycle through 8 draws of
+varied confidence; FlexMatch gets random positions in an unlabelled set of 50,000
+(CIFAR's), AdaMatch a labelled batch of a seventh of the unlabelled one.
 
 semilearn is imported from where the README's test command installs it
 (:mod:`pseudosel.tools.semilearn_env`); without it, :func:`peer_report` raises ImportError
@@ -64,8 +71,21 @@ BATCHES = 8
 CALLS_PER_ROUND = 20
 #: USB's defaults for what its hooks read from the algorithm (semilearn's config files)
 TAU = 0.95
-MOMENTUM = 0.999
-DASH = dict(rho_min=0.05, gamma=1.27, C=1.0001, rho_init=1.0, T=0.5, iter_per_epoch=100)
+DASH = dict(rho_min=0.05, gamma=1.27, C=1.0001, rho_init=1.0, T=0.5)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What both sides are configured with: the EMA momentum and Dash's steps per epoch."""
+
+    momentum: float
+    iter_per_epoch: int
+
+
+#: the timed rows: USB's defaults
+TIMED = Setting(momentum=0.999, iter_per_epoch=100)
+#: the output check: state that moves within CHECKED_STEPS
+CHECKED = Setting(momentum=0.7, iter_per_epoch=1)
 
 
 @dataclass
@@ -97,15 +117,26 @@ class PeerReport:
 
 
 @dataclass
+class _Side:
+    """One side of a row, built fresh: ``step(batch)`` → outputs, and the object holding
+    its state (the module, or USB's hook)."""
+
+    step: Callable[[dict[str, Tensor]], Any]
+    holder: Any
+
+
+@dataclass
 class _Pair:
-    """Both sides of one row: factories of a fresh step function each (batch → outputs);
-    pseudosel's takes ``validate``."""
+    """Both sides of one row. ``ours(setting, validate, **options)`` and ``usb(setting)``
+    build a fresh side; ``compare`` says what differs between their outputs ("" when
+    nothing); ``state`` maps USB's hook attributes to the module's buffers."""
 
     selector: str
     hook: str
-    ours: Callable[[bool], Callable[[dict[str, Tensor]], Any]]
-    usb: Callable[[], Callable[[dict[str, Tensor]], Any]]
-    compare: Callable[[Any, Any], str]  # "" when equal, else what differs
+    ours: Callable[..., _Side]
+    usb: Callable[[Setting], _Side]
+    compare: Callable[[Any, Any], str]
+    state: dict[str, str] = field(default_factory=dict)
 
 
 def peer_report(
@@ -224,12 +255,29 @@ def _cycle(batches: list[dict[str, Tensor]]) -> Iterator[dict[str, Tensor]]:
         yield from batches
 
 
-def _compare(pair: _Pair, batches: list[dict[str, Tensor]]) -> str:
-    ours, usb = pair.ours(True), pair.usb()
+def _compare(pair: _Pair, batches: list[dict[str, Tensor]], **options: Any) -> str:
+    """What differs between the two sides over :data:`CHECKED_STEPS` steps in the
+    :data:`CHECKED` setting — outputs, then state — or "" (``options``: given to
+    pseudosel's side, for the tests)."""
+    ours, usb = pair.ours(CHECKED, True, **options), pair.usb(CHECKED)
     for step, batch in zip(range(CHECKED_STEPS), _cycle(batches), strict=False):
-        difference = pair.compare(ours(batch), usb(batch))
+        difference = pair.compare(ours.step(batch), usb.step(batch))
+        difference = difference or _state_difference(pair.state, ours.holder, usb.holder)
         if difference:
             return f"step {step}: {difference}"
+    return ""
+
+
+def _state_difference(state: dict[str, str], module: Any, hook: Any) -> str:
+    for attribute, buffer in state.items():
+        theirs, mine = getattr(hook, attribute), getattr(module, buffer)
+        if theirs is None:
+            continue  # not set by USB's hook yet (Dash's ρ before its first update)
+        theirs = torch.as_tensor(theirs, dtype=mine.dtype)
+        if theirs.numel() == mine.numel():  # USB keeps some scalars as (1,) tensors
+            theirs = theirs.reshape(mine.shape)
+        if theirs.shape != mine.shape or not torch.allclose(mine, theirs, rtol=1e-5, atol=1e-7):
+            return f"state {attribute} differs"
     return ""
 
 
@@ -238,17 +286,17 @@ def _time_side_by_side(
 ) -> tuple[float, float, float]:
     """Median seconds per step of pseudosel (validate=True, then False) and of USB: rounds
     of :data:`CALLS_PER_ROUND` steps, the three in turn, each on fresh state warmed up by
-    one round."""
-    steps = (pair.ours(True), pair.ours(False), pair.usb())
-    sides = [(step, _cycle(batches)) for step in steps]
+    one round, in the :data:`TIMED` setting."""
+    sides = (pair.ours(TIMED, True), pair.ours(TIMED, False), pair.usb(TIMED))
+    batch_of = [_cycle(batches) for _ in sides]
     times: list[list[float]] = [[] for _ in sides]
     for round_ in range(rounds + 1):
-        for side, (step, batch_of) in enumerate(sides):
+        for index, side in enumerate(sides):
             begin = time.perf_counter()
             for _ in range(CALLS_PER_ROUND):
-                step(next(batch_of))
+                side.step(next(batch_of[index]))
             if round_ > 0:  # the first round warms up
-                times[side].append((time.perf_counter() - begin) / CALLS_PER_ROUND)
+                times[index].append((time.perf_counter() - begin) / CALLS_PER_ROUND)
     ours, unchecked, usb = (statistics.median(side) for side in times)
     return ours, unchecked, usb
 
@@ -272,26 +320,29 @@ def _pairs(num_classes: int) -> list[_Pair]:
             _Pair(
                 name,
                 spec.usb.hook,
-                _ours_factory(name, num_classes, options(num_classes)),
-                lambda side=usb_side: side(num_classes),
+                _ours_factory(name, num_classes, options),
+                lambda setting, side=usb_side: side(num_classes, setting),
                 compare,
+                dict(spec.usb.state),
             )
         )
     pairs += _alignment_pairs(num_classes)
     return pairs
 
 
-def _ours_factory(name: str, num_classes: int, options: dict[str, Any]):
-    """A fresh module of the registered selector (its defaults; ``validate`` True unless
-    told) → a step from the batch's logits: ``softmax(-1)``, then
-    :meth:`SelectorSpec.step`."""
+def _ours_factory(name: str, num_classes: int, options: Callable[[Setting], dict[str, Any]]):
+    """A fresh module of the registered selector — its defaults, the setting's options,
+    then ``overrides`` — and a step from the batch's logits: ``softmax(-1)``, then
+    :meth:`SelectorSpec.step` (Dash: also its soft targets, as its algorithm trains on)."""
     spec = selector_spec(name)
 
-    def build(validate: bool = True) -> Callable[[dict[str, Tensor]], Any]:
+    def build(setting: Setting, validate: bool = True, **overrides: Any) -> _Side:
+        chosen = {**options(setting), **overrides}
         module = spec.build(
-            num_classes, num_unlabeled=NUM_UNLABELED, validate=validate, **options
+            num_classes, num_unlabeled=NUM_UNLABELED, validate=validate, **chosen
         ).train()
         labelled, index = "labeled" in spec.needs, "index" in spec.needs
+        soft_targets = spec.usb.hook == "DashThresholdingHook"
 
         def step(batch: dict[str, Tensor]) -> Any:
             inputs = {}
@@ -299,9 +350,12 @@ def _ours_factory(name: str, num_classes: int, options: dict[str, Any]):
                 inputs["probs_labeled"] = batch["logits_labeled"].softmax(-1)
             if index:
                 inputs["index"] = batch["index"]
-            return spec.step(module, batch["logits"].softmax(-1), None, **inputs)
+            selection = spec.step(module, batch["logits"].softmax(-1), None, **inputs)
+            if soft_targets:  # USB's Dash trains on softmax(logits / T) until ρ is at ρ_min
+                torch.softmax(batch["logits"] / module.T, dim=-1)
+            return selection
 
-        return step
+        return _Side(step, module)
 
     return build
 
@@ -322,7 +376,7 @@ def _algorithm(**settings: Any) -> types.SimpleNamespace:
     return types.SimpleNamespace(**{**defaults, **settings})
 
 
-def _on_probs(masking: Callable[[Tensor, dict[str, Tensor]], Tensor]):
+def _on_probs(hook: Any, masking: Callable[[Tensor, dict[str, Tensor]], Tensor]) -> _Side:
     """FixMatch's ``train_step`` order: ``compute_prob`` (softmax), the masking hook on the
     probabilities, then hard pseudo-labels from them (``PseudoLabelingHook``)."""
     labeler = _hook("hooks", "PseudoLabelingHook")()
@@ -334,10 +388,10 @@ def _on_probs(masking: Callable[[Tensor, dict[str, Tensor]], Tensor]):
         labels = labeler.gen_ulb_targets(algorithm, probs, use_hard_label=True, softmax=False)
         return mask, labels
 
-    return step
+    return _Side(step, hook)
 
 
-def _on_logits(masking: Callable[[dict[str, Tensor]], Tensor], *, hard: bool = True):
+def _on_logits(hook: Any, masking: Callable[[dict[str, Tensor]], Tensor], *, hard: bool = True):
     """FreeMatch's and Dash's ``train_step`` order: the masking hook on the logits (it
     applies the softmax), then the pseudo-labels from the logits."""
     labeler = _hook("hooks", "PseudoLabelingHook")()
@@ -350,19 +404,19 @@ def _on_logits(masking: Callable[[dict[str, Tensor]], Tensor], *, hard: bool = T
         )
         return mask, labels
 
-    return step
+    return _Side(step, hook)
 
 
-def _fixed(num_classes: int):
+def _fixed(num_classes: int, setting: Setting) -> _Side:
     hook, algorithm = _hook("hooks", "FixedThresholdingHook")(), _algorithm()
 
     def masking(probs: Tensor, batch: dict[str, Tensor]) -> Tensor:
         return hook.masking(algorithm, logits_x_ulb=probs, softmax_x_ulb=False)
 
-    return _on_probs(masking)
+    return _on_probs(hook, masking)
 
 
-def _adamatch(num_classes: int):
+def _adamatch(num_classes: int, setting: Setting) -> _Side:
     hook, algorithm = _hook("adamatch.utils", "AdaMatchThresholdingHook")(), _algorithm()
 
     def masking(probs: Tensor, batch: dict[str, Tensor]) -> Tensor:
@@ -372,10 +426,10 @@ def _adamatch(num_classes: int):
             softmax_x_ulb=False,
         )  # fmt: skip
 
-    return _on_probs(masking)
+    return _on_probs(hook, masking)
 
 
-def _flexmatch(num_classes: int):
+def _flexmatch(num_classes: int, setting: Setting) -> _Side:
     hook = _hook("flexmatch.utils", "FlexMatchThresholdingHook")(
         ulb_dest_len=NUM_UNLABELED, num_classes=num_classes, thresh_warmup=True
     )
@@ -386,33 +440,35 @@ def _flexmatch(num_classes: int):
             algorithm, logits_x_ulb=probs, idx_ulb=batch["index"], softmax_x_ulb=False
         )
 
-    return _on_probs(masking)
+    return _on_probs(hook, masking)
 
 
-def _freematch(num_classes: int):
-    hook = _hook("freematch.utils", "FreeMatchThresholdingHook")(num_classes, MOMENTUM)
+def _freematch(num_classes: int, setting: Setting) -> _Side:
+    hook = _hook("freematch.utils", "FreeMatchThresholdingHook")(num_classes, setting.momentum)
     algorithm = _algorithm()
-    return _on_logits(lambda batch: hook.masking(algorithm, logits_x_ulb=batch["logits"]))
+    return _on_logits(hook, lambda batch: hook.masking(algorithm, logits_x_ulb=batch["logits"]))
 
 
-def _softmatch(num_classes: int):
-    hook = _hook("softmatch.utils", "SoftMatchWeightingHook")(num_classes, momentum=MOMENTUM)
+def _softmatch(num_classes: int, setting: Setting) -> _Side:
+    hook = _hook("softmatch.utils", "SoftMatchWeightingHook")(
+        num_classes, momentum=setting.momentum
+    )
     algorithm = _algorithm()
 
     def masking(probs: Tensor, batch: dict[str, Tensor]) -> Tensor:
         return hook.masking(algorithm, logits_x_ulb=probs, softmax_x_ulb=False)
 
-    return _on_probs(masking)
+    return _on_probs(hook, masking)
 
 
-def _dash(num_classes: int):
+def _dash(num_classes: int, setting: Setting) -> _Side:
     from semilearn.core.criterions import CELoss
 
     hook = _hook("dash.utils", "DashThresholdingHook")(
         rho_min=DASH["rho_min"], gamma=DASH["gamma"], C=DASH["C"]
     )
     algorithm = _algorithm(
-        rho_init=DASH["rho_init"], it=0, num_iter_per_epoch=DASH["iter_per_epoch"],
+        rho_init=DASH["rho_init"], it=0, num_iter_per_epoch=setting.iter_per_epoch,
         use_hard_label=False, ce_loss=CELoss(),
     )  # fmt: skip
 
@@ -422,15 +478,19 @@ def _dash(num_classes: int):
         return mask
 
     # Dash trains on soft targets until rho reaches its floor: gen_ulb_targets as called
-    return _on_logits(masking, hard=False)
+    return _on_logits(hook, masking, hard=False)
 
 
-def _dash_options(num_classes: int) -> dict[str, Any]:
-    return dict(rho_init=DASH["rho_init"], update_every=10 * DASH["iter_per_epoch"],
+def _momentum(setting: Setting) -> dict[str, Any]:
+    return {"momentum": setting.momentum}
+
+
+def _dash_options(setting: Setting) -> dict[str, Any]:
+    return dict(rho_init=DASH["rho_init"], update_every=10 * setting.iter_per_epoch,
                 gamma=DASH["gamma"], c=DASH["C"], rho_min=DASH["rho_min"], T=DASH["T"])  # fmt: skip
 
 
-def _no_options(num_classes: int) -> dict[str, Any]:
+def _no_options(setting: Setting) -> dict[str, Any]:
     return {}
 
 
@@ -456,14 +516,14 @@ def _soft(ours, usb) -> str:
     return "labels differ" if _labels_differ(ours, labels) else ""
 
 
-#: USB hook class → (its step factory, the pseudosel options that match USB's defaults,
+#: USB hook class → (its side's factory, the pseudosel options that match USB's setting,
 #: how the outputs compare)
-_USB_SIDES: dict[str, tuple[Callable, Callable[[int], dict[str, Any]], Callable]] = {
+_USB_SIDES: dict[str, tuple[Callable, Callable[[Setting], dict[str, Any]], Callable]] = {
     "FixedThresholdingHook": (_fixed, _no_options, _hard),
     "AdaMatchThresholdingHook": (_adamatch, _no_options, _hard),
     "FlexMatchThresholdingHook": (_flexmatch, _no_options, _hard),
-    "FreeMatchThresholdingHook": (_freematch, _no_options, _hard),
-    "SoftMatchWeightingHook": (_softmatch, _no_options, _soft),
+    "FreeMatchThresholdingHook": (_freematch, _momentum, _hard),
+    "SoftMatchWeightingHook": (_softmatch, _momentum, _soft),
     "DashThresholdingHook": (_dash, _dash_options, _hard),
 }
 
@@ -474,19 +534,25 @@ def _alignment_pairs(num_classes: int) -> list[_Pair]:
     softmax of the logits, then the alignment."""
     from pseudosel import DistributionAlignment, DistributionAlignmentQueue
 
-    def usb(name: str, **options: Any):
-        def build():
+    def usb(name: str, ema: bool):
+        def build(setting: Setting) -> _Side:
+            options = {"momentum": setting.momentum} if ema else {}
             with contextlib.redirect_stdout(io.StringIO()):  # the hooks print their target
                 hook = _hook("hooks", name)(num_classes, **options)
             algorithm = _algorithm()
-            return lambda b: hook.dist_align(algorithm, probs_x_ulb=b["logits"].softmax(-1))
+
+            def step(batch: dict[str, Tensor]) -> Tensor:
+                return hook.dist_align(algorithm, probs_x_ulb=batch["logits"].softmax(-1))
+
+            return _Side(step, hook)
 
         return build
 
-    def ours(cls):
-        def build(validate: bool = True):
-            module = cls(num_classes, validate=validate).train()
-            return lambda b: module(b["logits"].softmax(-1))
+    def ours(cls, ema: bool):
+        def build(setting: Setting, validate: bool = True, **overrides: Any) -> _Side:
+            options = {"momentum": setting.momentum} if ema else {}
+            module = cls(num_classes, validate=validate, **{**options, **overrides}).train()
+            return _Side(lambda batch: module(batch["logits"].softmax(-1)), module)
 
         return build
 
@@ -497,8 +563,10 @@ def _alignment_pairs(num_classes: int) -> list[_Pair]:
         return f"aligned probabilities differ by up to {gap:.3g}"
 
     return [
-        _Pair("distribution alignment", "DistAlignEMAHook", ours(DistributionAlignment),
-              usb("DistAlignEMAHook", momentum=MOMENTUM), aligned),
+        _Pair("distribution alignment", "DistAlignEMAHook",
+              ours(DistributionAlignment, ema=True), usb("DistAlignEMAHook", ema=True),
+              aligned, {"p_model": "p_model"}),
         _Pair("distribution alignment (queue)", "DistAlignQueueHook",
-              ours(DistributionAlignmentQueue), usb("DistAlignQueueHook"), aligned),
+              ours(DistributionAlignmentQueue, ema=False), usb("DistAlignQueueHook", ema=False),
+              aligned, {"p_model": "p_model", "p_model_ptr": "p_model_ptr"}),
     ]  # fmt: skip
