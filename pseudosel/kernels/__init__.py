@@ -33,6 +33,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from pseudosel.distributed import is_distributed
+
 __all__ = [
     "BACKENDS",
     "MEASURED_FASTEST",
@@ -90,8 +92,6 @@ def counted_plainly(valid: Tensor, all_valid: bool) -> bool:
         >>> counted_plainly(torch.ones(3, dtype=torch.bool), True)
         True
     """
-    from pseudosel.distributed import is_distributed
-
     return all_valid and eager_cpu(valid) and valid.numel() > 0 and not is_distributed()
 
 
