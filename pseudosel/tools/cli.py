@@ -258,7 +258,11 @@ def _bench_peers(args: argparse.Namespace) -> int:
     if args.device is not None and torch.device(args.device).type != "cpu":
         raise SystemExit("--peers times the CPU: USB's hooks move their state on every call")
     sizes = args.sizes or (["64x10"] if args.quick else list(peers.PEER_SIZES))
-    report = peers.peer_report(sizes, rounds=3 if args.quick else 15)
+    try:
+        report = peers.peer_report(sizes, rounds=3 if args.quick else 15)
+    except ImportError as error:  # no semilearn: say how to install it, no traceback
+        print(f"pseudosel bench: error: {error}", file=sys.stderr)
+        return 1
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = args.out / "peers.json", args.out / "peers.md"
     json_path.write_text(json.dumps(peers.report_dict(report), indent=2) + "\n")

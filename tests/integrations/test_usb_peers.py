@@ -80,3 +80,20 @@ def test_a_different_rule_is_reported_not_hidden(shape):
 def test_peer_sizes_are_classification_batches(size):
     with pytest.raises(ValueError, match="size|shape"):
         peers.peer_report([size], rounds=1)
+
+
+def test_without_semilearn_the_command_says_how_to_install_it(tmp_path):
+    """Where semilearn is only in the folder the test command installs it into (as here),
+    pointing PSEUDOSEL_USB_SITE elsewhere leaves the command without it."""
+    import os
+
+    env = {**os.environ, "PSEUDOSEL_USB_SITE": str(tmp_path / "nowhere")}
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('semilearn') is None)"
+    if subprocess.run([sys.executable, "-c", probe], env=env).returncode == 0:
+        pytest.skip("semilearn is installed in site-packages here: the command finds it")
+    command = [sys.executable, "-m", "pseudosel", "bench", "--peers", "--quick",
+               "--out", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "needs semilearn 0.3.2" in done.stderr and "pip install" in done.stderr
+    assert "Traceback" not in done.stderr
