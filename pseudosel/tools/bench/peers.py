@@ -57,7 +57,7 @@ from pseudosel.registry import available_selectors, selector_spec
 from pseudosel.tools.bench.sizes import parse_size
 from pseudosel.tools.semilearn_env import INSTALL_HINT, install_import_shims
 
-__all__ = ["PEER_SIZES", "PeerRow", "peer_markdown", "peer_report"]
+__all__ = ["PEER_SIZES", "PeerReport", "PeerRow", "peer_markdown", "peer_report", "report_dict"]
 
 #: USB's sizes: CIFAR-10 and CIFAR-100 steps (64 labelled x uratio 7), and a small batch
 PEER_SIZES = ("448x10", "448x100", "64x10")
@@ -105,6 +105,8 @@ class PeerRow:
 
 @dataclass
 class PeerReport:
+    """A ``--peers`` run: the machine and versions, the timing protocol, the rows."""
+
     date: str
     machine: str
     torch: str
@@ -218,6 +220,7 @@ def peer_markdown(report: PeerReport) -> str:
 
 
 def report_dict(report: PeerReport) -> dict[str, Any]:
+    """The report as plain data (the JSON the command writes)."""
     return asdict(report)
 
 
