@@ -379,29 +379,37 @@ def _algorithm(**settings: Any) -> types.SimpleNamespace:
     return types.SimpleNamespace(**{**defaults, **settings})
 
 
-def _on_probs(hook: Any, masking: Callable[[Tensor, dict[str, Tensor]], Tensor]) -> _Side:
+def _masking_on_probs(algorithm: Any, hook: Any, probs: Tensor, batch: dict) -> Tensor:
+    """The masking hook on the probabilities, as FixMatch and SoftMatch call it."""
+    return hook.masking(algorithm, logits_x_ulb=probs, softmax_x_ulb=False)
+
+
+def _on_probs(hook: Any, masking: Callable = _masking_on_probs) -> _Side:
     """FixMatch's ``train_step`` order: ``compute_prob`` (softmax), the masking hook on the
-    probabilities, then hard pseudo-labels from them (``PseudoLabelingHook``)."""
+    probabilities (``masking(algorithm, hook, probs, batch)``), then hard pseudo-labels
+    from them (``PseudoLabelingHook``)."""
     labeler = _hook("hooks", "PseudoLabelingHook")()
     algorithm = _algorithm()
 
     def step(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         probs = torch.softmax(batch["logits"].detach(), dim=-1)
-        mask = masking(probs, batch)
+        mask = masking(algorithm, hook, probs, batch)
         labels = labeler.gen_ulb_targets(algorithm, probs, use_hard_label=True, softmax=False)
         return mask, labels
 
     return _Side(step, hook)
 
 
-def _on_logits(hook: Any, masking: Callable[[dict[str, Tensor]], Tensor], *, hard: bool = True):
+def _on_logits(hook: Any, *, hard: bool = True, **settings: Any) -> _Side:
     """FreeMatch's and Dash's ``train_step`` order: the masking hook on the logits (it
-    applies the softmax), then the pseudo-labels from the logits."""
+    applies the softmax), then the pseudo-labels from the logits; ``settings``: more of
+    the algorithm's attributes. The algorithm counts its steps (``it``), as USB's loop."""
     labeler = _hook("hooks", "PseudoLabelingHook")()
-    algorithm = _algorithm()
+    algorithm = _algorithm(it=0, **settings)
 
     def step(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        mask = masking(batch)
+        mask = hook.masking(algorithm, logits_x_ulb=batch["logits"])
+        algorithm.it += 1
         labels = labeler.gen_ulb_targets(
             algorithm, batch["logits"], use_hard_label=hard, T=algorithm.T
         )
@@ -411,57 +419,41 @@ def _on_logits(hook: Any, masking: Callable[[dict[str, Tensor]], Tensor], *, har
 
 
 def _fixed(num_classes: int, setting: Setting) -> _Side:
-    hook, algorithm = _hook("hooks", "FixedThresholdingHook")(), _algorithm()
-
-    def masking(probs: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        return hook.masking(algorithm, logits_x_ulb=probs, softmax_x_ulb=False)
-
-    return _on_probs(hook, masking)
+    return _on_probs(_hook("hooks", "FixedThresholdingHook")())
 
 
 def _adamatch(num_classes: int, setting: Setting) -> _Side:
-    hook, algorithm = _hook("adamatch.utils", "AdaMatchThresholdingHook")(), _algorithm()
-
-    def masking(probs: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    def masking(algorithm: Any, hook: Any, probs: Tensor, batch: dict) -> Tensor:
         probs_labeled = torch.softmax(batch["logits_labeled"].detach(), dim=-1)
         return hook.masking(
             algorithm, logits_x_lb=probs_labeled, logits_x_ulb=probs, softmax_x_lb=False,
             softmax_x_ulb=False,
         )  # fmt: skip
 
-    return _on_probs(hook, masking)
+    return _on_probs(_hook("adamatch.utils", "AdaMatchThresholdingHook")(), masking)
 
 
 def _flexmatch(num_classes: int, setting: Setting) -> _Side:
-    hook = _hook("flexmatch.utils", "FlexMatchThresholdingHook")(
-        ulb_dest_len=NUM_UNLABELED, num_classes=num_classes, thresh_warmup=True
-    )
-    algorithm = _algorithm()
-
-    def masking(probs: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    def masking(algorithm: Any, hook: Any, probs: Tensor, batch: dict) -> Tensor:
         return hook.masking(
             algorithm, logits_x_ulb=probs, idx_ulb=batch["index"], softmax_x_ulb=False
         )
 
+    hook = _hook("flexmatch.utils", "FlexMatchThresholdingHook")(
+        ulb_dest_len=NUM_UNLABELED, num_classes=num_classes, thresh_warmup=True
+    )
     return _on_probs(hook, masking)
 
 
 def _freematch(num_classes: int, setting: Setting) -> _Side:
-    hook = _hook("freematch.utils", "FreeMatchThresholdingHook")(num_classes, setting.momentum)
-    algorithm = _algorithm()
-    return _on_logits(hook, lambda batch: hook.masking(algorithm, logits_x_ulb=batch["logits"]))
+    return _on_logits(
+        _hook("freematch.utils", "FreeMatchThresholdingHook")(num_classes, setting.momentum)
+    )
 
 
 def _softmatch(num_classes: int, setting: Setting) -> _Side:
-    hook = _hook("softmatch.utils", "SoftMatchWeightingHook")(
-        num_classes, momentum=setting.momentum
-    )
-    algorithm = _algorithm()
-
-    def masking(probs: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        return hook.masking(algorithm, logits_x_ulb=probs, softmax_x_ulb=False)
-
-    return _on_probs(hook, masking)
+    hook = _hook("softmatch.utils", "SoftMatchWeightingHook")
+    return _on_probs(hook(num_classes, momentum=setting.momentum))
 
 
 def _dash(num_classes: int, setting: Setting) -> _Side:
@@ -470,18 +462,11 @@ def _dash(num_classes: int, setting: Setting) -> _Side:
     hook = _hook("dash.utils", "DashThresholdingHook")(
         rho_min=DASH["rho_min"], gamma=DASH["gamma"], C=DASH["C"]
     )
-    algorithm = _algorithm(
-        rho_init=DASH["rho_init"], it=0, num_iter_per_epoch=setting.iter_per_epoch,
+    # Dash trains on soft targets until rho reaches its floor: gen_ulb_targets as called
+    return _on_logits(
+        hook, hard=False, rho_init=DASH["rho_init"], num_iter_per_epoch=setting.iter_per_epoch,
         use_hard_label=False, ce_loss=CELoss(),
     )  # fmt: skip
-
-    def masking(batch: dict[str, Tensor]) -> Tensor:
-        mask = hook.masking(algorithm, logits_x_ulb=batch["logits"])
-        algorithm.it += 1  # USB's training loop counts the steps
-        return mask
-
-    # Dash trains on soft targets until rho reaches its floor: gen_ulb_targets as called
-    return _on_logits(hook, masking, hard=False)
 
 
 def _momentum(setting: Setting) -> dict[str, Any]:
