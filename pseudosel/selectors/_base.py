@@ -297,8 +297,7 @@ class Alignment(CheckedModule):
             prepared=inputs,
             **options,
         )
-        for buffer, value in zip(state, new, strict=True):
-            buffer.copy_(value)
+        store(new, state)
 
 
 class UpdateThenSelect(Selector):
@@ -330,7 +329,7 @@ class UpdateThenSelect(Selector):
     def _step(self, inputs: Inputs) -> Selection:
         state = self.state()  # the buffers, updated in place by _store
         if self.training:
-            self._store(self._advance(inputs, state), state)
+            store(self._advance(inputs, state), state)
         options = {name: getattr(self, name) for name in self.select_options}
         # the stages are handed the front door's result: they skip their own
         selection = type(self).select_stage(
@@ -342,7 +341,7 @@ class UpdateThenSelect(Selector):
     def update(self, probs: Tensor, valid: Tensor | None = None) -> None:
         """Advance the statistics with a batch, without selecting."""
         state = self.state()
-        self._store(self._advance(self.prepare(probs, valid), state), state)
+        store(self._advance(self.prepare(probs, valid), state), state)
 
     def _advance(self, inputs: Inputs, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         options = {name: getattr(self, name) for name in self.update_options}
@@ -355,10 +354,11 @@ class UpdateThenSelect(Selector):
             **options,
         )
 
-    @staticmethod
-    def _store(new: tuple[Tensor, ...], state: tuple[Tensor, ...]) -> None:
-        for buffer, value in zip(state, new, strict=True):
-            buffer.copy_(value)
+
+def store(new: tuple[Tensor, ...], state: tuple[Tensor, ...]) -> None:
+    """Copy a stage's new state into the module's buffers (``state``), in place."""
+    for buffer, value in zip(state, new, strict=True):
+        buffer.copy_(value)
 
 
 def options_text(**options: Any) -> str:
