@@ -57,3 +57,17 @@ def noisy_labels(probs: torch.Tensor, *, seed: int, correct: float = 0.8) -> tor
         probs.argmax(1),
         torch.randint(0, k, (n,), generator=gen),
     )
+
+
+def stressed_logits(kind: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """float64 logits of one stressing kind: ``"near-uniform"`` (tiny spread),
+    ``"near-one-hot"`` (huge spread), ``"ties"`` (many exact ties of the top classes), or
+    else a classifier-like spread."""
+    logits = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    if kind == "near-uniform":
+        return logits * 1e-3
+    if kind == "near-one-hot":
+        return logits * 40
+    if kind == "ties":
+        return (logits * 2).round()
+    return logits * 3

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.probability_maps import classifier_outputs, smooth_maps
+from helpers.probability_maps import classifier_outputs, smooth_maps, stressed_logits
 from helpers.tolerances import DTYPES
 
 import pseudosel.functional as F
@@ -24,19 +24,11 @@ from pseudosel.kernels import cpu, planes
 
 def inputs(kind: str, dtype: torch.dtype, shape=(3, 7, 12, 10)) -> torch.Tensor:
     """Probabilities of one stressing kind, rounded to ``dtype``."""
-    gen = torch.Generator().manual_seed(len(kind))
     if kind == "smooth":
         if len(shape) == 2:  # classification: a classifier's spread of confidences
             return classifier_outputs(*shape, seed=4).to(dtype)
         return smooth_maps(*shape, seed=4).to(dtype)
-    logits = torch.randn(shape, generator=gen, dtype=torch.float64)
-    if kind == "near-uniform":
-        logits = logits * 1e-3
-    elif kind == "near-one-hot":
-        logits = logits * 40
-    elif kind == "ties":
-        logits = (logits * 2).round()  # many exact ties of the top classes
-    return logits.softmax(1).to(dtype)
+    return stressed_logits(kind, shape, seed=len(kind)).softmax(1).to(dtype)
 
 
 KINDS = ["smooth", "near-uniform", "near-one-hot", "ties"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.probability_maps import classifier_outputs, smooth_maps
+from helpers.probability_maps import classifier_outputs, smooth_maps, stressed_logits
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -59,16 +59,8 @@ def make(kind: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -
             else smooth_maps(*shape, seed=seed)
         )
         return probs.to(dtype)
-    logits = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    if kind == "near-uniform":
-        logits = logits * 1e-3
-    elif kind == "near-one-hot":
-        logits = logits * 40
-    elif kind == "ties":
-        logits = (logits * 2).round()  # many exact ties of the top classes
-    else:  # "smooth" for another number of dims: a classifier-like spread
-        logits = logits * 3
-    return logits.softmax(1).to(dtype)
+    # "smooth" for another number of dims: a classifier-like spread
+    return stressed_logits(kind, shape, seed).softmax(1).to(dtype)
 
 
 def ignore_some(probs: torch.Tensor, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
