@@ -1,0 +1,59 @@
+"""Python numbers as cached 0-dim operands, for small eager CPU batches.
+
+A torch op between a tensor and a Python number wraps the number in a fresh tensor on every
+call. On a CPU that allocation costs as much as a small batch's arithmetic: at 64 × 10,
+``x * 0.999`` takes about 2 µs and ``x * m`` with a 0-dim tensor ``m`` about 1 µs (this
+machine, benchmarks/RESULTS.md), and a stateful selector's step does a dozen such ops. A
+0-dim tensor of ``x``'s own dtype is the same operand: the op reads it as the one CPU
+scalar it reads the wrapped number as — the number rounded to that dtype — so results are
+bit for bit those of the Python number (tests/kernels/test_scalars.py), without the
+allocation. Elsewhere (other devices, half dtypes, torch.compile, :func:`formulas_only`)
+the numbers are returned as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+from pseudosel import kernels
+
+__all__ = ["operands"]
+
+# the dtypes whose 0-dim tensor holds exactly what the wrapped number is rounded to
+_EXACT = (torch.float32, torch.float64)
+
+
+def operands(like: Tensor | tuple[Tensor, ...], *values: float) -> tuple[Tensor | float, ...]:
+    """``values`` as cached 0-dim tensors of the dtype of ``like`` — the tensor, or the
+    tensors of one dtype, they are combined with — on an eager CPU; elsewhere (or when the
+    tensors of ``like`` differ in dtype) ``values`` unchanged.
+
+    The tensors are shared between calls: use them as operands only, never in place. The
+    forms that equal the number's are ``x op value`` and ``value op x`` for ``+ - * ==``
+    and the comparisons, and ``x / value``; not ``value / x``, which torch computes as
+    ``x.reciprocal() * value``. ``values`` must lie within the dtype's range.
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.kernels.scalars import operands
+        >>> x = torch.tensor([0.5, 0.25])
+        >>> (m,) = operands(x, 0.9)
+        >>> m, torch.equal(x * m, x * 0.9)
+        (tensor(0.9000), True)
+    """
+    first = like[0] if isinstance(like, tuple) else like
+    dtype = first.dtype
+    if dtype not in _EXACT or not kernels.eager_cpu(first):
+        return values
+    if isinstance(like, tuple) and any(tensor.dtype != dtype for tensor in like):
+        return values  # a 0-dim tensor of one dtype would change the others' arithmetic
+    return tuple([_constant(value, dtype) for value in values])
+
+
+@functools.lru_cache(maxsize=256)
+def _constant(value: float, dtype: torch.dtype) -> Tensor:
+    with torch.inference_mode(False):  # a plain tensor, usable in and out of inference mode
+        return torch.tensor(value, dtype=dtype)

@@ -1,0 +1,110 @@
+"""A cached 0-dim operand gives what the Python number gives, bit for bit
+(pseudosel.kernels.scalars), and the numbers stay numbers where it would not.
+
+``number / x`` is not among the forms: torch computes it as ``x.reciprocal() * number``
+(another rounding), so the selectors never write an operand there."""
+
+from __future__ import annotations
+
+import operator
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pseudosel import kernels
+from pseudosel.kernels.scalars import operands
+
+OPERATIONS = {
+    "mul": operator.mul,
+    "add": operator.add,
+    "sub": operator.sub,
+    "rmul": lambda x, y: y * x,
+    "radd": lambda x, y: y + x,
+    "rsub": lambda x, y: y - x,
+    "div": operator.truediv,
+    "ge": operator.ge,
+    "le": operator.le,
+    "eq": operator.eq,
+}
+NUMBERS = st.one_of(
+    st.floats(min_value=-1e30, max_value=1e30),  # within float32's range, as selectors' are
+    st.floats(min_value=1e-8, max_value=1.0),  # momenta, thresholds, temperatures
+    st.integers(min_value=1, max_value=2**26),  # counts, some above float32's integers
+)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit (NaN where NaN), in value, dtype and shape."""
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and torch.equal(a.view(-1).isnan(), b.view(-1).isnan())
+        and torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(), (7,), (3, 5)])
+@pytest.mark.parametrize("name", sorted(OPERATIONS))
+@settings(max_examples=40, deadline=None)
+@given(value=NUMBERS, seed=st.integers(0, 2**16))
+def test_operand_equals_the_number(dtype, shape, name, value, seed):
+    generator = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=generator, dtype=torch.float64) * 10).to(dtype)
+    if x.numel() > 1:
+        x.view(-1)[0] = float(value)  # an exact tie for the comparisons (when representable)
+    (operand,) = operands(x, value)
+    assert isinstance(operand, torch.Tensor) and operand.dtype == dtype and operand.dim() == 0
+    op = OPERATIONS[name]
+    assert _same(op(x, operand), op(x, value))
+
+
+def test_the_ops_of_the_selectors_with_operands():
+    """The EMA line as the stateful selectors write it, with m and 1 − m as operands."""
+    state = torch.tensor(0.3123456789, dtype=torch.float32)
+    batch = torch.rand(10, dtype=torch.float32)
+    m, rest = operands(state, 0.999, 1 - 0.999)
+    assert _same(state * m + rest * batch, state * 0.999 + (1 - 0.999) * batch)
+    assert _same(rest * 0.123456789, (1 - 0.999) * torch.tensor(0.123456789).to(torch.float32))
+
+
+@pytest.mark.parametrize(
+    "like",
+    [
+        torch.zeros(3, dtype=torch.float16),
+        torch.zeros(3, dtype=torch.bfloat16),
+        torch.zeros(3, dtype=torch.int64),
+        torch.zeros(3, device="meta"),
+        (torch.zeros(3), torch.zeros(3, dtype=torch.float64)),  # dtypes differ
+    ],
+    ids=["float16", "bfloat16", "int64", "meta", "mixed"],
+)
+def test_numbers_stay_numbers_where_a_tensor_would_differ(like):
+    assert operands(like, 0.5, 3) == (0.5, 3)
+
+
+def test_numbers_stay_numbers_under_formulas_only():
+    with kernels.formulas_only():
+        assert operands(torch.zeros(3), 0.5) == (0.5,)
+
+
+def test_numbers_stay_numbers_while_compiling():
+    @torch.compile(backend="eager", fullgraph=True)
+    def scaled(x):
+        (m,) = operands(x, 0.25)
+        assert not isinstance(m, torch.Tensor)
+        return x * m
+
+    assert torch.equal(scaled(torch.ones(3)), torch.full((3,), 0.25))
+
+
+def test_operands_are_shared_and_outside_autograd_and_inference_mode():
+    x = torch.zeros(2)
+    with torch.inference_mode():
+        (inside,) = operands(x, 0.123)
+    (outside,) = operands(x, 0.123)
+    assert inside is outside and not inside.is_inference() and not inside.requires_grad
+    y = torch.ones(2, requires_grad=True)
+    assert (y * outside).requires_grad  # usable in a graph like a number
