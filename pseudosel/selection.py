@@ -82,9 +82,12 @@ class Selection(NamedTuple):
         return self.mask.sum() / self.valid.sum().clamp_min(1)
 
 
-def hard_selection(labels: Tensor, mask: Tensor, score: Tensor, valid: Tensor) -> Selection:
+def hard_selection(
+    labels: Tensor, mask: Tensor, score: Tensor, valid: Tensor, *, all_valid: bool = False
+) -> Selection:
     """The Selection of a hard selector: weight = ``mask`` as 0/1 in the dtype of ``score``,
-    and ``score`` 0 at ignored positions. ``mask`` already excludes them.
+    and ``score`` 0 at ignored positions. ``mask`` already excludes them. ``all_valid``:
+    promise that ``valid`` is all True (``score`` is then taken as it is).
 
     Example:
         >>> import torch
@@ -95,4 +98,6 @@ def hard_selection(labels: Tensor, mask: Tensor, score: Tensor, valid: Tensor) -
         >>> sel.weight, sel.score
         (tensor([1., 0., 0.]), tensor([0.9000, 0.6000, 0.0000]))
     """
+    if all_valid:  # nothing to zero
+        return Selection(labels, mask.to(score.dtype), mask, score, valid)
     return Selection(labels, mask.to(score.dtype), mask, torch.where(valid, score, 0.0), valid)

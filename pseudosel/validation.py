@@ -184,7 +184,7 @@ def resolve_valid(
         check_ignore_index(ignore_index, ignore_mask.dtype)
         return ignore_mask != ignore_index
     if valid is None:
-        return torch.ones(expected, dtype=torch.bool, device=probs.device)
+        return probs.new_ones(expected, dtype=torch.bool)  # on the device of probs
     if not isinstance(valid, Tensor):
         raise TypeError(
             f"valid must be a torch.Tensor of dtype torch.bool, got {type(valid).__name__}"
@@ -370,13 +370,13 @@ def check_probability_values(probs: Tensor, valid: Tensor, *, all_valid: bool = 
         ValueError: in CPU eager mode, naming the first offending position.
         RuntimeError: from the device-side assertion on other devices / under torch.compile.
     """
-    tol = sum_tolerance(probs.dtype)
     if all_valid and kernels.eager_cpu(probs) and probs.numel() > 0:
         passed = probability_vectors_ok_on_host(probs)
     else:
         ok = probability_vectors_ok(probs, valid, all_valid=all_valid)
-        passed = _passes(ok, _VALUES_HINT.format(tol=tol))
+        passed = _passes(ok, _VALUES_HINT.format(tol=sum_tolerance(probs.dtype)))
     if not passed:
+        tol = sum_tolerance(probs.dtype)
         hint = _VALUES_HINT.format(tol=tol)
         # CPU eager only: the per-position test again, to name the first failure
         _refuse_channels_last(probs, tol)

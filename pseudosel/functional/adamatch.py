@@ -11,6 +11,7 @@ from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
+from pseudosel.kernels.scalars import operands
 from pseudosel.selection import Selection, hard_selection
 from pseudosel.validation import check_real, compute_dtype
 
@@ -86,7 +87,8 @@ def adamatch(
     if labeled_conf.dtype != work:
         labeled_conf = labeled_conf.to(work)
     if kernels.counted_plainly(valid_labeled, all_labeled):  # a plain mean
-        cutoff = tau * labeled_conf.sum() / valid_labeled.numel()
+        scale, count = operands(labeled_conf, tau, valid_labeled.numel())
+        cutoff = scale * labeled_conf.sum() / count
     else:
         labeled_sum = torch.where(valid_labeled, labeled_conf, 0.0).sum()  # NaN/Inf stay out
         stats = torch.stack((labeled_sum, valid_labeled.sum().to(work)))
@@ -94,6 +96,6 @@ def adamatch(
         cutoff = torch.where(stats[1] > 0, tau * stats[0] / stats[1].clamp_min(1), tau)
     confidence, labels = confidence_and_labels(probs)
     mask = confidence >= cutoff
-    if all_valid:  # nothing to mask
-        return Selection(labels, mask.to(confidence.dtype), mask, confidence, valid)
-    return hard_selection(labels, mask & valid, confidence, valid)
+    if not all_valid:
+        mask &= valid
+    return hard_selection(labels, mask, confidence, valid, all_valid=all_valid)

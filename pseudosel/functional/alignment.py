@@ -20,6 +20,7 @@ from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.inputs import Inputs, per_class_inputs
 from pseudosel.kernels import cpu
 from pseudosel.kernels.blocks import flatten
+from pseudosel.kernels.scalars import operands
 from pseudosel.validation import compute_dtype, in_dtype
 
 __all__ = ["AlignmentState", "align", "alignment_update", "masked_class_sums"]
@@ -70,7 +71,9 @@ def class_mean(
     ``all_valid`` and one process, the count is None (the batch's positions, not 0)."""
     work = compute_dtype(probs.dtype)
     if kernels.counted_plainly(valid, all_valid):  # the sums divided by their number
-        return masked_class_sums(probs, None, work) / valid.numel(), None
+        sums = masked_class_sums(probs, None, work)
+        (count,) = operands(sums, valid.numel())
+        return sums / count, None
     stats = torch.cat((masked_class_sums(probs, valid, work), valid.sum().to(work).unsqueeze(0)))
     all_reduce_sum(stats, group)
     count = stats[-1]
@@ -113,11 +116,11 @@ def alignment_update(
         probs_labeled, valid_labeled, _ = prepared(
             probs_labeled, valid_labeled, state, "alignment_update", name="probs_labeled", **front
         )
-    m = momentum
     dtype = state.p_model.dtype
+    m, rest = operands((state.p_model, state.p_target), momentum, 1 - momentum)  # rest: 1 − m
     mean, count = class_mean(probs, valid, process_group, all_valid)
     mean = in_dtype(mean, dtype)
-    p_model = torch.where(state.initialized, state.p_model * m + (1 - m) * mean, mean)
+    p_model = torch.where(state.initialized, state.p_model * m + rest * mean, mean)
     if count is None:  # the batch's positions count: it is seen
         initialized = torch.ones_like(state.initialized)
     else:
@@ -126,7 +129,7 @@ def alignment_update(
     p_target = state.p_target
     if probs_labeled is not None:
         mean_lb, count_lb = class_mean(probs_labeled, valid_labeled, process_group)
-        updated = p_target * m + (1 - m) * mean_lb.to(dtype)
+        updated = p_target * m + rest * mean_lb.to(dtype)
         p_target = torch.where(count_lb > 0, updated, p_target)
     return AlignmentState(p_model, p_target, initialized)
 
@@ -164,7 +167,9 @@ def rescaled(probs: Tensor, p_target: Tensor, p_model: Tensor) -> Tensor:
     """normalise(p · (p_target + EPS) / (p_model + EPS)) over dim 1, in the compute dtype of
     ``probs``: the alignment step of :func:`align` and :func:`align_queue`."""
     work = compute_dtype(probs.dtype)
-    ratio = (in_dtype(p_target, work) + EPS) / (in_dtype(p_model, work) + EPS)
+    p_target, p_model = in_dtype(p_target, work), in_dtype(p_model, work)
+    (eps,) = operands(p_model, EPS)
+    ratio = (p_target + eps) / (p_model + eps)
     shape = (1, -1) + (1,) * (probs.dim() - 2)
     aligned = in_dtype(probs, work) * ratio.view(shape)
     # normalised in place: one input-sized result, not two (fresh pages cost more than

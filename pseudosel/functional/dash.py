@@ -28,7 +28,7 @@ from pseudosel._grad import no_grad
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
 from pseudosel.kernels import cpu
-from pseudosel.kernels.blocks import flatten
+from pseudosel.kernels.scalars import operands
 from pseudosel.selection import Selection, hard_selection
 from pseudosel.validation import check_real, compute_dtype, in_dtype
 
@@ -105,7 +105,7 @@ def dash_select(
         tensor([ True,  True, False])
     """
     T = check_real("T", T, low=0.0, low_open=True)
-    probs, valid, _ = prepare(
+    probs, valid, all_valid = prepare(
         probs, valid, activation=activation, multilabel=multilabel, validate=validate
     )
     confidence, labels = confidence_and_labels(probs)
@@ -118,13 +118,16 @@ def dash_select(
         # log p = T·s + log ĉ and Σ q = 1, so ℓ = −Σ q·log p = −log ĉ − T·Σ e·s / Z, where
         # e·s = xlogy(e, e) is 0 when e = 0 (p = 0 or underflow), never 0·(−inf) = NaN.
         z, spread = _soft_loss_terms(probs, hard_loss, T, dtype)
-        soft_loss = hard_loss - T * spread / z
+        (temperature,) = operands(spread, T)
+        soft_loss = hard_loss - temperature * spread / z
         if isinstance(use_hard_labels, bool):
             loss = soft_loss
         else:
             loss = torch.where(use_hard_labels.to(hard_loss.device), hard_loss, soft_loss)
-    mask = valid & (loss <= in_dtype(rho, loss.dtype))
-    return hard_selection(labels, mask, -loss, valid)
+    mask = loss <= in_dtype(rho, loss.dtype)
+    if not all_valid:
+        mask &= valid
+    return hard_selection(labels, mask, -loss, valid, all_valid=all_valid)
 
 
 def _soft_loss_terms(
@@ -136,9 +139,6 @@ def _soft_loss_terms(
     # eager CPU: log and exp in cache-sized blocks, not as input-sized temporaries, and
     # e·s instead of xlogy (a third of its speed on a CPU), at any size
     if kernels.eager_cpu(probs):
-        flat, shape = flatten(probs), hard_loss.shape
-        top = top.reshape(flat.shape[0], 1, flat.shape[2])  # explicit sizes: N may be 0
-        z, spread = cpu.dash_soft_loss_terms(flat, top, T, dtype)
-        return z.reshape(shape), spread.reshape(shape)
+        return cpu.dash_soft_loss_terms(probs, top, T, dtype)
     e = ((probs.to(dtype).log() + top) / T).exp()
     return e.sum(1), torch.special.xlogy(e, e).sum(1)

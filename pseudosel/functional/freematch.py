@@ -24,6 +24,7 @@ from pseudosel.functional.alignment import masked_class_sums
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.functional.threshold import class_threshold_selection
 from pseudosel.inputs import per_class_inputs
+from pseudosel.kernels.scalars import operands
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype, in_dtype
 
@@ -122,17 +123,19 @@ def freematch_update(
         p_sum, hist = stats[2 : 2 + num_classes], stats[2 + num_classes :]
         seen = count > 0
         count = count.clamp_min(1)
+    if not isinstance(count, Tensor):
+        (count,) = operands(p_sum, count)
     if use_quantile:
         batch_time = masked_quantile(confidence, valid, QUANTILE, process_group).to(work)
     else:
         batch_time = conf_sum / count
-    m = momentum
     dtype = state.time_p.dtype
-    time_p = state.time_p * m + (1 - m) * in_dtype(batch_time, dtype)
+    m, rest = operands(state, momentum, 1 - momentum)  # rest: 1 − m
+    time_p = state.time_p * m + rest * in_dtype(batch_time, dtype)
     if clip_thresh:
         time_p = time_p.clamp(0.0, CLIP_MAX)
-    p_model = state.p_model * m + (1 - m) * in_dtype(p_sum / count, dtype)
-    label_hist = state.label_hist * m + (1 - m) * in_dtype(hist / count, dtype)
+    p_model = state.p_model * m + rest * in_dtype(p_sum / count, dtype)
+    label_hist = state.label_hist * m + rest * in_dtype(hist / count, dtype)
     if seen is None:  # the batch's positions count: it is seen
         return FreeMatchState(time_p, p_model, label_hist)
     return FreeMatchState(

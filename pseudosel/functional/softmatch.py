@@ -27,6 +27,7 @@ from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import per_class_inputs
+from pseudosel.kernels.scalars import operands
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype, in_dtype
 
@@ -92,7 +93,13 @@ def softmatch_update(
     confidence, labels = confidence_and_labels(probs)
     work = compute_dtype(probs.dtype)
     confidence = in_dtype(confidence, work).flatten()
-    if not per_class and valid.numel() > 1 and kernels.counted_plainly(valid, all_valid):
+    if (
+        not per_class
+        and valid.numel() > 1
+        and kernels.counted_plainly(valid, all_valid)
+        and state.mu.dtype in (torch.float32, torch.float64)
+        and state.var.dtype == state.mu.dtype
+    ):
         return _global_update_all_valid(confidence, state, momentum)
     weight = valid.flatten().to(work)
     buckets = state.mu.numel()
@@ -138,19 +145,18 @@ def _global_update_all_valid(
     confidence: Tensor, state: SoftMatchState, momentum: float
 ) -> SoftMatchState:
     """:func:`softmatch_update`'s global statistics when every position counts and there is
-    one process: the same shifted sums, with the count a number (n > 1)."""
+    one process on an eager CPU: the same shifted sums, with the count a number (n > 1).
+    The float64 stage runs on the two sums read as Python floats — IEEE doubles, rounded
+    as float64 tensor ops round them, without a dozen 0-dim ops (a state of another
+    dtype than float32/float64 takes the general path)."""
     count = confidence.numel()
     deviation = confidence - in_dtype(state.mu, confidence.dtype)
-    wide = torch.float64 if confidence.device.type != "mps" else torch.float32
-    first, second = torch.stack((deviation.sum(), (deviation * deviation).sum())).to(wide)
-    batch_mu = in_dtype(state.mu, wide) + first / count
-    batch_var = ((second - first * first / count) / (count - 1)).clamp_min(0)
-    m = momentum
-    dtype = state.mu.dtype
-    return SoftMatchState(
-        state.mu * m + (1 - m) * in_dtype(batch_mu, dtype),
-        state.var * m + (1 - m) * in_dtype(batch_var, dtype),
-    )
+    first, second = torch.stack((deviation.sum(), (deviation * deviation).sum())).tolist()
+    batch_mu = state.mu.item() + first / count
+    batch_var = max((second - first * first / count) / (count - 1), 0.0)  # NaN stays NaN
+    m, rest = operands(state, momentum, 1 - momentum)  # rest: 1 − m
+    # rest · a Python number: the number rounded to the state's dtype, as in_dtype would
+    return SoftMatchState(state.mu * m + rest * batch_mu, state.var * m + rest * batch_var)
 
 
 @no_grad
@@ -185,11 +191,12 @@ def softmatch_select(
     else:
         mu = state.mu.to(confidence.dtype)[labels]
         var = state.var.to(confidence.dtype)[labels]
+    two, n_sigma_squared, one = operands(var, 2, n_sigma * n_sigma, 1)
     below = (confidence - mu).clamp(max=0.0)
-    spread = (2 * var / (n_sigma * n_sigma)).clamp_min(torch.finfo(var.dtype).tiny)  # no 0/0
+    spread = (two * var / n_sigma_squared).clamp_min(torch.finfo(var.dtype).tiny)  # no 0/0
     weight = torch.exp(-(below * below) / spread)
     if all_valid:  # nothing to mask
-        return Selection(labels, weight, weight == 1, confidence, valid)
+        return Selection(labels, weight, weight == one, confidence, valid)
     weight = torch.where(valid, weight, 0.0)
     return Selection(
         labels=labels,

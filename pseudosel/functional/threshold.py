@@ -8,6 +8,7 @@ from pseudosel import kernels
 from pseudosel._grad import no_grad
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
+from pseudosel.kernels.scalars import operands
 from pseudosel.selection import Selection, hard_selection
 from pseudosel.validation import check_activation, check_real, in_dtype
 
@@ -91,11 +92,11 @@ def threshold(
             raise_on_verdict(verdict, given_probs, given_valid, activation)
         return Selection(labels, weight, mask, score, valid)
     confidence, labels = confidence_and_labels(probs)
+    (tau,) = operands(confidence, tau)
     mask = confidence >= tau
-    if all_valid:  # nothing to mask: skip two passes
-        return Selection(labels, mask.to(confidence.dtype), mask, confidence, valid)
-    mask &= valid
-    return hard_selection(labels, mask, confidence, valid)
+    if not all_valid:
+        mask &= valid
+    return hard_selection(labels, mask, confidence, valid, all_valid=all_valid)
 
 
 @no_grad
@@ -126,6 +127,6 @@ def class_threshold_selection(
     confidence, labels = confidence_and_labels(probs)
     threshold = in_dtype(class_thresholds, confidence.dtype)[labels]
     mask = confidence >= threshold
-    if all_valid:  # nothing to mask
-        return Selection(labels, mask.to(confidence.dtype), mask, confidence - threshold, valid)
-    return hard_selection(labels, mask & valid, confidence - threshold, valid)
+    if not all_valid:
+        mask &= valid
+    return hard_selection(labels, mask, confidence - threshold, valid, all_valid=all_valid)

@@ -75,7 +75,8 @@ def eager_cpu(tensor: Tensor) -> bool:
         ...     eager_cpu(torch.zeros(2))
         False
     """
-    return _ENABLED and tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+    # ``is_cpu`` rather than ``device.type``: it builds no device object
+    return _ENABLED and tensor.is_cpu and not torch.compiler.is_compiling()
 
 
 def counted_plainly(valid: Tensor, all_valid: bool) -> bool:
@@ -164,7 +165,7 @@ def resolve_backend(selector: str, backend: object, probs: object) -> str:
     if torch.compiler.is_compiling():
         return "eager"
     if backend == "auto":
-        if _device_of(probs).type != "cuda":
+        if not (isinstance(probs, Tensor) and probs.is_cuda):
             return "eager"
         choice = MEASURED_FASTEST.get(selector, "eager")
         if choice == "triton":

@@ -24,6 +24,7 @@ import pseudosel.features as formulas
 import pseudosel.validation as validation
 from pseudosel.kernels import blocks
 from pseudosel.kernels.blocks import BlockScratch, flatten, position_blocks
+from pseudosel.kernels.scalars import operands
 
 __all__ = [
     "blocked",
@@ -158,12 +159,13 @@ def masked_class_sums(flat: Tensor, keep: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def dash_soft_loss_terms(
-    flat: Tensor, top: Tensor, T: float, dtype: torch.dtype
+    probs: Tensor, top: Tensor, T: float, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
     """Z = Σ e and Σ e·s of Dash's soft loss (:func:`pseudosel.functional.dash_select`) for
-    (n, K, L) probabilities, s = (log p − log ĉ) / T and e = exp(s), block by block with s
-    and e in two reused buffers: e·s replaces xlogy(e, e). ``top``: (n, 1, L) −log ĉ.
-    Returns (n, L) each.
+    (N, K, *spatial) probabilities, s = (log p − log ĉ) / T and e = exp(s), over the class
+    axis; block by block, with s and e in two reused buffers, when the input spans more
+    than one block: e·s replaces xlogy(e, e). ``top``: (N, 1, *spatial) −log ĉ. Returns
+    (N, *spatial) each.
 
     e below 1.5·e·tiny (tiny: the smallest normal float) is taken as 0, as a flush to
     zero would: exp of an argument below log(tiny), and every op on its subnormal result,
@@ -173,17 +175,21 @@ def dash_soft_loss_terms(
     0·(−inf) = NaN), a one-hot position's loss exactly 0, and Z >= 1 unchanged; Σ e·s
     changes by less than K·1.5·e·tiny·|log tiny| (5e-36·K in float32), the loss by T times
     that at most."""
-    blocks = position_blocks(flat)
     lowest = math.log(torch.finfo(dtype).tiny) + 1.0
     flushed = 1.5 * math.exp(lowest)  # above exp(lowest) by far more than its rounding
-    if len(blocks) == 1:  # one block: fresh temporaries, no scratch buffers or copies
-        s = (flat.log() if flat.dtype == dtype else flat.to(dtype).log_()).add_(top).div_(T)
+    if probs.numel() <= blocks.CPU_BLOCK_ELEMENTS:  # one block: the input's own shape
+        (temperature,) = operands(top, T)
+        s = (probs.log() if probs.dtype == dtype else probs.to(dtype).log_()).add_(top)
+        s = s.div_(temperature)
         e = torch.nn.functional.threshold_(s.clamp_min_(lowest).exp(), flushed, 0.0)
         return e.sum(1), s.mul_(e).sum(1)
+    flat, shape = flatten(probs), top.shape[:1] + top.shape[2:]
+    top = top.reshape(flat.shape[0], 1, flat.shape[2])  # explicit sizes: N may be 0
+    parts = position_blocks(flat)
     z = torch.empty(flat.shape[::2], dtype=dtype, device=flat.device)
     spread = torch.empty_like(z)
-    s_scratch, e_scratch = BlockScratch(flat, blocks, dtype), BlockScratch(flat, blocks, dtype)
-    for rows, cols in blocks:
+    s_scratch, e_scratch = BlockScratch(flat, parts, dtype), BlockScratch(flat, parts, dtype)
+    for rows, cols in parts:
         block = flat[rows, :, cols]
         s, e = s_scratch.like(block), e_scratch.like(block)
         s = torch.log(block, out=s) if block.dtype == dtype else s.copy_(block).log_()
@@ -191,7 +197,7 @@ def dash_soft_loss_terms(
         e = torch.nn.functional.threshold_(torch.exp(s.clamp_min_(lowest), out=e), flushed, 0.0)
         z[rows, cols] = e.sum(1)
         spread[rows, cols] = s.mul_(e).sum(1)
-    return z, spread
+    return z.reshape(shape), spread.reshape(shape)
 
 
 def blocked(probs: Tensor) -> bool:

@@ -356,9 +356,11 @@ class UpdateThenSelect(Selector):
 
 
 def store(new: tuple[Tensor, ...], state: tuple[Tensor, ...]) -> None:
-    """Copy a stage's new state into the module's buffers (``state``), in place."""
+    """Copy a stage's new state into the module's buffers (``state``), in place (a value
+    that is its buffer, which the stage left as it was, is not copied onto itself)."""
     for buffer, value in zip(state, new, strict=True):
-        buffer.copy_(value)
+        if value is not buffer:
+            buffer.copy_(value)
 
 
 def options_text(**options: Any) -> str:
