@@ -119,7 +119,7 @@ class DashSelector(Selector):
     @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """One Dash step in training mode (update ρ if due, select, count); else select."""
-        probs, valid, _ = self.prepare(probs, valid)
+        probs, valid, all_valid = self.prepare(probs, valid)
         # on the CPU a read of the step counter is free: the schedule is decided in Python
         # (the same ρ as the device-side form below, which reads nothing on the host)
         on_host = kernels.eager_cpu(self.step)
@@ -139,6 +139,11 @@ class DashSelector(Selector):
         if on_host and isinstance(hard, Tensor):
             hard = bool(hard)  # one loss computed, not both
         selection = F.dash_select(
-            probs, self.rho, valid=valid, use_hard_labels=hard, T=self.T, validate=False
+            probs,
+            self.rho,
+            valid=None if all_valid else valid,  # None: nothing ignored, nothing to mask
+            use_hard_labels=hard,
+            T=self.T,
+            validate=False,
         )
         return self.finish(selection)
