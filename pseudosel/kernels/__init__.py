@@ -17,6 +17,8 @@ which is what runs on a GPU in eager mode and on the ``meta`` device.
   statistics, weights), blocked for eager CPU and fused under ``torch.compile``;
 - :mod:`pseudosel.kernels.shared`: a training step's arg-max computed once for its update
   and its selection (eager);
+- :mod:`pseudosel.kernels.scalars`: Python numbers as cached 0-dim operands on an eager
+  CPU (a small batch's ops without a tensor allocation per number);
 - :mod:`pseudosel.kernels.triton`: Triton kernels for CUDA tensors (the feature pass with
   the threshold selection and the value check fused in), chosen by ``backend="triton"``
   (:func:`resolve_backend`); imported only when used.
