@@ -177,15 +177,15 @@ def dash_soft_loss_terms(
     that at most."""
     lowest = math.log(torch.finfo(dtype).tiny) + 1.0
     flushed = 1.5 * math.exp(lowest)  # above exp(lowest) by far more than its rounding
-    if probs.numel() <= blocks.CPU_BLOCK_ELEMENTS:  # one block: the input's own shape
-        (temperature,) = operands(top, T)
-        s = (probs.log() if probs.dtype == dtype else probs.to(dtype).log_()).add_(top)
-        s = s.div_(temperature)
-        e = torch.nn.functional.threshold_(s.clamp_min_(lowest).exp(), flushed, 0.0)
-        return e.sum(1), s.mul_(e).sum(1)
+    if probs.dim() == 2 and probs.numel() <= blocks.CPU_BLOCK_ELEMENTS:
+        return _dash_terms_in_one(probs, top, T, dtype, lowest, flushed)
+    # (N, K, L): a view where the spatial dims merge, else a copy, summed in its own order
     flat, shape = flatten(probs), top.shape[:1] + top.shape[2:]
     top = top.reshape(flat.shape[0], 1, flat.shape[2])  # explicit sizes: N may be 0
     parts = position_blocks(flat)
+    if len(parts) == 1:
+        z, spread = _dash_terms_in_one(flat, top, T, dtype, lowest, flushed)
+        return z.reshape(shape), spread.reshape(shape)
     z = torch.empty(flat.shape[::2], dtype=dtype, device=flat.device)
     spread = torch.empty_like(z)
     s_scratch, e_scratch = BlockScratch(flat, parts, dtype), BlockScratch(flat, parts, dtype)
@@ -198,6 +198,18 @@ def dash_soft_loss_terms(
         z[rows, cols] = e.sum(1)
         spread[rows, cols] = s.mul_(e).sum(1)
     return z.reshape(shape), spread.reshape(shape)
+
+
+def _dash_terms_in_one(
+    probs: Tensor, top: Tensor, T: float, dtype: torch.dtype, lowest: float, flushed: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`dash_soft_loss_terms` of an input that fits one block: fresh temporaries, no
+    scratch buffers or copies."""
+    (temperature,) = operands(top, T)
+    s = (probs.log() if probs.dtype == dtype else probs.to(dtype).log_()).add_(top)
+    s = s.div_(temperature)
+    e = torch.nn.functional.threshold_(s.clamp_min_(lowest).exp(), flushed, 0.0)
+    return e.sum(1), s.mul_(e).sum(1)
 
 
 def blocked(probs: Tensor) -> bool:

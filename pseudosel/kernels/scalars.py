@@ -46,14 +46,17 @@ def operands(like: Tensor | tuple[Tensor, ...], *values: float) -> tuple[Tensor 
     """
     first = like[0] if isinstance(like, tuple) else like
     dtype = first.dtype
-    if dtype not in _EXACT or not kernels.eager_cpu(first):
+    if dtype not in _EXACT or type(first) is not Tensor or not kernels.eager_cpu(first):
         return values
     if isinstance(like, tuple) and any(tensor.dtype != dtype for tensor in like):
         return values  # a 0-dim tensor of one dtype would change the others' arithmetic
-    return tuple([_constant(value, dtype) for value in values])
+    if torch._C._len_torch_dispatch_stack() or torch._C._len_torch_function_stack():
+        return values  # a mode (fake tensors, a default device) would make, and keep, its own
+    # a zero keeps its sign: 0.0 and -0.0 are one key of the cache, and x / -0.0 is -inf
+    return tuple([value if value == 0 else _constant(value, dtype) for value in values])
 
 
 @functools.lru_cache(maxsize=256)
 def _constant(value: float, dtype: torch.dtype) -> Tensor:
     with torch.inference_mode(False):  # a plain tensor, usable in and out of inference mode
-        return torch.tensor(value, dtype=dtype)
+        return torch.tensor(value, dtype=dtype, device="cpu")

@@ -188,3 +188,15 @@ def test_the_formulas_run_where_no_kernel_applies():
     assert sel.weight.device.type == "meta" and sel.weight.shape == (2, 8, 8)
     c, s, labels = features.csl_features(probs)
     assert c.device.type == s.device.type == labels.device.type == "meta"
+
+
+@pytest.mark.parametrize("T", [0.5, 1.0])
+def test_dash_soft_loss_of_a_strided_input_equals_the_contiguous_one(T):
+    """Dense input whose spatial dims do not merge is summed as its contiguous copy."""
+    logits = torch.randn(4, 7, 5, 64, generator=torch.Generator().manual_seed(0)) * 3
+    permuted = logits.softmax(3).permute(0, 3, 2, 1)  # classes at dim 1, strided
+    rho = torch.tensor(0.5)
+    strided = F.dash_select(permuted, rho, T=T)
+    contiguous = F.dash_select(permuted.contiguous(), rho, T=T)
+    assert torch.equal(strided.score, contiguous.score)
+    assert torch.equal(strided.mask, contiguous.mask)

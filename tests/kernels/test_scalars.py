@@ -29,6 +29,7 @@ OPERATIONS = {
     "eq": operator.eq,
 }
 NUMBERS = st.one_of(
+    st.sampled_from([0.0, -0.0, 1.0, -1.0]),
     st.floats(min_value=-1e30, max_value=1e30),  # within float32's range, as selectors' are
     st.floats(min_value=1e-8, max_value=1.0),  # momenta, thresholds, temperatures
     st.integers(min_value=1, max_value=2**26),  # counts, some above float32's integers
@@ -36,13 +37,14 @@ NUMBERS = st.one_of(
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal bit for bit (NaN where NaN), in value, dtype and shape."""
-    return (
-        a.dtype == b.dtype
-        and a.shape == b.shape
-        and torch.equal(a.view(-1).isnan(), b.view(-1).isnan())
-        and torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
-    )
+    """Equal bit for bit (the sign of a zero and the NaN payload included), in dtype and
+    shape."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.is_floating_point():
+        bits = torch.int32 if a.dtype == torch.float32 else torch.int64
+        return torch.equal(a.view(bits), b.view(bits))
+    return torch.equal(a, b)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -56,7 +58,9 @@ def test_operand_equals_the_number(dtype, shape, name, value, seed):
     if x.numel() > 1:
         x.view(-1)[0] = float(value)  # an exact tie for the comparisons (when representable)
     (operand,) = operands(x, value)
-    assert isinstance(operand, torch.Tensor) and operand.dtype == dtype and operand.dim() == 0
+    if value != 0:  # a zero stays a number (its sign is not a key of the cache)
+        assert isinstance(operand, torch.Tensor) and operand.dtype == dtype
+        assert operand.dim() == 0
     op = OPERATIONS[name]
     assert _same(op(x, operand), op(x, value))
 
@@ -108,3 +112,29 @@ def test_operands_are_shared_and_outside_autograd_and_inference_mode():
     assert inside is outside and not inside.is_inference() and not inside.requires_grad
     y = torch.ones(2, requires_grad=True)
     assert (y * outside).requires_grad  # usable in a graph like a number
+
+
+def test_a_zero_keeps_its_sign():
+    x = torch.tensor([1.0, -2.0])
+    operands(x, 0.0)
+    (negative_zero,) = operands(x, -0.0)
+    assert _same(x / negative_zero, x / -0.0)  # -inf, inf
+
+
+def test_modes_neither_make_nor_keep_the_operands():
+    """A default device or fake tensors would make the cached tensor theirs, and every
+    later call would fail: under a mode the numbers stay numbers."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    import pseudosel.functional as F
+
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4]])
+    with torch.device("meta"):
+        assert operands(probs, 0.7712) == (0.7712,)
+        assert F.threshold(probs, 0.7712, validate=False).mask.tolist() == [True, False]
+    with FakeTensorMode() as mode:
+        fake = mode.from_tensor(probs)
+        assert operands(fake, 0.7713) == (0.7713,)
+    (operand,) = operands(probs, 0.7712)
+    assert type(operand) is torch.Tensor and operand.device.type == "cpu"
+    assert F.threshold(probs, 0.7712).mask.tolist() == [True, False]
