@@ -62,3 +62,19 @@ def test_softmatch_single_position_batches_stay_finite(device):
         assert torch.isfinite(selector.var) and torch.isfinite(sel.weight).all()
     sel = selector(torch.zeros(0, 3, device=device))
     assert torch.isfinite(selector.mu) and sel.weight.shape == (0,)
+
+
+@pytest.mark.parametrize("momentum", [0.999, 0.7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_plain_update_without_operands_gives_the_same_state(dtype, momentum, monkeypatch):
+    """The one-process plain update reads its numbers on the host and scales them by the
+    cached 1 − m; should the operands come back as numbers (``formulas_only()`` entered by
+    another thread between the path's choice and its arithmetic), the state is the same."""
+    import pseudosel.functional.softmatch as softmatch_module
+
+    state = pseudosel.functional.softmatch_init(10, dtype=dtype)
+    probs = torch.randn(64, 10, generator=torch.Generator().manual_seed(0)).softmax(1)
+    expected = pseudosel.functional.softmatch_update(probs.to(dtype), state, momentum=momentum)
+    monkeypatch.setattr(softmatch_module, "operands", lambda like, *values: values)
+    got = pseudosel.functional.softmatch_update(probs.to(dtype), state, momentum=momentum)
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
