@@ -215,4 +215,5 @@ def _dash_terms_in_one(
 def blocked(probs: Tensor) -> bool:
     """Whether ``probs`` spans more than one block (below that, the formula's one op over
     the whole input is already the fast form)."""
-    return len(position_blocks(flatten(probs))) > 1
+    # one block at most the budget: a small batch is told without a reshape
+    return probs.numel() > blocks.CPU_BLOCK_ELEMENTS and len(position_blocks(flatten(probs))) > 1
