@@ -120,13 +120,9 @@ def alignment_update(
     m, rest = operands((state.p_model, state.p_target), momentum, 1 - momentum)  # rest: 1 − m
     mean, count = class_mean(probs, valid, process_group, all_valid)
     mean = in_dtype(mean, dtype)
-    seen_before = _on_host(state.initialized)
-    if seen_before is None:
-        p_model = torch.where(state.initialized, state.p_model * m + rest * mean, mean)
-    else:  # one branch, decided on the host
-        p_model = state.p_model * m + rest * mean if seen_before else mean
+    p_model = torch.where(state.initialized, state.p_model * m + rest * mean, mean)
     if count is None:  # the batch's positions count: it is seen
-        initialized = state.initialized if seen_before else torch.ones_like(state.initialized)
+        initialized = torch.ones_like(state.initialized)
     else:
         p_model = torch.where(count > 0, p_model, state.p_model)
         initialized = state.initialized | (count > 0)
@@ -163,19 +159,8 @@ def align(
         tensor([[0.5000, 0.5000]])
     """
     probs = prepared(probs, valid, state, "align", **front).probs
-    seen_before = _on_host(state.initialized)
-    if seen_before is None:
-        p_model = torch.where(state.initialized, state.p_model, state.p_target)
-    else:  # one branch, decided on the host
-        p_model = state.p_model if seen_before else state.p_target
+    p_model = torch.where(state.initialized, state.p_model, state.p_target)
     return rescaled(probs, state.p_target, p_model)
-
-
-def _on_host(flag: Tensor) -> bool | None:
-    """A 0-dim bool state flag as a Python bool on an eager CPU, where reading it costs no
-    synchronisation and saves a ``torch.where`` per use; None elsewhere (read on the
-    device, so that a GPU step never waits)."""
-    return bool(flag) if kernels.eager_cpu(flag) else None
 
 
 def rescaled(probs: Tensor, p_target: Tensor, p_model: Tensor) -> Tensor:
