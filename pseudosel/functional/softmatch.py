@@ -99,6 +99,7 @@ def softmatch_update(
         and kernels.counted_plainly(valid, all_valid)
         and state.mu.dtype in (torch.float32, torch.float64)
         and state.var.dtype == state.mu.dtype
+        and kernels.read_on_host(confidence, state.mu, state.var)
     ):
         return _global_update_all_valid(confidence, state, momentum)
     weight = valid.flatten().to(work)
@@ -144,8 +145,9 @@ def softmatch_update(
 def _global_update_all_valid(
     confidence: Tensor, state: SoftMatchState, momentum: float
 ) -> SoftMatchState:
-    """:func:`softmatch_update`'s global statistics when every position counts and there is
-    one process on an eager CPU: the same shifted sums, with the count a number (n > 1).
+    """:func:`softmatch_update`'s global statistics when every position counts, there is
+    one process and the numbers can be read on the host (:func:`kernels.read_on_host`): the
+    same shifted sums, with the count a number (n > 1).
     The float64 stage runs on the two sums read as Python floats — IEEE doubles, rounded
     as float64 tensor ops round them, without a dozen 0-dim ops (a state of another
     dtype than float32/float64 takes the general path)."""

@@ -44,6 +44,7 @@ __all__ = [
     "counted_plainly",
     "eager_cpu",
     "formulas_only",
+    "read_on_host",
     "resolve_backend",
 ]
 
@@ -96,6 +97,23 @@ def counted_plainly(valid: Tensor, all_valid: bool) -> bool:
         True
     """
     return all_valid and eager_cpu(valid) and valid.numel() > 0 and not is_distributed()
+
+
+def read_on_host(*tensors: Tensor) -> bool:
+    """Whether ``tensors`` may be read as Python numbers at no cost: eager CPU tensors
+    (no device to synchronise), none of them inside a ``torch.func`` transform (``vmap``,
+    ``grad``: their values cannot be read there).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.kernels import read_on_host
+        >>> read_on_host(torch.zeros(2)), read_on_host(torch.zeros(2, device="meta"))
+        (True, False)
+    """
+    return all(
+        eager_cpu(tensor) and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+        for tensor in tensors
+    )
 
 
 def compiling() -> bool:

@@ -78,3 +78,20 @@ def test_plain_update_without_operands_gives_the_same_state(dtype, momentum, mon
     monkeypatch.setattr(softmatch_module, "operands", lambda like, *values: values)
     got = pseudosel.functional.softmatch_update(probs.to(dtype), state, momentum=momentum)
     assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+
+
+def test_update_under_vmap_over_states_equals_one_by_one():
+    """The plain update reads numbers on the host only where it can: inside
+    ``torch.func.vmap`` over states it takes the device-side form."""
+    probs = torch.randn(64, 5, generator=torch.Generator().manual_seed(1)).softmax(1)
+    mus, variances = torch.tensor([0.2, 0.5, 0.9]), torch.tensor([1.0, 0.3, 0.05])
+
+    def update(mu, var):
+        state = pseudosel.functional.SoftMatchState(mu, var)
+        return tuple(pseudosel.functional.softmatch_update(probs, state, momentum=0.9))
+
+    batched = torch.func.vmap(update)(mus, variances)
+    for i in range(3):
+        one = update(mus[i], variances[i])
+        torch.testing.assert_close(batched[0][i], one[0], rtol=1e-6, atol=0)
+        torch.testing.assert_close(batched[1][i], one[1], rtol=1e-6, atol=0)
