@@ -157,7 +157,8 @@ def _global_update_all_valid(
     batch_mu = state.mu.item() + first / count
     batch_var = max((second - first * first / count) / (count - 1), 0.0)  # NaN stays NaN
     m, rest = operands(state, momentum, 1 - momentum)  # rest: 1 − m
-    if not isinstance(rest, Tensor):  # formulas_only() entered meanwhile, by another thread
+    if not isinstance(rest, Tensor):  # a zero (momentum 1), under a torch function mode, or
+        # formulas_only() entered meanwhile by another thread: the operand made here
         rest = torch.tensor(rest, dtype=state.mu.dtype, device=state.mu.device)
     # rest · a Python number: the number rounded to the state's dtype, as in_dtype would
     return SoftMatchState(state.mu * m + rest * batch_mu, state.var * m + rest * batch_var)

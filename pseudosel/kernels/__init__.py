@@ -100,9 +100,10 @@ def counted_plainly(valid: Tensor, all_valid: bool) -> bool:
 
 
 def read_on_host(*tensors: Tensor) -> bool:
-    """Whether ``tensors`` may be read as Python numbers at no cost: eager CPU tensors
+    """Whether ``tensors`` may be read as Python numbers at no cost: plain eager CPU tensors
     (no device to synchronise), none of them inside a ``torch.func`` transform (``vmap``,
-    ``grad``: their values cannot be read there).
+    ``grad``) or under a dispatch mode such as fake tensors' (their values cannot be read
+    there).
 
     Example:
         >>> import torch
@@ -110,8 +111,12 @@ def read_on_host(*tensors: Tensor) -> bool:
         >>> read_on_host(torch.zeros(2)), read_on_host(torch.zeros(2, device="meta"))
         (True, False)
     """
+    if torch._C._len_torch_dispatch_stack():
+        return False
     return all(
-        eager_cpu(tensor) and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+        type(tensor) is Tensor
+        and eager_cpu(tensor)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
         for tensor in tensors
     )
 

@@ -68,8 +68,9 @@ def test_softmatch_single_position_batches_stay_finite(device):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_plain_update_without_operands_gives_the_same_state(dtype, momentum, monkeypatch):
     """The one-process plain update reads its numbers on the host and scales them by the
-    cached 1 − m; should the operands come back as numbers (``formulas_only()`` entered by
-    another thread between the path's choice and its arithmetic), the state is the same."""
+    cached 1 − m; should the operands come back as numbers (under a torch function mode, or
+    ``formulas_only()`` entered by another thread between the path's choice and its
+    arithmetic), the state is the same."""
     import pseudosel.functional.softmatch as softmatch_module
 
     state = pseudosel.functional.softmatch_init(10, dtype=dtype)
@@ -95,3 +96,18 @@ def test_update_under_vmap_over_states_equals_one_by_one():
         one = update(mus[i], variances[i])
         torch.testing.assert_close(batched[0][i], one[0], rtol=1e-6, atol=0)
         torch.testing.assert_close(batched[1][i], one[1], rtol=1e-6, atol=0)
+
+
+def test_update_on_fake_tensors_reads_nothing():
+    """Under fake tensors (tracing without data) the plain update takes the device-side
+    form: no value is read (with validate=False, as a tracer calls it)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    real = torch.randn(64, 5, generator=torch.Generator().manual_seed(2)).softmax(1)
+    state = pseudosel.functional.softmatch_init(5)
+    with FakeTensorMode() as mode:
+        fake_state = pseudosel.functional.SoftMatchState(*(mode.from_tensor(t) for t in state))
+        new = pseudosel.functional.softmatch_update(
+            mode.from_tensor(real), fake_state, validate=False
+        )
+        assert new.mu.shape == () and new.var.shape == ()
