@@ -99,10 +99,10 @@ def freematch_update(
     work = compute_dtype(probs.dtype)
     confidence = in_dtype(confidence, work)
     if kernels.counted_plainly(valid, all_valid):  # plain sums and a label histogram
-        count = valid.numel()
         conf_sum = confidence.sum()
         p_sum = masked_class_sums(probs, None, work)
         hist = torch.bincount(labels.flatten(), minlength=num_classes).to(work)
+        (count,) = operands(p_sum, valid.numel())
         seen = None
     else:
         weight = valid.to(work)
@@ -123,8 +123,6 @@ def freematch_update(
         p_sum, hist = stats[2 : 2 + num_classes], stats[2 + num_classes :]
         seen = count > 0
         count = count.clamp_min(1)
-    if not isinstance(count, Tensor):
-        (count,) = operands(p_sum, count)
     if use_quantile:
         batch_time = masked_quantile(confidence, valid, QUANTILE, process_group).to(work)
     else:
