@@ -111,12 +111,12 @@ def read_on_host(*tensors: Tensor) -> bool:
         >>> read_on_host(torch.zeros(2)), read_on_host(torch.zeros(2, device="meta"))
         (True, False)
     """
+    if not all(eager_cpu(tensor) for tensor in tensors):  # (not while compiling)
+        return False
     if torch._C._len_torch_dispatch_stack():
         return False
     return all(
-        type(tensor) is Tensor
-        and eager_cpu(tensor)
-        and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+        type(tensor) is Tensor and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
         for tensor in tensors
     )
 
