@@ -98,6 +98,9 @@ def hard_selection(
         >>> sel.weight, sel.score
         (tensor([1., 0., 0.]), tensor([0.9000, 0.6000, 0.0000]))
     """
+    # ``float()`` is ``to(torch.float32)`` without parsing the arguments (a small batch's
+    # per-call cost)
+    weight = mask.float() if score.dtype == torch.float32 else mask.to(score.dtype)
     if all_valid:  # nothing to zero
-        return Selection(labels, mask.to(score.dtype), mask, score, valid)
-    return Selection(labels, mask.to(score.dtype), mask, torch.where(valid, score, 0.0), valid)
+        return Selection(labels, weight, mask, score, valid)
+    return Selection(labels, weight, mask, torch.where(valid, score, 0.0), valid)
