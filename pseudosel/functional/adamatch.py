@@ -82,6 +82,23 @@ def adamatch(
         validate=validate,
         name="probs_labeled",
     )
+    return adamatch_after_front_door(
+        probs, valid, all_valid, probs_labeled, valid_labeled, all_labeled, tau, process_group
+    )
+
+
+def adamatch_after_front_door(
+    probs: Tensor,
+    valid: Tensor,
+    all_valid: bool,
+    probs_labeled: Tensor,
+    valid_labeled: Tensor,
+    all_labeled: bool,
+    tau: float,
+    process_group: ProcessGroup | None,
+) -> Selection:
+    """:func:`adamatch`'s formula on what the front door returned for both batches (also
+    the plain lane of :class:`~pseudosel.AdaMatchSelector`, :mod:`pseudosel.selectors._lane`)."""
     work = compute_dtype(probs.dtype)
     labeled_conf = probs_labeled.amax(1)
     if labeled_conf.dtype != work:

@@ -123,14 +123,32 @@ def alignment_queue_update(
     """
     function = "alignment_queue_update"
     probs, valid, all_valid = prepared(probs, valid, state, function, **front)
+    if probs_labeled is not None:
+        probs_labeled, valid_labeled, _ = prepared(
+            probs_labeled, valid_labeled, state, function, name="probs_labeled", **front
+        )
+    return alignment_queue_update_after_front_door(
+        probs, valid, all_valid, state, probs_labeled, valid_labeled, process_group
+    )
+
+
+def alignment_queue_update_after_front_door(
+    probs: Tensor,
+    valid: Tensor,
+    all_valid: bool,
+    state: AlignmentQueueState,
+    probs_labeled: Tensor | None = None,
+    valid_labeled: Tensor | None = None,
+    process_group: ProcessGroup | None = None,
+) -> AlignmentQueueState:
+    """:func:`alignment_queue_update`'s formula on what the front door returned (also the
+    plain lane of :class:`~pseudosel.DistributionAlignmentQueue`,
+    :mod:`pseudosel.selectors._lane`)."""
     p_model, p_model_ptr = _push(
         state.p_model, state.p_model_ptr, probs, valid, process_group, all_valid
     )
     p_target, p_target_ptr = state.p_target, state.p_target_ptr
     if probs_labeled is not None:
-        probs_labeled, valid_labeled, _ = prepared(
-            probs_labeled, valid_labeled, state, function, name="probs_labeled", **front
-        )
         p_target, p_target_ptr = _push(
             p_target, p_target_ptr, probs_labeled, valid_labeled, process_group
         )
@@ -157,6 +175,12 @@ def align_queue(
         tensor([[0.5000, 0.5000]])
     """
     probs = prepared(probs, valid, state, "align_queue", **front).probs
+    return align_queue_after_front_door(probs, state)
+
+
+def align_queue_after_front_door(probs: Tensor, state: AlignmentQueueState) -> Tensor:
+    """:func:`align_queue`'s formula on what the front door returned (also the plain lane
+    of :class:`~pseudosel.DistributionAlignmentQueue`, :mod:`pseudosel.selectors._lane`)."""
     work = compute_dtype(probs.dtype)
     return rescaled(
         probs, in_dtype(state.p_target, work).mean(0), in_dtype(state.p_model, work).mean(0)

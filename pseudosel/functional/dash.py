@@ -108,6 +108,19 @@ def dash_select(
     probs, valid, all_valid = prepare(
         probs, valid, activation=activation, multilabel=multilabel, validate=validate
     )
+    return dash_after_front_door(probs, rho, valid, all_valid, use_hard_labels, T)
+
+
+def dash_after_front_door(
+    probs: Tensor,
+    rho: Tensor,
+    valid: Tensor,
+    all_valid: bool,
+    use_hard_labels: Tensor | bool,
+    T: float,
+) -> Selection:
+    """:func:`dash_select`'s formula on what the front door returned (also
+    :class:`~pseudosel.DashSelector`'s step, which runs its own front door)."""
     confidence, labels = confidence_and_labels(probs)
     dtype = compute_dtype(probs.dtype)
     hard_loss = -torch.log(in_dtype(confidence, dtype))

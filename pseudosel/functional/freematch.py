@@ -99,10 +99,9 @@ def freematch_update(
     work = compute_dtype(probs.dtype)
     confidence = in_dtype(confidence, work)
     if kernels.counted_plainly(valid, all_valid):  # plain sums and a label histogram
-        conf_sum = confidence.sum()
-        p_sum = masked_class_sums(probs, None, work)
-        hist = torch.bincount(labels.flatten(), minlength=num_classes).to(work)
-        (count,) = operands(p_sum, valid.numel())
+        if not use_quantile:
+            return freematch_plain_update(probs, confidence, labels, state, momentum, clip_thresh)
+        conf_sum, p_sum, hist, count = _plain_sums(probs, confidence, labels)
         seen = None
     else:
         weight = valid.to(work)
@@ -127,20 +126,59 @@ def freematch_update(
         batch_time = masked_quantile(confidence, valid, QUANTILE, process_group).to(work)
     else:
         batch_time = conf_sum / count
-    dtype = state.time_p.dtype
+    new = _moving_averages(state, batch_time, p_sum, hist, count, momentum, clip_thresh)
+    if seen is None:  # the batch's positions count: it is seen
+        return new
+    return FreeMatchState(*(torch.where(seen, *pair) for pair in zip(new, state, strict=True)))
+
+
+def freematch_plain_update(
+    probs: Tensor,
+    confidence: Tensor,
+    labels: Tensor,
+    state: FreeMatchState,
+    momentum: float,
+    clip_thresh: bool,
+) -> FreeMatchState:
+    """:func:`freematch_update` with the mean confidence when every position counts and
+    there is one process (eager CPU, :func:`kernels.counted_plainly`): plain sums, a label
+    histogram and the count as a number. ``confidence`` and ``labels``: the arg-max of
+    ``probs`` (N, K, *spatial), confidence in the compute dtype (also the plain lane of
+    :class:`~pseudosel.FreeMatchSelector`, :mod:`pseudosel.selectors._lane`)."""
+    conf_sum, p_sum, hist, count = _plain_sums(probs, confidence, labels)
+    return _moving_averages(state, conf_sum / count, p_sum, hist, count, momentum, clip_thresh)
+
+
+def _plain_sums(
+    probs: Tensor, confidence: Tensor, labels: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The batch's confidence sum, class sums and label histogram, and its position count
+    as an operand (:func:`freematch_plain_update`)."""
+    work = confidence.dtype
+    p_sum = masked_class_sums(probs, None, work)
+    hist = torch.bincount(labels.flatten(), minlength=probs.shape[1]).to(work)
+    (count,) = operands(p_sum, labels.numel())
+    return confidence.sum(), p_sum, hist, count
+
+
+def _moving_averages(
+    state: FreeMatchState,
+    batch_time: Tensor,
+    p_sum: Tensor,
+    hist: Tensor,
+    count: Tensor | float,
+    momentum: float,
+    clip_thresh: bool,
+) -> FreeMatchState:
+    """The EMA step of the three statistics from the batch's (global) sums and count."""
     m, rest = operands(state, momentum, 1 - momentum)  # rest: 1 − m
+    dtype = state.time_p.dtype
     time_p = state.time_p * m + rest * in_dtype(batch_time, dtype)
     if clip_thresh:
         time_p = time_p.clamp(0.0, CLIP_MAX)
     p_model = state.p_model * m + rest * in_dtype(p_sum / count, dtype)
     label_hist = state.label_hist * m + rest * in_dtype(hist / count, dtype)
-    if seen is None:  # the batch's positions count: it is seen
-        return FreeMatchState(time_p, p_model, label_hist)
-    return FreeMatchState(
-        torch.where(seen, time_p, state.time_p),
-        torch.where(seen, p_model, state.p_model),
-        torch.where(seen, label_hist, state.label_hist),
-    )
+    return FreeMatchState(time_p, p_model, label_hist)
 
 
 @no_grad
@@ -168,5 +206,9 @@ def freematch_select(
     probs, valid, all_valid = per_class_inputs(
         probs, valid, state.p_model.shape[0], "freematch_select", **front
     )
-    local = state.p_model / state.p_model.max()
-    return class_threshold_selection(probs, state.time_p * local, valid, all_valid=all_valid)
+    return class_threshold_selection(probs, freematch_thresholds(state), valid, all_valid=all_valid)
+
+
+def freematch_thresholds(state: FreeMatchState) -> Tensor:
+    """The (K,) class thresholds τ_t · p̃_t(c) / max p̃_t."""
+    return state.time_p * (state.p_model / state.p_model.max())

@@ -101,7 +101,7 @@ def softmatch_update(
         and state.var.dtype == state.mu.dtype
         and kernels.read_on_host(confidence, state.mu, state.var)
     ):
-        return _global_update_all_valid(confidence, state, momentum)
+        return softmatch_update_on_host(confidence, state, momentum)
     weight = valid.flatten().to(work)
     buckets = state.mu.numel()
     slot = labels.flatten()
@@ -142,12 +142,13 @@ def softmatch_update(
     )
 
 
-def _global_update_all_valid(
+def softmatch_update_on_host(
     confidence: Tensor, state: SoftMatchState, momentum: float
 ) -> SoftMatchState:
     """:func:`softmatch_update`'s global statistics when every position counts, there is
     one process and the numbers can be read on the host (:func:`kernels.read_on_host`): the
-    same shifted sums, with the count a number (n > 1).
+    same shifted sums, with the count a number (n > 1). ``confidence``: (n,) (also the
+    plain lane of :class:`~pseudosel.SoftMatchSelector`, :mod:`pseudosel.selectors._lane`).
     The float64 stage runs on the two sums read as Python floats — IEEE doubles, rounded
     as float64 tensor ops round them, without a dozen 0-dim ops (a state of another
     dtype than float32/float64 takes the general path)."""
@@ -191,6 +192,20 @@ def softmatch_select(
     """
     probs, valid, all_valid = per_class_inputs(probs, valid, None, "softmatch_select", **front)
     confidence, labels = confidence_and_labels(probs)
+    return softmatch_weights(confidence, labels, state, valid, all_valid, n_sigma)
+
+
+def softmatch_weights(
+    confidence: Tensor,
+    labels: Tensor,
+    state: SoftMatchState,
+    valid: Tensor,
+    all_valid: bool,
+    n_sigma: float,
+) -> Selection:
+    """:func:`softmatch_select`'s formula on the confidence and arg-max of what the front
+    door returned (also the plain lane of :class:`~pseudosel.SoftMatchSelector`,
+    :mod:`pseudosel.selectors._lane`)."""
     if state.mu.dim() == 0:
         mu, var = in_dtype(state.mu, confidence.dtype), in_dtype(state.var, confidence.dtype)
     else:

@@ -91,6 +91,14 @@ def threshold(
         if verdict is not None:
             raise_on_verdict(verdict, given_probs, given_valid, activation)
         return Selection(labels, weight, mask, score, valid)
+    return threshold_after_front_door(probs, tau, valid, all_valid)
+
+
+def threshold_after_front_door(
+    probs: Tensor, tau: float, valid: Tensor, all_valid: bool
+) -> Selection:
+    """:func:`threshold`'s eager formula on what the front door returned (also the plain
+    lane of :class:`~pseudosel.ThresholdSelector`, :mod:`pseudosel.selectors._lane`)."""
     confidence, labels = confidence_and_labels(probs)
     (tau,) = operands(confidence, tau)
     mask = confidence >= tau
@@ -125,6 +133,15 @@ def class_threshold_selection(
         tensor([ True, False])
     """
     confidence, labels = confidence_and_labels(probs)
+    return class_thresholds_on(confidence, labels, class_thresholds, valid, all_valid)
+
+
+def class_thresholds_on(
+    confidence: Tensor, labels: Tensor, class_thresholds: Tensor, valid: Tensor, all_valid: bool
+) -> Selection:
+    """:func:`class_threshold_selection` on the confidence and arg-max of the probabilities
+    (also the plain lane of :class:`~pseudosel.FreeMatchSelector`,
+    :mod:`pseudosel.selectors._lane`)."""
     threshold = in_dtype(class_thresholds, confidence.dtype)[labels]
     mask = confidence >= threshold
     if not all_valid:

@@ -31,6 +31,7 @@ from pseudosel.inputs import Inputs, prepare
 from pseudosel.kernels import BACKENDS
 from pseudosel.kernels.shared import with_shared_features
 from pseudosel.selection import WEIGHTINGS, Selection
+from pseudosel.selectors._lane import all_positions, takes_lane
 from pseudosel.validation import check_activation, check_choice, check_real
 
 __all__ = ["Alignment", "CheckedModule", "Selector", "UpdateThenSelect", "check_positive_int"]
@@ -235,6 +236,11 @@ class Alignment(CheckedModule):
     per_class_state = True
     update_stage: ClassVar[Callable[..., tuple[Tensor, ...]]]
     align_stage: ClassVar[Callable[..., Tensor]]
+    # the stages' formulas after their front door (the plain lane, selectors._lane):
+    # update_core(probs, valid, all_valid, state, **update_options) and
+    # align_core(probs, state)
+    update_core: ClassVar[Callable[..., tuple[Tensor, ...]]]
+    align_core: ClassVar[Callable[..., Tensor]]
     update_options: ClassVar[tuple[str, ...]] = ()
     process_group: ProcessGroup | None
     learn_target: bool
@@ -252,8 +258,14 @@ class Alignment(CheckedModule):
     ) -> Tensor:
         """Aligned probabilities (N, K, *spatial); updates first in training mode (with the
         labelled batch when the target is learned: ``target="model"``)."""
+        state = self.state()  # the buffers, updated in place by _update / store
+        if valid is None and not self.learn_target and takes_lane(self, probs, *state):
+            if self.training:
+                options = {name: getattr(self, name) for name in self.update_options}
+                new = type(self).update_core(probs, all_positions(probs), True, state, **options)
+                store(new, state)
+            return type(self).align_core(probs, state)
         inputs = self.prepare(probs, valid)
-        state = self.state()  # the buffers, updated in place by _update
         if self.training:
             self._update(inputs, probs_labeled, valid_labeled, state)
         # the stages are handed the front door's result: they skip their own

@@ -9,8 +9,10 @@ from torch import Tensor
 from pseudosel import functional as F
 from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
+from pseudosel.functional.adamatch import adamatch_after_front_door
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector
+from pseudosel.selectors._lane import all_positions, takes_lane
 from pseudosel.validation import check_real
 
 __all__ = ["AdaMatchSelector"]
@@ -65,6 +67,17 @@ class AdaMatchSelector(Selector):
         valid_labeled: Tensor | None = None,
     ) -> Selection:
         """Select on ``probs`` with a cutoff relative to ``probs_labeled``."""
+        if (
+            valid is None
+            and valid_labeled is None
+            and takes_lane(self, probs, labeled=probs_labeled)
+        ):
+            selection = adamatch_after_front_door(
+                probs, all_positions(probs), True,
+                probs_labeled, all_positions(probs_labeled), True,
+                self.tau, self.process_group,
+            )  # fmt: skip
+            return self.finish(selection)
         selection = F.adamatch(
             probs,
             probs_labeled,

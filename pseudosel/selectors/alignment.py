@@ -9,6 +9,7 @@ from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
+from pseudosel.functional import alignment
 from pseudosel.selectors._base import Alignment, check_momentum
 from pseudosel.validation import check_choice
 
@@ -49,6 +50,8 @@ class DistributionAlignment(Alignment):
     shown = ("num_classes", "momentum", "target_kind")
     update_stage = staticmethod(F.alignment_update)
     align_stage = staticmethod(F.align)
+    update_core = staticmethod(alignment.alignment_update_after_front_door)
+    align_core = staticmethod(alignment.align_after_front_door)
     update_options = ("momentum",)
 
     p_model: Tensor

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
+from pseudosel.functional import alignment_queue
 from pseudosel.selectors._base import Alignment, check_positive_int
 from pseudosel.selectors.alignment import resolve_target
 
@@ -59,6 +60,8 @@ class DistributionAlignmentQueue(Alignment):
     shown = ("num_classes", "queue_length", "target_kind")
     update_stage = staticmethod(F.alignment_queue_update)
     align_stage = staticmethod(F.align_queue)
+    update_core = staticmethod(alignment_queue.alignment_queue_update_after_front_door)
+    align_core = staticmethod(alignment_queue.align_queue_after_front_door)
 
     p_model: Tensor
     p_model_ptr: Tensor

@@ -12,8 +12,10 @@ from torch import Tensor
 from pseudosel import functional as F
 from pseudosel import kernels
 from pseudosel._grad import no_grad
+from pseudosel.functional.dash import dash_after_front_door
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector, check_positive_int
+from pseudosel.selectors._lane import all_positions, takes_lane
 from pseudosel.validation import check_real
 
 __all__ = ["DashSelector"]
@@ -119,7 +121,10 @@ class DashSelector(Selector):
     @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """One Dash step in training mode (update ρ if due, select, count); else select."""
-        probs, valid, all_valid = self.prepare(probs, valid)
+        if valid is None and takes_lane(self, probs, self.rho, self.rho_init, self.step):
+            valid, all_valid = all_positions(probs), True
+        else:
+            probs, valid, all_valid = self.prepare(probs, valid)
         # on the CPU a read of the step counter is free: the schedule is decided in Python
         # (the same ρ as the device-side form below, which reads nothing on the host)
         on_host = kernels.eager_cpu(self.step)
@@ -138,12 +143,5 @@ class DashSelector(Selector):
         hard: Tensor | bool = True if self.hard_labels else self.use_hard_labels
         if on_host and isinstance(hard, Tensor):
             hard = bool(hard)  # one loss computed, not both
-        selection = F.dash_select(
-            probs,
-            self.rho,
-            valid=None if all_valid else valid,  # None: nothing ignored, nothing to mask
-            use_hard_labels=hard,
-            T=self.T,
-            validate=False,
-        )
+        selection = dash_after_front_door(probs, self.rho, valid, all_valid, hard, self.T)
         return self.finish(selection)

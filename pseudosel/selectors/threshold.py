@@ -10,8 +10,10 @@ from torch import Tensor
 from pseudosel import functional as F
 from pseudosel._grad import no_grad
 from pseudosel.compiled import compiled
+from pseudosel.functional.threshold import threshold_after_front_door
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector, check_backend
+from pseudosel.selectors._lane import all_positions, takes_lane
 from pseudosel.validation import check_real
 
 __all__ = ["ThresholdSelector"]
@@ -62,10 +64,15 @@ class ThresholdSelector(Selector):
             self._select = compiled(F.threshold)
         else:
             self._select = functools.partial(F.threshold, backend=self.backend)
+        # the plain lane runs the eager formula: not for the compiled or Triton paths
+        self._plain = not self.compile and self.backend in ("auto", "eager")
 
     @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select on ``probs``; see :func:`pseudosel.functional.threshold`."""
+        if valid is None and self._plain and takes_lane(self, probs):
+            selection = threshold_after_front_door(probs, self.tau, all_positions(probs), True)
+            return self.finish(selection)
         selection = self._select(
             probs,
             self.tau,

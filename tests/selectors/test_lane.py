@@ -1,0 +1,158 @@
+"""The plain lane (pseudosel.selectors._lane) gives what the general path gives, bit for bit.
+
+A module whose call qualifies — a plain float32/float64 (N, K) CPU batch, nothing ignored,
+eager, one process — skips the layers of the general path and calls the formula cores
+directly. Each test runs two copies of a module on the same batches, one with the lane
+open and one inside ``lane_closed()``, and compares every output field and the state after
+every step by their bits; it also checks that the open copy took the lane (the front door,
+``pseudosel.inputs.prepare``, was not called) and that the closed one did not.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor
+
+import pseudosel
+from pseudosel.selectors._lane import lane_closed
+
+# module factories: (name, build(K), takes a labelled batch)
+MODULES: list[tuple[str, Callable[..., torch.nn.Module], bool]] = [
+    ("threshold", lambda k, **o: pseudosel.ThresholdSelector(tau=0.7, **o), False),
+    ("adamatch", lambda k, **o: pseudosel.AdaMatchSelector(tau=0.9, **o), True),
+    ("freematch", lambda k, **o: pseudosel.FreeMatchSelector(k, momentum=0.6, **o), False),
+    (
+        "freematch clipped",
+        lambda k, **o: pseudosel.FreeMatchSelector(k, momentum=0.6, clip_thresh=True, **o),
+        False,
+    ),
+    ("softmatch", lambda k, **o: pseudosel.SoftMatchSelector(k, momentum=0.6, **o), False),
+    ("dash", lambda k, **o: pseudosel.DashSelector(1.5, update_every=2, gamma=3.0, **o), False),
+    ("alignment", lambda k, **o: pseudosel.DistributionAlignment(k, momentum=0.6, **o), False),
+    (
+        "alignment queue",
+        lambda k, **o: pseudosel.DistributionAlignmentQueue(k, queue_length=3, **o),
+        False,
+    ),
+]
+
+
+def _front_door_calls(call: Callable[..., object], *args, **kwargs) -> tuple[object, int]:
+    """``call(*args, **kwargs)`` and how many times it entered ``pseudosel.inputs.prepare``."""
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        code = frame.f_code
+        if (
+            event == "call"
+            and code.co_name == "prepare"
+            and code.co_filename.endswith("pseudosel/inputs.py")
+        ):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        result = call(*args, **kwargs)
+    finally:
+        sys.setprofile(None)
+    return result, count
+
+
+def _bits(value: object) -> list[Tensor]:
+    tensors = list(value) if isinstance(value, tuple) else [value]
+    return [t.view(torch.int64 if t.dtype == torch.float64 else torch.int32)
+            if t.is_floating_point() else t for t in tensors]  # fmt: skip
+
+
+def _assert_same(ours: object, theirs: object, what: str) -> None:
+    for a, b in zip(_bits(ours), _bits(theirs), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape, what
+        assert torch.equal(a, b), what
+
+
+def _batch(draw, n: int, k: int, dtype: torch.dtype) -> Tensor:
+    """Probabilities with the cases that stress a formula: confident, uniform and one-hot
+    rows (exact zeros), ties."""
+    seed = draw(st.integers(0, 2**31 - 1))
+    generator = torch.Generator().manual_seed(seed)
+    scale = draw(st.sampled_from([0.5, 3.0, 30.0]))
+    logits = torch.randn(n, k, generator=generator, dtype=torch.float64) * scale
+    probs = logits.softmax(1).to(dtype)
+    kind = draw(st.sampled_from(["plain", "one-hot", "uniform", "tie"]))
+    if kind == "one-hot":
+        probs[0] = 0
+        probs[0, k - 1] = 1
+    elif kind == "uniform":
+        probs[-1] = 1.0 / k
+    elif kind == "tie":
+        probs[0] = 0
+        probs[0, :2] = 0.5
+    return probs
+
+
+@pytest.mark.parametrize("name, build, labelled", MODULES, ids=[m[0] for m in MODULES])
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_the_lane_equals_the_general_path_bit_for_bit(name, build, labelled, data):
+    k = data.draw(st.integers(2, 7), label="K")
+    dtype = data.draw(st.sampled_from([torch.float32, torch.float64]), label="dtype")
+    validate = data.draw(st.booleans(), label="validate")
+    n = data.draw(st.integers(2, 12), label="N")  # SoftMatch's lane needs two samples
+    lane = build(k, validate=validate).to(dtype)
+    general = copy.deepcopy(lane)
+    for step in range(4):
+        training = step != 2  # an eval step in between
+        lane.train(training)
+        general.train(training)
+        args = [_batch(data.draw, n, k, dtype)]
+        if labelled:
+            args.append(_batch(data.draw, max(1, n // 2), k, dtype))
+        ours, entered = _front_door_calls(lane, *args)
+        assert entered == 0, f"{name}: the lane was not taken"
+        with lane_closed():
+            theirs, entered = _front_door_calls(general, *args)
+        assert entered > 0, f"{name}: lane_closed() did not close the lane"
+        _assert_same(ours, theirs, f"{name}, step {step}: outputs")
+        theirs_state = general.state_dict()
+        assert list(theirs_state) == list(lane.state_dict())
+        for key, value in lane.state_dict().items():
+            _assert_same(value, theirs_state[key], f"{name}, step {step}: state {key}")
+
+
+@pytest.mark.parametrize("name, build, labelled", MODULES, ids=[m[0] for m in MODULES])
+def test_inputs_off_the_lane_take_the_general_path(name, build, labelled):
+    """A mask, half precision, dense maps, a graph to detach: the general path (the front
+    door runs)."""
+    k = 4
+    probs = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]])
+    extra = [probs[:1]] if labelled else []
+    cases = [
+        ((probs,), {"valid": torch.tensor([True, False])}),
+        ((probs.to(torch.bfloat16),), {}),
+        ((probs[:, :, None, None],), {}),
+        ((probs.clone().requires_grad_(),), {}),
+    ]
+    for args, kwargs in cases:
+        module = build(k)
+        more = [e.to(args[0].dtype).reshape(1, k, *args[0].shape[2:]) for e in extra]
+        _, entered = _front_door_calls(module, *args, *more, **kwargs)
+        assert entered > 0, (name, args[0].dtype, tuple(args[0].shape), kwargs)
+
+
+@pytest.mark.parametrize("name, build, labelled", MODULES, ids=[m[0] for m in MODULES])
+def test_a_batch_that_fails_the_value_check_is_refused_as_before(name, build, labelled):
+    probs = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.5, 0.6, 0.0, 0.0]])
+    extra = [torch.full((1, 4), 0.25)] if labelled else []
+    with pytest.raises(ValueError, match=r"First offending position \(1,\)"):
+        build(4)(probs, *extra)
+    if labelled:  # a labelled batch that fails
+        with pytest.raises(ValueError, match=r"First offending position \(1,\)"):
+            build(4)(torch.full((2, 4), 0.25), probs)
