@@ -70,6 +70,7 @@ class AdaMatchSelector(Selector):
         if (
             valid is None
             and valid_labeled is None
+            and probs_labeled is not None  # (missing: the general path names it)
             and takes_lane(self, probs, labeled=probs_labeled)
         ):
             selection = adamatch_after_front_door(

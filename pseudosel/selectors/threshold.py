@@ -64,13 +64,13 @@ class ThresholdSelector(Selector):
             self._select = compiled(F.threshold)
         else:
             self._select = functools.partial(F.threshold, backend=self.backend)
-        # the plain lane runs the eager formula: not for the compiled or Triton paths
-        self._plain = not self.compile and self.backend in ("auto", "eager")
 
     @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """Select on ``probs``; see :func:`pseudosel.functional.threshold`."""
-        if valid is None and self._plain and takes_lane(self, probs):
+        # the plain lane runs the eager formula: not for the compiled or Triton paths
+        plain = not self.compile and self.backend in ("auto", "eager")
+        if valid is None and plain and takes_lane(self, probs):
             selection = threshold_after_front_door(probs, self.tau, all_positions(probs), True)
             return self.finish(selection)
         selection = self._select(

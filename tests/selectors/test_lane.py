@@ -156,3 +156,10 @@ def test_a_batch_that_fails_the_value_check_is_refused_as_before(name, build, la
     if labelled:  # a labelled batch that fails
         with pytest.raises(ValueError, match=r"First offending position \(1,\)"):
             build(4)(torch.full((2, 4), 0.25), probs)
+
+
+@pytest.mark.parametrize("missing", [None, "probs"])
+def test_adamatch_without_a_labelled_tensor_is_refused_by_name(missing):
+    probs = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]])
+    with pytest.raises(TypeError, match="probs_labeled"):
+        pseudosel.AdaMatchSelector()(probs, missing)
