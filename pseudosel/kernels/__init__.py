@@ -111,14 +111,15 @@ def read_on_host(*tensors: Tensor) -> bool:
         >>> read_on_host(torch.zeros(2)), read_on_host(torch.zeros(2, device="meta"))
         (True, False)
     """
-    if not all(eager_cpu(tensor) for tensor in tensors):  # (not while compiling)
+    # not while compiling, asked before the dispatch stack (a graph break under fullgraph)
+    if not _ENABLED or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
         return False
-    if torch._C._len_torch_dispatch_stack():
-        return False
-    return all(
-        type(tensor) is Tensor and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
-        for tensor in tensors
-    )
+    for tensor in tensors:  # a loop, not generators: selector modules ask on every call
+        if type(tensor) is not Tensor or not tensor.is_cpu:
+            return False
+        if torch._C._functorch.is_functorch_wrapped_tensor(tensor):
+            return False
+    return True
 
 
 def compiling() -> bool:

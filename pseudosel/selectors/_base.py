@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
+from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import Inputs, prepare
 from pseudosel.kernels import BACKENDS
 from pseudosel.kernels.shared import with_shared_features
@@ -319,7 +320,10 @@ class UpdateThenSelect(Selector):
     Subclasses name their explicit-state functional stages and which of their attributes
     each stage takes — ``update_stage`` (e.g. ``F.freematch_update``) with
     ``update_options``, ``select_stage`` with ``select_options`` — and give ``state()``
-    (their buffers as the stages' state NamedTuple) and ``process_group``.
+    (their buffers as the stages' state NamedTuple) and ``process_group``. A subclass with
+    a plain lane (:mod:`pseudosel.selectors._lane`) also says when a call takes it
+    (``lane_open``) and gives the stages' formulas on the lane's arg-max (``lane_update``,
+    ``lane_select``).
     """
 
     per_class_state = True
@@ -335,11 +339,33 @@ class UpdateThenSelect(Selector):
     @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """In training mode update the statistics, then select; in eval mode select."""
+        state = self.state()  # the buffers, updated in place by store
+        if valid is None and self.lane_open(probs, state):
+            confidence, labels = confidence_and_labels(probs)  # read by both stages
+            if self.training:
+                store(self.lane_update(probs, confidence, labels, state), state)
+            return self.finish(self.lane_select(confidence, labels, state, all_positions(probs)))
         # the update and the selection read one arg-max
-        return with_shared_features(self._step, self.prepare(probs, valid))
+        return with_shared_features(self._step, self.prepare(probs, valid), state)
 
-    def _step(self, inputs: Inputs) -> Selection:
-        state = self.state()  # the buffers, updated in place by _store
+    def lane_open(self, probs: Tensor, state: tuple[Tensor, ...]) -> bool:
+        """Whether this call (no ``valid`` mask) takes the plain lane; never, unless a
+        subclass says when."""
+        return False
+
+    def lane_update(
+        self, probs: Tensor, confidence: Tensor, labels: Tensor, state: tuple[Tensor, ...]
+    ) -> tuple[Tensor, ...]:
+        """The new state on the lane, from ``probs`` (N, K) and its arg-max."""
+        raise NotImplementedError
+
+    def lane_select(
+        self, confidence: Tensor, labels: Tensor, state: tuple[Tensor, ...], valid: Tensor
+    ) -> Selection:
+        """The selection on the lane, from the arg-max of ``probs`` and the state."""
+        raise NotImplementedError
+
+    def _step(self, inputs: Inputs, state: tuple[Tensor, ...]) -> Selection:
         if self.training:
             store(self._advance(inputs, state), state)
         options = {name: getattr(self, name) for name in self.select_options}

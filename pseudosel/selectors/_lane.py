@@ -40,7 +40,6 @@ from pseudosel.validation import probability_vectors_ok_on_host
 __all__ = ["all_positions", "lane_closed", "takes_lane"]
 
 _PLAIN_DTYPES = (torch.float32, torch.float64)
-_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # inside vmap / grad
 # False inside lane_closed(): a plain global, like kernels.formulas_only's switch
 _OPEN = True
 
@@ -57,14 +56,11 @@ def takes_lane(
         return False
     if labeled is not None and not _plain_batch(labeled, probs.shape[1]):
         return False
-    if not kernels.eager_cpu(probs) or torch._C._len_torch_function_stack():
+    if torch._C._len_torch_function_stack() or is_distributed():
         return False
-    if torch._C._len_torch_dispatch_stack() or is_distributed() or _wrapped(probs):
+    batches = (probs,) if labeled is None else (probs, labeled)
+    if not kernels.read_on_host(*batches, *state):
         return False
-    for tensor in (*state, labeled) if labeled is not None else state:
-        # (kernels.read_on_host, written out: this runs on every call)
-        if type(tensor) is not Tensor or not tensor.is_cpu or _wrapped(tensor):
-            return False
     if not module.validate:
         return True
     if labeled is None:

@@ -7,14 +7,12 @@ from typing import Any
 from torch import Tensor
 
 from pseudosel import functional as F
-from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
-from pseudosel.features import confidence_and_labels
 from pseudosel.functional.freematch import freematch_plain_update, freematch_thresholds
 from pseudosel.functional.threshold import class_thresholds_on
 from pseudosel.selection import Selection
-from pseudosel.selectors._base import UpdateThenSelect, check_momentum, store
-from pseudosel.selectors._lane import all_positions, takes_lane
+from pseudosel.selectors._base import UpdateThenSelect, check_momentum
+from pseudosel.selectors._lane import takes_lane
 
 __all__ = ["FreeMatchSelector"]
 
@@ -75,24 +73,21 @@ class FreeMatchSelector(UpdateThenSelect):
         for name, value in zip(state._fields, state, strict=True):
             self.register_buffer(name, value)
 
-    @no_grad
-    def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
-        """In training mode update the statistics, then select; in eval mode select."""
-        if valid is None and not self.use_quantile:
-            state = self.state()
-            if takes_lane(self, probs, *state):
-                confidence, labels = confidence_and_labels(probs)
-                if self.training:
-                    new = freematch_plain_update(
-                        probs, confidence, labels, state, self.momentum, self.clip_thresh
-                    )
-                    store(new, state)
-                thresholds = freematch_thresholds(state)
-                selection = class_thresholds_on(
-                    confidence, labels, thresholds, all_positions(probs), True
-                )
-                return self.finish(selection)
-        return super().forward(probs, valid)
+    def lane_open(self, probs: Tensor, state: F.FreeMatchState) -> bool:
+        """The plain lane (:mod:`pseudosel.selectors._lane`) for the mean confidence."""
+        return not self.use_quantile and takes_lane(self, probs, *state)
+
+    def lane_update(
+        self, probs: Tensor, confidence: Tensor, labels: Tensor, state: F.FreeMatchState
+    ) -> F.FreeMatchState:
+        return freematch_plain_update(
+            probs, confidence, labels, state, self.momentum, self.clip_thresh
+        )
+
+    def lane_select(
+        self, confidence: Tensor, labels: Tensor, state: F.FreeMatchState, valid: Tensor
+    ) -> Selection:
+        return class_thresholds_on(confidence, labels, freematch_thresholds(state), valid, True)
 
     def state(self) -> F.FreeMatchState:
         """The current statistics as a :class:`~pseudosel.functional.FreeMatchState`."""

@@ -8,13 +8,11 @@ import torch
 from torch import Tensor
 
 from pseudosel import functional as F
-from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
-from pseudosel.features import confidence_and_labels
 from pseudosel.functional.softmatch import softmatch_update_on_host, softmatch_weights
 from pseudosel.selection import Selection
-from pseudosel.selectors._base import UpdateThenSelect, check_momentum, store
-from pseudosel.selectors._lane import all_positions, takes_lane
+from pseudosel.selectors._base import UpdateThenSelect, check_momentum
+from pseudosel.selectors._lane import takes_lane
 from pseudosel.validation import check_real
 
 __all__ = ["SoftMatchSelector"]
@@ -75,25 +73,10 @@ class SoftMatchSelector(UpdateThenSelect):
         self.register_buffer("mu", state.mu)
         self.register_buffer("var", state.var)
 
-    @no_grad
-    def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
-        """In training mode update the statistics, then select; in eval mode select."""
-        if valid is None and self._takes_lane(probs):
-            confidence, labels = confidence_and_labels(probs)
-            state = self.state()
-            if self.training:
-                new = softmatch_update_on_host(confidence, state, self.momentum)
-                store(new, state)
-            selection = softmatch_weights(
-                confidence, labels, state, all_positions(probs), True, self.n_sigma
-            )
-            return self.finish(selection)
-        return super().forward(probs, valid)
-
-    def _takes_lane(self, probs: Tensor) -> bool:
+    def lane_open(self, probs: Tensor, state: F.SoftMatchState) -> bool:
         """The plain lane (:mod:`pseudosel.selectors._lane`) for the global statistics of a
         batch of at least two samples, with float32/float64 state."""
-        mu, var = self.mu, self.var
+        mu, var = state
         return (
             not self.per_class
             and mu.dtype in (torch.float32, torch.float64)
@@ -101,6 +84,16 @@ class SoftMatchSelector(UpdateThenSelect):
             and takes_lane(self, probs, mu, var)
             and probs.shape[0] > 1
         )
+
+    def lane_update(
+        self, probs: Tensor, confidence: Tensor, labels: Tensor, state: F.SoftMatchState
+    ) -> F.SoftMatchState:
+        return softmatch_update_on_host(confidence, state, self.momentum)
+
+    def lane_select(
+        self, confidence: Tensor, labels: Tensor, state: F.SoftMatchState, valid: Tensor
+    ) -> Selection:
+        return softmatch_weights(confidence, labels, state, valid, True, self.n_sigma)
 
     def state(self) -> F.SoftMatchState:
         """The current statistics as a :class:`~pseudosel.functional.SoftMatchState`."""
