@@ -69,15 +69,29 @@ def class_mean(
 ) -> tuple[Tensor, Tensor | None]:
     """(K,) mean of ``probs`` over valid positions (all ranks) and the global count; with
     ``all_valid`` and one process, the count is None (the batch's positions, not 0)."""
-    work = compute_dtype(probs.dtype)
     if kernels.counted_plainly(valid, all_valid):  # the sums divided by their number
-        sums = masked_class_sums(probs, None, work)
-        (count,) = operands(sums, valid.numel())
-        return sums / count, None
+        return plain_class_mean(probs), None
+    work = compute_dtype(probs.dtype)
     stats = torch.cat((masked_class_sums(probs, valid, work), valid.sum().to(work).unsqueeze(0)))
     all_reduce_sum(stats, group)
     count = stats[-1]
     return stats[:-1] / count.clamp_min(1), count
+
+
+def plain_class_mean(probs: Tensor) -> Tensor:
+    """(K,) mean of an eager CPU batch (N, K, *spatial), N >= 1, with nothing ignored, in one
+    process: :func:`class_mean`'s class sums divided by the number of positions, in the
+    compute dtype of ``probs``."""
+    sums = masked_class_sums(probs, None, compute_dtype(probs.dtype))
+    (count,) = operands(sums, probs.numel() // probs.shape[1])
+    return sums / count
+
+
+def ema_step(old: Tensor, batch: Tensor, m: Tensor | float, rest: Tensor | float,
+             out: Tensor | None = None) -> Tensor:  # fmt: skip
+    """m·old + rest·batch (rest = 1 − m), rounded as written; ``out``: where to write it (the
+    plain lane's in-place buffer update, :mod:`pseudosel.selectors._lane`)."""
+    return torch.add(old * m, rest * batch, out=out)
 
 
 @no_grad
@@ -131,13 +145,14 @@ def alignment_update_after_front_door(
     valid_labeled: Tensor | None = None,
     process_group: ProcessGroup | None = None,
 ) -> AlignmentState:
-    """:func:`alignment_update`'s formula on what the front door returned (also the plain
-    lane of :class:`~pseudosel.DistributionAlignment`, :mod:`pseudosel.selectors._lane`)."""
+    """:func:`alignment_update`'s formula on what the front door returned (the plain lane
+    of :class:`~pseudosel.DistributionAlignment` writes the same EMA into its buffers:
+    :func:`ema_step`, :func:`plain_class_mean`)."""
     dtype = state.p_model.dtype
     m, rest = operands((state.p_model, state.p_target), momentum, 1 - momentum)  # rest: 1 − m
     mean, count = class_mean(probs, valid, process_group, all_valid)
     mean = in_dtype(mean, dtype)
-    p_model = torch.where(state.initialized, state.p_model * m + rest * mean, mean)
+    p_model = torch.where(state.initialized, ema_step(state.p_model, mean, m, rest), mean)
     if count is None:  # the batch's positions count: it is seen
         initialized = torch.ones_like(state.initialized)
     else:
@@ -146,7 +161,7 @@ def alignment_update_after_front_door(
     p_target = state.p_target
     if probs_labeled is not None:
         mean_lb, count_lb = class_mean(probs_labeled, valid_labeled, process_group)
-        updated = p_target * m + rest * mean_lb.to(dtype)
+        updated = ema_step(p_target, mean_lb.to(dtype), m, rest)
         p_target = torch.where(count_lb > 0, updated, p_target)
     return AlignmentState(p_model, p_target, initialized)
 
@@ -180,8 +195,7 @@ def align(
 
 
 def align_after_front_door(probs: Tensor, state: AlignmentState) -> Tensor:
-    """:func:`align`'s formula on what the front door returned (also the plain lane of
-    :class:`~pseudosel.DistributionAlignment`, :mod:`pseudosel.selectors._lane`)."""
+    """:func:`align`'s formula on what the front door returned."""
     p_model = torch.where(state.initialized, state.p_model, state.p_target)
     return rescaled(probs, state.p_target, p_model)
 
@@ -193,8 +207,9 @@ def rescaled(probs: Tensor, p_target: Tensor, p_model: Tensor) -> Tensor:
     p_target, p_model = in_dtype(p_target, work), in_dtype(p_model, work)
     (eps,) = operands(p_model, EPS)
     ratio = (p_target + eps) / (p_model + eps)
-    shape = (1, -1) + (1,) * (probs.dim() - 2)
-    aligned = in_dtype(probs, work) * ratio.view(shape)
+    if probs.dim() > 2:  # (K,) over dim 1 of (N, K, *spatial); (N, K) broadcasts as it is
+        ratio = ratio.view((1, -1) + (1,) * (probs.dim() - 2))
+    aligned = in_dtype(probs, work) * ratio
     # normalised in place: one input-sized result, not two (fresh pages cost more than
     # the arithmetic on a CPU)
     return aligned.div_(aligned.sum(1, keepdim=True).clamp_min_(torch.finfo(work).tiny))

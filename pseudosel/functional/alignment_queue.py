@@ -141,9 +141,9 @@ def alignment_queue_update_after_front_door(
     valid_labeled: Tensor | None = None,
     process_group: ProcessGroup | None = None,
 ) -> AlignmentQueueState:
-    """:func:`alignment_queue_update`'s formula on what the front door returned (also the
-    plain lane of :class:`~pseudosel.DistributionAlignmentQueue`,
-    :mod:`pseudosel.selectors._lane`)."""
+    """:func:`alignment_queue_update`'s formula on what the front door returned (the plain
+    lane of :class:`~pseudosel.DistributionAlignmentQueue` writes the batch mean into its
+    queue's row in place)."""
     p_model, p_model_ptr = _push(
         state.p_model, state.p_model_ptr, probs, valid, process_group, all_valid
     )

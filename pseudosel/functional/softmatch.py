@@ -27,7 +27,7 @@ from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import per_class_inputs
-from pseudosel.kernels.scalars import operands
+from pseudosel.kernels.scalars import ema_on_host, operands, rounded
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype, in_dtype
 
@@ -146,23 +146,33 @@ def softmatch_update_on_host(
     confidence: Tensor, state: SoftMatchState, momentum: float
 ) -> SoftMatchState:
     """:func:`softmatch_update`'s global statistics when every position counts, there is
-    one process and the numbers can be read on the host (:func:`kernels.read_on_host`): the
-    same shifted sums, with the count a number (n > 1). ``confidence``: (n,) (also the
-    plain lane of :class:`~pseudosel.SoftMatchSelector`, :mod:`pseudosel.selectors._lane`).
-    The float64 stage runs on the two sums read as Python floats — IEEE doubles, rounded
-    as float64 tensor ops round them, without a dozen 0-dim ops (a state of another
-    dtype than float32/float64 takes the general path)."""
+    one process and the numbers can be read on the host (:func:`kernels.read_on_host`):
+    :func:`softmatch_moments_on_host` as a new state. ``confidence``: (n,), n > 1."""
+    mu, var = softmatch_moments_on_host(confidence, state, momentum)
+    return SoftMatchState(torch.full_like(state.mu, mu), torch.full_like(state.var, var))
+
+
+def softmatch_moments_on_host(
+    confidence: Tensor, state: SoftMatchState, momentum: float
+) -> tuple[float, float]:
+    """The new μ and σ² of :func:`softmatch_update_on_host`, as Python numbers rounded to
+    the state's dtype (float32 or float64) — also the plain lane of
+    :class:`~pseudosel.SoftMatchSelector`, which writes them into its buffers
+    (:mod:`pseudosel.selectors._lane`). The same shifted sums as the general path, read as
+    two Python floats; its float64 stage then runs on them (IEEE doubles, rounded as float64
+    tensor ops round them) and its EMA in the state's dtype by :func:`ema_on_host`, without
+    a dozen 0-dim ops."""
     count = confidence.numel()
     deviation = confidence - in_dtype(state.mu, confidence.dtype)
-    first, second = torch.stack((deviation.sum(), (deviation * deviation).sum())).tolist()
-    batch_mu = state.mu.item() + first / count
+    first, second = deviation.sum().item(), (deviation * deviation).sum().item()
+    old_mu, old_var = state.mu.item(), state.var.item()
+    batch_mu = old_mu + first / count
     batch_var = max((second - first * first / count) / (count - 1), 0.0)  # NaN stays NaN
-    m, rest = operands(state, momentum, 1 - momentum)  # rest: 1 − m
-    if not isinstance(rest, Tensor):  # a zero (momentum 1), under a torch function mode, or
-        # formulas_only() entered meanwhile by another thread: the operand made here
-        rest = torch.tensor(rest, dtype=state.mu.dtype, device=state.mu.device)
-    # rest · a Python number: the number rounded to the state's dtype, as in_dtype would
-    return SoftMatchState(state.mu * m + rest * batch_mu, state.var * m + rest * batch_var)
+    dtype = state.mu.dtype
+    return (
+        ema_on_host(old_mu, batch_mu, momentum, dtype),
+        ema_on_host(old_var, batch_var, momentum, dtype),
+    )
 
 
 @no_grad
@@ -204,19 +214,48 @@ def softmatch_weights(
     n_sigma: float,
 ) -> Selection:
     """:func:`softmatch_select`'s formula on the confidence and arg-max of what the front
-    door returned (also the plain lane of :class:`~pseudosel.SoftMatchSelector`,
-    :mod:`pseudosel.selectors._lane`)."""
+    door returned."""
     if state.mu.dim() == 0:
         mu, var = in_dtype(state.mu, confidence.dtype), in_dtype(state.var, confidence.dtype)
     else:
         mu = state.mu.to(confidence.dtype)[labels]
         var = state.var.to(confidence.dtype)[labels]
-    two, n_sigma_squared, one = operands(var, 2, n_sigma * n_sigma, 1)
-    below = (confidence - mu).clamp(max=0.0)
+    two, n_sigma_squared = operands(var, 2, n_sigma * n_sigma)
     spread = (two * var / n_sigma_squared).clamp_min(torch.finfo(var.dtype).tiny)  # no 0/0
+    return gaussian_weights(confidence, labels, mu, spread, valid, all_valid)
+
+
+def softmatch_weights_on_host(
+    confidence: Tensor, labels: Tensor, state: SoftMatchState, valid: Tensor, n_sigma: float
+) -> Selection:
+    """:func:`softmatch_weights` of global statistics on an eager CPU (float32 or float64
+    confidence and state, every position valid): σ² read as a Python number and the
+    spread computed on the host, rounded op by op to the confidence's dtype as the 0-dim
+    ops round it (the plain lane of :class:`~pseudosel.SoftMatchSelector`,
+    :mod:`pseudosel.selectors._lane`)."""
+    dtype = confidence.dtype
+    var = rounded(state.var.item(), dtype)
+    spread = rounded(rounded(2 * var, dtype) / rounded(n_sigma * n_sigma, dtype), dtype)
+    spread = max(spread, torch.finfo(dtype).tiny)  # NaN stays NaN, as in clamp_min
+    mu = in_dtype(state.mu, dtype)
+    return gaussian_weights(confidence, labels, mu, spread, valid, True)
+
+
+def gaussian_weights(
+    confidence: Tensor,
+    labels: Tensor,
+    mu: Tensor | float,
+    spread: Tensor | float,
+    valid: Tensor,
+    all_valid: bool,
+) -> Selection:
+    """weight = exp(−min(p − μ, 0)² / spread), spread = 2σ²/n_σ² (clamped above 0); mask
+    = weight == 1; score = p. ``mu`` and ``spread``: per position or scalar, tensors or
+    Python numbers of the confidence's dtype (a number is the operand its 0-dim tensor is)."""
+    below = (confidence - mu).clamp(max=0.0)
     weight = torch.exp(-(below * below) / spread)
     if all_valid:  # nothing to mask
-        return Selection(labels, weight, weight == one, confidence, valid)
+        return Selection(labels, weight, weight == 1.0, confidence, valid)
     weight = torch.where(valid, weight, 0.0)
     return Selection(
         labels=labels,

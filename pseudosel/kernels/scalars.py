@@ -14,16 +14,19 @@ the numbers are returned as they are.
 from __future__ import annotations
 
 import functools
+import math
+import struct
 
 import torch
 from torch import Tensor
 
 from pseudosel import kernels
 
-__all__ = ["operands"]
+__all__ = ["ema_on_host", "operands", "rounded"]
 
 # the dtypes whose 0-dim tensor holds exactly what the wrapped number is rounded to
 _EXACT = (torch.float32, torch.float64)
+_FLOAT32 = struct.Struct("f")
 
 
 def operands(like: Tensor | tuple[Tensor, ...], *values: float) -> tuple[Tensor | float, ...]:
@@ -60,3 +63,44 @@ def operands(like: Tensor | tuple[Tensor, ...], *values: float) -> tuple[Tensor 
 def _constant(value: float, dtype: torch.dtype) -> Tensor:
     with torch.inference_mode(False):  # a plain tensor, usable in and out of inference mode
         return torch.tensor(value, dtype=dtype, device="cpu")
+
+
+def rounded(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype`` (float32 or float64), as a Python float: what a 0-dim
+    tensor of that dtype made from it holds (to nearest, ties to even; beyond float32's
+    range ±inf).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.kernels.scalars import rounded
+        >>> rounded(0.1, torch.float32) == torch.tensor(0.1).item(), rounded(0.1, torch.float64)
+        (True, 0.1)
+    """
+    if dtype == torch.float64:
+        return value
+    try:
+        return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    except OverflowError:  # struct refuses what C's cast turns into an infinity
+        return math.copysign(math.inf, value)
+
+
+def ema_on_host(old: float, batch: float, momentum: float, dtype: torch.dtype) -> float:
+    """``old * m + rest * batch`` as 0-dim tensors of ``dtype`` (float32 or float64) round it
+    — ``m`` and ``rest`` the :func:`operands` of ``momentum`` and ``1 - momentum``, ``batch``
+    a Python number — computed on Python floats: a selector's EMA of a scalar statistic on
+    the plain lane, without a 0-dim op per term (:mod:`pseudosel.selectors._lane`).
+
+    Each op's result is rounded to ``dtype`` in turn. For float32 that is each op's correctly
+    rounded result, as the tensor op gives: a double holds the product of two floats
+    exactly, and a double sum of two floats rounded to float is rounded once (53 >= 2·24 + 2
+    bits), so both sides agree bit for bit (tests/kernels/test_scalars.py).
+
+    Example:
+        >>> import torch
+        >>> from pseudosel.kernels.scalars import ema_on_host
+        >>> old, m, rest = torch.tensor(0.3), torch.tensor(0.999), torch.tensor(1 - 0.999)
+        >>> ema_on_host(old.item(), 0.7, 0.999, torch.float32) == (old * m + rest * 0.7).item()
+        True
+    """
+    m, rest = rounded(momentum, dtype), rounded(1 - momentum, dtype)
+    return rounded(rounded(old * m, dtype) + rounded(rest * rounded(batch, dtype), dtype), dtype)

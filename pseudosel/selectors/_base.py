@@ -219,7 +219,9 @@ class Alignment(CheckedModule):
 
     Subclasses name their functional stages — ``update_stage`` (with the attributes in
     ``update_options``) and ``align_stage`` — and give ``state()``, ``process_group`` and
-    ``learn_target`` (whether the target follows the labelled predictions).
+    ``learn_target`` (whether the target follows the labelled predictions), and the plain
+    lane's forms of the two stages (:mod:`pseudosel.selectors._lane`): ``lane_update``,
+    which writes the new state into the buffers, and ``lane_align``.
 
     Example:
         >>> import torch, pseudosel
@@ -237,11 +239,6 @@ class Alignment(CheckedModule):
     per_class_state = True
     update_stage: ClassVar[Callable[..., tuple[Tensor, ...]]]
     align_stage: ClassVar[Callable[..., Tensor]]
-    # the stages' formulas after their front door (the plain lane, selectors._lane):
-    # update_core(probs, valid, all_valid, state, **update_options) and
-    # align_core(probs, state)
-    update_core: ClassVar[Callable[..., tuple[Tensor, ...]]]
-    align_core: ClassVar[Callable[..., Tensor]]
     update_options: ClassVar[tuple[str, ...]] = ()
     process_group: ProcessGroup | None
     learn_target: bool
@@ -262,15 +259,22 @@ class Alignment(CheckedModule):
         state = self.state()  # the buffers, updated in place by _update / store
         if valid is None and not self.learn_target and takes_lane(self, probs, *state):
             if self.training:
-                options = {name: getattr(self, name) for name in self.update_options}
-                new = type(self).update_core(probs, all_positions(probs), True, state, **options)
-                store(new, state)
-            return type(self).align_core(probs, state)
+                self.lane_update(probs, state)
+            return self.lane_align(probs, state)
         inputs = self.prepare(probs, valid)
         if self.training:
             self._update(inputs, probs_labeled, valid_labeled, state)
         # the stages are handed the front door's result: they skip their own
         return type(self).align_stage(inputs.probs, state, valid=inputs.valid, prepared=inputs)
+
+    def lane_update(self, probs: Tensor, state: tuple[Tensor, ...]) -> None:
+        """The update stage on the plain lane (a fixed target): the new state written into
+        the buffers ``state``, equal to what ``update_stage`` returns."""
+        raise NotImplementedError
+
+    def lane_align(self, probs: Tensor, state: tuple[Tensor, ...]) -> Tensor:
+        """The align stage on the plain lane: equal to what ``align_stage`` returns."""
+        raise NotImplementedError
 
     @no_grad
     def update(

@@ -10,8 +10,9 @@ from torch import Tensor
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
 from pseudosel.functional import alignment
+from pseudosel.kernels.scalars import operands
 from pseudosel.selectors._base import Alignment, check_momentum
-from pseudosel.validation import check_choice
+from pseudosel.validation import check_choice, in_dtype
 
 __all__ = ["DistributionAlignment"]
 
@@ -50,8 +51,6 @@ class DistributionAlignment(Alignment):
     shown = ("num_classes", "momentum", "target_kind")
     update_stage = staticmethod(F.alignment_update)
     align_stage = staticmethod(F.align)
-    update_core = staticmethod(alignment.alignment_update_after_front_door)
-    align_core = staticmethod(alignment.align_after_front_door)
     update_options = ("momentum",)
 
     p_model: Tensor
@@ -81,6 +80,21 @@ class DistributionAlignment(Alignment):
     def state(self) -> F.AlignmentState:
         """The current distributions as a :class:`~pseudosel.functional.AlignmentState`."""
         return F.AlignmentState(self.p_model, self.p_target, self.initialized)
+
+    def lane_update(self, probs: Tensor, state: F.AlignmentState) -> None:
+        # the flag is read on the host (lane state is on the CPU): the EMA is written into
+        # p_model, where the stage's where() would compute it and copy it over
+        mean = in_dtype(alignment.plain_class_mean(probs), state.p_model.dtype)
+        if state.initialized.item():
+            m, rest = operands(state[:2], self.momentum, 1 - self.momentum)  # as the stage
+            alignment.ema_step(state.p_model, mean, m, rest, out=state.p_model)
+        else:
+            state.p_model.copy_(mean)
+            state.initialized.fill_(True)
+
+    def lane_align(self, probs: Tensor, state: F.AlignmentState) -> Tensor:
+        p_model = state.p_model if state.initialized.item() else state.p_target
+        return alignment.rescaled(probs, state.p_target, p_model)
 
 
 def resolve_target(target: object, num_classes: int) -> tuple[bool, Tensor | None]:

@@ -8,9 +8,10 @@ from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
-from pseudosel.functional import alignment_queue
+from pseudosel.functional import alignment, alignment_queue
 from pseudosel.selectors._base import Alignment, check_positive_int
 from pseudosel.selectors.alignment import resolve_target
+from pseudosel.validation import in_dtype
 
 __all__ = ["DistributionAlignmentQueue"]
 
@@ -60,8 +61,6 @@ class DistributionAlignmentQueue(Alignment):
     shown = ("num_classes", "queue_length", "target_kind")
     update_stage = staticmethod(F.alignment_queue_update)
     align_stage = staticmethod(F.align_queue)
-    update_core = staticmethod(alignment_queue.alignment_queue_update_after_front_door)
-    align_core = staticmethod(alignment_queue.align_queue_after_front_door)
 
     p_model: Tensor
     p_model_ptr: Tensor
@@ -94,3 +93,14 @@ class DistributionAlignmentQueue(Alignment):
         return F.AlignmentQueueState(
             self.p_model, self.p_model_ptr, self.p_target, self.p_target_ptr
         )
+
+    def lane_update(self, probs: Tensor, state: F.AlignmentQueueState) -> None:
+        # the pointer is read on the host (lane state is on the CPU): the batch mean is
+        # written into its row, where the stage returns a copy of the queue to copy back
+        queue, pointer = state.p_model, state.p_model_ptr
+        row = pointer.item()
+        queue[row] = in_dtype(alignment.plain_class_mean(probs), queue.dtype)
+        pointer.fill_((row + 1) % queue.shape[0])
+
+    def lane_align(self, probs: Tensor, state: F.AlignmentQueueState) -> Tensor:
+        return alignment_queue.align_queue_after_front_door(probs, state)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
-from pseudosel.functional.softmatch import softmatch_update_on_host, softmatch_weights
+from pseudosel.functional.softmatch import softmatch_moments_on_host, softmatch_weights_on_host
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import UpdateThenSelect, check_momentum
 from pseudosel.selectors._lane import takes_lane
@@ -88,12 +88,16 @@ class SoftMatchSelector(UpdateThenSelect):
     def lane_update(
         self, probs: Tensor, confidence: Tensor, labels: Tensor, state: F.SoftMatchState
     ) -> F.SoftMatchState:
-        return softmatch_update_on_host(confidence, state, self.momentum)
+        # written into the buffers here: the state returned is theirs (nothing to copy)
+        mu, var = softmatch_moments_on_host(confidence, state, self.momentum)
+        state.mu.fill_(mu)
+        state.var.fill_(var)
+        return state
 
     def lane_select(
         self, confidence: Tensor, labels: Tensor, state: F.SoftMatchState, valid: Tensor
     ) -> Selection:
-        return softmatch_weights(confidence, labels, state, valid, True, self.n_sigma)
+        return softmatch_weights_on_host(confidence, labels, state, valid, self.n_sigma)
 
     def state(self) -> F.SoftMatchState:
         """The current statistics as a :class:`~pseudosel.functional.SoftMatchState`."""

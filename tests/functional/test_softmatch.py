@@ -8,6 +8,8 @@ import pytest
 import torch
 from helpers.adaptive_reference import RefSoftMatch
 from helpers.sequences import cls_batches, numpy_of, start_from
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pseudosel
 
@@ -64,21 +66,46 @@ def test_softmatch_single_position_batches_stay_finite(device):
     assert torch.isfinite(selector.mu) and sel.weight.shape == (0,)
 
 
-@pytest.mark.parametrize("momentum", [0.999, 0.7])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_plain_update_without_operands_gives_the_same_state(dtype, momentum, monkeypatch):
-    """The one-process plain update reads its numbers on the host and scales them by the
-    cached 1 − m; should the operands come back as numbers (under a torch function mode, or
-    ``formulas_only()`` entered by another thread between the path's choice and its
-    arithmetic), the state is the same."""
-    import pseudosel.functional.softmatch as softmatch_module
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.float64])
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(2, 70),
+    k=st.integers(2, 12),
+    scale=st.floats(0.0, 30.0),
+    mu=st.floats(0.0, 1.0),
+    var=st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1e-30])),
+    momentum=st.one_of(st.sampled_from([0.0, 0.7, 0.999, 1.0]), st.floats(0.0, 1.0)),
+    n_sigma=st.floats(0.1, 5.0),
+    seed=st.integers(0, 2**16),
+)
+def test_statistics_read_on_the_host_equal_the_device_side_form(
+    dtype, state_dtype, n, k, scale, mu, var, momentum, n_sigma, seed
+):
+    """On an eager CPU the plain update reads two sums and the state as Python numbers and
+    runs the EMA there (and the module's lane the spread of the weights too): the state and
+    the weights are those of the device-side form (``formulas_only()``), bit for bit."""
+    from pseudosel.functional.softmatch import softmatch_weights, softmatch_weights_on_host
+    from pseudosel.kernels import formulas_only
 
-    state = pseudosel.functional.softmatch_init(10, dtype=dtype)
-    probs = torch.randn(64, 10, generator=torch.Generator().manual_seed(0)).softmax(1)
-    expected = pseudosel.functional.softmatch_update(probs.to(dtype), state, momentum=momentum)
-    monkeypatch.setattr(softmatch_module, "operands", lambda like, *values: values)
-    got = pseudosel.functional.softmatch_update(probs.to(dtype), state, momentum=momentum)
-    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+    generator = torch.Generator().manual_seed(seed)
+    probs = (torch.randn(n, k, generator=generator, dtype=torch.float64) * scale).softmax(1)
+    probs = probs.to(dtype)
+    state = pseudosel.functional.SoftMatchState(
+        torch.tensor(mu, dtype=state_dtype), torch.tensor(var, dtype=state_dtype)
+    )
+    on_host = pseudosel.functional.softmatch_update(probs, state, momentum=momentum)
+    with formulas_only():
+        device_side = pseudosel.functional.softmatch_update(probs, state, momentum=momentum)
+    for ours, theirs in zip(on_host, device_side, strict=True):
+        bits = torch.int32 if state_dtype == torch.float32 else torch.int64
+        assert torch.equal(ours.view(bits), theirs.view(bits))
+    confidence, labels = probs.max(1)
+    valid = torch.ones(n, dtype=torch.bool)
+    ours = softmatch_weights_on_host(confidence, labels, on_host, valid, n_sigma)
+    theirs = softmatch_weights(confidence, labels, on_host, valid, True, n_sigma)
+    for field in ("weight", "mask", "score", "labels"):
+        assert torch.equal(getattr(ours, field), getattr(theirs, field)), field
 
 
 def test_update_under_vmap_over_states_equals_one_by_one():

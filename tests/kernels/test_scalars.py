@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pseudosel import kernels
+from pseudosel.kernels import scalars
 from pseudosel.kernels.scalars import operands
 
 OPERATIONS = {
@@ -138,3 +139,36 @@ def test_modes_neither_make_nor_keep_the_operands():
     (operand,) = operands(probs, 0.7712)
     assert type(operand) is torch.Tensor and operand.device.type == "cpu"
     assert F.threshold(probs, 0.7712).mask.tolist() == [True, False]
+
+
+# ---------------------------------------------------------------- numbers on the host
+MOMENTA = st.one_of(st.sampled_from([0.0, 0.5, 0.7, 0.9, 0.99, 0.999, 1.0]), st.floats(0, 1))
+STATISTICS = st.one_of(
+    st.floats(min_value=0.0, max_value=1.0),  # confidences, means, variances
+    st.floats(min_value=-1e30, max_value=1e30),
+    st.sampled_from([0.0, -0.0, float("nan"), float("inf")]),
+)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(st.floats(allow_nan=False), st.sampled_from([3.5e38, -3.5e38, 1e-46])))
+def test_rounded_is_what_a_tensor_holds(dtype, value):
+    expected = torch.tensor(value, dtype=dtype).item()  # a double holds either exactly
+    got = scalars.rounded(value, dtype)
+    assert _same(
+        torch.tensor(got, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64)
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@settings(max_examples=400, deadline=None)
+@given(old=STATISTICS, batch=STATISTICS, momentum=MOMENTA)
+def test_ema_on_host_is_the_tensor_ema(dtype, old, batch, momentum):
+    """old · m + rest · batch with 0-dim tensors of ``dtype`` (m and rest = 1 − m as the
+    selectors' operands, batch a Python number), bit for bit."""
+    state = torch.tensor(old, dtype=dtype)
+    m, rest = (torch.tensor(value, dtype=dtype) for value in (momentum, 1 - momentum))
+    expected = state * m + rest * batch
+    got = scalars.ema_on_host(state.item(), batch, momentum, dtype)
+    assert _same(torch.tensor(got, dtype=dtype), expected)

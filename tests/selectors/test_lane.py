@@ -41,7 +41,25 @@ MODULES: list[tuple[str, Callable[..., torch.nn.Module], bool]] = [
         lambda k, **o: pseudosel.DistributionAlignmentQueue(k, queue_length=3, **o),
         False,
     ),
+    (
+        "alignment to a target",
+        lambda k, **o: pseudosel.DistributionAlignment(k, momentum=0.6, target=_target(k), **o),
+        False,
+    ),
+    (
+        "alignment queue to a target",
+        lambda k, **o: pseudosel.DistributionAlignmentQueue(
+            k, queue_length=2, target=_target(k), **o
+        ),
+        False,
+    ),
 ]
+
+
+def _target(k: int) -> Tensor:
+    """A given target distribution that is not uniform."""
+    weights = torch.arange(1, k + 1, dtype=torch.float64)
+    return weights / weights.sum()
 
 
 def _front_door_calls(call: Callable[..., object], *args, **kwargs) -> tuple[object, int]:
@@ -108,8 +126,8 @@ def test_the_lane_equals_the_general_path_bit_for_bit(name, build, labelled, dat
     n = data.draw(st.integers(2, 12), label="N")  # SoftMatch's lane needs two samples
     lane = build(k, validate=validate).to(dtype)
     general = copy.deepcopy(lane)
-    for step in range(4):
-        training = step != 2  # an eval step in between
+    for step in range(5):
+        training = step not in (0, 3)  # eval before the first update, and in between
         lane.train(training)
         general.train(training)
         args = [_batch(data.draw, n, k, dtype)]
