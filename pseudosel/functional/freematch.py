@@ -20,11 +20,11 @@ from pseudosel._deprecation import keyword_valid, renamed_keywords, state_after_
 from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
-from pseudosel.functional.alignment import masked_class_sums
+from pseudosel.functional.alignment import ema_step, masked_class_sums
 from pseudosel.functional.quantile import masked_quantile
 from pseudosel.functional.threshold import class_threshold_selection
 from pseudosel.inputs import per_class_inputs
-from pseudosel.kernels.scalars import operands
+from pseudosel.kernels.scalars import ema_on_host, operands, rounded
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype, in_dtype
 
@@ -143,10 +143,37 @@ def freematch_plain_update(
     """:func:`freematch_update` with the mean confidence when every position counts and
     there is one process (eager CPU, :func:`kernels.counted_plainly`): plain sums, a label
     histogram and the count as a number. ``confidence`` and ``labels``: the arg-max of
-    ``probs`` (N, K, *spatial), confidence in the compute dtype (also the plain lane of
-    :class:`~pseudosel.FreeMatchSelector`, :mod:`pseudosel.selectors._lane`)."""
+    ``probs`` (N, K, *spatial), confidence in the compute dtype."""
     conf_sum, p_sum, hist, count = _plain_sums(probs, confidence, labels)
     return _moving_averages(state, conf_sum / count, p_sum, hist, count, momentum, clip_thresh)
+
+
+def freematch_update_in_place(
+    probs: Tensor,
+    confidence: Tensor,
+    labels: Tensor,
+    state: FreeMatchState,
+    momentum: float,
+    clip_thresh: bool,
+) -> FreeMatchState:
+    """:func:`freematch_plain_update` written into ``state``'s tensors, float32 or float64
+    CPU tensors read on the host (the plain lane of :class:`~pseudosel.FreeMatchSelector`,
+    :mod:`pseudosel.selectors._lane`): τ_t's EMA on Python numbers
+    (:func:`~pseudosel.kernels.scalars.ema_on_host`, rounded as the 0-dim ops round it),
+    p̃_t's and the histogram's by :func:`~pseudosel.functional.alignment.ema_step` into
+    their tensors. Returns ``state``."""
+    conf_sum, p_sum, hist, count = _plain_sums(probs, confidence, labels)
+    dtype, work = state.time_p.dtype, confidence.dtype
+    # count: the operand of _plain_sums, the position count rounded to the compute dtype
+    batch_time = rounded(rounded(conf_sum.item() / rounded(labels.numel(), work), work), dtype)
+    time_p = ema_on_host(state.time_p.item(), batch_time, momentum, dtype)
+    if clip_thresh:  # as clamp: NaN stays NaN
+        time_p = min(max(time_p, 0.0), rounded(CLIP_MAX, dtype))
+    state.time_p.fill_(time_p)
+    m, rest = operands(state, momentum, 1 - momentum)  # rest: 1 − m
+    ema_step(state.p_model, in_dtype(p_sum / count, dtype), m, rest, out=state.p_model)
+    ema_step(state.label_hist, in_dtype(hist / count, dtype), m, rest, out=state.label_hist)
+    return state
 
 
 def _plain_sums(
@@ -156,7 +183,8 @@ def _plain_sums(
     as an operand (:func:`freematch_plain_update`)."""
     work = confidence.dtype
     p_sum = masked_class_sums(probs, None, work)
-    hist = torch.bincount(labels.flatten(), minlength=probs.shape[1]).to(work)
+    flat = labels if labels.dim() == 1 else labels.flatten()  # flatten is an op even then
+    hist = torch.bincount(flat, minlength=probs.shape[1]).to(work)
     (count,) = operands(p_sum, labels.numel())
     return confidence.sum(), p_sum, hist, count
 
@@ -176,8 +204,8 @@ def _moving_averages(
     time_p = state.time_p * m + rest * in_dtype(batch_time, dtype)
     if clip_thresh:
         time_p = time_p.clamp(0.0, CLIP_MAX)
-    p_model = state.p_model * m + rest * in_dtype(p_sum / count, dtype)
-    label_hist = state.label_hist * m + rest * in_dtype(hist / count, dtype)
+    p_model = ema_step(state.p_model, in_dtype(p_sum / count, dtype), m, rest)
+    label_hist = ema_step(state.label_hist, in_dtype(hist / count, dtype), m, rest)
     return FreeMatchState(time_p, p_model, label_hist)
 
 

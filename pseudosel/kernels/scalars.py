@@ -78,6 +78,8 @@ def rounded(value: float, dtype: torch.dtype) -> float:
     """
     if dtype == torch.float64:
         return value
+    if dtype != torch.float32:
+        raise ValueError(f"rounded() takes float32 or float64, got {dtype}")
     try:
         return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
     except OverflowError:  # struct refuses what C's cast turns into an infinity

@@ -397,6 +397,15 @@ class UpdateThenSelect(Selector):
         )
 
 
+def buffers_of(module: nn.Module, *names: str) -> list[Tensor]:
+    """The buffers ``names`` of ``module``, read from its buffer dict — where nn.Module keeps
+    them, what its attribute lookup falls back to after a failed instance lookup; that
+    detour costs about 0.6 µs a buffer, on the order of a small batch's op, and a stateful
+    module reads its buffers on every call."""
+    buffers = module._buffers
+    return [buffers[name] for name in names]
+
+
 def store(new: tuple[Tensor, ...], state: tuple[Tensor, ...]) -> None:
     """Copy a stage's new state into the module's buffers (``state``), in place (a value
     that is its buffer, which the stage left as it was, is not copied onto itself)."""

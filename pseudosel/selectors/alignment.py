@@ -11,7 +11,7 @@ from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
 from pseudosel.functional import alignment
 from pseudosel.kernels.scalars import operands
-from pseudosel.selectors._base import Alignment, check_momentum
+from pseudosel.selectors._base import Alignment, buffers_of, check_momentum
 from pseudosel.validation import check_choice, in_dtype
 
 __all__ = ["DistributionAlignment"]
@@ -79,7 +79,7 @@ class DistributionAlignment(Alignment):
 
     def state(self) -> F.AlignmentState:
         """The current distributions as a :class:`~pseudosel.functional.AlignmentState`."""
-        return F.AlignmentState(self.p_model, self.p_target, self.initialized)
+        return F.AlignmentState(*buffers_of(self, "p_model", "p_target", "initialized"))
 
     def lane_update(self, probs: Tensor, state: F.AlignmentState) -> None:
         # the flag is read on the host (lane state is on the CPU): the EMA is written into

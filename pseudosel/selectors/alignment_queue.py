@@ -9,7 +9,7 @@ from torch import Tensor
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
 from pseudosel.functional import alignment, alignment_queue
-from pseudosel.selectors._base import Alignment, check_positive_int
+from pseudosel.selectors._base import Alignment, buffers_of, check_positive_int
 from pseudosel.selectors.alignment import resolve_target
 from pseudosel.validation import in_dtype
 
@@ -90,9 +90,8 @@ class DistributionAlignmentQueue(Alignment):
 
     def state(self) -> F.AlignmentQueueState:
         """The queues as a :class:`~pseudosel.functional.AlignmentQueueState`."""
-        return F.AlignmentQueueState(
-            self.p_model, self.p_model_ptr, self.p_target, self.p_target_ptr
-        )
+        names = ("p_model", "p_model_ptr", "p_target", "p_target_ptr")
+        return F.AlignmentQueueState(*buffers_of(self, *names))
 
     def lane_update(self, probs: Tensor, state: F.AlignmentQueueState) -> None:
         # the pointer is read on the host (lane state is on the CPU): the batch mean is

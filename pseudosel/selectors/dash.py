@@ -13,8 +13,9 @@ from pseudosel import functional as F
 from pseudosel import kernels
 from pseudosel._grad import no_grad
 from pseudosel.functional.dash import dash_after_front_door
+from pseudosel.kernels.scalars import rounded
 from pseudosel.selection import Selection
-from pseudosel.selectors._base import Selector, check_positive_int
+from pseudosel.selectors._base import Selector, buffers_of, check_positive_int
 from pseudosel.selectors._lane import all_positions, takes_lane
 from pseudosel.validation import check_real
 
@@ -121,27 +122,33 @@ class DashSelector(Selector):
     @no_grad
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """One Dash step in training mode (update ρ if due, select, count); else select."""
-        if valid is None and takes_lane(self, probs, self.rho, self.rho_init, self.step):
+        rho, rho_init, step, count = buffers_of(self, "rho", "rho_init", "step", "update_count")
+        if valid is None and takes_lane(self, probs, rho, rho_init, step):
             valid, all_valid = all_positions(probs), True
         else:
             probs, valid, all_valid = self.prepare(probs, valid)
         # on the CPU a read of the step counter is free: the schedule is decided in Python
         # (the same ρ as the device-side form below, which reads nothing on the host)
-        on_host = kernels.eager_cpu(self.step)
+        on_host = kernels.eager_cpu(step)
         if self.training and on_host:
-            if int(self.step) % self.update_every == 0:
-                self.rho.copy_(self._rho_at(self.update_count, self.rho_init))
-                self.update_count.add_(1)
-            self.step.add_(1)
+            if step.item() % self.update_every == 0:
+                rho.copy_(self._rho_at(count, rho_init))
+                count.add_(1)
+            step.add_(1)
         elif self.training:
-            due = self.step % self.update_every == 0
-            self.rho.copy_(
-                torch.where(due, self._rho_at(self.update_count, self.rho_init), self.rho)
-            )
-            self.update_count.add_(due.long())
-            self.step.add_(1)
-        hard: Tensor | bool = True if self.hard_labels else self.use_hard_labels
-        if on_host and isinstance(hard, Tensor):
-            hard = bool(hard)  # one loss computed, not both
-        selection = dash_after_front_door(probs, self.rho, valid, all_valid, hard, self.T)
+            due = step % self.update_every == 0
+            rho.copy_(torch.where(due, self._rho_at(count, rho_init), rho))
+            count.add_(due.long())
+            step.add_(1)
+        hard: Tensor | bool
+        if self.hard_labels:
+            hard = True
+        elif on_host and rho.dtype in (torch.float32, torch.float64):
+            # one loss computed, not both; ρ_min rounded as the tensor comparison rounds it
+            hard = rho.item() <= rounded(self.rho_min, rho.dtype)
+        else:
+            hard = rho <= self.rho_min
+            if on_host:
+                hard = bool(hard)
+        selection = dash_after_front_door(probs, rho, valid, all_valid, hard, self.T)
         return self.finish(selection)

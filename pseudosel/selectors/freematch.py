@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
-from pseudosel.functional.freematch import freematch_plain_update, freematch_thresholds
+from pseudosel.functional.freematch import freematch_thresholds, freematch_update_in_place
 from pseudosel.functional.threshold import class_thresholds_on
 from pseudosel.selection import Selection
-from pseudosel.selectors._base import UpdateThenSelect, check_momentum
+from pseudosel.selectors._base import UpdateThenSelect, buffers_of, check_momentum
 from pseudosel.selectors._lane import takes_lane
 
 __all__ = ["FreeMatchSelector"]
+
+# the state dtypes whose statistics the lane computes on Python numbers
+_HOST_DTYPES = (torch.float32, torch.float64)
 
 
 class FreeMatchSelector(UpdateThenSelect):
@@ -74,13 +78,19 @@ class FreeMatchSelector(UpdateThenSelect):
             self.register_buffer(name, value)
 
     def lane_open(self, probs: Tensor, state: F.FreeMatchState) -> bool:
-        """The plain lane (:mod:`pseudosel.selectors._lane`) for the mean confidence."""
-        return not self.use_quantile and takes_lane(self, probs, *state)
+        """The plain lane (:mod:`pseudosel.selectors._lane`) for the mean confidence, with
+        float32/float64 state."""
+        return (
+            not self.use_quantile
+            and all(tensor.dtype in _HOST_DTYPES for tensor in state)
+            and takes_lane(self, probs, *state)
+        )
 
     def lane_update(
         self, probs: Tensor, confidence: Tensor, labels: Tensor, state: F.FreeMatchState
     ) -> F.FreeMatchState:
-        return freematch_plain_update(
+        # written into the buffers here: the state returned is theirs (nothing to copy)
+        return freematch_update_in_place(
             probs, confidence, labels, state, self.momentum, self.clip_thresh
         )
 
@@ -91,4 +101,4 @@ class FreeMatchSelector(UpdateThenSelect):
 
     def state(self) -> F.FreeMatchState:
         """The current statistics as a :class:`~pseudosel.functional.FreeMatchState`."""
-        return F.FreeMatchState(self.time_p, self.p_model, self.label_hist)
+        return F.FreeMatchState(*buffers_of(self, "time_p", "p_model", "label_hist"))

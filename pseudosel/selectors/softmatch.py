@@ -11,7 +11,7 @@ from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
 from pseudosel.functional.softmatch import softmatch_moments_on_host, softmatch_weights_on_host
 from pseudosel.selection import Selection
-from pseudosel.selectors._base import UpdateThenSelect, check_momentum
+from pseudosel.selectors._base import UpdateThenSelect, buffers_of, check_momentum
 from pseudosel.selectors._lane import takes_lane
 from pseudosel.validation import check_real
 
@@ -101,4 +101,4 @@ class SoftMatchSelector(UpdateThenSelect):
 
     def state(self) -> F.SoftMatchState:
         """The current statistics as a :class:`~pseudosel.functional.SoftMatchState`."""
-        return F.SoftMatchState(self.mu, self.var)
+        return F.SoftMatchState(*buffers_of(self, "mu", "var"))

@@ -143,3 +143,20 @@ def test_dash_blocked_soft_loss_equals_one_block(monkeypatch, dtype):
     assert blocked.score[0, 0, 0] == 0
     if dtype == torch.float64:
         np.testing.assert_allclose(blocked.score[1, 3, 4].item(), -second, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dash_phase_read_on_the_host_rounds_rho_min_as_the_tensor_comparison(dtype):
+    """On the CPU the module reads ρ as a number to choose the loss: ρ_min is rounded to
+    ρ's dtype first, as ``rho <= rho_min`` rounds it — a ρ_min just below ρ that rounds to
+    it means hard labels, in both forms."""
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]], dtype=dtype)
+    probe = pseudosel.DashSelector(0.05, update_every=1).to(dtype)
+    probe(probs)
+    rho = probe.rho.item()
+    rho_min = rho - 1e-12 if dtype == torch.float32 else rho  # rounds to ρ in float32
+    selector = pseudosel.DashSelector(0.05, update_every=1, rho_min=rho_min).to(dtype)
+    selection = selector(probs)
+    assert bool(selector.use_hard_labels) and selector.rho.item() == rho
+    hard_loss = -torch.log(probs.max(1).values)
+    assert torch.equal(selection.score, -hard_loss)
