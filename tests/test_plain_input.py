@@ -190,6 +190,28 @@ def test_large_plain_batches_sum_as_the_masked_ones(n):
         assert torch.equal(ours, theirs)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.one_of(st.integers(1, 70), st.integers(70, 20_000)),
+    k=st.integers(2, 120),
+    seed=st.integers(0, 2**16),
+)
+def test_the_plain_class_mean_is_the_masked_one(dtype, n, k, seed):
+    """The plain class mean of a batch under one block takes torch's mean over dim 0 — on
+    a CPU the sum divided by N — which must be the masked statistic's sum divided by its
+    count, bit for bit."""
+    from pseudosel.functional.alignment import class_mean, plain_class_mean
+
+    generator = torch.Generator().manual_seed(seed)
+    probs = (torch.randn(n, k, generator=generator, dtype=torch.float64) * 4).softmax(1)
+    probs = probs.to(dtype)
+    everything = torch.ones(n, dtype=torch.bool)
+    masked, count = class_mean(probs, everything, None)  # the general, counted form
+    assert int(count) == n
+    assert torch.equal(plain_class_mean(probs), masked)
+
+
 @pytest.mark.parametrize(
     "make", ["FreeMatchSelector", "SoftMatchSelector", "DistributionAlignment"]
 )

@@ -96,9 +96,11 @@ def adamatch_after_front_door(
     all_labeled: bool,
     tau: float,
     process_group: ProcessGroup | None,
+    features: tuple[Tensor, Tensor] | None = None,
 ) -> Selection:
     """:func:`adamatch`'s formula on what the front door returned for both batches (also
-    the plain lane of :class:`~pseudosel.AdaMatchSelector`, :mod:`pseudosel.selectors._lane`)."""
+    the plain lane of :class:`~pseudosel.AdaMatchSelector`, :mod:`pseudosel.selectors._lane`).
+    ``features``: the confidence and arg-max of ``probs`` when the caller has them."""
     work = compute_dtype(probs.dtype)
     labeled_conf = probs_labeled.amax(1)
     if labeled_conf.dtype != work:
@@ -111,7 +113,7 @@ def adamatch_after_front_door(
         stats = torch.stack((labeled_sum, valid_labeled.sum().to(work)))
         all_reduce_sum(stats, process_group)
         cutoff = torch.where(stats[1] > 0, tau * stats[0] / stats[1].clamp_min(1), tau)
-    confidence, labels = confidence_and_labels(probs)
+    confidence, labels = features or confidence_and_labels(probs)
     mask = confidence >= cutoff
     if not all_valid:
         mask &= valid

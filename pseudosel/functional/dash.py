@@ -118,10 +118,12 @@ def dash_after_front_door(
     all_valid: bool,
     use_hard_labels: Tensor | bool,
     T: float,
+    features: tuple[Tensor, Tensor] | None = None,
 ) -> Selection:
     """:func:`dash_select`'s formula on what the front door returned (also
-    :class:`~pseudosel.DashSelector`'s step, which runs its own front door)."""
-    confidence, labels = confidence_and_labels(probs)
+    :class:`~pseudosel.DashSelector`'s step, which runs its own front door). ``features``:
+    the confidence and arg-max of ``probs`` when the caller has them."""
+    confidence, labels = features or confidence_and_labels(probs)
     dtype = compute_dtype(probs.dtype)
     hard_loss = -torch.log(in_dtype(confidence, dtype))
     if isinstance(use_hard_labels, bool) and use_hard_labels:

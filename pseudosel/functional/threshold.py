@@ -95,11 +95,16 @@ def threshold(
 
 
 def threshold_after_front_door(
-    probs: Tensor, tau: float, valid: Tensor, all_valid: bool
+    probs: Tensor,
+    tau: float,
+    valid: Tensor,
+    all_valid: bool,
+    features: tuple[Tensor, Tensor] | None = None,
 ) -> Selection:
     """:func:`threshold`'s eager formula on what the front door returned (also the plain
-    lane of :class:`~pseudosel.ThresholdSelector`, :mod:`pseudosel.selectors._lane`)."""
-    confidence, labels = confidence_and_labels(probs)
+    lane of :class:`~pseudosel.ThresholdSelector`, :mod:`pseudosel.selectors._lane`).
+    ``features``: the confidence and arg-max of ``probs`` when the caller has them."""
+    confidence, labels = features or confidence_and_labels(probs)
     (tau,) = operands(confidence, tau)
     mask = confidence >= tau
     if not all_valid:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
-from pseudosel.features import confidence_and_labels
+from pseudosel.features import plain_confidence_and_labels
 from pseudosel.inputs import Inputs, prepare
 from pseudosel.kernels import BACKENDS
 from pseudosel.kernels.shared import with_shared_features
@@ -345,7 +345,7 @@ class UpdateThenSelect(Selector):
         """In training mode update the statistics, then select; in eval mode select."""
         state = self.state()  # the buffers, updated in place by store
         if valid is None and self.lane_open(probs, state):
-            confidence, labels = confidence_and_labels(probs)  # read by both stages
+            confidence, labels = plain_confidence_and_labels(probs)  # read by both stages
             if self.training:
                 store(self.lane_update(probs, confidence, labels, state), state)
             return self.finish(self.lane_select(confidence, labels, state, all_positions(probs)))

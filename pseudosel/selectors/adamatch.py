@@ -9,6 +9,7 @@ from torch import Tensor
 from pseudosel import functional as F
 from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
+from pseudosel.features import plain_confidence_and_labels
 from pseudosel.functional.adamatch import adamatch_after_front_door
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector
@@ -76,7 +77,7 @@ class AdaMatchSelector(Selector):
             selection = adamatch_after_front_door(
                 probs, all_positions(probs), True,
                 probs_labeled, all_positions(probs_labeled), True,
-                self.tau, self.process_group,
+                self.tau, self.process_group, plain_confidence_and_labels(probs),
             )  # fmt: skip
             return self.finish(selection)
         selection = F.adamatch(

@@ -12,6 +12,7 @@ from torch import Tensor
 from pseudosel import functional as F
 from pseudosel import kernels
 from pseudosel._grad import no_grad
+from pseudosel.features import plain_confidence_and_labels
 from pseudosel.functional.dash import dash_after_front_door
 from pseudosel.kernels.scalars import rounded
 from pseudosel.selection import Selection
@@ -123,8 +124,10 @@ class DashSelector(Selector):
     def forward(self, probs: Tensor, valid: Tensor | None = None) -> Selection:
         """One Dash step in training mode (update ρ if due, select, count); else select."""
         rho, rho_init, step, count = buffers_of(self, "rho", "rho_init", "step", "update_count")
+        features = None
         if valid is None and takes_lane(self, probs, rho, rho_init, step):
             valid, all_valid = all_positions(probs), True
+            features = plain_confidence_and_labels(probs)
         else:
             probs, valid, all_valid = self.prepare(probs, valid)
         # on the CPU a read of the step counter is free: the schedule is decided in Python
@@ -150,5 +153,5 @@ class DashSelector(Selector):
             hard = rho <= self.rho_min
             if on_host:
                 hard = bool(hard)
-        selection = dash_after_front_door(probs, rho, valid, all_valid, hard, self.T)
+        selection = dash_after_front_door(probs, rho, valid, all_valid, hard, self.T, features)
         return self.finish(selection)

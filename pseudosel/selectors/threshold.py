@@ -10,6 +10,7 @@ from torch import Tensor
 from pseudosel import functional as F
 from pseudosel._grad import no_grad
 from pseudosel.compiled import compiled
+from pseudosel.features import plain_confidence_and_labels
 from pseudosel.functional.threshold import threshold_after_front_door
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector, check_backend
@@ -71,7 +72,9 @@ class ThresholdSelector(Selector):
         # the plain lane runs the eager formula: not for the compiled or Triton paths
         plain = not self.compile and self.backend in ("auto", "eager")
         if valid is None and plain and takes_lane(self, probs):
-            selection = threshold_after_front_door(probs, self.tau, all_positions(probs), True)
+            features = plain_confidence_and_labels(probs)
+            valid = all_positions(probs)
+            selection = threshold_after_front_door(probs, self.tau, valid, True, features)
             return self.finish(selection)
         selection = self._select(
             probs,
