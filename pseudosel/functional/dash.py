@@ -28,7 +28,6 @@ from pseudosel._grad import no_grad
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import prepare
 from pseudosel.kernels import cpu
-from pseudosel.kernels.scalars import operands
 from pseudosel.selection import Selection, hard_selection
 from pseudosel.validation import check_real, compute_dtype, in_dtype
 
@@ -122,38 +121,40 @@ def dash_after_front_door(
 ) -> Selection:
     """:func:`dash_select`'s formula on what the front door returned (also
     :class:`~pseudosel.DashSelector`'s step, which runs its own front door). ``features``:
-    the confidence and arg-max of ``probs`` when the caller has them."""
+    the confidence and arg-max of ``probs`` when the caller has them.
+
+    The score −ℓ is computed as it is returned. Hard: −ℓ = log ĉ. Soft: with
+    u = log p − log ĉ <= 0, e = exp(u / T) and Z = Σ e, q = e / Z and log p = u + log ĉ,
+    so −ℓ = Σ q·log p = log ĉ + Σ e·u / Z (e·u is 0 where e = 0: p = 0 or underflow).
+    mask = ℓ <= ρ, i.e. −ℓ >= −ρ (a negation is exact)."""
     confidence, labels = features or confidence_and_labels(probs)
     dtype = compute_dtype(probs.dtype)
-    hard_loss = -torch.log(in_dtype(confidence, dtype))
+    log_top = torch.log(in_dtype(confidence, dtype))
     if isinstance(use_hard_labels, bool) and use_hard_labels:
-        loss = hard_loss
+        score = log_top
     else:
-        # With s = (log p − log ĉ) / T <= 0, e = exp(s) and Z = Σ e: q = e / Z,
-        # log p = T·s + log ĉ and Σ q = 1, so ℓ = −Σ q·log p = −log ĉ − T·Σ e·s / Z, where
-        # e·s = xlogy(e, e) is 0 when e = 0 (p = 0 or underflow), never 0·(−inf) = NaN.
-        z, spread = _soft_loss_terms(probs, hard_loss, T, dtype)
-        (temperature,) = operands(spread, T)
-        soft_loss = hard_loss - temperature * spread / z
+        z, spread = _soft_loss_terms(probs, log_top, T, dtype)
+        soft_score = log_top + spread / z
         if isinstance(use_hard_labels, bool):
-            loss = soft_loss
+            score = soft_score
         else:
-            loss = torch.where(use_hard_labels.to(hard_loss.device), hard_loss, soft_loss)
-    mask = loss <= in_dtype(rho, loss.dtype)
+            score = torch.where(use_hard_labels.to(log_top.device), log_top, soft_score)
+    mask = score >= -in_dtype(rho, dtype)
     if not all_valid:
         mask &= valid
-    return hard_selection(labels, mask, -loss, valid, all_valid=all_valid)
+    return hard_selection(labels, mask, score, valid, all_valid=all_valid)
 
 
 def _soft_loss_terms(
-    probs: Tensor, hard_loss: Tensor, T: float, dtype: torch.dtype
+    probs: Tensor, log_top: Tensor, T: float, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """Z = Σ_k e_k and Σ_k e_k·s_k over the classes, (N, *spatial) each, with
-    s = (log p − log ĉ) / T and e = exp(s); ``hard_loss`` = −log ĉ."""
-    top = hard_loss.unsqueeze(1)
+    """Z = Σ_k e_k and Σ_k e_k·u_k over the classes, (N, *spatial) each, with
+    u = log p − log ĉ and e = exp(u / T); ``log_top`` = log ĉ."""
+    top = log_top.unsqueeze(1)
     # eager CPU: log and exp in cache-sized blocks, not as input-sized temporaries, and
-    # e·s instead of xlogy (a third of its speed on a CPU), at any size
+    # e·u with u clamped instead of xlogy (a third of its speed on a CPU), at any size
     if kernels.eager_cpu(probs):
         return cpu.dash_soft_loss_terms(probs, top, T, dtype)
-    e = ((probs.to(dtype).log() + top) / T).exp()
-    return e.sum(1), torch.special.xlogy(e, e).sum(1)
+    e = ((probs.to(dtype).log() - top) / T).exp()
+    # e·u = T·e·log e, 0 where e = 0 (xlogy), never 0·(−inf)
+    return e.sum(1), torch.special.xlogy(e, e).sum(1) * T

@@ -159,57 +159,56 @@ def masked_class_sums(flat: Tensor, keep: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def dash_soft_loss_terms(
-    probs: Tensor, top: Tensor, T: float, dtype: torch.dtype
+    probs: Tensor, log_top: Tensor, T: float, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """Z = Σ e and Σ e·s of Dash's soft loss (:func:`pseudosel.functional.dash_select`) for
-    (N, K, *spatial) probabilities, s = (log p − log ĉ) / T and e = exp(s), over the class
-    axis; block by block, with s and e in two reused buffers, when the input spans more
-    than one block: e·s replaces xlogy(e, e). ``top``: (N, 1, *spatial) −log ĉ. Returns
-    (N, *spatial) each.
+    """Z = Σ e and Σ e·u of Dash's soft loss (:func:`pseudosel.functional.dash_select`) for
+    (N, K, *spatial) probabilities, u = log p − log ĉ and e = exp(u / T), over the class
+    axis; block by block, with u and e in two reused buffers, when the input spans more
+    than one block. ``log_top``: (N, 1, *spatial) log ĉ. Returns (N, *spatial) each.
 
     e below 1.5·e·tiny (tiny: the smallest normal float) is taken as 0, as a flush to
     zero would: exp of an argument below log(tiny), and every op on its subnormal result,
     takes a CPU's slow path — 100x the time of the rest on confident 448 x 100
-    probabilities — so s is clamped at log(tiny) + 1 before the exp and such e set to 0
-    after (one pointwise ``threshold``, no bool mask). That keeps e·s = 0 where p = 0 (never
-    0·(−inf) = NaN), a one-hot position's loss exactly 0, and Z >= 1 unchanged; Σ e·s
-    changes by less than K·1.5·e·tiny·|log tiny| (5e-36·K in float32), the loss by T times
-    that at most."""
+    probabilities — so u is clamped at T·(log(tiny) + 1) before the exp and such e set to
+    0 after (one pointwise ``threshold``, no bool mask). That keeps e·u = 0 where p = 0
+    (u finite: never 0·(−inf) = NaN), a one-hot position's loss exactly 0, and Z >= 1
+    unchanged; Σ e·u changes by less than K·1.5·e·tiny·|T·log tiny| (5e-36·K·T in float32)."""
     lowest = math.log(torch.finfo(dtype).tiny) + 1.0
     flushed = 1.5 * math.exp(lowest)  # above exp(lowest) by far more than its rounding
+    floor = T * lowest
     if probs.dim() == 2 and probs.numel() <= blocks.CPU_BLOCK_ELEMENTS:
-        return _dash_terms_in_one(probs, top, T, dtype, lowest, flushed)
+        return _dash_terms_in_one(probs, log_top, T, dtype, floor, flushed)
     # (N, K, L): a view where the spatial dims merge, else a copy, summed in its own order
-    flat, shape = flatten(probs), top.shape[:1] + top.shape[2:]
-    top = top.reshape(flat.shape[0], 1, flat.shape[2])  # explicit sizes: N may be 0
+    flat, shape = flatten(probs), log_top.shape[:1] + log_top.shape[2:]
+    log_top = log_top.reshape(flat.shape[0], 1, flat.shape[2])  # explicit sizes: N may be 0
     parts = position_blocks(flat)
     if len(parts) == 1:
-        z, spread = _dash_terms_in_one(flat, top, T, dtype, lowest, flushed)
+        z, spread = _dash_terms_in_one(flat, log_top, T, dtype, floor, flushed)
         return z.reshape(shape), spread.reshape(shape)
     z = torch.empty(flat.shape[::2], dtype=dtype, device=flat.device)
     spread = torch.empty_like(z)
-    s_scratch, e_scratch = BlockScratch(flat, parts, dtype), BlockScratch(flat, parts, dtype)
+    u_scratch, e_scratch = BlockScratch(flat, parts, dtype), BlockScratch(flat, parts, dtype)
     for rows, cols in parts:
         block = flat[rows, :, cols]
-        s, e = s_scratch.like(block), e_scratch.like(block)
-        s = torch.log(block, out=s) if block.dtype == dtype else s.copy_(block).log_()
-        s = s.add_(top[rows, :, cols]).div_(T)
-        e = torch.nn.functional.threshold_(torch.exp(s.clamp_min_(lowest), out=e), flushed, 0.0)
+        u, e = u_scratch.like(block), e_scratch.like(block)
+        u = torch.log(block, out=u) if block.dtype == dtype else u.copy_(block).log_()
+        u = u.sub_(log_top[rows, :, cols]).clamp_min_(floor)
+        e = torch.nn.functional.threshold_(torch.div(u, T, out=e).exp_(), flushed, 0.0)
         z[rows, cols] = e.sum(1)
-        spread[rows, cols] = s.mul_(e).sum(1)
+        spread[rows, cols] = e.mul_(u).sum(1)
     return z.reshape(shape), spread.reshape(shape)
 
 
 def _dash_terms_in_one(
-    probs: Tensor, top: Tensor, T: float, dtype: torch.dtype, lowest: float, flushed: float
+    probs: Tensor, log_top: Tensor, T: float, dtype: torch.dtype, floor: float, flushed: float
 ) -> tuple[Tensor, Tensor]:
     """:func:`dash_soft_loss_terms` of an input that fits one block: fresh temporaries, no
     scratch buffers or copies."""
-    (temperature,) = operands(top, T)
-    s = (probs.log() if probs.dtype == dtype else probs.to(dtype).log_()).add_(top)
-    s = s.div_(temperature)
-    e = torch.nn.functional.threshold_(s.clamp_min_(lowest).exp(), flushed, 0.0)
-    return e.sum(1), s.mul_(e).sum(1)
+    (temperature,) = operands(log_top, T)
+    u = (probs.log() if probs.dtype == dtype else probs.to(dtype).log_()).sub_(log_top)
+    u = u.clamp_min_(floor)
+    e = torch.nn.functional.threshold_((u / temperature).exp_(), flushed, 0.0)
+    return e.sum(1), e.mul_(u).sum(1)
 
 
 def blocked(probs: Tensor) -> bool:

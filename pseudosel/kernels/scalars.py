@@ -95,7 +95,8 @@ def ema_on_host(old: float, batch: float, momentum: float, dtype: torch.dtype) -
     Each op's result is rounded to ``dtype`` in turn. For float32 that is each op's correctly
     rounded result, as the tensor op gives: a double holds the product of two floats
     exactly, and a double sum of two floats rounded to float is rounded once (53 >= 2·24 + 2
-    bits), so both sides agree bit for bit (tests/kernels/test_scalars.py).
+    bits), so both sides agree bit for bit (tests/kernels/test_scalars.py); a NaN stays a
+    NaN.
 
     Example:
         >>> import torch
