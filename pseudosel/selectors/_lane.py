@@ -5,9 +5,13 @@ few dozen microseconds of arithmetic on a CPU, and the layers a module call pass
 on its way to the formula — the public functional stages, each with its own front door,
 keyword shims and grad-mode wrapper, the shared arg-max context, the state tuples — cost
 as much again (docs/performance.md, "Beside USB's own hooks"). A module whose call
-qualifies skips them: it checks the values once and calls the same formula cores its
-functional stages call, in the same order, so outputs and state are bit for bit those of
-the general path (tests/selectors/test_lane.py). A call qualifies when
+qualifies skips them: it checks the values once and calls the formula cores its
+functional stages call, in the same order; it writes its new state into its buffers where
+the stages return new tensors to copy back (the EMAs through ``out=``, the queue's row in
+place), and computes its scalar statistics — SoftMatch's μ and σ², FreeMatch's τ, Dash's
+phase — on Python numbers rounded op by op as the 0-dim tensor ops round them
+(:func:`~pseudosel.kernels.scalars.ema_on_host`). Outputs and state are bit for bit those
+of the general path (tests/selectors/test_lane.py). A call qualifies when
 
 - ``probs`` (and a labelled batch, for the modules that take one) is a plain float32 or
   float64 (N, K) tensor with N >= 1 — K the module's class count when it has one — on the

@@ -84,10 +84,13 @@ def _front_door_calls(call: Callable[..., object], *args, **kwargs) -> tuple[obj
     return result, count
 
 
+_SAME_WIDTH_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def _bits(value: object) -> list[Tensor]:
     tensors = list(value) if isinstance(value, tuple) else [value]
-    return [t.view(torch.int64 if t.dtype == torch.float64 else torch.int32)
-            if t.is_floating_point() else t for t in tensors]  # fmt: skip
+    return [t.view(_SAME_WIDTH_INT[t.itemsize]) if t.is_floating_point() else t
+            for t in tensors]  # fmt: skip
 
 
 def _assert_same(ours: object, theirs: object, what: str) -> None:
@@ -122,9 +125,10 @@ def _batch(draw, n: int, k: int, dtype: torch.dtype) -> Tensor:
 def test_the_lane_equals_the_general_path_bit_for_bit(name, build, labelled, data):
     k = data.draw(st.integers(2, 7), label="K")
     dtype = data.draw(st.sampled_from([torch.float32, torch.float64]), label="dtype")
+    state_dtype = data.draw(st.sampled_from([torch.float32, torch.float64]), label="state")
     validate = data.draw(st.booleans(), label="validate")
     n = data.draw(st.integers(2, 12), label="N")  # SoftMatch's lane needs two samples
-    lane = build(k, validate=validate).to(dtype)
+    lane = build(k, validate=validate).to(state_dtype)  # the state in either dtype
     general = copy.deepcopy(lane)
     for step in range(5):
         training = step not in (0, 3)  # eval before the first update, and in between
@@ -181,3 +185,25 @@ def test_adamatch_without_a_labelled_tensor_is_refused_by_name(missing):
     probs = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]])
     with pytest.raises(TypeError, match="probs_labeled"):
         pseudosel.AdaMatchSelector()(probs, missing)
+
+
+@pytest.mark.parametrize("state_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name, build, labelled", MODULES, ids=[m[0] for m in MODULES])
+def test_half_precision_state_gives_the_general_paths_result(name, build, labelled, state_dtype):
+    """A module moved to half precision, called on float32 probabilities: whichever path
+    it takes (the lane computes its scalar statistics on the host only for float32/float64
+    state), outputs and state are the general path's."""
+    k = 5
+    lane = build(k).to(state_dtype)
+    general = copy.deepcopy(lane)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(3):
+        args = [torch.randn(16, k, generator=generator).mul(3).softmax(1)]
+        if labelled:
+            args.append(torch.randn(4, k, generator=generator).mul(3).softmax(1))
+        ours = lane(*args)
+        with lane_closed():
+            theirs = general(*args)
+        _assert_same(ours, theirs, f"{name}, step {step}: outputs")
+        for key, value in lane.state_dict().items():
+            _assert_same(value, general.state_dict()[key], f"{name}, step {step}: {key}")
