@@ -198,9 +198,11 @@ def test_large_plain_batches_sum_as_the_masked_ones(n):
     seed=st.integers(0, 2**16),
 )
 def test_the_plain_class_mean_is_the_masked_one(dtype, n, k, seed):
-    """The plain class mean of a batch under one block takes torch's mean over dim 0 — on
-    a CPU the sum divided by N — which must be the masked statistic's sum divided by its
-    count, bit for bit."""
+    """The plain class mean of a contiguous batch under one block takes torch's mean over
+    dim 0 — on a CPU the sum divided by N — which must be the masked statistic's sum
+    divided by its count, bit for bit. (A strided batch's masked sum, a copy's, can differ
+    from its plain sum in the last bit, as before the plain mean; the lane and the general
+    path share the plain mean.)"""
     from pseudosel.functional.alignment import class_mean, plain_class_mean
 
     generator = torch.Generator().manual_seed(seed)

@@ -234,8 +234,11 @@ def softmatch_weights_on_host(
     ops round it (the plain lane of :class:`~pseudosel.SoftMatchSelector`,
     :mod:`pseudosel.selectors._lane`)."""
     dtype = confidence.dtype
+    n_sigma_squared = rounded(n_sigma * n_sigma, dtype)
+    if n_sigma_squared == 0:  # n_σ below 1e-22 (float32): x / 0 as the tensor op gives it
+        return softmatch_weights(confidence, labels, state, valid, True, n_sigma)
     var = rounded(state.var.item(), dtype)
-    spread = rounded(rounded(2 * var, dtype) / rounded(n_sigma * n_sigma, dtype), dtype)
+    spread = rounded(rounded(2 * var, dtype) / n_sigma_squared, dtype)
     spread = max(spread, torch.finfo(dtype).tiny)  # NaN stays NaN, as in clamp_min
     mu = in_dtype(state.mu, dtype)
     return gaussian_weights(confidence, labels, mu, spread, valid, True)

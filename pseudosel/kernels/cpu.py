@@ -175,15 +175,18 @@ def dash_soft_loss_terms(
     unchanged; Σ e·u changes by less than K·1.5·e·tiny·|T·log tiny| (5e-36·K·T in float32)."""
     lowest = math.log(torch.finfo(dtype).tiny) + 1.0
     flushed = 1.5 * math.exp(lowest)  # above exp(lowest) by far more than its rounding
-    floor = T * lowest
+    # u's floor, within the dtype's range; for a T beyond that (1e36 in float32), u / T
+    # is clamped at lowest as well
+    floor = max(T * lowest, -torch.finfo(dtype).max)
+    limits = (floor, lowest if T * lowest < floor else None, flushed)
     if probs.dim() == 2 and probs.numel() <= blocks.CPU_BLOCK_ELEMENTS:
-        return _dash_terms_in_one(probs, log_top, T, dtype, floor, flushed)
+        return _dash_terms_in_one(probs, log_top, T, dtype, limits)
     # (N, K, L): a view where the spatial dims merge, else a copy, summed in its own order
     flat, shape = flatten(probs), log_top.shape[:1] + log_top.shape[2:]
     log_top = log_top.reshape(flat.shape[0], 1, flat.shape[2])  # explicit sizes: N may be 0
     parts = position_blocks(flat)
     if len(parts) == 1:
-        z, spread = _dash_terms_in_one(flat, log_top, T, dtype, floor, flushed)
+        z, spread = _dash_terms_in_one(flat, log_top, T, dtype, limits)
         return z.reshape(shape), spread.reshape(shape)
     z = torch.empty(flat.shape[::2], dtype=dtype, device=flat.device)
     spread = torch.empty_like(z)
@@ -192,23 +195,36 @@ def dash_soft_loss_terms(
         block = flat[rows, :, cols]
         u, e = u_scratch.like(block), e_scratch.like(block)
         u = torch.log(block, out=u) if block.dtype == dtype else u.copy_(block).log_()
-        u = u.sub_(log_top[rows, :, cols]).clamp_min_(floor)
-        e = torch.nn.functional.threshold_(torch.div(u, T, out=e).exp_(), flushed, 0.0)
+        e = _flushed_exp(u.sub_(log_top[rows, :, cols]), T, limits, out=e)
         z[rows, cols] = e.sum(1)
         spread[rows, cols] = e.mul_(u).sum(1)
     return z.reshape(shape), spread.reshape(shape)
 
 
 def _dash_terms_in_one(
-    probs: Tensor, log_top: Tensor, T: float, dtype: torch.dtype, floor: float, flushed: float
+    probs: Tensor, log_top: Tensor, T: float, dtype: torch.dtype, limits: tuple
 ) -> tuple[Tensor, Tensor]:
     """:func:`dash_soft_loss_terms` of an input that fits one block: fresh temporaries, no
-    scratch buffers or copies."""
+    scratch buffers or copies. ``limits``: (u's floor, s's floor or None, flushed)."""
     (temperature,) = operands(log_top, T)
     u = (probs.log() if probs.dtype == dtype else probs.to(dtype).log_()).sub_(log_top)
-    u = u.clamp_min_(floor)
-    e = torch.nn.functional.threshold_((u / temperature).exp_(), flushed, 0.0)
+    e = _flushed_exp(u, temperature, limits)
     return e.sum(1), e.mul_(u).sum(1)
+
+
+def _flushed_exp(u: Tensor, T: Tensor | float, limits: tuple, out: Tensor | None = None) -> Tensor:
+    """e = exp(u / T), below 1.5·e·tiny set to 0, with u clamped in place at its floor
+    (:func:`dash_soft_loss_terms`); ``limits``: (u's floor, s's floor or None, flushed).
+    Clamped first, u keeps u / T at or above log(tiny) + 1; where u's floor lies beyond
+    the dtype's range (``limits[1]`` given), u / T is clamped instead and u after it (u
+    only has to stay finite there: its e is 0)."""
+    floor, s_floor, flushed = limits
+    if s_floor is None:
+        s = torch.div(u.clamp_min_(floor), T, out=out)
+    else:
+        s = torch.div(u, T, out=out).clamp_min_(s_floor)
+        u.clamp_min_(floor)
+    return torch.nn.functional.threshold_(s.exp_(), flushed, 0.0)
 
 
 def blocked(probs: Tensor) -> bool:

@@ -76,6 +76,7 @@ def rounded(value: float, dtype: torch.dtype) -> float:
         >>> rounded(0.1, torch.float32) == torch.tensor(0.1).item(), rounded(0.1, torch.float64)
         (True, 0.1)
     """
+    value = float(value)  # a NumPy or 0-dim tensor number: its value, not its arithmetic
     if dtype == torch.float64:
         return value
     if dtype != torch.float32:
@@ -105,5 +106,6 @@ def ema_on_host(old: float, batch: float, momentum: float, dtype: torch.dtype) -
         >>> ema_on_host(old.item(), 0.7, 0.999, torch.float32) == (old * m + rest * 0.7).item()
         True
     """
+    # 1 − m as the stages write it, in momentum's own type (as operands receives it)
     m, rest = rounded(momentum, dtype), rounded(1 - momentum, dtype)
     return rounded(rounded(old * m, dtype) + rounded(rest * rounded(batch, dtype), dtype), dtype)

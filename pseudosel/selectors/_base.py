@@ -401,9 +401,13 @@ def buffers_of(module: nn.Module, *names: str) -> list[Tensor]:
     """The buffers ``names`` of ``module``, read from its buffer dict — where nn.Module keeps
     them, what its attribute lookup falls back to after a failed instance lookup; that
     detour costs about 0.6 µs a buffer, on the order of a small batch's op, and a stateful
-    module reads its buffers on every call."""
+    module reads its buffers on every call. A name that is no longer a plain buffer (a
+    parametrised one, or one reassigned as a parameter) is read as an attribute."""
     buffers = module._buffers
-    return [buffers[name] for name in names]
+    try:
+        return [buffers[name] for name in names]
+    except KeyError:
+        return [getattr(module, name) for name in names]
 
 
 def store(new: tuple[Tensor, ...], state: tuple[Tensor, ...]) -> None:

@@ -98,6 +98,10 @@ class DistributionAlignmentQueue(Alignment):
         # written into its row, where the stage returns a copy of the queue to copy back
         queue, pointer = state.p_model, state.p_model_ptr
         row = pointer.item()
+        if not 0 <= row < queue.shape[0]:  # Python indexing would wrap a negative one
+            raise IndexError(
+                f"p_model_ptr must index a row of the ({queue.shape[0]}, K) queue, got {row}"
+            )
         queue[row] = in_dtype(alignment.plain_class_mean(probs), queue.dtype)
         pointer.fill_((row + 1) % queue.shape[0])
 

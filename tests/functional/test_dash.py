@@ -160,3 +160,17 @@ def test_dash_phase_read_on_the_host_rounds_rho_min_as_the_tensor_comparison(dty
     assert bool(selector.use_hard_labels) and selector.rho.item() == rho
     hard_loss = -torch.log(probs.max(1).values)
     assert torch.equal(selection.score, -hard_loss)
+
+
+@pytest.mark.parametrize("T", [0.05, 0.5, 5.0, 1e30, 1e37, 3e38])
+def test_dash_soft_loss_is_finite_and_right_up_to_the_largest_temperature(T):
+    """A class with p = 0 adds nothing at any T the dtype holds: as T grows the soft
+    target tends to uniform over the classes with p > 0 (u's floor then lies beyond
+    float32's range, and u / T is clamped instead)."""
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    score = F.dash_select(probs, torch.tensor(1.0), T=T).score
+    q = probs.double() ** (1.0 / T)
+    q = torch.where(probs > 0, q if T < 1e3 else (probs > 0).double(), 0.0)
+    q = q / q.sum(1, keepdim=True)
+    expected = (torch.special.xlogy(q, probs.double())).sum(1)
+    torch.testing.assert_close(score.double(), expected, rtol=1e-5, atol=1e-6)

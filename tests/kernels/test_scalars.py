@@ -165,11 +165,11 @@ def test_rounded_is_what_a_tensor_holds(dtype, value):
 @settings(max_examples=400, deadline=None)
 @given(old=STATISTICS, batch=STATISTICS, momentum=MOMENTA)
 def test_ema_on_host_is_the_tensor_ema(dtype, old, batch, momentum):
-    """old · m + rest · batch with 0-dim tensors of ``dtype`` (m and rest = 1 − m as the
+    """old · m + rest · batch with 0-dim tensors of ``dtype`` (m and rest = 1 − m the
     selectors' operands, batch a Python number), bit for bit; a NaN is a NaN (its sign and
     payload depend on the operand order the CPU kernel picks)."""
     state = torch.tensor(old, dtype=dtype)
-    m, rest = (torch.tensor(value, dtype=dtype) for value in (momentum, 1 - momentum))
+    m, rest = operands(state, momentum, 1 - momentum)  # as the selectors: a zero stays 0
     expected = state * m + rest * batch
     got = torch.tensor(scalars.ema_on_host(state.item(), batch, momentum, dtype), dtype=dtype)
     assert _same(got, expected) or (got.isnan() and expected.isnan())

@@ -187,12 +187,18 @@ def test_adamatch_without_a_labelled_tensor_is_refused_by_name(missing):
         pseudosel.AdaMatchSelector()(probs, missing)
 
 
+# the modules whose scalar statistics the lane computes on the host from float32/float64
+# state: with half-precision state they take the general path
+HOST_STATISTICS = {"freematch", "freematch clipped", "softmatch"}
+
+
 @pytest.mark.parametrize("state_dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name, build, labelled", MODULES, ids=[m[0] for m in MODULES])
 def test_half_precision_state_gives_the_general_paths_result(name, build, labelled, state_dtype):
-    """A module moved to half precision, called on float32 probabilities: whichever path
-    it takes (the lane computes its scalar statistics on the host only for float32/float64
-    state), outputs and state are the general path's."""
+    """A module moved to half precision, called on float32 probabilities: the lane where
+    it holds (the stateless modules, Dash, the alignments), else the general path (the
+    lane computes scalar statistics on the host from float32/float64 state only) — and
+    outputs and state are the general path's."""
     k = 5
     lane = build(k).to(state_dtype)
     general = copy.deepcopy(lane)
@@ -201,9 +207,55 @@ def test_half_precision_state_gives_the_general_paths_result(name, build, labell
         args = [torch.randn(16, k, generator=generator).mul(3).softmax(1)]
         if labelled:
             args.append(torch.randn(4, k, generator=generator).mul(3).softmax(1))
-        ours = lane(*args)
+        ours, entered = _front_door_calls(lane, *args)
+        assert (entered > 0) == (name in HOST_STATISTICS), f"{name}: the path taken"
         with lane_closed():
             theirs = general(*args)
         _assert_same(ours, theirs, f"{name}, step {step}: outputs")
         for key, value in lane.state_dict().items():
             _assert_same(value, general.state_dict()[key], f"{name}, step {step}: {key}")
+
+
+def test_softmatch_with_a_vanishing_n_sigma_divides_as_the_tensor_op():
+    """n_σ² rounds to 0 (n_σ = 1e-23 in float32): the spread 2σ²/0 is inf as the tensor op
+    gives it, on the lane as on the general path (not a Python ZeroDivisionError)."""
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
+    lane = pseudosel.SoftMatchSelector(3, n_sigma=1e-23)
+    general = copy.deepcopy(lane)
+    ours = lane(probs)
+    with lane_closed():
+        theirs = general(probs)
+    _assert_same(ours, theirs, "outputs")
+    assert torch.equal(ours.weight, torch.ones(2))
+    for key, value in lane.state_dict().items():
+        _assert_same(value, general.state_dict()[key], key)
+
+
+def test_a_queue_pointer_out_of_range_is_refused_on_the_lane_too():
+    """A pointer outside the queue (an edited checkpoint): the lane refuses it as the
+    general path does, rather than wrapping a negative one to the last row."""
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
+    for pointer in (-1, 3):
+        module = pseudosel.DistributionAlignmentQueue(3, queue_length=3)
+        module.p_model_ptr.fill_(pointer)
+        with pytest.raises(IndexError, match="p_model_ptr"):
+            module(probs)
+        with lane_closed(), pytest.raises(IndexError):
+            module(probs)
+
+
+def test_a_parametrised_buffer_is_read_as_an_attribute():
+    """A buffer under torch.nn.utils.parametrize is no longer in the buffer dict: the
+    module reads it as an attribute, as before, and gives the same selection."""
+    from torch.nn.utils import parametrize
+
+    class Identity(torch.nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x
+
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
+    plain = pseudosel.DashSelector(1.0, update_every=2)
+    parametrised = pseudosel.DashSelector(1.0, update_every=2)
+    parametrize.register_parametrization(parametrised, "rho_init", Identity())
+    for _ in range(3):
+        _assert_same(parametrised(probs), plain(probs), "outputs")
