@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from pseudosel import kernels
-from pseudosel.kernels import blocks, cpu, planes, shared
+from pseudosel.kernels import cpu, planes, shared
 from pseudosel.validation import check_choice, check_probs, check_real, compute_dtype
 
 __all__ = [
@@ -78,8 +78,8 @@ def confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
 def plain_confidence_and_labels(probs: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`confidence_and_labels` of a plain lane batch — an eager CPU float32/float64
     (N, K) tensor (:mod:`pseudosel.selectors._lane`) —: ``max(1)`` itself when the batch
-    fits one block, as the dispatch would choose, without asking."""
-    if probs.numel() <= blocks.CPU_BLOCK_ELEMENTS:
+    fits one block — the dispatch's own test, without its eager-mode and cache checks."""
+    if not cpu.takes_argmax(probs):
         return probs.max(1)
     return confidence_and_labels(probs)
 

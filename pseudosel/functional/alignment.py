@@ -134,24 +134,8 @@ def alignment_update(
         probs_labeled, valid_labeled, _ = prepared(
             probs_labeled, valid_labeled, state, "alignment_update", name="probs_labeled", **front
         )
-    return alignment_update_after_front_door(
-        probs, valid, all_valid, state, momentum, probs_labeled, valid_labeled, process_group
-    )
-
-
-def alignment_update_after_front_door(
-    probs: Tensor,
-    valid: Tensor,
-    all_valid: bool,
-    state: AlignmentState,
-    momentum: float,
-    probs_labeled: Tensor | None = None,
-    valid_labeled: Tensor | None = None,
-    process_group: ProcessGroup | None = None,
-) -> AlignmentState:
-    """:func:`alignment_update`'s formula on what the front door returned (the plain lane
-    of :class:`~pseudosel.DistributionAlignment` writes the same EMA into its buffers:
-    :func:`ema_step`, :func:`plain_class_mean`)."""
+    # the plain lane of DistributionAlignment writes the same EMA into its buffers
+    # (ema_step, plain_class_mean)
     dtype = state.p_model.dtype
     m, rest = operands((state.p_model, state.p_target), momentum, 1 - momentum)  # rest: 1 − m
     mean, count = class_mean(probs, valid, process_group, all_valid)
@@ -195,11 +179,6 @@ def align(
         tensor([[0.5000, 0.5000]])
     """
     probs = prepared(probs, valid, state, "align", **front).probs
-    return align_after_front_door(probs, state)
-
-
-def align_after_front_door(probs: Tensor, state: AlignmentState) -> Tensor:
-    """:func:`align`'s formula on what the front door returned."""
     p_model = torch.where(state.initialized, state.p_model, state.p_target)
     return rescaled(probs, state.p_target, p_model)
 

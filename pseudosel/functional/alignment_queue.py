@@ -123,32 +123,16 @@ def alignment_queue_update(
     """
     function = "alignment_queue_update"
     probs, valid, all_valid = prepared(probs, valid, state, function, **front)
-    if probs_labeled is not None:
-        probs_labeled, valid_labeled, _ = prepared(
-            probs_labeled, valid_labeled, state, function, name="probs_labeled", **front
-        )
-    return alignment_queue_update_after_front_door(
-        probs, valid, all_valid, state, probs_labeled, valid_labeled, process_group
-    )
-
-
-def alignment_queue_update_after_front_door(
-    probs: Tensor,
-    valid: Tensor,
-    all_valid: bool,
-    state: AlignmentQueueState,
-    probs_labeled: Tensor | None = None,
-    valid_labeled: Tensor | None = None,
-    process_group: ProcessGroup | None = None,
-) -> AlignmentQueueState:
-    """:func:`alignment_queue_update`'s formula on what the front door returned (the plain
-    lane of :class:`~pseudosel.DistributionAlignmentQueue` writes the batch mean into its
-    queue's row in place)."""
+    # the plain lane of DistributionAlignmentQueue writes the batch mean into its queue's
+    # row in place
     p_model, p_model_ptr = _push(
         state.p_model, state.p_model_ptr, probs, valid, process_group, all_valid
     )
     p_target, p_target_ptr = state.p_target, state.p_target_ptr
     if probs_labeled is not None:
+        probs_labeled, valid_labeled, _ = prepared(
+            probs_labeled, valid_labeled, state, function, name="probs_labeled", **front
+        )
         p_target, p_target_ptr = _push(
             p_target, p_target_ptr, probs_labeled, valid_labeled, process_group
         )

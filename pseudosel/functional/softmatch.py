@@ -27,7 +27,7 @@ from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup, all_reduce_sum
 from pseudosel.features import confidence_and_labels
 from pseudosel.inputs import per_class_inputs
-from pseudosel.kernels.scalars import ema_on_host, operands, rounded
+from pseudosel.kernels.scalars import ROUNDED_DTYPES, ema_on_host, operands, rounded
 from pseudosel.selection import Selection
 from pseudosel.validation import compute_dtype, in_dtype
 
@@ -97,7 +97,7 @@ def softmatch_update(
         not per_class
         and valid.numel() > 1
         and kernels.counted_plainly(valid, all_valid)
-        and state.mu.dtype in (torch.float32, torch.float64)
+        and state.mu.dtype in ROUNDED_DTYPES
         and state.var.dtype == state.mu.dtype
         and kernels.read_on_host(confidence, state.mu, state.var)
     ):

@@ -22,11 +22,13 @@ from torch import Tensor
 
 from pseudosel import kernels
 
-__all__ = ["ema_on_host", "operands", "rounded"]
+__all__ = ["ROUNDED_DTYPES", "ema_on_host", "operands", "rounded"]
 
 # the dtypes whose 0-dim tensor holds exactly what the wrapped number is rounded to
 _EXACT = (torch.float32, torch.float64)
 _FLOAT32 = struct.Struct("f")
+#: the dtypes whose ops :func:`rounded` and :func:`ema_on_host` reproduce on Python numbers
+ROUNDED_DTYPES = (torch.float32, torch.float64)
 
 
 def operands(like: Tensor | tuple[Tensor, ...], *values: float) -> tuple[Tensor | float, ...]:

@@ -14,7 +14,7 @@ from pseudosel import kernels
 from pseudosel._grad import no_grad
 from pseudosel.features import plain_confidence_and_labels
 from pseudosel.functional.dash import dash_after_front_door
-from pseudosel.kernels.scalars import rounded
+from pseudosel.kernels.scalars import ROUNDED_DTYPES, rounded
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import Selector, buffers_of, check_positive_int
 from pseudosel.selectors._lane import all_positions, takes_lane
@@ -146,7 +146,7 @@ class DashSelector(Selector):
         hard: Tensor | bool
         if self.hard_labels:
             hard = True
-        elif on_host and rho.dtype in (torch.float32, torch.float64):
+        elif on_host and rho.dtype in ROUNDED_DTYPES:
             # one loss computed, not both; ρ_min rounded as the tensor comparison rounds it
             hard = rho.item() <= rounded(self.rho_min, rho.dtype)
         else:

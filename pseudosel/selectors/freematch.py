@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
 from pseudosel.functional.freematch import freematch_thresholds, freematch_update_in_place
 from pseudosel.functional.threshold import class_thresholds_on
+from pseudosel.kernels.scalars import ROUNDED_DTYPES
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import UpdateThenSelect, buffers_of, check_momentum
 from pseudosel.selectors._lane import takes_lane
 
 __all__ = ["FreeMatchSelector"]
-
-# the state dtypes whose statistics the lane computes on Python numbers
-_HOST_DTYPES = (torch.float32, torch.float64)
 
 
 class FreeMatchSelector(UpdateThenSelect):
@@ -82,7 +79,7 @@ class FreeMatchSelector(UpdateThenSelect):
         float32/float64 state."""
         return (
             not self.use_quantile
-            and all(tensor.dtype in _HOST_DTYPES for tensor in state)
+            and all(tensor.dtype in ROUNDED_DTYPES for tensor in state)
             and takes_lane(self, probs, *state)
         )
 

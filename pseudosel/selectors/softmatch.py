@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from pseudosel import functional as F
 from pseudosel.distributed import ProcessGroup
 from pseudosel.functional.softmatch import softmatch_moments_on_host, softmatch_weights_on_host
+from pseudosel.kernels.scalars import ROUNDED_DTYPES
 from pseudosel.selection import Selection
 from pseudosel.selectors._base import UpdateThenSelect, buffers_of, check_momentum
 from pseudosel.selectors._lane import takes_lane
@@ -79,7 +79,7 @@ class SoftMatchSelector(UpdateThenSelect):
         mu, var = state
         return (
             not self.per_class
-            and mu.dtype in (torch.float32, torch.float64)
+            and mu.dtype in ROUNDED_DTYPES
             and var.dtype == mu.dtype
             and takes_lane(self, probs, mu, var)
             and probs.shape[0] > 1
