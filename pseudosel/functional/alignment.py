@@ -187,11 +187,24 @@ def rescaled(probs: Tensor, p_target: Tensor, p_model: Tensor) -> Tensor:
     """normalise(p · (p_target + EPS) / (p_model + EPS)) over dim 1, in the compute dtype of
     ``probs``: the alignment step of :func:`align` and :func:`align_queue`."""
     work = compute_dtype(probs.dtype)
-    p_target, p_model = in_dtype(p_target, work), in_dtype(p_model, work)
-    (eps,) = operands(p_model, EPS)
-    ratio = (p_target + eps) / (p_model + eps)
+    return rescaled_by(probs, *numerator(in_dtype(p_target, work)), in_dtype(p_model, work))
+
+
+def numerator(p_target: Tensor) -> tuple[Tensor, Tensor | float]:
+    """(p_target + EPS, EPS as the operand :func:`rescaled_by` adds to p_model) for a (K,)
+    target in the compute dtype — what the plain lane of a module with a fixed target keeps
+    between calls (:meth:`pseudosel.Alignment.lane_numerator`)."""
+    (eps,) = operands(p_target, EPS)
+    return p_target + eps, eps
+
+
+def rescaled_by(probs: Tensor, target_term: Tensor, eps: Tensor | float, p_model: Tensor) -> Tensor:
+    """:func:`rescaled` from its :func:`numerator` ``(target_term, eps)`` and a (K,)
+    ``p_model``, both in the compute dtype of ``probs``."""
+    ratio = target_term / (p_model + eps)
     if probs.dim() > 2:  # (K,) over dim 1 of (N, K, *spatial); (N, K) broadcasts as it is
         ratio = ratio.view((1, -1) + (1,) * (probs.dim() - 2))
+    work = target_term.dtype
     aligned = in_dtype(probs, work) * ratio
     # normalised in place: one input-sized result, not two (fresh pages cost more than
     # the arithmetic on a CPU)

@@ -166,6 +166,9 @@ def align_queue_after_front_door(probs: Tensor, state: AlignmentQueueState) -> T
     """:func:`align_queue`'s formula on what the front door returned (also the plain lane
     of :class:`~pseudosel.DistributionAlignmentQueue`, :mod:`pseudosel.selectors._lane`)."""
     work = compute_dtype(probs.dtype)
-    return rescaled(
-        probs, in_dtype(state.p_target, work).mean(0), in_dtype(state.p_model, work).mean(0)
-    )
+    return rescaled(probs, queue_mean(state.p_target, work), queue_mean(state.p_model, work))
+
+
+def queue_mean(queue: Tensor, work: torch.dtype) -> Tensor:
+    """The (K,) mean of the rows of an (L, K) queue, in the compute dtype ``work``."""
+    return in_dtype(queue, work).mean(0)

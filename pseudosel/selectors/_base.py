@@ -23,11 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from pseudosel._grad import no_grad
 from pseudosel.distributed import ProcessGroup
 from pseudosel.features import plain_confidence_and_labels
+from pseudosel.functional.alignment import numerator as alignment_numerator
 from pseudosel.inputs import Inputs, prepare
 from pseudosel.kernels import BACKENDS
 from pseudosel.kernels.shared import with_shared_features
@@ -275,6 +277,29 @@ class Alignment(CheckedModule):
     def lane_align(self, probs: Tensor, state: tuple[Tensor, ...]) -> Tensor:
         """The align stage on the plain lane: equal to what ``align_stage`` returns."""
         raise NotImplementedError
+
+    def target_vector(self, p_target: Tensor, work: torch.dtype) -> Tensor:
+        """The (K,) target distribution of the buffer ``p_target`` in the compute dtype
+        ``work``, as ``align_stage`` computes it."""
+        raise NotImplementedError
+
+    def lane_numerator(self, p_target: Tensor, work: torch.dtype) -> tuple[Tensor, Any]:
+        """:func:`~pseudosel.functional.alignment.numerator` of the fixed target (the
+        buffer ``p_target``, a plain CPU tensor on the lane) in ``work``, kept between
+        calls: computed again when the buffer is another tensor or its version counter has
+        moved — any in-place write (``copy_``, indexing, ``load_state_dict``), a move or a
+        new buffer. A fixed target costs the lane no op per call (the queue's is a mean over
+        its rows). Writes that bypass the version counter — through ``.data`` or a NumPy
+        view — are not seen (docs/performance.md)."""
+        if p_target.is_inference():  # no version counter to key on
+            return alignment_numerator(self.target_vector(p_target, work))
+        key = (p_target._version, p_target.data_ptr(), work)
+        kept = self.__dict__.get("_lane_numerator")
+        if kept is None or kept[0] is not p_target or kept[1] != key:
+            numerator = alignment_numerator(self.target_vector(p_target, work))
+            # a plain attribute, not a buffer: not in the state dict
+            kept = self.__dict__["_lane_numerator"] = (p_target, key, numerator)
+        return kept[2]
 
     @no_grad
     def update(

@@ -94,7 +94,11 @@ class DistributionAlignment(Alignment):
 
     def lane_align(self, probs: Tensor, state: F.AlignmentState) -> Tensor:
         p_model = state.p_model if state.initialized.item() else state.p_target
-        return alignment.rescaled(probs, state.p_target, p_model)
+        target_term, eps = self.lane_numerator(state.p_target, probs.dtype)
+        return alignment.rescaled_by(probs, target_term, eps, in_dtype(p_model, probs.dtype))
+
+    def target_vector(self, p_target: Tensor, work: torch.dtype) -> Tensor:
+        return in_dtype(p_target, work)
 
 
 def resolve_target(target: object, num_classes: int) -> tuple[bool, Tensor | None]:

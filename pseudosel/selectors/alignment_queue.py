@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from pseudosel import functional as F
@@ -106,4 +107,9 @@ class DistributionAlignmentQueue(Alignment):
         pointer.fill_((row + 1) % queue.shape[0])
 
     def lane_align(self, probs: Tensor, state: F.AlignmentQueueState) -> Tensor:
-        return alignment_queue.align_queue_after_front_door(probs, state)
+        target_term, eps = self.lane_numerator(state.p_target, probs.dtype)
+        p_model = alignment_queue.queue_mean(state.p_model, probs.dtype)
+        return alignment.rescaled_by(probs, target_term, eps, p_model)
+
+    def target_vector(self, p_target: Tensor, work: torch.dtype) -> Tensor:
+        return alignment_queue.queue_mean(p_target, work)

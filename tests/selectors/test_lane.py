@@ -259,3 +259,95 @@ def test_a_parametrised_buffer_is_read_as_an_attribute():
     parametrize.register_parametrization(parametrised, "rho_init", Identity())
     for _ in range(3):
         _assert_same(parametrised(probs), plain(probs), "outputs")
+
+
+ALIGNMENTS = [m for m in MODULES if m[0].startswith("alignment")]
+
+
+def _new_target(module: torch.nn.Module, seed: int) -> Tensor:
+    """Another target buffer for ``module`` (shape and dtype of its own): a distribution,
+    or rows of distributions for a queue."""
+    old = module.p_target
+    logits = torch.randn(old.shape, generator=torch.Generator().manual_seed(seed))
+    return logits.softmax(-1).to(old.dtype)
+
+
+@pytest.mark.parametrize("name, build, labelled", ALIGNMENTS, ids=[m[0] for m in ALIGNMENTS])
+def test_a_changed_fixed_target_is_seen_by_the_lane(name, build, labelled):
+    """The lane keeps a fixed target's numerator (p_target + ε, the queue's row mean + ε)
+    between calls: written in place (copy_, indexing), loaded from a state dict, replaced
+    or converted, the target is read again — the general path's result after each."""
+    k = 4
+    lane = build(k)
+    general = copy.deepcopy(lane)
+    generator = torch.Generator().manual_seed(1)
+
+    def copy_in(module, seed):
+        module.p_target.copy_(_new_target(module, seed))
+
+    def index_in(module, seed):
+        module.p_target[0] = _new_target(module, seed)[0]
+
+    def load(module, seed):
+        state = module.state_dict()
+        state["p_target"] = _new_target(module, seed)
+        module.load_state_dict(state)
+
+    def replace(module, seed):
+        module.p_target = _new_target(module, seed)
+
+    def to_double(module, seed):
+        module.double()
+
+    for seed, change in enumerate([None, copy_in, index_in, load, replace, to_double]):
+        if change is not None:
+            change(lane, seed)
+            change(general, seed)
+        for _ in range(2):
+            probs = torch.randn(6, k, generator=generator).mul(3).softmax(1)
+            ours, entered = _front_door_calls(lane, probs)
+            assert entered == 0, f"{name}: the lane was not taken"
+            with lane_closed():
+                theirs = general(probs)
+            _assert_same(ours, theirs, f"{name} after {getattr(change, '__name__', 'none')}")
+
+
+@pytest.mark.parametrize("name, build, labelled", ALIGNMENTS, ids=[m[0] for m in ALIGNMENTS])
+def test_the_lane_reads_an_unchanged_target_once(name, build, labelled):
+    """While the target buffer is unchanged the lane computes its numerator once (its
+    target_vector is not called again), and again after an in-place write."""
+    module = build(3)
+    calls = 0
+    target_vector = module.target_vector
+
+    def counted(*args):
+        nonlocal calls
+        calls += 1
+        return target_vector(*args)
+
+    module.target_vector = counted
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
+    for _ in range(3):
+        module(probs)
+    assert calls == 1
+    module.p_target.mul_(1.0)  # the same values, a moved version counter
+    module(probs)
+    assert calls == 2
+
+
+@pytest.mark.parametrize("name, build, labelled", ALIGNMENTS, ids=[m[0] for m in ALIGNMENTS])
+def test_inference_tensors_as_state_take_the_lane_without_keeping_the_target(name, build, labelled):
+    """A module built under torch.inference_mode holds inference tensors (no version
+    counter): the lane computes the numerator on every call, with the general path's
+    result."""
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
+    with torch.inference_mode():
+        lane = build(3)
+        general = copy.deepcopy(lane)
+        for _ in range(2):
+            ours, entered = _front_door_calls(lane, probs)
+            assert entered == 0
+            with lane_closed():
+                theirs = general(probs)
+            _assert_same(ours, theirs, name)
+    assert "_lane_numerator" not in lane.__dict__
