@@ -105,6 +105,84 @@ def test_the_host_check_agrees_at_the_tolerance_edge(n, k, shift, negative, dtyp
     )
 
 
+_PLANTED = {
+    "nothing": None,
+    "-0.0": -0.0,
+    "a tiny negative": -1e-30,
+    "a subnormal negative": -1e-40,
+    "a subnormal": 1e-40,
+    "NaN": float("nan"),
+    "NaN with its sign bit": -float("nan"),
+    "inf": float("inf"),
+    "-inf": -float("inf"),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 9),
+    k=st.integers(2, 7),
+    planted=st.sampled_from(sorted(_PLANTED)),
+    where=st.integers(0, 62),
+    dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32, torch.float64]),
+)
+def test_the_integer_minimum_gives_the_float_minimums_verdict(n, k, planted, where, dtype):
+    """The host check reads the smallest entry through same-width integers (float32 and
+    the half types, from INT_MINIMUM_FROM entries; here from 1): the device verdict, the
+    float minimum's, for −0.0, negatives down to subnormals, NaN of either sign, ±inf —
+    planted in a valid batch and in one that sums to 1 with it."""
+    import pseudosel.validation as validation
+
+    probs = torch.rand(n, k, generator=torch.Generator().manual_seed(n * 7 + k))
+    probs = (probs / probs.sum(1, keepdim=True)).to(dtype)
+    value = _PLANTED[planted]
+    if value is not None:
+        probs.view(-1)[where % probs.numel()] = value
+    valid = torch.ones(n, dtype=torch.bool)
+    expected = bool(probability_vectors_ok(probs, valid, all_valid=True))
+    before = validation.INT_MINIMUM_FROM
+    validation.INT_MINIMUM_FROM = 1
+    try:
+        assert probability_vectors_ok_on_host(probs) == expected
+        if planted == "-0.0":  # passes as +0.0 does: a float comparison, not the sign
+            plus = probs.clone()
+            plus.view(-1)[where % probs.numel()] = 0.0
+            assert expected == bool(probability_vectors_ok(plus, valid, all_valid=True))
+    finally:
+        validation.INT_MINIMUM_FROM = before
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("planted", [None, -0.0, -1e-4])
+def test_a_large_batch_takes_the_integer_minimum(dtype, planted):
+    """From INT_MINIMUM_FROM entries the integer pass runs (its view is asked for) and
+    gives the float minimum's verdict: -0.0 passes (asked of the floats again), a
+    negative entry in a row that still sums to 1 within the tolerance fails."""
+    from pseudosel.validation import INT_MINIMUM_FROM
+
+    rows = INT_MINIMUM_FROM // 8 + 1
+    probs = torch.full((rows, 8), 0.125, dtype=dtype)
+    if planted is not None:
+        probs[rows // 2, 3] = planted
+        probs[rows // 2, 4] = 0.25
+    viewed = []
+    view = torch.Tensor.view
+
+    def spied(tensor, *args):
+        viewed.append(args)
+        return view(tensor, *args)
+
+    torch.Tensor.view = spied
+    try:
+        verdict = probability_vectors_ok_on_host(probs)
+    finally:
+        torch.Tensor.view = view
+    assert any(args and isinstance(args[0], torch.dtype) for args in viewed)
+    valid = torch.ones(rows, dtype=torch.bool)
+    assert verdict == bool(probability_vectors_ok(probs, valid, all_valid=True))
+    assert verdict == (planted is None or planted == 0)
+
+
 def test_a_failed_host_check_still_names_the_offending_position():
     probs = torch.full((3, 4), 0.25)
     probs[2, 1] = 0.5
