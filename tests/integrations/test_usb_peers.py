@@ -97,3 +97,38 @@ def test_without_semilearn_the_command_says_how_to_install_it(tmp_path):
     assert done.returncode == 1, done.stderr[-2000:]
     assert "needs semilearn 0.3.2" in done.stderr and "pip install" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _floor_script():
+    """benchmarks/peers_floor.py as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "peers_floor.py"
+    spec = importlib.util.spec_from_file_location("peers_floor", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_op_floor_gives_the_modules_output(monkeypatch, capsys):
+    """benchmarks/peers_floor.py times pseudosel's ops alone beside the module and USB's
+    hook; it first checks on every batch that its inline ops give the module's output
+    (at 448x100 the check's integer minimum runs too)."""
+    script = _floor_script()
+    monkeypatch.setattr(
+        sys, "argv", ["peers_floor", "--rounds", "1", "--sizes", "64x10", "448x100"]
+    )
+    script.main()
+    table = capsys.readouterr().out
+    for name in script.ROWS:
+        for size in ("64x10", "448x100"):
+            assert f"| {name} | {size} |" in table
+
+
+def test_an_op_floor_that_differs_from_the_module_is_refused(monkeypatch):
+    script = _floor_script()
+    script.TAU = 0.5  # another rule than the module's (USB's 0.95)
+    monkeypatch.setattr(sys, "argv", ["peers_floor", "--rounds", "1", "--sizes", "64x10"])
+    with pytest.raises(AssertionError, match="threshold at 64x10: the floor differs"):
+        script.main()
