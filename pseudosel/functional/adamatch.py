@@ -92,7 +92,7 @@ def adamatch_after_front_door(
     valid: Tensor,
     all_valid: bool,
     probs_labeled: Tensor,
-    valid_labeled: Tensor,
+    valid_labeled: Tensor | None,
     all_labeled: bool,
     tau: float,
     process_group: ProcessGroup | None,
@@ -100,13 +100,16 @@ def adamatch_after_front_door(
 ) -> Selection:
     """:func:`adamatch`'s formula on what the front door returned for both batches (also
     the plain lane of :class:`~pseudosel.AdaMatchSelector`, :mod:`pseudosel.selectors._lane`).
-    ``features``: the confidence and arg-max of ``probs`` when the caller has them."""
+    ``features``: the confidence and arg-max of ``probs`` when the caller has them.
+    ``valid_labeled`` None: the plain lane's labelled batch — every position, plainly
+    counted (no mask is built only to be counted)."""
     work = compute_dtype(probs.dtype)
     labeled_conf = probs_labeled.amax(1)
     if labeled_conf.dtype != work:
         labeled_conf = labeled_conf.to(work)
-    if kernels.counted_plainly(valid_labeled, all_labeled):  # a plain mean
-        scale, count = operands(labeled_conf, tau, valid_labeled.numel())
+    if valid_labeled is None or kernels.counted_plainly(valid_labeled, all_labeled):
+        # a plain mean
+        scale, count = operands(labeled_conf, tau, labeled_conf.numel())
         cutoff = scale * labeled_conf.sum() / count
     else:
         labeled_sum = torch.where(valid_labeled, labeled_conf, 0.0).sum()  # NaN/Inf stay out

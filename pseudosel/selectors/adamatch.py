@@ -76,7 +76,7 @@ class AdaMatchSelector(Selector):
         ):
             selection = adamatch_after_front_door(
                 probs, all_positions(probs), True,
-                probs_labeled, all_positions(probs_labeled), True,
+                probs_labeled, None, True,
                 self.tau, self.process_group, plain_confidence_and_labels(probs),
             )  # fmt: skip
             return self.finish(selection)
