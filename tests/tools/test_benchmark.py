@@ -192,3 +192,16 @@ def test_the_busy_load_is_running_before_any_row_is_timed(monkeypatch):
     monkeypatch.setattr(timing, "_TRAINING_LOAD", "raise SystemExit(1)\n")
     with pytest.raises(RuntimeError, match="did not start"), timing.contention():
         pass
+
+
+def test_the_value_check_benchmark_times_both_minima():
+    """benchmarks/bench_value_check.py runs the check both ways on softmax outputs (which
+    must pass) and prints one row per size and dtype."""
+    script = str(ROOT / "benchmarks" / "bench_value_check.py")
+    command = [sys.executable, script, "--sizes", "64x10", "96x100",
+               "--dtypes", "float32", "float16", "--rounds", "1"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for size in ("64x10", "96x100"):
+        for dtype in ("float32", "float16"):
+            assert f"| {size} | {dtype} |" in done.stdout
