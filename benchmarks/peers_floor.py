@@ -70,13 +70,17 @@ def threshold_floor(num_classes: int) -> Callable[[dict[str, Tensor]], tuple]:
 
 
 def adamatch_floor(num_classes: int) -> Callable[[dict[str, Tensor]], tuple]:
-    tau = torch.tensor(TAU)
+    """The cutoff as the lane computes it: τ · Σ conf / count, with 0-dim operands."""
+    tau, counts = torch.tensor(TAU), {}
 
     def step(batch: dict[str, Tensor]) -> tuple:
         probs, labelled = batch["logits"].softmax(-1), batch["logits_labeled"].softmax(-1)
         if not values_ok(torch.cat((probs, labelled))):
             raise ValueError("not probabilities")
-        cutoff = labelled.amax(1).mean() * tau
+        size = labelled.shape[0]
+        if size not in counts:
+            counts[size] = torch.tensor(float(size))
+        cutoff = tau * labelled.amax(1).sum() / counts[size]
         confidence, labels = probs.max(1)
         mask = confidence >= cutoff
         return labels, mask.float(), mask, confidence, torch.ones(probs.shape[0], dtype=torch.bool)

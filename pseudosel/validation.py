@@ -346,7 +346,9 @@ def _no_negative_entry(probs: Tensor) -> bool:
     such instruction on common CPUs, and the float pass is kept.
     """
     as_int = _SIGN_AS_INT.get(probs.dtype)
-    if as_int is not None and probs.numel() >= INT_MINIMUM_FROM:
+    # a tensor with its negative bit set (a lazy negation, e.g. ``conj().imag``) has no
+    # integer view
+    if as_int is not None and probs.numel() >= INT_MINIMUM_FROM and not probs.is_neg():
         if probs.view(as_int).min().item() >= 0:
             return True
     return probs.min().item() >= 0

@@ -11,6 +11,7 @@ give exactly what the general path gives, which this file pins:
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -118,38 +119,76 @@ _PLANTED = {
 }
 
 
-@settings(max_examples=200, deadline=None)
+def _laid_out(probs: torch.Tensor, layout: str) -> torch.Tensor:
+    """``probs`` (N, K) with the same values in another memory layout."""
+    if layout == "transposed":  # column-major
+        return probs.t().contiguous().t()
+    if layout == "strided":  # every other row of a larger tensor, at an offset
+        spread = torch.zeros(2 * probs.shape[0] + 1, probs.shape[1], dtype=probs.dtype)
+        spread[1::2] = probs
+        return spread[1::2]
+    if layout == "dense channels-last":  # (N, K, 1, 2): each row twice, channels last
+        dense = probs[:, :, None, None].expand(-1, -1, 1, 2).contiguous()
+        return dense.to(memory_format=torch.channels_last)
+    return probs
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     n=st.integers(1, 9),
     k=st.integers(2, 7),
     planted=st.sampled_from(sorted(_PLANTED)),
     where=st.integers(0, 62),
     dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32, torch.float64]),
+    layout=st.sampled_from(["contiguous", "transposed", "strided", "dense channels-last"]),
 )
-def test_the_integer_minimum_gives_the_float_minimums_verdict(n, k, planted, where, dtype):
+def test_the_integer_minimum_gives_the_float_minimums_verdict(n, k, planted, where, dtype, layout):
     """The host check reads the smallest entry through same-width integers (float32 and
     the half types, from INT_MINIMUM_FROM entries; here from 1): the device verdict, the
-    float minimum's, for −0.0, negatives down to subnormals, NaN of either sign, ±inf —
-    planted in a valid batch and in one that sums to 1 with it."""
+    float minimum's, for −0.0, negatives down to subnormals, NaN of either sign, ±inf,
+    in any memory layout. A finite value is planted with its row's sum kept (the entry it
+    replaces moved to its neighbour), so that the row sums pass and the smallest entry
+    decides."""
     import pseudosel.validation as validation
 
-    probs = torch.rand(n, k, generator=torch.Generator().manual_seed(n * 7 + k))
-    probs = (probs / probs.sum(1, keepdim=True)).to(dtype)
+    probs = torch.rand(
+        n, k, generator=torch.Generator().manual_seed(n * 7 + k), dtype=torch.float64
+    )
+    probs = probs / probs.sum(1, keepdim=True)
     value = _PLANTED[planted]
+    row, column = divmod(where % (n * k), k)
     if value is not None:
-        probs.view(-1)[where % probs.numel()] = value
-    valid = torch.ones(n, dtype=torch.bool)
+        if math.isfinite(value):  # the row keeps its sum: the replaced mass moves over
+            probs[row, (column + 1) % k] += probs[row, column] - value
+        probs[row, column] = value
+    probs = _laid_out(probs.to(dtype), layout)
+    valid = torch.ones(probs.shape[:1] + probs.shape[2:], dtype=torch.bool)
     expected = bool(probability_vectors_ok(probs, valid, all_valid=True))
     before = validation.INT_MINIMUM_FROM
     validation.INT_MINIMUM_FROM = 1
     try:
         assert probability_vectors_ok_on_host(probs) == expected
-        if planted == "-0.0":  # passes as +0.0 does: a float comparison, not the sign
-            plus = probs.clone()
-            plus.view(-1)[where % probs.numel()] = 0.0
-            assert expected == bool(probability_vectors_ok(plus, valid, all_valid=True))
     finally:
         validation.INT_MINIMUM_FROM = before
+    if planted in ("nothing", "-0.0", "a subnormal"):  # what passes, with sums kept
+        assert expected
+    elif planted == "a tiny negative" and dtype in (torch.float32, torch.float64):
+        assert not expected  # -1e-30 is a negative number there (0 in the half types)
+
+
+def test_a_lazily_negated_tensor_takes_the_float_minimum():
+    """A tensor with its negative bit set (``conj().imag`` of a complex tensor) has no
+    integer view: the check reads the floats, with the same verdict as the plain tensor."""
+    from pseudosel.validation import INT_MINIMUM_FROM
+
+    probs = torch.randn(INT_MINIMUM_FROM // 8 + 1, 8).mul(3).softmax(1)
+    negated = torch.complex(torch.zeros_like(probs), -probs).conj().imag
+    assert negated.is_neg() and torch.equal(negated, probs)
+    assert probability_vectors_ok_on_host(negated) and probability_vectors_ok_on_host(probs)
+    broken = probs.clone()
+    broken[0, 0], broken[0, 1] = -1e-4, broken[0, 1] + broken[0, 0] + 1e-4
+    negated = torch.complex(torch.zeros_like(broken), -broken).conj().imag
+    assert not probability_vectors_ok_on_host(negated)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])

@@ -286,19 +286,23 @@ class Alignment(CheckedModule):
     def lane_numerator(self, p_target: Tensor, work: torch.dtype) -> tuple[Tensor, Any]:
         """:func:`~pseudosel.functional.alignment.numerator` of the fixed target (the
         buffer ``p_target``, a plain CPU tensor on the lane) in ``work``, kept between
-        calls: computed again when the buffer is another tensor or its version counter has
-        moved — any in-place write (``copy_``, indexing, ``load_state_dict``), a move or a
-        new buffer. A fixed target costs the lane no op per call (the queue's is a mean over
-        its rows). Writes that bypass the version counter — through ``.data`` or a NumPy
-        view — are not seen (docs/performance.md)."""
+        calls: computed again when the buffer is another tensor, its memory has moved or its
+        version counter has — any in-place write (``copy_``, indexing,
+        ``load_state_dict``), a move, a new buffer or new memory under the same tensor
+        (``.data =``, ``torch.utils.swap_tensors``). A fixed target costs the lane no op
+        per call (the queue's is a mean over its rows). Writes that bypass the version
+        counter — through ``.data``, the untyped storage, or an alias made by NumPy or
+        DLPack — are not seen (docs/performance.md)."""
         if p_target.is_inference():  # no version counter to key on
             return alignment_numerator(self.target_vector(p_target, work))
         key = (p_target._version, p_target.data_ptr(), work)
         kept = self.__dict__.get("_lane_numerator")
         if kept is None or kept[0] is not p_target or kept[1] != key:
             numerator = alignment_numerator(self.target_vector(p_target, work))
-            # a plain attribute, not a buffer: not in the state dict
-            kept = self.__dict__["_lane_numerator"] = (p_target, key, numerator)
+            # the storage is held so that its address cannot be reused by another target
+            # while the key names it; a plain attribute, not a buffer: not in the state dict
+            storage = p_target.untyped_storage()
+            kept = self.__dict__["_lane_numerator"] = (p_target, key, numerator, storage)
         return kept[2]
 
     @no_grad

@@ -351,3 +351,73 @@ def test_inference_tensors_as_state_take_the_lane_without_keeping_the_target(nam
                 theirs = general(probs)
             _assert_same(ours, theirs, name)
     assert "_lane_numerator" not in lane.__dict__
+
+
+@pytest.mark.parametrize("name, build, labelled", ALIGNMENTS, ids=[m[0] for m in ALIGNMENTS])
+def test_the_kept_target_follows_the_batchs_dtype(name, build, labelled):
+    """The numerator is kept per compute dtype: float32 batches, then float64 ones, then
+    float32 again, on one module — the general path's result each time."""
+    lane = build(4)
+    general = copy.deepcopy(lane)
+    generator = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, torch.float64, torch.float32):
+        probs = torch.randn(5, 4, generator=generator, dtype=torch.float64).mul(3).softmax(1)
+        ours = lane(probs.to(dtype))
+        with lane_closed():
+            theirs = general(probs.to(dtype))
+        _assert_same(ours, theirs, f"{name}, {dtype}")
+
+
+@pytest.mark.parametrize("name, build, labelled", ALIGNMENTS, ids=[m[0] for m in ALIGNMENTS])
+@pytest.mark.parametrize("how", ["data", "swap_tensors"])
+def test_new_memory_under_the_same_target_tensor_is_read_again(name, build, labelled, how):
+    """``.data =`` and ``torch.utils.swap_tensors`` give the target tensor new memory with
+    no in-place write: read again — even when the new memory lies where the old lay (the
+    lane holds the memory its numerator was computed from, so that address is not free
+    for another target; allocations that would land there are tried)."""
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
+    lane = build(3)
+    general = copy.deepcopy(lane)
+    lane(probs)  # the numerator of the first target is kept
+    with lane_closed():
+        general(probs)
+    old_address = lane.p_target.data_ptr()
+
+    def give(module, target):
+        if how == "data":
+            module.p_target.data = target
+        else:
+            torch.utils.swap_tensors(module.p_target, target)
+
+    give(lane, torch.full_like(lane.p_target, 1.0 / 3))  # the first target's memory let go
+    candidates = []
+    for seed in range(2000):  # a new target where the first one lay, if the allocator can
+        candidate = _new_target(lane, seed)
+        if candidate.data_ptr() == old_address:
+            break
+        candidates.append(candidate)
+    del candidates
+    give(lane, candidate.clone() if how == "swap_tensors" else candidate)
+    give(general, candidate.clone())
+    ours = lane(probs)
+    with lane_closed():
+        theirs = general(probs)
+    _assert_same(ours, theirs, f"{name} after {how}")
+
+
+def test_another_tensor_on_the_same_memory_is_read_again():
+    """A square target queue replaced by its own transpose — the same memory, address and
+    version counter, other rows: read again (the tensor itself is part of the key)."""
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
+    lane = pseudosel.DistributionAlignmentQueue(3, queue_length=3, target=_target(3))
+    general = copy.deepcopy(lane)
+    for module in (lane, general):
+        module.eval()
+    lane(probs)
+    lane.p_target = lane.p_target.t()
+    general.p_target = general.p_target.t()
+    ours = lane(probs)
+    with lane_closed():
+        theirs = general(probs)
+    _assert_same(ours, theirs, "after the transpose")
+    assert not torch.equal(ours, lane.__class__(3, queue_length=3, target=_target(3)).eval()(probs))
