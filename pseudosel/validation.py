@@ -341,9 +341,9 @@ def _no_negative_entry(probs: Tensor) -> bool:
     integers' minimum is >= 0 exactly when no entry is negative or −0.0: the same verdict
     as the floats' minimum but for −0.0 (which passes), asked of the floats when the
     integers' minimum is negative. For float32 and the half types from
-    :data:`INT_MINIMUM_FROM` entries on a CPU, where the integer minimum takes half the time or
-    less (vector integer minima, no NaN to propagate); float64's 64-bit integers have no
-    such instruction on common CPUs, and the float pass is kept.
+    :data:`INT_MINIMUM_FROM` entries on a CPU, where the integer minimum is 1.5-2.4x faster
+    (vector integer minima, no NaN to propagate: benchmarks/bench_value_check.py); 64-bit
+    integers have no vector minimum on common CPUs, and float64 keeps the float pass.
     """
     as_int = _SIGN_AS_INT.get(probs.dtype)
     # a tensor with its negative bit set (a lazy negation, e.g. ``conj().imag``) has no
