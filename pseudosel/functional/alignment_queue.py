@@ -163,8 +163,10 @@ def align_queue(
 
 
 def align_queue_after_front_door(probs: Tensor, state: AlignmentQueueState) -> Tensor:
-    """:func:`align_queue`'s formula on what the front door returned (also the plain lane
-    of :class:`~pseudosel.DistributionAlignmentQueue`, :mod:`pseudosel.selectors._lane`)."""
+    """:func:`align_queue`'s formula on what the front door returned. (The plain lane of
+    :class:`~pseudosel.DistributionAlignmentQueue` calls its parts, :func:`queue_mean` and
+    :func:`~pseudosel.functional.alignment.rescaled_by`, with the target's numerator kept
+    between calls.)"""
     work = compute_dtype(probs.dtype)
     return rescaled(probs, queue_mean(state.p_target, work), queue_mean(state.p_model, work))
 

@@ -8,11 +8,12 @@ as much again (docs/performance.md, "Beside USB's own hooks"). A module whose ca
 qualifies skips them: it checks the values once and calls the formula cores its
 functional stages call, in the same order; it writes its new state into its buffers where
 the stages return new tensors to copy back (the EMAs through ``out=``, the queue's row in
-place), and computes its scalar statistics — SoftMatch's μ and σ², FreeMatch's τ, Dash's
-phase — on Python numbers rounded op by op as the 0-dim tensor ops round them
-(:func:`~pseudosel.kernels.scalars.ema_on_host`). Outputs and state are bit for bit those
-of the general path (tests/selectors/test_lane.py; a NaN, from a state already NaN, is a
-NaN whose sign may differ). A call qualifies when
+place), keeps an alignment's fixed target term between calls while its buffer is unchanged
+(:meth:`pseudosel.Alignment.lane_numerator`), and computes its scalar statistics —
+SoftMatch's μ and σ², FreeMatch's τ, Dash's phase — on Python numbers rounded op by op as
+the 0-dim tensor ops round them (:func:`~pseudosel.kernels.scalars.ema_on_host`). Outputs
+and state are bit for bit those of the general path (tests/selectors/test_lane.py; a NaN,
+from a state already NaN, is a NaN whose sign may differ). A call qualifies when
 
 - ``probs`` (and a labelled batch, for the modules that take one) is a plain float32 or
   float64 (N, K) tensor with N >= 1 — K the module's class count when it has one — on the
